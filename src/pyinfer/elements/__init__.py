@@ -1,0 +1,1 @@
+"""GStreamer elements: thin translators between buffers/properties and the pyinfer library."""

@@ -1,0 +1,56 @@
+"""Helpers every element shares: posting errors and warnings, and buffer writability."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from collections.abc import Iterator
+
+from pyinfer._gi import GObject, Gst
+
+
+def _post(element: Gst.Element, kind: Gst.MessageType, code: GObject.GEnum, text: str, debug: str) -> None:
+    caller = sys._getframe(2)
+    element.message_full(
+        kind, type(code).quark(), code, text, debug,
+        caller.f_code.co_filename, caller.f_code.co_name, caller.f_lineno,
+    )  # fmt: skip
+
+
+def post_error(element: Gst.Element, code: GObject.GEnum, text: str, debug: str = "") -> None:
+    """Post an ERROR on the bus with a GStreamer domain/code, the user-facing text and debug details."""
+    Gst.error(f"{element.get_name()}: {text}")
+    _post(element, Gst.MessageType.ERROR, code, text, debug)
+
+
+def post_warning(element: Gst.Element, code: GObject.GEnum, text: str, debug: str = "") -> None:
+    """Post a WARNING on the bus (same arguments as :func:`post_error`)."""
+    Gst.warning(f"{element.get_name()}: {text}")
+    _post(element, Gst.MessageType.WARNING, code, text, debug)
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback of ``exc`` as text, for the debug part of a bus message."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+@contextlib.contextmanager
+def writable(buf: Gst.Buffer) -> Iterator[Gst.Buffer]:
+    """Let metadata be added to a buffer the element owns.
+
+    PyGObject takes its own reference on every ``Gst.Buffer`` it wraps, so a buffer that BaseTransform has
+    made writable for ``transform_ip`` (refcount 1) shows refcount 2 in Python and ``gst_buffer_add_meta``
+    refuses it. Only call this on buffers the element owns: the one passed to ``do_transform_ip`` of an
+    in-place, non-passthrough transform, or one it holds for batching. Extra references are hidden for the
+    duration of the block and put back after.
+    """
+    mini = buf.mini_object
+    refcount = mini.refcount
+    if refcount > 1:
+        mini.refcount = 1
+    try:
+        yield buf
+    finally:
+        if refcount > 1:
+            mini.refcount = refcount

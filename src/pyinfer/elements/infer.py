@@ -1,0 +1,336 @@
+"""``pyinfer``: runs a detector on video frames and attaches its detections as metadata.
+
+Example::
+
+    gst-launch-1.0 videotestsrc num-buffers=30 ! video/x-raw,format=RGB,width=640,height=480 ! \\
+        pyinfer model-engine=$(pyinfer models --path shapes) confidence-threshold=0.3 ! fakesink
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from dataclasses import dataclass
+
+from pyinfer._gi import GObject, Gst, GstBase, GstVideo
+from pyinfer.elements._base import format_exception, post_error, writable
+from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
+from pyinfer.frames.system import FORMATS, FrameLayout, mapped_frame
+from pyinfer.meta.roi import write_detections
+
+log = logging.getLogger(__name__)
+
+# Frames are mapped read-only and handed to torch without a copy; torch warns about that once.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+_CAPS = Gst.Caps.from_string(
+    "video/x-raw, format=(string){ %s }, width=(int)[1, 32767], height=(int)[1, 32767]" % ", ".join(FORMATS)
+)
+_RW = GObject.ParamFlags.READWRITE
+FLOW_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One consistent snapshot of the per-batch properties."""
+
+    confidence_threshold: float
+    nms_iou_threshold: float
+    max_detections: int
+    unique_id: int
+    interval: int
+
+
+@dataclass
+class _Pending:
+    buf: Gst.Buffer
+    infer: bool
+
+
+class InferElement(GstBase.BaseTransform):
+    """Runs a detector on each (or every ``interval+1``-th) frame and attaches one ROI meta per detection."""
+
+    __gtype_name__ = "PyInfer"
+    __gstmetadata__ = (
+        "Python inference",
+        "Filter/Analyzer/Video",
+        "Runs a PyTorch detector on video frames and attaches detections as region-of-interest metadata",
+        "pyinfer developers",
+    )
+    __gsttemplates__ = (
+        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
+        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
+    )
+
+    model_engine = GObject.Property(
+        type=str, default="", nick="Model file",
+        blurb="Path to the model file (.torchscript/.pt TorchScript); required",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    labels_file = GObject.Property(
+        type=str, default="", nick="Labels file",
+        blurb="Class names, one per line; empty: the model's own names (or class ids)",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    confidence_threshold = GObject.Property(
+        type=float, default=0.25, minimum=0.0, maximum=1.0, nick="Confidence threshold",
+        blurb="Drop detections scoring at or below this", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    nms_iou_threshold = GObject.Property(
+        type=float, default=0.45, minimum=0.0, maximum=1.0, nick="NMS IoU threshold",
+        blurb="Class-aware non-maximum suppression: drop boxes overlapping a better one by more than this IoU",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    device = GObject.Property(
+        type=str, default="auto", nick="Device",
+        blurb="Where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    batch_size = GObject.Property(
+        type=int, default=1, minimum=1, maximum=1024, nick="Batch size",
+        blurb="Frames per model call; frames are held until the batch is full (or EOS), adding latency",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    interval = GObject.Property(
+        type=int, default=0, minimum=0, maximum=1_000_000, nick="Interval",
+        blurb="Frames skipped between inferences, as nvinfer (0: infer every frame); skipped frames get no metadata",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    unique_id = GObject.Property(
+        type=int, default=15, minimum=0, maximum=2**31 - 1, nick="Unique ID",
+        blurb="Stamped on every detection as its producer (nvinfer's unique-id)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    max_detections = GObject.Property(
+        type=int, default=300, minimum=1, maximum=100_000, nick="Max detections",
+        blurb="Keep at most this many detections per frame (highest confidence first)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    decoder = GObject.Property(
+        type=str, default="auto", nick="Decoder",
+        blurb="Output decoder: auto (the model's metadata, else yolov8) or yolov8",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    input_width = GObject.Property(
+        type=int, default=0, minimum=0, maximum=16384, nick="Input width",
+        blurb="Model input width; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    input_height = GObject.Property(
+        type=int, default=0, minimum=0, maximum=16384, nick="Input height",
+        blurb="Model input height; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_in_place(True)
+        self.set_passthrough(False)
+        self._engine = None
+        self._layout: FrameLayout | None = None
+        self._pending: list[_Pending] = []
+        self._staging = None
+        self._frames_seen = 0
+        self._lock = threading.Lock()  # guards _pending against a flush from another thread
+
+    # -- state -------------------------------------------------------------------------------------
+    def _settings(self) -> Settings:
+        return Settings(
+            confidence_threshold=self.confidence_threshold,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+            unique_id=self.unique_id,
+            interval=self.interval,
+        )
+
+    def do_start(self) -> bool:
+        from pyinfer.engine import Engine, EngineConfig
+
+        cfg = EngineConfig(
+            model=self.model_engine,
+            device=self.device,
+            labels_file=self.labels_file,
+            decoder=self.decoder,
+            input_width=self.input_width,
+            input_height=self.input_height,
+        )
+        try:
+            self._engine = Engine.build(cfg)
+        except PyInferError as exc:
+            code = _start_error_code(exc)
+            post_error(self, code, str(exc), format_exception(exc))
+            return False
+        except Exception as exc:  # a runtime failing in a way we did not foresee
+            post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {exc}", format_exception(exc))
+            return False
+        self._frames_seen = 0
+        self._pending = []
+        self._staging = None
+        log.info("loaded %s on %s", cfg.model, self._engine.model.device)
+        return True
+
+    def do_stop(self) -> bool:
+        with self._lock:
+            self._pending = []
+        self._engine = None
+        self._staging = None
+        self._layout = None
+        return True
+
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        try:
+            self._layout = FrameLayout.from_caps(incaps)
+        except ValueError as exc:
+            post_error(self, Gst.CoreError.NEGOTIATION, str(exc))
+            return False
+        self._staging = None
+        return True
+
+    def do_propose_allocation(self, decide_query: Gst.Query | None, query: Gst.Query) -> bool:
+        # We read strides from GstVideoMeta, so upstream may hand us padded rows.
+        query.add_allocation_meta(GstVideo.VideoMeta.get_info().api, None)
+        return True
+
+    # -- events ------------------------------------------------------------------------------------
+    def do_sink_event(self, event: Gst.Event) -> bool:
+        if event.type in (Gst.EventType.EOS, Gst.EventType.CAPS, Gst.EventType.SEGMENT, Gst.EventType.GAP):
+            # Held frames belong before whatever comes next.
+            if self._flush_pending() != Gst.FlowReturn.OK and event.type == Gst.EventType.EOS:
+                pass  # the error is on the bus already; still let EOS through so the pipeline can stop
+        elif event.type == Gst.EventType.FLUSH_STOP:
+            with self._lock:
+                self._pending = []
+        return GstBase.BaseTransform.do_sink_event(self, event)
+
+    # -- buffers -----------------------------------------------------------------------------------
+    def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        try:
+            return self._process(buf)
+        except DecodeError as exc:
+            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
+        except Exception as exc:
+            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
+        with self._lock:
+            self._pending = []
+        return Gst.FlowReturn.ERROR
+
+    def _process(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        engine = self._engine
+        if engine is None or self._layout is None:
+            return Gst.FlowReturn.FLUSHING
+        settings = self._settings()
+        infer = self._frames_seen % (settings.interval + 1) == 0
+        self._frames_seen += 1
+        batch_size = self.batch_size
+        if batch_size == 1 and not self._pending:
+            if infer:
+                self._infer_now(buf, settings)
+            return Gst.FlowReturn.OK
+        with self._lock:
+            if infer:
+                self._stage(buf, sum(p.infer for p in self._pending))
+            self._pending.append(_Pending(buf, infer))
+            full = sum(p.infer for p in self._pending) >= batch_size
+            if not full and (infer or any(p.infer for p in self._pending)):
+                return FLOW_DROPPED  # held: pushed with its batch
+            pending, self._pending = self._pending, []
+        return self._finish(pending, settings, current=buf)
+
+    def _infer_now(self, buf: Gst.Buffer, settings: Settings) -> None:
+        """Batch of one: the model reads the mapped frame directly when it runs on the CPU."""
+        import torch
+
+        engine = self._engine
+        with mapped_frame(buf, self._layout) as frame:
+            frames = torch.from_numpy(frame)[None]
+            if frames.device != engine.model.device:
+                frames = self._to_device(frames)
+            dets = engine.infer(
+                frames,
+                channels=self._layout.format,
+                conf_threshold=settings.confidence_threshold,
+                iou_threshold=settings.nms_iou_threshold,
+                max_detections=settings.max_detections,
+            )[0]
+            del frames
+        with writable(buf):
+            write_detections(buf, dets, unique_id=settings.unique_id)
+
+    def _to_device(self, frames):  # noqa: ANN001, ANN202 - torch types stay out of the module namespace
+        import torch
+
+        if self._staging is None or self._staging.shape[1:] != frames.shape[1:]:
+            self._staging = torch.empty(
+                (max(self.batch_size, frames.shape[0]), *frames.shape[1:]), dtype=torch.uint8, pin_memory=True
+            )
+        n = frames.shape[0]
+        self._staging[:n].copy_(frames)
+        return self._staging[:n].to(self._engine.model.device, non_blocking=True)
+
+    def _stage(self, buf: Gst.Buffer, slot: int) -> None:
+        """Copy one frame into the batch staging tensor (pinned when the model is on a GPU)."""
+        import torch
+
+        layout = self._layout
+        shape = (self.batch_size, layout.height, layout.width, layout.channels)
+        if self._staging is None or tuple(self._staging.shape) != shape:
+            pin = self._engine.model.device.type == "cuda"
+            self._staging = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        with mapped_frame(buf, layout) as frame:
+            self._staging[slot].copy_(torch.from_numpy(frame))
+
+    def _finish(self, pending: list[_Pending], settings: Settings, current: Gst.Buffer | None) -> Gst.FlowReturn:
+        """Infer the staged frames of ``pending``, attach metadata, push all but ``current`` in order."""
+        n = sum(p.infer for p in pending)
+        if n:
+            engine = self._engine
+            frames = self._staging[:n]
+            if engine.model.device.type != "cpu":
+                frames = frames.to(engine.model.device, non_blocking=True)
+            dets = iter(
+                engine.infer(
+                    frames,
+                    channels=self._layout.format,
+                    conf_threshold=settings.confidence_threshold,
+                    iou_threshold=settings.nms_iou_threshold,
+                    max_detections=settings.max_detections,
+                )
+            )
+            for p in pending:
+                if p.infer:
+                    with writable(p.buf):
+                        write_detections(p.buf, next(dets), unique_id=settings.unique_id)
+        srcpad = self.get_static_pad("src")
+        for p in pending:
+            if p.buf is current:
+                continue
+            ret = srcpad.push(p.buf)
+            if ret != Gst.FlowReturn.OK:
+                return ret
+        return Gst.FlowReturn.OK
+
+    def _flush_pending(self) -> Gst.FlowReturn:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending or self._engine is None:
+            return Gst.FlowReturn.OK
+        try:
+            return self._finish(pending, self._settings(), current=None)
+        except DecodeError as exc:
+            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
+        except Exception as exc:
+            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
+        return Gst.FlowReturn.ERROR
+
+
+def _start_error_code(exc: PyInferError) -> GObject.GEnum:
+    if exc.missing:
+        return Gst.ResourceError.NOT_FOUND
+    if isinstance(exc, ModelError):
+        return Gst.ResourceError.OPEN_READ
+    if isinstance(exc, DependencyError):
+        return Gst.LibraryError.INIT
+    if isinstance(exc, DecodeError):
+        return Gst.StreamError.DECODE
+    if isinstance(exc, ConfigError):
+        return Gst.ResourceError.SETTINGS
+    return Gst.LibraryError.INIT

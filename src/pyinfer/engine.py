@@ -1,0 +1,163 @@
+"""The GStreamer-free core: model + letterbox + decoder, batch of frames in, Detections out.
+
+Elements, the CLI and the benchmarks all run this same object; the element adds only buffer mapping and
+metadata writing on top.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pyinfer.backends import load_model
+from pyinfer.decoders import get_decoder
+from pyinfer.detections import Detections
+from pyinfer.errors import ConfigError, DecodeError, DependencyError
+from pyinfer.labels import read_labels
+from pyinfer.ops.letterbox import letterbox
+
+if TYPE_CHECKING:
+    import torch
+
+    from pyinfer.backends.base import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine is built from (the element's start-time properties).
+
+    Attributes:
+        model: model file path.
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+        labels_file: class names file; empty to use the model's own names (or class ids).
+        decoder: decoder name, or "auto" for the model's metadata choice (default yolov8).
+        input_width: model input width; 0 to take it from the model's metadata.
+        input_height: model input height; 0 to take it from the model's metadata.
+    """
+
+    model: str
+    device: str = "auto"
+    labels_file: str = ""
+    decoder: str = "auto"
+    input_width: int = 0
+    input_height: int = 0
+
+
+def resolve_device(device: str) -> str:
+    """Turn the ``device`` setting into a torch device string, checking CUDA is there when asked for."""
+    import torch
+
+    dev = device.strip().lower() or "auto"
+    if dev == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu":
+        return "cpu"
+    if dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__})")
+        index = int(dev[5:]) if ":" in dev else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    raise ConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def import_torch() -> None:
+    """Import torch and torchvision, or raise DependencyError naming what is missing."""
+    for name in ("torch", "torchvision"):
+        try:
+            __import__(name)
+        except ImportError as exc:
+            raise DependencyError(f"pyinfer needs the '{name}' package ({exc}); install it: pip install {name}") from exc
+
+
+class Engine:
+    """A loaded model with its decoder and labels; ``infer`` runs a batch of frames."""
+
+    def __init__(self, model: LoadedModel, decoder_name: str, labels: tuple[str, ...], input_size: tuple[int, int]):
+        self.model = model
+        self.decoder = get_decoder(decoder_name)
+        self.labels = labels
+        self.input_width, self.input_height = input_size
+        self.num_classes = 0
+        self._input: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, cfg: EngineConfig) -> Engine:
+        """Load, check and warm up a model. Raises pyinfer errors naming the problem."""
+        import_torch()
+        device = resolve_device(cfg.device)
+        model = load_model(cfg.model, device)
+        if cfg.input_width > 0 and cfg.input_height > 0:
+            size = (cfg.input_width, cfg.input_height)
+        elif model.input_size is not None:
+            size = model.input_size
+        else:
+            raise ConfigError(
+                f"model {cfg.model} carries no input size (imgsz) in its metadata: set input-width and input-height"
+            )
+        labels = read_labels(cfg.labels_file) if cfg.labels_file else model.names
+        decoder = cfg.decoder if cfg.decoder != "auto" else (model.decoder or "yolov8")
+        engine = cls(model, decoder, labels, size)
+        engine.warm_up()
+        if cfg.labels_file and len(labels) < engine.num_classes:
+            raise ConfigError(
+                f"labels file {cfg.labels_file} has {len(labels)} names but the model has {engine.num_classes} classes"
+            )
+        if not cfg.labels_file and len(labels) != engine.num_classes:
+            engine.labels = ()  # the model's own names do not fit its outputs: report class ids instead
+        return engine
+
+    def warm_up(self) -> None:
+        """Run one batch of grey frames; checks the outputs fit the decoder and learns the class count."""
+        import torch
+
+        x = torch.full(
+            (1, 3, self.input_height, self.input_width), 114 / 255, dtype=self.model.dtype, device=self.model.device
+        )
+        try:
+            outputs = self.model.forward(x)
+        except Exception as exc:
+            raise DecodeError(
+                f"model {self.model.path} failed on a 1x3x{self.input_height}x{self.input_width} input: {exc}"
+            ) from exc
+        self.num_classes = self.decoder.num_classes(outputs)
+
+    def infer(
+        self,
+        frames: torch.Tensor,
+        *,
+        channels: str = "RGB",
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+    ) -> list[Detections]:
+        """Detect objects in a batch of same-sized frames.
+
+        Args:
+            frames: (B, H, W, C) uint8 on the model's device (a strided view is fine).
+            channels: channel order of the frames (RGB, BGR, RGBA, BGRA, RGBx, BGRx).
+            conf_threshold: drop detections scoring at or below this.
+            iou_threshold: class-aware NMS IoU threshold.
+            max_detections: keep at most this many detections per frame.
+
+        Returns:
+            One Detections per frame, boxes in frame pixels.
+        """
+        x, geometry = letterbox(frames, self.input_width, self.input_height, out=self._input, dtype=self.model.dtype)
+        self._input = x
+        outputs = self.model.forward(x)
+        batch = self.decoder.decode(
+            outputs,
+            geometry,
+            conf_threshold=conf_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+        )
+        return [
+            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=self.labels)
+            for s in batch.split()
+        ]

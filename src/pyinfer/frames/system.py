@@ -1,0 +1,71 @@
+"""Frames in system memory (``video/x-raw``): packed RGB-family formats mapped zero-copy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyinfer._gi import Gst, GstVideo
+
+#: Packed formats the element accepts, with their bytes per pixel.
+FORMATS: dict[str, int] = {"RGB": 3, "BGR": 3, "RGBA": 4, "BGRA": 4, "RGBx": 4, "BGRx": 4}
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where the pixels of one frame are in a buffer's memory."""
+
+    format: str
+    width: int
+    height: int
+    channels: int
+    stride: int
+    offset: int
+
+    @classmethod
+    def from_caps(cls, caps: Gst.Caps) -> FrameLayout:
+        """Layout from negotiated caps (strides as GstVideoInfo computes them: rows padded to 4 bytes)."""
+        info = GstVideo.VideoInfo.new_from_caps(caps)
+        fmt = GstVideo.VideoFormat.to_string(info.finfo.format)
+        if fmt not in FORMATS:
+            raise ValueError(f"unsupported video format {fmt}; supported: {', '.join(FORMATS)}")
+        return cls(fmt, info.width, info.height, FORMATS[fmt], info.stride[0], info.offset[0])
+
+    def for_buffer(self, buf: Gst.Buffer) -> FrameLayout:
+        """The layout of ``buf``: its GstVideoMeta (if any) overrides the stride and offset of the caps."""
+        meta = GstVideo.buffer_get_video_meta(buf)
+        if meta is None or (meta.stride[0] == self.stride and meta.offset[0] == self.offset):
+            return self
+        return FrameLayout(self.format, self.width, self.height, self.channels, meta.stride[0], meta.offset[0])
+
+
+def frame_array(data: memoryview, layout: FrameLayout) -> np.ndarray:
+    """A (H, W, C) uint8 view of mapped memory honouring the row stride; no copy."""
+    need = layout.offset + layout.stride * (layout.height - 1) + layout.width * layout.channels
+    if len(data) < need:
+        raise ValueError(
+            f"buffer holds {len(data)} bytes, a {layout.width}x{layout.height} {layout.format} frame "
+            f"with stride {layout.stride} needs {need}"
+        )
+    flat = np.frombuffer(data, dtype=np.uint8)
+    return np.lib.stride_tricks.as_strided(
+        flat[layout.offset :],
+        shape=(layout.height, layout.width, layout.channels),
+        strides=(layout.stride, layout.channels, 1),
+        writeable=False,
+    )
+
+
+@contextlib.contextmanager
+def mapped_frame(buf: Gst.Buffer, layout: FrameLayout) -> Iterator[np.ndarray]:
+    """Map ``buf`` for reading and yield its frame as a (H, W, C) uint8 view, valid inside the block only."""
+    ok, info = buf.map(Gst.MapFlags.READ)
+    if not ok:
+        raise ValueError("could not map the buffer for reading")
+    try:
+        yield frame_array(info.data, layout.for_buffer(buf))
+    finally:
+        buf.unmap(info)

@@ -1,0 +1,8 @@
+"""gst-python loader shim for the ``pyinfer`` element (imports nothing heavy)."""
+
+from pyinfer._gi import Gst
+
+Gst.init_python()  # GStreamer is already initialised by the loader; this sets up the Python side
+from pyinfer.elements.infer import InferElement  # noqa: E402
+
+__gstelementfactory__ = ("pyinfer", Gst.Rank.NONE, InferElement)

@@ -1,0 +1,107 @@
+"""JSON lines, one record per frame: detections written by ``pyinfer detect`` and scene ground truth.
+
+Schema (the same for both)::
+
+    {"frame": 0, "pts_ns": 0, "width": 640, "height": 480,
+     "objects": [{"bbox": [left, top, width, height], "confidence": 0.97, "class_id": 1, "label": "square"}]}
+
+Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyinfer.detections import Detections
+from pyinfer.errors import ConfigError
+
+
+def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
+    """Build one frame's record from its detections (boxes rounded to 0.01 px)."""
+    ltwh = np.round(detections.ltwh.astype(np.float64), 2)
+    objects = []
+    for i in range(len(detections)):
+        obj: dict[str, Any] = {
+            "bbox": [float(v) for v in ltwh[i]],
+            "confidence": round(float(detections.confidence[i]), 4),
+            "class_id": int(detections.class_id[i]),
+            "label": detections.label(i),
+        }
+        for key, values in detections.extra.items():
+            value = values[i]
+            obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
+        objects.append(obj)
+    return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write records, one JSON object per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+def _validate(rec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    for key, kind in (("frame", int), ("width", int), ("height", int), ("objects", list)):
+        if not isinstance(rec.get(key), kind) or isinstance(rec.get(key), bool):
+            raise ConfigError(f"{where}: field {key!r} must be {kind.__name__}, got {rec.get(key)!r:.60}")
+    for j, obj in enumerate(rec["objects"]):
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{where}: objects[{j}] must be an object")
+        bbox = obj.get("bbox")
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise ConfigError(f"{where}: objects[{j}].bbox must be 4 numbers [left, top, width, height]")
+        if not isinstance(obj.get("class_id"), int) or isinstance(obj.get("class_id"), bool):
+            raise ConfigError(f"{where}: objects[{j}].class_id must be an integer")
+        conf = obj.get("confidence", 1.0)
+        if not isinstance(conf, (int, float)) or isinstance(conf, bool):
+            raise ConfigError(f"{where}: objects[{j}].confidence must be a number")
+    return rec
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Read and validate records; raises ConfigError naming the file and line of the first bad one."""
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{where}: not valid JSON ({exc})") from exc
+            yield _validate(rec, where)
+
+
+def record_detections(rec: dict[str, Any]) -> Detections:
+    """Turn one record's objects back into Detections (boxes as xyxy)."""
+    objs = rec["objects"]
+    if not objs:
+        return Detections.empty()
+    ltwh = np.array([o["bbox"] for o in objs], np.float32)
+    xyxy = ltwh.copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    extra = {}
+    if all("object_id" in o for o in objs):
+        extra["object_id"] = np.array([o["object_id"] for o in objs], np.int64)
+    return Detections(
+        xyxy=xyxy,
+        confidence=np.array([o.get("confidence", 1.0) for o in objs], np.float32),
+        class_id=np.array([o["class_id"] for o in objs], np.int32),
+        extra=extra,
+    )

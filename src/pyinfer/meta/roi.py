@@ -1,0 +1,117 @@
+"""Detections as ``GstVideoRegionOfInterestMeta``: pyinfer's metadata contract on plain GStreamer.
+
+One ROI meta per detection:
+
+- ``roi_type``: the class label (a GQuark of the label string);
+- ``x, y, w, h``: the box in frame pixels, clipped to the frame (unsigned integers: left/top rounded
+  down, right/bottom rounded up, so the integer box covers the float box);
+- ``id``: the detection's index in the frame (0, 1, ...), in descending confidence order;
+- one param structure named ``detection`` with ``confidence`` (double), ``class-id`` (int), ``label``
+  (string), ``unique-id`` (int: the producing element's ``unique-id``) and the exact float box
+  ``left``, ``top``, ``width``, ``height`` (double).
+
+:func:`read_detections` reads these back into :class:`~pyinfer.detections.Detections` (``extra`` gets
+``unique_id`` and ``roi_id``); ROI metas of other producers without a ``detection`` param are read from
+their integer box with confidence 1 and class id -1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyinfer._gi import GLib, Gst, GstVideo
+from pyinfer.detections import Detections
+
+PARAM_NAME = "detection"
+_ROI_API = None
+
+
+def _roi_api() -> object:
+    global _ROI_API
+    if _ROI_API is None:
+        _ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
+    return _ROI_API
+
+
+def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0) -> None:
+    """Attach one ROI meta per detection to ``buf`` (which must be writable)."""
+    n = len(detections)
+    if n == 0:
+        return
+    ltwh = detections.ltwh.astype(np.float64).tolist()
+    conf = detections.confidence.astype(np.float64).tolist()
+    cls = detections.class_id.tolist()
+    add = GstVideo.buffer_add_video_region_of_interest_meta
+    for i in range(n):
+        left, top, width, height = ltwh[i]
+        x0, y0 = math.floor(left), math.floor(top)
+        label = detections.label(i)
+        meta = add(buf, label, x0, y0, math.ceil(left + width) - x0, math.ceil(top + height) - y0)
+        if meta is None:
+            raise RuntimeError("could not add ROI meta: the buffer is not writable")
+        meta.id = i
+        s = Gst.Structure.new_empty(PARAM_NAME)
+        s.set_value("confidence", conf[i])
+        s.set_value("class-id", cls[i])
+        s.set_value("label", label)
+        s.set_value("unique-id", unique_id)
+        s.set_value("left", left)
+        s.set_value("top", top)
+        s.set_value("width", width)
+        s.set_value("height", height)
+        meta.add_param(s)
+
+
+def _roi_metas(buf: Gst.Buffer) -> list:
+    count = buf.get_n_meta(_roi_api())
+    metas = []
+    i = 0
+    # ROI metas are found by id; pyinfer numbers its detections 0..N-1. A foreign producer that leaves
+    # every id at 0 is read as far as its first meta (the ids are how Python can walk them on 1.22).
+    while len(metas) < count:
+        meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, i)
+        if meta is None:
+            break
+        metas.append(meta)
+        i += 1
+    return metas
+
+
+def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections:
+    """Read the ROI metas of ``buf`` back into Detections (boxes in frame pixels).
+
+    Args:
+        buf: a buffer carrying ROI metas written by pyinfer (or any producer numbering ids 0..N-1).
+        labels: class names for the result; by default gathered from the metas' labels.
+
+    Returns:
+        Detections with ``extra["unique_id"]`` (producer id, -1 if unknown) and ``extra["roi_id"]``.
+    """
+    metas = _roi_metas(buf)
+    if not metas:
+        return Detections.empty(labels=labels)
+    n = len(metas)
+    xyxy = np.empty((n, 4), np.float32)
+    conf = np.ones(n, np.float32)
+    cls = np.full(n, -1, np.int32)
+    uid = np.full(n, -1, np.int64)
+    roi_id = np.empty(n, np.int64)
+    names: dict[int, str] = {}
+    for i, meta in enumerate(metas):
+        roi_id[i] = meta.id
+        s = meta.get_param(PARAM_NAME)
+        if s is not None and s.has_field("left"):
+            left, top = s.get_value("left"), s.get_value("top")
+            xyxy[i] = (left, top, left + s.get_value("width"), top + s.get_value("height"))
+            conf[i] = s.get_value("confidence")
+            cls[i] = s.get_value("class-id")
+            uid[i] = s.get_value("unique-id")
+            names.setdefault(int(cls[i]), s.get_value("label"))
+        else:
+            xyxy[i] = (meta.x, meta.y, meta.x + meta.w, meta.y + meta.h)
+            names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
+    if not labels and names and min(names) >= 0:
+        labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
+    return Detections(xyxy, conf, cls, labels=labels, extra={"unique_id": uid, "roi_id": roi_id})

@@ -1,0 +1,1 @@
+"""Pure tensor and array operations: letterbox, box conversions, NMS."""

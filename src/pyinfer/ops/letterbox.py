@@ -1,0 +1,88 @@
+"""Batched letterbox on the model's device: uint8 HWC frames -> float NCHW model input.
+
+The same arithmetic as ultralytics' ``LetterBox(auto=False, center=True)``: scale by
+``min(out_h / h, out_w / w)``, resize, pad evenly with grey 114, divide by 255. Training and inference
+both go through :func:`letterbox`, so the model sees at run time exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class LetterboxGeometry:
+    """How one frame size maps into the model input: ``model = frame * scale + (pad_x, pad_y)``."""
+
+    frame_w: int
+    frame_h: int
+    scale: float
+    pad_x: float
+    pad_y: float
+    resized_w: int
+    resized_h: int
+
+    @classmethod
+    def compute(cls, frame_w: int, frame_h: int, input_w: int, input_h: int) -> LetterboxGeometry:
+        """Geometry of a frame_w x frame_h frame letterboxed into input_w x input_h."""
+        scale = min(input_w / frame_w, input_h / frame_h)
+        rw, rh = round(frame_w * scale), round(frame_h * scale)
+        # Integer offsets, as ultralytics rounds them (left/top = round(pad - 0.1)).
+        pad_x = float(round((input_w - rw) / 2 - 0.1))
+        pad_y = float(round((input_h - rh) / 2 - 0.1))
+        return cls(frame_w, frame_h, scale, pad_x, pad_y, rw, rh)
+
+    def to_frame(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        """Map (N, 4) model-input xyxy boxes back to frame pixels, clipped to the frame (in place)."""
+        boxes_xyxy[:, 0::2] = ((boxes_xyxy[:, 0::2] - self.pad_x) / self.scale).clamp_(0, self.frame_w)
+        boxes_xyxy[:, 1::2] = ((boxes_xyxy[:, 1::2] - self.pad_y) / self.scale).clamp_(0, self.frame_h)
+        return boxes_xyxy
+
+
+def letterbox(
+    frames: torch.Tensor,
+    input_w: int,
+    input_h: int,
+    *,
+    out: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    channels: str = "RGB",
+) -> tuple[torch.Tensor, LetterboxGeometry]:
+    """Letterbox a batch of same-sized frames.
+
+    Args:
+        frames: (B, H, W, C) uint8 frames, C >= 3, on any device; may be a strided view (padded rows).
+        input_w: model input width.
+        input_h: model input height.
+        out: optional preallocated (B, 3, input_h, input_w) float output (reused between calls).
+        dtype: output dtype (default float32, or out's dtype).
+        channels: channel order of ``frames`` ("RGB", "BGR", "RGBA", "BGRA", "RGBx", "BGRx"); the output is RGB.
+
+    Returns:
+        (B, 3, input_h, input_w) float tensor in [0, 1] on the frames' device, and the geometry.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, h, w, _ = frames.shape
+    geo = LetterboxGeometry.compute(w, h, input_w, input_h)
+    if dtype is None:
+        dtype = out.dtype if out is not None else torch.float32
+    if out is None or out.shape != (b, 3, input_h, input_w):
+        out = torch.empty((b, 3, input_h, input_w), dtype=dtype, device=frames.device)
+    # NCHW view of the colour planes; the float conversion is the one copy of the pixels.
+    x = frames[..., :3].permute(0, 3, 1, 2).to(dtype)
+    if channels.startswith("B"):
+        x = x.flip(1)
+    if (geo.resized_w, geo.resized_h) != (w, h):
+        x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False)
+    out.fill_(PAD_VALUE / 255.0)
+    px, py = int(geo.pad_x), int(geo.pad_y)
+    out[:, :, py : py + geo.resized_h, px : px + geo.resized_w] = x.mul_(1.0 / 255.0)
+    return out, geo

@@ -1,0 +1,329 @@
+"""Synthetic scenes: coloured shapes moving over a drifting, textured background, with exact ground truth.
+
+A :class:`Scene` is fully determined by ``(seed, width, height)``. Motion is simulated frame by frame from one
+``numpy.random.Generator(PCG64(seed))``; snapshots every ``_CHECKPOINT_EVERY`` frames make random access cheap,
+and sequential access costs one simulation step plus one render per frame. The background is a closed-form
+function of the frame index (windows into precomputed textures), so it needs no state at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pyinfer.errors import ConfigError
+
+CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+
+# Fill colours per class (RGB); each object jitters them a little. The class channel beats the others by
+# >= 110 after jitter, the background's channels differ by <= 80: colour alone separates classes, and so does shape.
+_BASE_COLOURS = np.array([[220.0, 40.0, 40.0], [40.0, 200.0, 50.0], [45.0, 70.0, 230.0]])
+_TRIANGLE_ASPECT = math.sqrt(3.0) / 2.0  # height / base of an equilateral triangle
+MIN_SIZE, MAX_SIZE = 0.06, 0.22  # side / diameter as a fraction of min(width, height)
+_MIN_ALIVE, _MAX_ALIVE = 5, 10  # objects on or entering the stage; 3..10 of them are visible at a time
+_MIN_SPEED, _MAX_SPEED = 0.003, 0.010  # per frame, as a fraction of min(width, height)
+_CHECKPOINT_EVERY = 64
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object's ground truth in one frame.
+
+    Attributes:
+        object_id: stable identity across frames.
+        class_id: index into :data:`CLASSES`.
+        label: ``CLASSES[class_id]``.
+        bbox: ``(left, top, width, height)`` in pixels, the drawn shape's full extent clipped to the frame.
+    """
+
+    object_id: int
+    class_id: int
+    label: str
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass
+class _Body:
+    """Mutable simulation state of one object; ``(cx, cy)`` is the centre of its box."""
+
+    object_id: int
+    class_id: int
+    cx: float
+    cy: float
+    size: float  # side, diameter, or triangle base
+    vx: float
+    vy: float
+    growth: float  # size change per frame, px
+    fill: tuple[int, int, int]
+    outline: tuple[int, int, int]
+    angle: float = 0.0  # radians; always 0 for now (axis-aligned shapes), kept so rotation can be added later
+    entered: bool = False
+    age: int = 0
+
+    def half_extent(self) -> tuple[float, float]:
+        half = self.size / 2.0
+        return half, half * _TRIANGLE_ASPECT if self.class_id == 2 else half
+
+    def box(self) -> tuple[float, float, float, float]:
+        """Unclipped ``(left, top, right, bottom)``."""
+        hw, hh = self.half_extent()
+        return self.cx - hw, self.cy - hh, self.cx + hw, self.cy + hh
+
+
+def _interp_matrix(size: int, knots: int) -> np.ndarray:
+    """(size, knots) float32 weights that smoothstep-interpolate ``knots`` values over ``size`` pixels."""
+    pos = np.linspace(0.0, knots - 1.0, size)
+    i = np.minimum(pos.astype(np.int64), knots - 2)
+    f = pos - i
+    f = f * f * (3.0 - 2.0 * f)  # smoothstep: no visible creases at the knots
+    w = np.zeros((size, knots), np.float32)
+    w[np.arange(size), i] = 1.0 - f
+    w[np.arange(size), i + 1] = f
+    return w
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float, channels: int) -> np.ndarray:
+    """(height, width, channels) float32 value noise in [0, 1] with features about ``cell`` pixels wide."""
+    ky, kx = max(2, round(height / cell) + 2), max(2, round(width / cell) + 2)
+    grid = rng.random((ky, kx, channels)).astype(np.float32)
+    tmp = np.tensordot(_interp_matrix(height, ky), grid, axes=(1, 0))  # (H, kx, C)
+    return np.tensordot(tmp, _interp_matrix(width, kx), axes=(1, 1)).transpose(0, 2, 1)  # (H, W, C)
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / max(hi - lo, 1e-6)
+
+
+class _Background:
+    """A textured background whose pattern and tint drift slowly; ``render(t)`` is a pure function of ``t``.
+
+    Three uint8 layers, each a window into a texture larger than the frame, are summed (max 165 + 60 + 8 = 233,
+    so uint8 addition cannot wrap): a grey-dominated multi-octave texture with fine grain, a broad colour tint
+    drifting on its own path, and faint grey sensor noise.
+    """
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        m = min(width, height)
+        self.pad_a = (max(8, round(0.15 * width)), max(8, round(0.15 * height)))
+        self.pad_b = (max(8, round(0.25 * width)), max(8, round(0.25 * height)))
+        self.pad_n = (61, 53)
+        ha, wa = height + 2 * self.pad_a[1], width + 2 * self.pad_a[0]
+        grey = 0.6 * _smooth_noise(rng, ha, wa, m / 3, 1)
+        grey += 0.3 * _smooth_noise(rng, ha, wa, m / 10, 1)
+        grey += 0.1 * _smooth_noise(rng, ha, wa, m / 30, 1)
+        colour = _smooth_noise(rng, ha, wa, m / 5, 3)
+        grain = rng.integers(0, 21, (ha, wa, 1)).astype(np.float32)  # fine grey grain that drifts with the texture
+        self.tex_a = np.clip(15.0 + 110.0 * _normalise(grey) + 20.0 * colour + grain, 0, 165).astype(np.uint8)
+        hb, wb = height + 2 * self.pad_b[1], width + 2 * self.pad_b[0]
+        self.tex_b = (60.0 * _normalise(_smooth_noise(rng, hb, wb, m / 1.5, 3))).astype(np.uint8)
+        # Sensor noise, re-rolled every frame; faint, because it is what a video encoder cannot predict.
+        fine = rng.integers(0, 9, (height + self.pad_n[1], width + self.pad_n[0], 1), dtype=np.uint8)
+        self.noise = np.repeat(fine, 3, axis=2)
+        self.phase = rng.uniform(0.0, 2.0 * math.pi, 4)
+
+    def _offset(self, t: int, pad: tuple[int, int], period: float, phase: np.ndarray) -> tuple[int, int]:
+        w = 2.0 * math.pi * t / period
+        ox = pad[0] * (1.0 + math.sin(w + phase[0]))
+        oy = pad[1] * (1.0 + math.sin(0.77 * w + phase[1]))
+        return round(ox), round(oy)
+
+    def render(self, t: int) -> np.ndarray:
+        """(H, W, 3) uint8 background of frame ``t``, a new C-contiguous array."""
+        h, w = self.height, self.width
+        ax, ay = self._offset(t, self.pad_a, 1500.0, self.phase[:2])
+        bx, by = self._offset(t, self.pad_b, 2300.0, self.phase[2:])
+        nx, ny = (t * 37) % self.pad_n[0], (t * 23) % self.pad_n[1]  # re-rolls the fine noise every frame
+        out = np.empty((h, w, 3), np.uint8)
+        np.add(self.tex_a[ay : ay + h, ax : ax + w], self.tex_b[by : by + h, bx : bx + w], out=out)
+        np.add(out, self.noise[ny : ny + h, nx : nx + w], out=out)
+        return out
+
+
+def _draw(img: np.ndarray, body: _Body) -> None:
+    """Rasterise one object in place: a pixel is drawn when its centre lies inside the shape."""
+    height, width = img.shape[:2]
+    left, top, right, bottom = body.box()
+    x0, x1 = max(0, math.floor(left)), min(width, math.ceil(right))
+    y0, y1 = max(0, math.floor(top)), min(height, math.ceil(bottom))
+    if x0 >= x1 or y0 >= y1:
+        return
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - body.cx)[None, :]
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - body.cy)[:, None]
+    hw, hh = body.half_extent()
+    t = max(1.0, round(0.06 * body.size))  # outline thickness, px
+    if body.class_id == 0:
+        d2 = xs * xs + ys * ys
+        inside, inner = d2 <= hw * hw, d2 <= max(hw - t, 0.0) ** 2
+    elif body.class_id == 1:
+        ax, ay = np.abs(xs), np.abs(ys)
+        inside = (ax <= hw) & (ay <= hh)
+        inner = (ax <= hw - t) & (ay <= hh - t)
+    else:
+        # Apex up at (0, -hh), base at y = +hh. Signed distance to a slanted side, for the point mirrored to x >= 0.
+        norm = math.hypot(2.0 * hh, hw)
+        side = (np.abs(xs) * (2.0 * hh) - (ys + hh) * hw) / norm
+        inside = (side <= 0.0) & (ys <= hh)
+        inner = (side <= -t) & (ys <= hh - t)
+    win = img[y0:y1, x0:x1]
+    win[inside] = body.outline
+    win[inner] = body.fill
+
+
+class Scene:
+    """A deterministic synthetic video of circles, squares and triangles; see the module docstring.
+
+    Args:
+        seed: non-negative seed; the same ``(seed, width, height)`` always gives the same frames and truth.
+        width: frame width in pixels, >= 64.
+        height: frame height in pixels, >= 64.
+
+    Raises:
+        ConfigError: on a negative seed or a frame smaller than 64 x 64.
+    """
+
+    def __init__(self, seed: int, width: int, height: int) -> None:
+        for name, value, low in (("seed", seed, 0), ("width", width, 64), ("height", height, 64)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"scene {name} must be an integer >= {low}, got {value!r}")
+        self.seed, self.width, self.height = int(seed), int(width), int(height)
+        self._m = float(min(width, height))
+        self._background = _Background(np.random.Generator(np.random.PCG64([self.seed, 1])), self.width, self.height)
+        self._rng = np.random.Generator(np.random.PCG64(self.seed))
+        self._bodies: list[_Body] = []
+        self._next_id = 0
+        self._target = int(self._rng.integers(_MIN_ALIVE, _MAX_ALIVE - 1))
+        for _ in range(self._target):
+            self._bodies.append(self._spawn(inside=True))
+        self._t = 0
+        self._checkpoints: dict[int, dict[str, Any]] = {0: self._snapshot()}
+
+    def frame(self, index: int) -> tuple[np.ndarray, list[SceneObject]]:
+        """Render frame ``index`` (any order; sequential is fastest).
+
+        Returns:
+            ``(image, objects)``: the (H, W, 3) uint8 RGB C-contiguous image and the ground truth of the objects
+            at least partly visible (clipped box >= 16 px² and >= 25 % of the full box), in drawing order
+            (later ones cover earlier ones).
+        """
+        if index < 0:
+            raise IndexError(f"frame index must be >= 0, got {index}")
+        self._seek(int(index))
+        img = self._background.render(self._t)
+        for body in self._bodies:
+            _draw(img, body)
+        return img, self._truth()
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, list[SceneObject]]]:
+        """Frames 0, 1, 2, ... without end (slice with ``itertools.islice``)."""
+        return (self.frame(i) for i in itertools.count())
+
+    # -- simulation ---------------------------------------------------------------------------------------
+
+    def _spawn(self, *, inside: bool) -> _Body:
+        rng, m = self._rng, self._m
+        class_id = int(rng.integers(len(CLASSES)))
+        size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * m
+        speed = float(rng.uniform(_MIN_SPEED, _MAX_SPEED)) * m
+        growth = float(rng.uniform(-1.0, 1.0)) * 0.0006 * m
+        fill = np.clip((_BASE_COLOURS[class_id] + rng.uniform(-20, 20, 3)) * rng.uniform(0.8, 1.1), 0, 255)
+        outline = fill * 0.5
+        body = _Body(self._next_id, class_id, 0.0, 0.0, size, 0.0, 0.0, growth,
+                     tuple(int(v) for v in fill), tuple(int(v) for v in outline))  # fmt: skip
+        self._next_id += 1
+        hw, hh = body.half_extent()
+        if inside:
+            body.cx = float(rng.uniform(hw, self.width - hw))
+            body.cy = float(rng.uniform(hh, self.height - hh))
+            heading = float(rng.uniform(0.0, 2.0 * math.pi))
+            body.entered = True
+        else:
+            # Just outside one edge, heading inwards within +-50 degrees of the edge normal.
+            edge = int(rng.integers(4))
+            along = float(rng.uniform(0.1, 0.9))
+            heading = (0.0, 0.5 * math.pi, math.pi, 1.5 * math.pi)[edge] + float(rng.uniform(-0.87, 0.87))
+            if edge == 0:  # left edge, moving right
+                body.cx, body.cy = -hw - 0.5, along * self.height
+            elif edge == 1:  # top edge, moving down
+                body.cx, body.cy = along * self.width, -hh - 0.5
+            elif edge == 2:  # right edge, moving left
+                body.cx, body.cy = self.width + hw + 0.5, along * self.height
+            else:  # bottom edge, moving up
+                body.cx, body.cy = along * self.width, self.height + hh + 0.5
+        body.vx, body.vy = speed * math.cos(heading), speed * math.sin(heading)
+        return body
+
+    def _overlaps_frame(self, body: _Body) -> bool:
+        left, top, right, bottom = body.box()
+        return right > 0 and bottom > 0 and left < self.width and top < self.height
+
+    def _step(self) -> None:
+        rng, m = self._rng, self._m
+        lo, hi = _MIN_SPEED * m, _MAX_SPEED * m
+        alive = []
+        for body in self._bodies:
+            body.age += 1
+            if body.entered:  # a random walk of the velocity; entering objects keep heading in
+                body.vx += float(rng.normal(0.0, 0.0004 * m))
+                body.vy += float(rng.normal(0.0, 0.0004 * m))
+                speed = math.hypot(body.vx, body.vy)
+                scale = min(max(speed, lo), hi) / max(speed, 1e-9)
+                body.vx, body.vy = body.vx * scale, body.vy * scale
+            body.cx += body.vx
+            body.cy += body.vy
+            body.size += body.growth
+            if not MIN_SIZE * m <= body.size <= MAX_SIZE * m:
+                body.size = min(max(body.size, MIN_SIZE * m), MAX_SIZE * m)
+                body.growth = -body.growth
+            inside = self._overlaps_frame(body)
+            body.entered = body.entered or inside
+            if inside or (not body.entered and body.age < 200):
+                alive.append(body)
+        if rng.random() < 0.02:
+            self._target = int(np.clip(self._target + rng.choice((-1, 1)), _MIN_ALIVE, _MAX_ALIVE))
+        if len(alive) < self._target:  # at most one newcomer per frame
+            alive.append(self._spawn(inside=False))
+        self._bodies = alive
+        self._t += 1
+        if self._t % _CHECKPOINT_EVERY == 0 and self._t not in self._checkpoints:
+            self._checkpoints[self._t] = self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "t": self._t,
+            "bodies": [dataclasses.replace(b) for b in self._bodies],
+            "rng": self._rng.bit_generator.state,
+            "next_id": self._next_id,
+            "target": self._target,
+        }
+
+    def _seek(self, index: int) -> None:
+        if index < self._t:
+            snap = self._checkpoints[index - index % _CHECKPOINT_EVERY]
+            self._t, self._next_id, self._target = snap["t"], snap["next_id"], snap["target"]
+            self._bodies = [dataclasses.replace(b) for b in snap["bodies"]]
+            self._rng.bit_generator.state = snap["rng"]
+        while self._t < index:
+            self._step()
+
+    def _truth(self) -> list[SceneObject]:
+        out = []
+        for body in self._bodies:
+            left, top, right, bottom = body.box()
+            cl, ct = max(left, 0.0), max(top, 0.0)
+            cr, cb = min(right, float(self.width)), min(bottom, float(self.height))
+            if cr <= cl or cb <= ct:
+                continue
+            area = (cr - cl) * (cb - ct)
+            if area < 16.0 or area < 0.25 * (right - left) * (bottom - top):
+                continue
+            bbox = (float(cl), float(ct), float(cr - cl), float(cb - ct))
+            out.append(SceneObject(body.object_id, body.class_id, CLASSES[body.class_id], bbox))
+        return out
