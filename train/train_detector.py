@@ -8,9 +8,10 @@ one fresh chunk replaces the oldest, in a fixed order, so a run is reproducible 
 Loss: YOLOv8's task-aligned assignment (centre-inside candidates, top-10 by ``score^0.5 * IoU^6``), BCE on class
 scores with IoU-aware targets, CIoU + L1 (in strides) on boxes. AdamW, warm-up + cosine, weight EMA.
 
-Typical use (train on a GPU, then evaluate + export with the runtime's torch)::
+How the committed model was made (from ``train/``; an H200 + 15 render workers, then here with the runtime's torch)::
 
-    PYTHONPATH=../src python3 train_detector.py --device cuda --steps 3000 --out /tmp/run
+    PYTHONPATH=../src python3 train_detector.py --device cuda --steps 1400 --batch 128 --buffer 8192 --chunk 16 \
+        --out /tmp/run                      # the run used --steps 20000 --time-budget 420, which settled on 1400
     PYTHONPATH=../src python3 train_detector.py --weights /tmp/run/shapes.pt --steps 0 --export ../src/pyinfer/models
 """
 
@@ -22,6 +23,8 @@ import copy
 import json
 import math
 import multiprocessing as mp
+import multiprocessing.pool
+import os
 import random
 import sys
 import time
@@ -29,9 +32,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torchvision
-from torch.nn import functional as F  # noqa: N812
+import torch  # noqa: TID253 - a training script, not library code
+import torchvision  # noqa: TID253
+from torch.nn import functional as F  # noqa: TID253
 
 from pyinfer.models.net import ShapesNet
 from pyinfer.ops.letterbox import letterbox
@@ -89,6 +92,21 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _start_pool(workers: int) -> mp.pool.Pool:
+    """Spawn render workers with one BLAS/OpenMP thread each (the scene's textures use numpy.tensordot)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))  # read by the children at import; the parent keeps its pools
+    try:
+        return mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _render_task(task: tuple[int, int, int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return render(*task)
 
@@ -100,7 +118,7 @@ class ReplayStream:
         """Start the workers and fill the buffer (blocks until full)."""
         self.rng = random.Random(seed)
         self.chunk, self.size, self.device = chunk, size, device
-        self.pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init) if workers > 0 else None
+        self.pool = _start_pool(workers) if workers > 0 else None
         self.pending: collections.deque = collections.deque()
         self.images = torch.empty((size, 3, IMGSZ, IMGSZ), dtype=torch.uint8, device=device)
         self.targets = torch.empty((size, MAX_GT, 5), dtype=torch.float32, device=device)
@@ -352,11 +370,13 @@ def train(args: argparse.Namespace, model: ShapesNet, device: torch.device) -> S
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     stats: collections.defaultdict[str, float] = collections.defaultdict(float)
     t_start = time.perf_counter()
-    for step in range(args.steps):
+    total = args.steps
+    step = 0
+    while step < total:
         if step % args.refresh_every == 0:
             stream.refresh()
         lr_scale = (step + 1) / warmup if step < warmup else (
-            0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup))))
+            0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
         for g in opt.param_groups:
             g["lr"] = args.lr * lr_scale
         idx = torch.randint(0, args.buffer, (args.batch,), generator=gen, device=device)
@@ -376,16 +396,24 @@ def train(args: argparse.Namespace, model: ShapesNet, device: torch.device) -> S
                     pe.copy_(pm)
         for k, v in parts.items():
             stats[k] += v
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            n = args.log_every if (step + 1) % args.log_every == 0 else (step + 1) % args.log_every
+        step += 1
+        if args.time_budget and step == 200:
+            # Fit the schedule to the budget from the measured rate; rerun with --steps <total> to reproduce.
+            rate = (time.perf_counter() - t_start) / step
+            left = args.time_budget - (time.perf_counter() - T0)
+            total = min(args.steps, step + int(left / rate) // 100 * 100)
+            print(f"{rate * 1000:.0f} ms/step: training for {total} steps", flush=True)
+        if step % args.log_every == 0 or step == total:
+            n = args.log_every if step % args.log_every == 0 else step % args.log_every
             msg = " ".join(f"{k} {v / n:.4f}" for k, v in stats.items())
-            print(f"step {step + 1}/{args.steps} lr {args.lr * lr_scale:.2e} {msg} "
+            print(f"step {step}/{total} lr {args.lr * lr_scale:.2e} {msg} "
                   f"({time.perf_counter() - t_start:.0f}s)", flush=True)
             stats.clear()
         if args.time_limit and time.perf_counter() - T0 > args.time_limit:
-            print(f"time limit reached at step {step + 1}: stopping early (run not reproducible)", flush=True)
+            print(f"time limit reached at step {step}: stopping early (run not reproducible)", flush=True)
             break
     stream.close()
+    args.steps_done = step
     return ema
 
 
@@ -406,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh-every", type=int, default=1, help="steps between fresh chunks")
     p.add_argument("--eval-frames", type=int, default=200)
     p.add_argument("--time-limit", type=float, default=0.0, help="seconds; stop training early past this")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="seconds from start; after 200 steps, cut --steps to what fits (cosine schedule included)")
     p.add_argument("--log-every", type=int, default=100)
     args = p.parse_args(argv)
 
@@ -428,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             print("safetensors not installed: skipping shapes.safetensors")
         else:
             save_file(state, str(args.out / "shapes.safetensors"))
-        info = {"seed": args.seed, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+        info = {"seed": args.seed, "steps": args.steps_done, "batch": args.batch, "lr": args.lr,
                 "train_seconds": round(time.perf_counter() - T0), "torch": torch.__version__}
         (args.out / "shapes.json").write_text(json.dumps(info))
         print(f"saved weights to {args.out} after {time.perf_counter() - T0:.0f}s", flush=True)

@@ -19,8 +19,9 @@ def register() -> None:
     ensure_init()
     from pyinfer._gi import GObject, Gst
     from pyinfer.elements.infer import InferElement
+    from pyinfer.elements.osd import OsdElement
 
-    for name, cls in (("pyinfer", InferElement),):
+    for name, cls in (("pyinfer", InferElement), ("pyosd", OsdElement)):
         if Gst.ElementFactory.find(name) is None:
             GObject.type_register(cls)
             if not Gst.Element.register(None, name, Gst.Rank.NONE, cls):

@@ -42,8 +42,11 @@ class FrameLayout:
         return FrameLayout(self.format, self.width, self.height, self.channels, meta.stride[0], meta.offset[0])
 
 
-def frame_array(data: memoryview, layout: FrameLayout) -> np.ndarray:
-    """A (H, W, C) uint8 view of mapped memory honouring the row stride; no copy."""
+def frame_array(data: memoryview, layout: FrameLayout, *, writeable: bool = False) -> np.ndarray:
+    """A (H, W, C) uint8 view of mapped memory honouring the row stride; no copy.
+
+    ``writeable=True`` needs memory mapped for writing.
+    """
     need = layout.offset + layout.stride * (layout.height - 1) + layout.width * layout.channels
     if len(data) < need:
         raise ValueError(
@@ -55,7 +58,7 @@ def frame_array(data: memoryview, layout: FrameLayout) -> np.ndarray:
         flat[layout.offset :],
         shape=(layout.height, layout.width, layout.channels),
         strides=(layout.stride, layout.channels, 1),
-        writeable=False,
+        writeable=writeable,
     )
 
 

@@ -11,8 +11,8 @@ Only training and tests import this module (it needs torch at import); the eleme
 from __future__ import annotations
 
 import torch  # noqa: TID253 - architecture module, never imported by elements
-from torch import nn
-from torch.nn import functional as F  # noqa: N812
+from torch import nn  # noqa: TID253
+from torch.nn import functional as F  # noqa: TID253
 
 STRIDES = (8, 16, 32)
 

@@ -21,9 +21,10 @@ from pyinfer.errors import ConfigError
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 
-# Fill colours per class (RGB); each object jitters them a little. The class channel beats the others by
-# >= 110 after jitter, the background's channels differ by <= 80: colour alone separates classes, and so does shape.
-_BASE_COLOURS = np.array([[220.0, 40.0, 40.0], [40.0, 200.0, 50.0], [45.0, 70.0, 230.0]])
+# Fill colours per class (RGB); each object jitters them (+-15 per channel, then x0.85..1.1 brightness). The class
+# channel then beats the others by >= 110 while background channels differ by <= 80: colour alone separates the
+# classes, and so does shape.
+_BASE_COLOURS = np.array([[225.0, 35.0, 35.0], [35.0, 210.0, 45.0], [40.0, 60.0, 235.0]])
 _TRIANGLE_ASPECT = math.sqrt(3.0) / 2.0  # height / base of an equilateral triangle
 MIN_SIZE, MAX_SIZE = 0.06, 0.22  # side / diameter as a fraction of min(width, height)
 _MIN_ALIVE, _MAX_ALIVE = 5, 10  # objects on or entering the stage; 3..10 of them are visible at a time
@@ -104,7 +105,7 @@ def _normalise(a: np.ndarray) -> np.ndarray:
 class _Background:
     """A textured background whose pattern and tint drift slowly; ``render(t)`` is a pure function of ``t``.
 
-    Three uint8 layers, each a window into a texture larger than the frame, are summed (max 165 + 60 + 8 = 233,
+    Three uint8 layers, each a window into a texture larger than the frame, are summed (max 165 + 60 + 4 = 229,
     so uint8 addition cannot wrap): a grey-dominated multi-octave texture with fine grain, a broad colour tint
     drifting on its own path, and faint grey sensor noise.
     """
@@ -125,7 +126,7 @@ class _Background:
         hb, wb = height + 2 * self.pad_b[1], width + 2 * self.pad_b[0]
         self.tex_b = (60.0 * _normalise(_smooth_noise(rng, hb, wb, m / 1.5, 3))).astype(np.uint8)
         # Sensor noise, re-rolled every frame; faint, because it is what a video encoder cannot predict.
-        fine = rng.integers(0, 9, (height + self.pad_n[1], width + self.pad_n[0], 1), dtype=np.uint8)
+        fine = rng.integers(0, 5, (height + self.pad_n[1], width + self.pad_n[0], 1), dtype=np.uint8)
         self.noise = np.repeat(fine, 3, axis=2)
         self.phase = rng.uniform(0.0, 2.0 * math.pi, 4)
 
@@ -233,10 +234,20 @@ class Scene:
         size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * m
         speed = float(rng.uniform(_MIN_SPEED, _MAX_SPEED)) * m
         growth = float(rng.uniform(-1.0, 1.0)) * 0.0006 * m
-        fill = np.clip((_BASE_COLOURS[class_id] + rng.uniform(-20, 20, 3)) * rng.uniform(0.8, 1.1), 0, 255)
-        outline = fill * 0.5
-        body = _Body(self._next_id, class_id, 0.0, 0.0, size, 0.0, 0.0, growth,
-                     tuple(int(v) for v in fill), tuple(int(v) for v in outline))  # fmt: skip
+        fill = np.clip((_BASE_COLOURS[class_id] + rng.uniform(-15, 15, 3)) * rng.uniform(0.85, 1.1), 0, 255)
+        outline = fill * 0.4  # dark enough that an outline never passes for a fill colour
+        body = _Body(
+            object_id=self._next_id,
+            class_id=class_id,
+            cx=0.0,
+            cy=0.0,
+            size=size,
+            vx=0.0,
+            vy=0.0,
+            growth=growth,
+            fill=(int(fill[0]), int(fill[1]), int(fill[2])),
+            outline=(int(outline[0]), int(outline[1]), int(outline[2])),
+        )
         self._next_id += 1
         hw, hh = body.half_extent()
         if inside:

@@ -1,0 +1,50 @@
+# pyinfer: `make demo` runs the main job, `make test` the test suite. Both install what they need first
+# (Debian packages, then a virtualenv in .venv) and skip what is already there.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# GStreamer + gst-python from Debian; PyGObject must match Debian's python3, hence --system-site-packages.
+APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi python3-gst-1.0 \
+	gstreamer1.0-python3-plugin-loader gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 python3-venv
+# A tested torch/torchvision pair from the package index (CUDA builds; they run on the CPU too).
+# PIP_FIND_LINKS is cleared so a local CPU-only torch wheel without a matching torchvision is not picked.
+TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2
+DEMO_DIR := out/demo
+DEMO_FRAMES ?= 300
+
+.PHONY: setup demo test bench clean apt
+setup: $(VENV)/.installed
+
+apt:
+	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -qv "install ok installed" \
+	    && [ "$$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | wc -l)" = "$(words $(APT_PACKAGES))" ]; then \
+	  echo "Debian packages: present"; \
+	else \
+	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml | apt
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || PIP_FIND_LINKS= $(PY) -m pip install -q $(TORCH_PACKAGES)
+	PIP_FIND_LINKS= $(PY) -m pip install -q -e '.[test]'
+	@$(PY) -c "import gi; gi.require_version('Gst', '1.0'); import torch, torchvision, pyinfer; print('pyinfer', pyinfer.__version__, 'torch', torch.__version__)"
+	@touch $@
+
+demo: setup
+	@mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/pyinfer scene --frames $(DEMO_FRAMES) --seed 2024 --width 1280 --height 720 --out $(DEMO_DIR)
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --json $(DEMO_DIR)/detections.jsonl --video $(DEMO_DIR)/annotated.mp4
+	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/detections.jsonl --truth $(DEMO_DIR)/truth.jsonl
+	@echo "Annotated video: $(DEMO_DIR)/annotated.mp4   detections: $(DEMO_DIR)/detections.jsonl"
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/cpu_pipeline.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,178 @@
+"""The ``pyinfer`` command: env, models, scene, detect, eval, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+import site
+import sys
+import time
+from pathlib import Path
+
+from pyinfer import __version__
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def plugin_path() -> Path:
+    """The folder to put on GST_PLUGIN_PATH (gst-python's loader scans its ``python/`` subfolder)."""
+    return PACKAGE_DIR / "gst"
+
+
+def python_path() -> list[str]:
+    """What the gst-python loader's interpreter needs on sys.path: pyinfer itself and its dependencies."""
+    paths = [str(PACKAGE_DIR.parent)]
+    for p in site.getsitepackages():
+        if p not in paths and Path(p).is_dir():
+            paths.append(p)
+    return paths
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    gst = shlex.quote(str(plugin_path()))
+    py = shlex.quote(":".join(python_path()))
+    print(f'export GST_PLUGIN_PATH={gst}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}')
+    print(f'export PYTHONPATH={py}${{PYTHONPATH:+:$PYTHONPATH}}')
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pyinfer.zoo import EMBEDDED, get_model
+
+    if args.path:
+        try:
+            print(get_model(args.path).path)
+        except KeyError as exc:
+            print(f"pyinfer: {exc.args[0]}", file=sys.stderr)
+            return 2
+        return 0
+    for m in EMBEDDED.values():
+        state = "" if m.path.exists() else "  (missing)"
+        print(f"{m.name}\t{m.path}{state}\n\tlabels: {', '.join(m.labels)} ({m.labels_file})\n\t{m.description}")
+    return 0
+
+
+def cmd_scene(args: argparse.Namespace) -> int:
+    from pyinfer.scene.video import write_scene
+
+    t0 = time.perf_counter()
+    video, truth = write_scene(args.out, frames=args.frames, seed=args.seed, width=args.width, height=args.height)
+    print(f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pyinfer.detect import DetectOptions, run_detect
+
+    opts = DetectOptions(
+        input=args.input,
+        model_engine=args.model_engine,
+        labels_file=args.labels_file,
+        json_out=args.json,
+        video_out=args.video,
+        device=args.device,
+        batch_size=args.batch_size,
+        confidence_threshold=args.confidence_threshold,
+        progress=not args.quiet,
+    )
+    try:
+        result = run_detect(opts)
+    except RuntimeError as exc:
+        print(f"pyinfer detect: {exc}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    if args.truth and args.json:
+        from pyinfer.evaluate import evaluate_files
+
+        print(evaluate_files(args.json, args.truth))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pyinfer.errors import ConfigError
+    from pyinfer.evaluate import evaluate_files
+
+    try:
+        result = evaluate_files(args.json, args.truth, iou_threshold=args.iou)
+    except ConfigError as exc:
+        print(f"pyinfer eval: {exc}", file=sys.stderr)
+        return 2
+    print(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pyinfer._gi import Gst, ensure_init
+
+    ensure_init()
+    print(f"pyinfer {__version__}  python {sys.version.split()[0]}  ({sys.executable})")
+    print(f"GStreamer {Gst.version_string()}")
+    loader = Gst.Registry.get().find_plugin("python")
+    print(f"gst-python plugin loader: {'present' if loader else 'MISSING (apt install gstreamer1.0-python3-plugin-loader)'}")
+    for mod in ("torch", "torchvision", "onnxruntime", "pyservicemaker", "pyds"):
+        print(f"{mod}: {'available' if importlib.util.find_spec(mod) else 'absent'}")
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        cuda = torch.cuda.is_available()
+        print(f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyinfer", description="Python inference elements for GStreamer.")
+    p.add_argument("--version", action="version", version=f"pyinfer {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("env", help="print the exports that make gst-inspect-1.0/gst-launch-1.0 find the elements")
+    s.set_defaults(func=cmd_env)
+
+    s = sub.add_parser("models", help="list the embedded models")
+    s.add_argument("--path", metavar="NAME", help="print only the file path of model NAME")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("scene", help="render a synthetic scene: DIR/video.mp4 and DIR/truth.jsonl")
+    s.add_argument("--frames", type=int, default=300)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--width", type=int, default=1280)
+    s.add_argument("--height", type=int, default=720)
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.set_defaults(func=cmd_scene)
+
+    s = sub.add_parser("detect", help="run a video file through pyinfer; write JSON lines and/or an annotated MP4")
+    s.add_argument("input", help="any file GStreamer can decode")
+    s.add_argument("--model-engine", default="", help="model file (default: the embedded shapes detector)")
+    s.add_argument("--labels-file", default="")
+    s.add_argument("--json", metavar="OUT.jsonl", help="detections, one JSON line per frame")
+    s.add_argument("--video", metavar="OUT.mp4", help="annotated H.264 MP4")
+    s.add_argument("--truth", metavar="TRUTH.jsonl", help="also evaluate against this ground truth")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--confidence-threshold", type=float, default=0.25)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("eval", help="precision, recall and mean IoU of detections against ground truth")
+    s.add_argument("--json", required=True, metavar="OUT.jsonl")
+    s.add_argument("--truth", required=True, metavar="TRUTH.jsonl")
+    s.add_argument("--iou", type=float, default=0.5)
+    s.add_argument("--out", metavar="RESULT.json", help="also write the figures as JSON")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("doctor", help="report what pyinfer can use on this machine")
+    s.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

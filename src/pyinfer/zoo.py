@@ -1,0 +1,42 @@
+"""Models shipped inside the package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model file shipped with pyinfer, with its labels file."""
+
+    name: str
+    path: Path
+    labels_file: Path
+    description: str
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class names."""
+        return tuple(n.strip() for n in self.labels_file.read_text().splitlines() if n.strip())
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "shapes": EmbeddedModel(
+        "shapes",
+        MODELS_DIR / "shapes.torchscript",
+        MODELS_DIR / "shapes.labels.txt",
+        "YOLOv8-layout detector for pyinfer's synthetic scenes (circle, square, triangle), 384x384 input",
+    ),
+}
+DEFAULT_MODEL = "shapes"
+
+
+def get_model(name: str = DEFAULT_MODEL) -> EmbeddedModel:
+    """An embedded model by name; KeyError listing the names otherwise."""
+    try:
+        return EMBEDDED[name]
+    except KeyError:
+        raise KeyError(f"no embedded model {name!r}; embedded: {', '.join(EMBEDDED)}") from None

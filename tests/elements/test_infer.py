@@ -1,0 +1,141 @@
+"""The pyinfer element in real pipelines on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import push_frames
+
+from pyinfer._gi import Gst
+
+EXPECTED = np.array([[160, 80, 240, 160], [440, 290, 560, 350]], np.float32)  # FIXED_TABLE on 640x480
+
+
+def _desc(model, extra: str = "", fmt: str = "RGB", size: str = "width=640,height=480", n: int = 6) -> str:
+    return (
+        f"videotestsrc num-buffers={n} ! video/x-raw,format={fmt},{size},framerate=30/1 ! "
+        f"pyinfer name=infer model-engine={model} {extra} ! appsink name=sink"
+    )
+
+
+def test_fixed_model_boxes_are_mapped_back_to_frame_pixels(run_pipeline, fixed_model):
+    res = run_pipeline(_desc(fixed_model, "unique-id=7"))
+    assert res.ok, res.error
+    assert len(res.detections) == 6
+    for dets in res.detections:
+        np.testing.assert_allclose(dets.xyxy, EXPECTED, atol=1e-3)
+        np.testing.assert_allclose(dets.confidence, [0.9, 0.7], atol=1e-6)
+        assert dets.class_id.tolist() == [0, 2]
+        assert [dets.label(i) for i in range(2)] == ["a", "c"]
+        assert dets.extra["unique_id"].tolist() == [7, 7]
+
+
+@pytest.mark.parametrize(
+    ("props", "expected_rows"),
+    [
+        ("confidence-threshold=0.95", []),
+        ("max-detections=1", [0]),
+        ("confidence-threshold=0.75", [0]),
+        ("nms-iou-threshold=0.9 confidence-threshold=0.5", [0, 0, 1]),  # the 0.8 box survives NMS
+    ],
+)
+def test_thresholds_and_max_detections(run_pipeline, fixed_model, props, expected_rows):
+    res = run_pipeline(_desc(fixed_model, props, n=2))
+    assert res.ok, res.error
+    dets = res.detections[0]
+    assert len(dets) == len(expected_rows)
+    if props.startswith("nms"):
+        assert dets.confidence.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    else:
+        np.testing.assert_allclose(dets.xyxy, EXPECTED[expected_rows], atol=1e-3)
+
+
+def test_labels_file_overrides_model_names(run_pipeline, fixed_model, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("person\nbicycle\ncar\n")
+    res = run_pipeline(_desc(fixed_model, f"labels-file={labels}", n=1))
+    assert res.ok, res.error
+    assert [res.detections[0].label(i) for i in range(2)] == ["person", "car"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+@pytest.mark.parametrize("interval", [0, 2])
+def test_every_buffer_leaves_once_in_order(run_pipeline, fixed_model, batch_size, interval):
+    n = 10
+    res = run_pipeline(_desc(fixed_model, f"batch-size={batch_size} interval={interval}", n=n))
+    assert res.ok, res.error
+    assert res.pts == [i * Gst.SECOND // 30 for i in range(n)]
+    inferred = [len(d) > 0 for d in res.detections]
+    assert inferred == [i % (interval + 1) == 0 for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "RGBA", "BGRA", "RGBx", "BGRx"])
+def test_all_packed_formats_at_odd_size(run_pipeline, fixed_model, fmt):
+    res = run_pipeline(_desc(fixed_model, fmt=fmt, size="width=641,height=479", n=2))
+    assert res.ok, res.error
+    assert len(res.detections[0]) == 2
+
+
+def test_null_playing_null_twice(fixed_model):
+    pipeline = Gst.parse_launch(_desc(fixed_model, n=3))
+    from support import run
+
+    for _ in range(2):
+        res = run(pipeline)
+        assert res.ok, res.error
+        assert len(res.detections) == 3
+
+
+def test_eos_pushes_a_partial_batch(run_pipeline, fixed_model):
+    res = run_pipeline(_desc(fixed_model, "batch-size=8", n=5))
+    assert res.ok, res.error
+    assert len(res.pts) == 5
+    assert all(len(d) == 2 for d in res.detections)
+
+
+def test_flush_drops_held_frames_and_the_stream_goes_on(fixed_model):
+    from support import run
+
+    pipeline = Gst.parse_launch(
+        f"appsrc name=src format=time ! pyinfer model-engine={fixed_model} batch-size=4 ! appsink name=sink"
+    )
+    frame = np.zeros((48, 64, 3), np.uint8)
+
+    def feed(p: Gst.Pipeline) -> None:
+        src = p.get_by_name("src")
+        caps = Gst.Caps.from_string("video/x-raw,format=RGB,width=64,height=48,framerate=30/1")
+        src.set_property("caps", caps)
+        for i in range(6):
+            if i == 3:  # two frames are held (batch of 4 not full): a flush must drop them, not push them
+                p.get_state(Gst.CLOCK_TIME_NONE)
+                src.get_static_pad("src").push_event(Gst.Event.new_flush_start())
+                src.get_static_pad("src").push_event(Gst.Event.new_flush_stop(True))
+                src.get_static_pad("src").push_event(Gst.Event.new_segment(_time_segment()))
+            buf = Gst.Buffer.new_wrapped(np.full((48, 64 * 3 + 0), i, np.uint8).tobytes())
+            buf.pts = i * Gst.SECOND // 30
+            src.emit("push-buffer", buf)
+        src.emit("end-of-stream")
+
+    res = run(pipeline, feed=feed)
+    assert res.ok, res.error
+    assert frame is not None
+    # Frames pushed after the flush come out, in order; nothing pushed twice.
+    assert res.pts[-3:] == [i * Gst.SECOND // 30 for i in (3, 4, 5)]
+    assert len(res.pts) == len(set(res.pts))
+
+
+def _time_segment() -> Gst.Segment:
+    seg = Gst.Segment()
+    seg.init(Gst.Format.TIME)
+    return seg
+
+
+def test_padded_rows_from_a_video_meta_stride(run_pipeline, fixed_model):
+    """Frames whose rows are padded to 2048 bytes (stride from GstVideoMeta) give the same detections."""
+    frames = [np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8) for _ in range(2)]
+    pipeline = Gst.parse_launch(f"appsrc name=src ! pyinfer model-engine={fixed_model} ! appsink name=sink")
+    from support import run
+
+    res = run(pipeline, feed=lambda p: push_frames(p.get_by_name("src"), frames, stride=2048))
+    assert res.ok, res.error
+    np.testing.assert_allclose(res.detections[0].xyxy, EXPECTED, atol=1e-3)

@@ -1,0 +1,144 @@
+"""Helpers for tests: run pipelines, push frames, build small TorchScript models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pyinfer._gi import GLib, Gst, GstVideo
+from pyinfer.detections import Detections
+from pyinfer.meta.roi import read_detections
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run left: the final message and what reached the appsink named ``sink``."""
+
+    message: Gst.MessageType | None
+    error: GLib.Error | None = None
+    debug: str = ""
+    error_source: str = ""
+    pts: list[int] = field(default_factory=list)
+    detections: list[Detections] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.message == Gst.MessageType.EOS
+
+
+def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineResult:  # noqa: ANN001
+    """Play ``pipeline`` until EOS or ERROR (or timeout), collecting appsink buffers; always back to NULL."""
+    result = PipelineResult(message=None)
+    sink = pipeline.get_by_name("sink")
+    if sink is not None:
+
+        def on_sample(appsink: Gst.Element) -> Gst.FlowReturn:
+            buf = appsink.emit("pull-sample").get_buffer()
+            result.pts.append(buf.pts)
+            result.detections.append(read_detections(buf))
+            return Gst.FlowReturn.OK
+
+        sink.set_property("emit-signals", True)
+        sink.set_property("sync", False)
+        sink.connect("new-sample", on_sample)
+    bus = pipeline.get_bus()
+    try:
+        pipeline.set_state(Gst.State.PLAYING)
+        if feed is not None:
+            feed(pipeline)
+        deadline = Gst.util_get_timestamp() + int(timeout_s * Gst.SECOND)
+        while True:
+            remaining = deadline - Gst.util_get_timestamp()
+            if remaining <= 0:
+                break
+            msg = bus.timed_pop_filtered(
+                remaining, Gst.MessageType.EOS | Gst.MessageType.ERROR | Gst.MessageType.WARNING
+            )
+            if msg is None:
+                break
+            if msg.type == Gst.MessageType.WARNING:
+                result.warnings.append(msg.parse_warning()[0].message)
+                continue
+            result.message = msg.type
+            if msg.type == Gst.MessageType.ERROR:
+                result.error, result.debug = msg.parse_error()
+                result.error_source = msg.src.get_name()
+            break
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    return result
+
+
+def push_frames(appsrc: Gst.Element, frames: list[np.ndarray], fmt: str = "RGB", fps: int = 30,
+                stride: int | None = None) -> None:
+    """Push (H, W, C) frames into an appsrc with their caps, rows padded as GstVideoInfo lays them out
+    (or to ``stride`` bytes with a GstVideoMeta saying so), then EOS."""
+    h, w, c = frames[0].shape
+    caps = Gst.Caps.from_string(f"video/x-raw,format={fmt},width={w},height={h},framerate={fps}/1")
+    appsrc.set_property("caps", caps)
+    appsrc.set_property("format", Gst.Format.TIME)
+    info = GstVideo.VideoInfo.new_from_caps(caps)
+    row = stride or info.stride[0]
+    for i, frame in enumerate(frames):
+        padded = np.zeros((h, row), np.uint8)
+        padded[:, : w * c] = frame.reshape(h, w * c)
+        buf = Gst.Buffer.new_wrapped(padded.tobytes())
+        if stride is not None:
+            GstVideo.buffer_add_video_meta_full(
+                buf, GstVideo.VideoFrameFlags.NONE, info.finfo.format, w, h, 1, [0, 0, 0, 0], [row, 0, 0, 0]
+            )
+        buf.pts = i * Gst.SECOND // fps
+        buf.duration = Gst.SECOND // fps
+        if appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+            break
+    appsrc.emit("end-of-stream")
+
+
+def save_torchscript(module, path: Path, config: dict | None, example) -> Path:  # noqa: ANN001
+    import torch
+
+    traced = torch.jit.trace(module.eval(), example, check_trace=False)
+    extra = {"config.txt": json.dumps(config)} if config is not None else {}
+    torch.jit.save(traced, str(path), _extra_files=extra)
+    return path
+
+
+class FixedBoxes:
+    """A TorchScript model whose output is a fixed table of boxes (cx, cy, w, h, scores...) per frame."""
+
+    @staticmethod
+    def build(table: np.ndarray):  # noqa: ANN205
+        import torch
+
+        class _M(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.register_buffer("table", torch.from_numpy(table.astype(np.float32)))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                # Depends on x so the batch dimension is traced, not baked in.
+                zero = x[:, :1, :1, :1].flatten(1).sum(1).view(-1, 1, 1) * 0
+                return self.table.unsqueeze(0) + zero
+
+        return _M()
+
+
+#: Three boxes in a 320x320 input: two overlapping of class 0 (NMS keeps one), one of class 2.
+FIXED_TABLE = np.array(
+    [  # columns are anchors; rows cx, cy, w, h, score0, score1, score2
+        [100.0, 104.0, 250.0, 160.0],
+        [100.0, 100.0, 200.0, 160.0],
+        [40.0, 40.0, 60.0, 320.0],
+        [40.0, 40.0, 30.0, 320.0],
+        [0.9, 0.8, 0.05, 0.1],
+        [0.0, 0.0, 0.1, 0.05],
+        [0.0, 0.0, 0.7, 0.2],
+    ],
+    dtype=np.float32,
+)
+
+

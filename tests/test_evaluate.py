@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pyinfer.errors import ConfigError
+from pyinfer.evaluate import EvalResult, evaluate, evaluate_files
+from pyinfer.jsonl import write_jsonl
+from pyinfer.ops.boxes import box_iou
+
+
+def _obj(ltwh: tuple[float, float, float, float], class_id: int = 0, confidence: float = 1.0) -> dict[str, Any]:
+    return {"bbox": list(ltwh), "confidence": confidence, "class_id": class_id, "label": str(class_id)}
+
+
+def _rec(frame: int, *objects: dict[str, Any]) -> dict[str, Any]:
+    return {"frame": frame, "pts_ns": frame * 1000, "width": 100, "height": 100, "objects": list(objects)}
+
+
+A, B = (10.0, 10.0, 20.0, 20.0), (50.0, 50.0, 30.0, 10.0)
+TRUTH = [_rec(0, _obj(A, 0), _obj(B, 1)), _rec(1, _obj(B, 2))]
+
+# (case, predictions, truth, (frames, truth_objects, detections, true_positives, precision, recall, mean_iou))
+CASES = [
+    ("perfect", TRUTH, TRUTH, (2, 3, 3, 3, 1.0, 1.0, 1.0)),
+    # A shifted by 10 px in x: IoU = 10*20 / (2*400 - 200) = 1/3 < 0.5.
+    ("shifted below threshold", [_rec(0, _obj((20, 10, 20, 20)))], [_rec(0, _obj(A))], (1, 1, 1, 0, 0.0, 0.0, 0.0)),
+    # Shifted by 4 px: IoU = 16*20 / (800 - 320) = 2/3.
+    ("shifted above threshold", [_rec(0, _obj((14, 10, 20, 20)))], [_rec(0, _obj(A))], (1, 1, 1, 1, 1.0, 1.0, 2 / 3)),
+    ("wrong class", [_rec(0, _obj(A, 1))], [_rec(0, _obj(A, 0))], (1, 1, 1, 0, 0.0, 0.0, 0.0)),
+    (
+        "duplicate is a false positive",
+        [_rec(0, _obj(A, 0, 0.9), _obj(A, 0, 0.8))],
+        [_rec(0, _obj(A, 0))],
+        (1, 1, 2, 1, 0.5, 1.0, 1.0),
+    ),
+    ("missing prediction frame", [_rec(0, _obj(A, 0), _obj(B, 1))], TRUTH, (2, 3, 2, 2, 1.0, 2 / 3, 1.0)),
+    ("prediction frame without truth", [*TRUTH, _rec(7, _obj(A, 0))], TRUTH, (3, 3, 4, 3, 0.75, 1.0, 1.0)),
+    ("empty frames", [_rec(0), _rec(1)], [_rec(0), _rec(1)], (2, 0, 0, 0, 1.0, 1.0, 0.0)),
+    ("no records at all", [], [], (0, 0, 0, 0, 1.0, 1.0, 0.0)),
+    ("nothing detected", [_rec(0), _rec(1)], TRUTH, (2, 3, 0, 0, 1.0, 0.0, 0.0)),
+    ("nothing to detect", TRUTH, [_rec(0), _rec(1)], (2, 0, 3, 0, 0.0, 1.0, 0.0)),
+]
+
+
+@pytest.mark.parametrize(("case", "preds", "truth", "want"), CASES, ids=[c[0] for c in CASES])
+def test_evaluate_counts_and_scores(
+    case: str, preds: list[dict[str, Any]], truth: list[dict[str, Any]], want: tuple[float, ...]
+) -> None:
+    res = evaluate(preds, truth)
+    got = (res.frames, res.truth_objects, res.detections, res.true_positives, res.precision, res.recall, res.mean_iou)
+    assert got[:4] == want[:4]
+    assert got[4:] == pytest.approx(want[4:], abs=1e-6)
+
+
+def test_higher_confidence_claims_the_truth_first() -> None:
+    """The confident, worse box takes the only truth object; the better, less confident one is a false positive."""
+    preds = [_rec(0, _obj((14, 10, 20, 20), 0, 0.5), _obj((12, 10, 20, 20), 0, 0.9))]
+    res = evaluate(preds, [_rec(0, _obj(A, 0))])
+    assert res.true_positives == 1
+    assert res.mean_iou == pytest.approx(18 * 20 / (800 - 360))
+
+
+def test_each_detection_takes_its_best_unmatched_truth() -> None:
+    truth = [_rec(0, _obj(A, 0), _obj((14, 10, 20, 20), 0))]
+    preds = [_rec(0, _obj((14, 10, 20, 20), 0, 0.9), _obj(A, 0, 0.8))]
+    res = evaluate(preds, truth)
+    assert (res.true_positives, res.mean_iou) == (2, pytest.approx(1.0))
+
+
+@pytest.mark.parametrize(("threshold", "tp"), [(0.3, 1), (0.5, 1), (0.66, 1), (0.67, 0), (1.0, 0)])
+def test_iou_threshold_is_inclusive_and_respected(threshold: float, tp: int) -> None:
+    res = evaluate([_rec(0, _obj((14, 10, 20, 20), 0))], [_rec(0, _obj(A, 0))], iou_threshold=threshold)
+    assert res.true_positives == tp
+    assert res.iou_threshold == threshold
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.5])
+def test_bad_iou_threshold_raises_config_error(threshold: float) -> None:
+    with pytest.raises(ConfigError, match="iou_threshold"):
+        evaluate([], [], iou_threshold=threshold)
+
+
+def test_duplicate_frame_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="predictions: frame 0 appears more than once"):
+        evaluate([_rec(0), _rec(0)], [_rec(0)])
+
+
+def test_result_as_dict_and_str() -> None:
+    res = evaluate(TRUTH, TRUTH)
+    assert res.as_dict() == {
+        "frames": 2,
+        "truth_objects": 3,
+        "detections": 3,
+        "true_positives": 3,
+        "precision": 1.0,
+        "recall": 1.0,
+        "mean_iou": 1.0,
+        "iou_threshold": 0.5,
+    }
+    text = str(res)
+    assert "\n" not in text
+    for part in ("frames=2", "truth=3", "detections=3", "tp=3", "precision=1.0000", "recall=1.0000", "mean_iou=1.0000"):
+        assert part in text
+
+
+def test_evaluate_files_reads_jsonl(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "pred.jsonl", TRUTH[:1])
+    write_jsonl(tmp_path / "truth.jsonl", TRUTH)
+    res = evaluate_files(tmp_path / "pred.jsonl", tmp_path / "truth.jsonl")
+    assert isinstance(res, EvalResult)
+    assert (res.true_positives, res.truth_objects) == (2, 3)
+
+
+def test_evaluate_files_names_a_missing_file(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "truth.jsonl", TRUTH)
+    with pytest.raises(ConfigError, match=r"nope\.jsonl"):
+        evaluate_files(tmp_path / "nope.jsonl", tmp_path / "truth.jsonl")
+
+
+def _slow_iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def test_box_iou_matches_a_per_pair_reference_on_random_boxes() -> None:
+    rng = np.random.default_rng(0)
+    lt = rng.uniform(0, 30, (70, 2))
+    boxes = np.concatenate([lt, lt + rng.uniform(5, 40, (70, 2))], axis=1)
+    boxes[:5, 2:] = boxes[:5, :2]  # degenerate boxes
+    a, b = boxes[:30], boxes[30:]
+    got = box_iou(a, b)
+    assert got.shape == (30, 40)
+    want = np.array([[_slow_iou(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert (got > 0).mean() > 0.2  # the table is not trivially empty
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "want"),
+    [
+        ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),
+        ((0, 0, 10, 10), (10, 0, 20, 10), 0.0),  # touching edges
+        ((0, 0, 10, 10), (5, 0, 15, 10), 1 / 3),
+        ((0, 0, 10, 10), (2, 2, 4, 4), 0.04),  # contained
+        ((0, 0, 0, 0), (0, 0, 0, 0), 0.0),  # empty union
+    ],
+)
+def test_box_iou_table(a: tuple[float, ...], b: tuple[float, ...], want: float) -> None:
+    assert box_iou(np.array([a]), np.array([b]))[0, 0] == pytest.approx(want)
+
+
+@pytest.mark.parametrize(("n", "m"), list(itertools.product([0, 3], [0, 2])))
+def test_box_iou_handles_empty_sets(n: int, m: int) -> None:
+    assert box_iou(np.zeros((n, 4)), np.zeros((m, 4))).shape == (n, m)
