@@ -44,7 +44,7 @@ def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineR
 
         sink.set_property("emit-signals", True)
         sink.set_property("sync", False)
-        sink.connect("new-sample", on_sample)
+        handler = sink.connect("new-sample", on_sample)
     bus = pipeline.get_bus()
     try:
         pipeline.set_state(Gst.State.PLAYING)
@@ -70,6 +70,8 @@ def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineR
             break
     finally:
         pipeline.set_state(Gst.State.NULL)
+        if sink is not None:
+            sink.disconnect(handler)
     return result
 
 

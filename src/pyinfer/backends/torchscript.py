@@ -48,11 +48,15 @@ def input_size_from_config(cfg: dict[str, Any]) -> tuple[int, int] | None:
 
 def load_torchscript(path: Path, device: str) -> LoadedModel:
     """Load a TorchScript archive onto ``device`` in eval mode."""
+    import warnings
+
     import torch
 
     extra = {"config.txt": ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError/zipfile errors for foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model file {path} is not a loadable TorchScript archive: {first}") from exc

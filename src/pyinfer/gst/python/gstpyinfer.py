@@ -1,4 +1,4 @@
-"""gst-python loader shim for the ``pyinfer`` element (imports nothing heavy)."""
+"""gst-python loader shim for the ``pyinfer`` element (named gstpyinfer so it cannot shadow the package)."""
 
 from pyinfer._gi import Gst
 
