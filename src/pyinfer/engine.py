@@ -147,7 +147,9 @@ class Engine:
         Returns:
             One Detections per frame, boxes in frame pixels.
         """
-        x, geometry = letterbox(frames, self.input_width, self.input_height, out=self._input, dtype=self.model.dtype)
+        x, geometry = letterbox(
+            frames, self.input_width, self.input_height, out=self._input, dtype=self.model.dtype, channels=channels
+        )
         self._input = x
         outputs = self.model.forward(x)
         batch = self.decoder.decode(
