@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import gi
 
+
+def _preload_libgcc_s() -> None:
+    """Put GCC's unwinder in the global symbol scope before GStreamer loads libunwind.
+
+    libgstreamer links libunwind.so.8, which exports the same ``_Unwind_*`` symbols as libgcc_s. Once
+    GStreamer is loaded with global symbols, C++ code loaded later (torch) can bind ``_Unwind_Resume`` to
+    libunwind while ``__cxa_throw`` uses libgcc_s, and the first C++ exception (a corrupt model file, a shape
+    error inside a TorchScript model) aborts the process. Loading libgcc_s globally first keeps every
+    binding on one unwinder. For gst-launch-1.0, ``pyinfer env`` exports LD_PRELOAD for the same reason.
+    """
+    name = ctypes.util.find_library("gcc_s") or "libgcc_s.so.1"
+    try:
+        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+    except OSError:  # not a glibc/GCC system: nothing to align
+        pass
+
+
+_preload_libgcc_s()
 gi.require_version("Gst", "1.0")
 gi.require_version("GstBase", "1.0")
 gi.require_version("GstVideo", "1.0")

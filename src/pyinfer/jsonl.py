@@ -73,17 +73,23 @@ def _validate(rec: Any, where: str) -> dict[str, Any]:
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Read and validate records; raises ConfigError naming the file and line of the first bad one."""
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+        # Bytes, decoded line by line: in text mode a bad byte raises UnicodeDecodeError from the file
+        # iterator, outside the try, and the error would name neither the file nor the line.
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
+            try:
                 rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            except json.JSONDecodeError as exc:
                 raise ConfigError(f"{where}: not valid JSON ({exc})") from exc
             yield _validate(rec, where)
 

@@ -40,7 +40,10 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
     n = len(detections)
     if n == 0:
         return
-    ltwh = detections.ltwh.astype(np.float64).tolist()
+    # Width and height in float64 from the float32 corners: the difference is exact there, so the reader's
+    # left + width gives back the float32 right edge bit for bit (Detections.ltwh, in float32, rounds it).
+    xyxy = detections.xyxy.astype(np.float64)
+    ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).tolist()
     conf = detections.confidence.astype(np.float64).tolist()
     cls = detections.class_id.tolist()
     add = GstVideo.buffer_add_video_region_of_interest_meta

@@ -1,0 +1,97 @@
+"""Shared bench helpers: machine description, run statistics, result files, a trivial TorchScript model."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """Platform, CPU, cores and the versions of the pieces being measured."""
+    import torch
+
+    from pyinfer._gi import Gst
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "gstreamer": Gst.version_string(),
+    }
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_out() -> Path:
+    return RESULTS_DIR / f"cpu-{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}.json"
+
+
+def summarize(runs: list[float]) -> dict:
+    """Median, min, max of repeated runs (kept alongside the raw runs)."""
+    return {
+        "runs": [round(r, 4) for r in runs],
+        "median": round(statistics.median(runs), 4),
+        "min": round(min(runs), 4),
+        "max": round(max(runs), 4),
+    }
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def command_line() -> list[str]:
+    return [sys.executable, *sys.argv]
+
+
+def build_tiny_model(path: Path, size: int = 64, anchors_side: int = 4) -> Path:
+    """A trivial detector: 1x1 conv + average pooling -> [B, 7, anchors_side**2], 3 classes, never detecting.
+
+    The class rows come out at -5 (below any confidence threshold), so the element's cost measured with it is
+    buffer handling + letterbox + a near-free forward + an empty decode, with no metadata written.
+    """
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 7, 1)
+            self.pool = torch.nn.AdaptiveAvgPool2d(anchors_side)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.bias.copy_(torch.tensor([8.0, 8.0, 4.0, 4.0, -5.0, -5.0, -5.0]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pool(self.conv(x)).flatten(2)
+
+    traced = torch.jit.trace(Tiny().eval(), torch.zeros(1, 3, size, size), check_trace=False)
+    cfg = {"imgsz": [size, size], "names": {"0": "a", "1": "b", "2": "c"}}
+    torch.jit.save(traced, str(path), _extra_files={"config.txt": json.dumps(cfg)})
+    return path

@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""CPU benchmark: raw model forward vs Engine.infer vs the full ``pyinfer`` GStreamer pipeline, on the same frames.
+
+Variants (each repeated ``--reps`` times, interleaved, medians reported):
+
+- ``raw_b{1,4}``: the embedded TorchScript module alone on pre-letterboxed inputs (torch.inference_mode);
+- ``engine_b{1,4}``: ``Engine.infer`` on (B, 720, 1280, 3) uint8 frames (letterbox + forward + decode);
+- ``pipeline_b{1,4}``: ``appsrc ! pyinfer batch-size=B ! fakesink``, 1280x720 RGB;
+- ``source_only``: ``appsrc ! fakesink`` with the same buffers (what the harness costs);
+- ``tiny_identity`` / ``tiny_pyinfer``: 640x480 through ``identity`` vs ``pyinfer`` running a trivial 64x64
+  model, giving the element's per-buffer overhead in microseconds.
+
+Throughput of every variant is frames / wall time over one run after warm-up, so noise spikes weigh the same
+on all of them. Pipeline runs are timed by a pad probe on fakesink's sink pad, from the last buffer of the
+warm-up batches to the last buffer. The appsrc queue is filled before PLAYING with shallow copies of ~60
+pre-rendered frames (shared memory, distinct timestamps), so no Python runs on the source side while timing.
+
+Usage: python bench/cpu_pipeline.py [--quick] [--out PATH] [--reps N] [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.* deprecation
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+W, H = 1280, 720
+TINY_W, TINY_H = 640, 480
+FPS_CAPS = 30
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: few frames, 3 reps (numbers are not meaningful)")
+    p.add_argument("--out", type=Path, default=None, help="JSON result path (default bench/results/cpu-DATE.json)")
+    p.add_argument("--reps", type=int, default=None, help="repeats per variant (default 5, quick 3)")
+    p.add_argument("--frames", type=int, default=None, help="timed frames per run (default 60, quick 8)")
+    p.add_argument("--warmup-batches", type=int, default=None, help="untimed batches per run (default 3, quick 1)")
+    p.add_argument("--tiny-buffers", type=int, default=None, help="timed buffers per tiny run (default 600, quick 40)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.reps = args.reps or (3 if q else 5)
+    args.frames = args.frames or (8 if q else 60)
+    args.warmup_batches = args.warmup_batches or (1 if q else 3)
+    args.tiny_buffers = args.tiny_buffers or (40 if q else 600)
+    args.distinct = 8 if q else 60
+    args.breakdown_iters = 6 if q else 40
+    if args.reps < 1 or args.frames < 4:
+        p.error("--reps must be >= 1 and --frames >= 4")
+    return args
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+def render(seed: int, w: int, h: int, n: int) -> list:
+    from pyinfer.scene.generator import Scene
+
+    scene = Scene(seed, w, h)
+    return [scene.frame(i)[0] for i in range(n)]
+
+
+def gst_buffers(frames: list) -> list:
+    """One Gst.Buffer per frame (data copied once); runs push shallow copies of these."""
+    from pyinfer._gi import Gst
+
+    return [Gst.Buffer.new_wrapped(f.tobytes()) for f in frames]
+
+
+# -- raw model / engine -------------------------------------------------------------------------------------
+def time_loop(fn, inputs: list, batch: int, warmup: int, frames: int) -> dict:
+    """Call fn on inputs (cycled): ``warmup`` untimed calls, then enough calls for ``frames`` frames."""
+    iters = max(1, frames // batch)
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
+    times = []
+    t0 = time.perf_counter()
+    for i in range(iters):
+        t = time.perf_counter()
+        fn(inputs[(warmup + i) % len(inputs)])
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    return {"fps": iters * batch / total, "iter_median_fps": batch / statistics.median(times)}
+
+
+def load_raw(path: Path):  # noqa: ANN201
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu")
+    module.eval()
+
+    def forward(x):  # noqa: ANN001, ANN202
+        with torch.inference_mode():
+            return module(x)
+
+    return forward
+
+
+# -- pipelines ----------------------------------------------------------------------------------------------
+def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, timeout_s: float = 300.0) -> dict:
+    """Fill appsrc with n_push buffers + EOS, play, time buffers at the sink from buffer ``skip`` on."""
+    from pyinfer._gi import Gst, GstVideo
+
+    pipeline = Gst.parse_launch(desc)
+    src, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
+    src.set_property("caps", Gst.Caps.from_string(f"video/x-raw,format=RGB,width={w},height={h},framerate={FPS_CAPS}/1"))
+    src.set_property("format", Gst.Format.TIME)
+    for prop in ("max-bytes", "max-buffers", "max-time"):
+        if src.find_property(prop) is not None:
+            src.set_property(prop, 0)  # unlimited: the whole run is queued before PLAYING
+    roi_api = GstVideo.VideoRegionOfInterestMeta.get_info().api
+    stamps: list[float] = []
+    metas = [0]
+
+    def probe(pad, info):  # noqa: ANN001, ANN202
+        stamps.append(time.perf_counter())
+        metas[0] += info.get_buffer().get_n_meta(roi_api)
+        return Gst.PadProbeReturn.OK
+
+    sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+    bus = pipeline.get_bus()
+    try:
+        if pipeline.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
+            msg = bus.timed_pop_filtered(0, Gst.MessageType.ERROR)
+            raise RuntimeError(f"{desc}: could not start: {msg.parse_error()[0].message if msg else '?'}")
+        dur = Gst.SECOND // FPS_CAPS
+        for i in range(n_push):
+            b = bufs[i % len(bufs)].copy()  # shallow: shares the frame's memory
+            b.pts, b.duration = i * dur, dur
+            src.emit("push-buffer", b)
+            del b
+        src.emit("end-of-stream")
+        pipeline.set_state(Gst.State.PLAYING)
+        msg = bus.timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    if msg is None or msg.type != Gst.MessageType.EOS:
+        detail = msg.parse_error()[0].message if msg is not None else "timeout"
+        raise RuntimeError(f"{desc}: {detail}")
+    if len(stamps) != n_push:
+        raise RuntimeError(f"{desc}: {len(stamps)} of {n_push} buffers reached the sink")
+    return {
+        "fps": (n_push - skip) / (stamps[-1] - stamps[skip - 1]),
+        "detections_per_frame": metas[0] / n_push,
+    }
+
+
+# -- breakdown ----------------------------------------------------------------------------------------------
+def breakdown_b1(engine, bufs: list, iters: int) -> dict:  # noqa: ANN001
+    """The steps of the element's batch-1 path (``_infer_now``) timed one by one, median ms each."""
+    import torch
+
+    from pyinfer._gi import Gst
+    from pyinfer.detections import Detections
+    from pyinfer.elements._base import writable
+    from pyinfer.frames.system import FrameLayout, frame_array
+    from pyinfer.meta.roi import write_detections
+    from pyinfer.ops.letterbox import letterbox
+
+    layout = FrameLayout.from_caps(Gst.Caps.from_string(f"video/x-raw,format=RGB,width={W},height={H}"))
+    steps: dict[str, list[float]] = {
+        k: [] for k in ("map+from_numpy", "letterbox", "forward", "decode", "detections", "write_meta+unmap")
+    }
+    out = None
+    n_dets = 0
+    for i in range(iters + 2):
+        buf = bufs[i % len(bufs)].copy()
+        t0 = time.perf_counter()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        frames = torch.from_numpy(frame_array(info.data, layout.for_buffer(buf)))[None]
+        t1 = time.perf_counter()
+        x, geo = letterbox(frames, engine.input_width, engine.input_height, out=out, dtype=engine.model.dtype)
+        out = x
+        t2 = time.perf_counter()
+        outputs = engine.model.forward(x)
+        t3 = time.perf_counter()
+        batch = engine.decoder.decode(outputs, geo, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+        t4 = time.perf_counter()
+        dets = [
+            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=engine.labels)
+            for s in batch.split()
+        ][0]
+        t5 = time.perf_counter()
+        del frames
+        buf.unmap(info)
+        with writable(buf):
+            write_detections(buf, dets, unique_id=15)
+        t6 = time.perf_counter()
+        if i < 2:
+            continue  # warm-up
+        n_dets += len(dets)
+        for k, (a, b) in zip(steps, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6)]):
+            steps[k].append((b - a) * 1e3)
+    med = {k: round(statistics.median(v), 3) for k, v in steps.items()}
+    return {"median_ms": med, "sum_ms": round(sum(med.values()), 3), "detections_per_frame": n_dets / iters}
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall0 = time.perf_counter()
+    import torch
+
+    import pyinfer
+    from pyinfer.engine import Engine, EngineConfig
+    from pyinfer.ops.letterbox import letterbox
+    from pyinfer.zoo import get_model
+
+    pyinfer.register()
+    model_path = get_model().path
+    tmp = tempfile.TemporaryDirectory(prefix="pyinfer-bench-")
+    tiny_path = common.build_tiny_model(Path(tmp.name) / "tiny.torchscript")
+
+    # Inputs, all prepared before any timing.
+    frames = render(args.seed, W, H, args.distinct)
+    tiny_frames = render(args.seed + 1, TINY_W, TINY_H, min(args.distinct, 16))
+    bufs, tiny_bufs = gst_buffers(frames), gst_buffers(tiny_frames)
+    t_frames = [torch.from_numpy(f) for f in frames]
+    engines = {b: Engine.build(EngineConfig(model=str(model_path), device="cpu")) for b in (1, 4)}
+    iw, ih = engines[1].input_width, engines[1].input_height
+    batches = {
+        1: [t[None] for t in t_frames],
+        4: [torch.stack(t_frames[i : i + 4]) for i in range(0, len(t_frames) - 3, 4)],
+    }
+    lb_inputs = {b: [letterbox(x, iw, ih)[0].clone() for x in batches[b]] for b in (1, 4)}
+    raw = {b: load_raw(model_path) for b in (1, 4)}  # one module per batch size, as each engine has its own
+
+    wb = args.warmup_batches
+
+    def pipe(b: int) -> dict:
+        return run_pipeline(
+            f"appsrc name=src ! pyinfer model-engine={model_path} device=cpu batch-size={b} ! fakesink name=sink sync=false",
+            bufs, W, H, n_push=wb * b + args.frames, skip=wb * b,
+        )
+
+    tiny_skip = 10
+    tiny_n = tiny_skip + args.tiny_buffers
+    variants = {
+        "raw_b1": lambda: time_loop(raw[1], lb_inputs[1], 1, wb, args.frames),
+        "engine_b1": lambda: time_loop(engines[1].infer, batches[1], 1, wb, args.frames),
+        "pipeline_b1": lambda: pipe(1),
+        "raw_b4": lambda: time_loop(raw[4], lb_inputs[4], 4, wb, args.frames),
+        "engine_b4": lambda: time_loop(engines[4].infer, batches[4], 4, wb, args.frames),
+        "pipeline_b4": lambda: pipe(4),
+        "source_only": lambda: run_pipeline(
+            "appsrc name=src ! fakesink name=sink sync=false", bufs, W, H, n_push=wb + args.frames * 4, skip=wb
+        ),
+        "tiny_identity": lambda: run_pipeline(
+            "appsrc name=src ! identity ! fakesink name=sink sync=false", tiny_bufs, TINY_W, TINY_H, tiny_n, tiny_skip
+        ),
+        "tiny_pyinfer": lambda: run_pipeline(
+            f"appsrc name=src ! pyinfer model-engine={tiny_path} device=cpu ! fakesink name=sink sync=false",
+            tiny_bufs, TINY_W, TINY_H, tiny_n, tiny_skip,
+        ),
+    }
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
+    prep_s = time.perf_counter() - wall0
+    for rep in range(args.reps):
+        for name, fn in variants.items():
+            runs[name].append(fn())
+        print(f"rep {rep + 1}/{args.reps} done ({time.perf_counter() - wall0:.0f} s)", file=sys.stderr, flush=True)
+
+    fps = {k: common.summarize([r["fps"] for r in v]) for k, v in runs.items()}
+    med = {k: v["median"] for k, v in fps.items()}
+    overhead_us = [
+        (1 / p["fps"] - 1 / i["fps"]) * 1e6 for p, i in zip(runs["tiny_pyinfer"], runs["tiny_identity"])
+    ]
+
+    def paired(a: str, b: str) -> float:
+        return round(statistics.median(x["fps"] / y["fps"] for x, y in zip(runs[a], runs[b])), 4)
+
+    ratios = {
+        "pipeline_over_raw_b1": round(med["pipeline_b1"] / med["raw_b1"], 4),
+        "pipeline_over_raw_b4": round(med["pipeline_b4"] / med["raw_b4"], 4),
+        "engine_over_raw_b1": round(med["engine_b1"] / med["raw_b1"], 4),
+        "engine_over_raw_b4": round(med["engine_b4"] / med["raw_b4"], 4),
+        "pipeline_over_engine_b1": round(med["pipeline_b1"] / med["engine_b1"], 4),
+        "pipeline_over_engine_b4": round(med["pipeline_b4"] / med["engine_b4"], 4),
+        "paired_median": {
+            "pipeline_over_raw_b1": paired("pipeline_b1", "raw_b1"),
+            "pipeline_over_raw_b4": paired("pipeline_b4", "raw_b4"),
+            "engine_over_raw_b1": paired("engine_b1", "raw_b1"),
+            "engine_over_raw_b4": paired("engine_b4", "raw_b4"),
+        },
+    }
+    breakdown = breakdown_b1(engines[1], bufs, args.breakdown_iters)
+    breakdown["pipeline_b1_ms_per_frame"] = round(1e3 / med["pipeline_b1"], 3)
+    breakdown["raw_b1_ms_per_frame"] = round(1e3 / med["raw_b1"], 3)
+
+    result = {
+        "benchmark": "cpu_pipeline",
+        "command": common.command_line(),
+        "date_utc": common.utc_now(),
+        "machine": common.machine_info(),
+        "settings": {
+            "quick": args.quick,
+            "reps": args.reps,
+            "frames_per_run": args.frames,
+            "warmup_batches": args.warmup_batches,
+            "distinct_frames": args.distinct,
+            "frame_size": [W, H],
+            "model": str(model_path),
+            "model_input": [iw, ih],
+            "tiny_frame_size": [TINY_W, TINY_H],
+            "tiny_buffers_per_run": args.tiny_buffers,
+            "sink": "fakesink with a buffer pad probe (timestamps + ROI meta count); no appsink",
+            "order": "interleaved: " + " ".join(variants),
+        },
+        "variants": {
+            k: {
+                **fps[k],
+                **({"iter_median_fps": common.summarize([r["iter_median_fps"] for r in runs[k]])}
+                   if "iter_median_fps" in runs[k][0] else {}),
+                **({"detections_per_frame": runs[k][0]["detections_per_frame"]}
+                   if "detections_per_frame" in runs[k][0] else {}),
+            }
+            for k in variants
+        },
+        "element_overhead_us_per_buffer": common.summarize(overhead_us),
+        "ratios": ratios,
+        "breakdown_b1": breakdown,
+        "wall_s": {"prepare": round(prep_s, 1), "total": round(time.perf_counter() - wall0, 1)},
+    }
+    out = common.write_json(args.out or common.default_out(), result)
+    print_table(result)
+    print(f"\nwrote {out}")
+    tmp.cleanup()
+    return 0
+
+
+def print_table(r: dict) -> None:
+    v = r["variants"]
+    labels = {
+        "raw_b1": "raw forward (pre-letterboxed)",
+        "engine_b1": "Engine.infer (letterbox+fwd+decode)",
+        "pipeline_b1": "appsrc ! pyinfer ! fakesink",
+        "raw_b4": "raw forward (pre-letterboxed)",
+        "engine_b4": "Engine.infer (letterbox+fwd+decode)",
+        "pipeline_b4": "appsrc ! pyinfer ! fakesink",
+        "source_only": "appsrc ! fakesink (harness)",
+        "tiny_identity": "640x480 appsrc ! identity ! fakesink",
+        "tiny_pyinfer": "640x480 appsrc ! pyinfer(tiny) ! fakesink",
+    }
+    m = r["machine"]
+    print(f"\n{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), {m['gstreamer']}")
+    print(f"{r['settings']['reps']} interleaved reps, {r['settings']['frames_per_run']} timed frames per run\n")
+    print(f"{'variant':<44}{'B':>3}{'median fps':>12}{'min':>10}{'max':>10}")
+    for k, label in labels.items():
+        b = "4" if k.endswith("b4") else "1"
+        print(f"{label:<44}{b:>3}{v[k]['median']:>12.1f}{v[k]['min']:>10.1f}{v[k]['max']:>10.1f}")
+    o = r["element_overhead_us_per_buffer"]
+    print(f"\npyinfer per-buffer overhead (tiny model, 640x480): {o['median']:.0f} us (runs {o['runs']})")
+    ra = r["ratios"]
+    print(
+        f"pipeline/raw  b1 {ra['pipeline_over_raw_b1']:.3f} (target >= 0.90)   b4 {ra['pipeline_over_raw_b4']:.3f}\n"
+        f"engine/raw    b1 {ra['engine_over_raw_b1']:.3f}                    b4 {ra['engine_over_raw_b4']:.3f}\n"
+        f"pipeline/engine b1 {ra['pipeline_over_engine_b1']:.3f}                  b4 {ra['pipeline_over_engine_b4']:.3f}"
+    )
+    bd = r["breakdown_b1"]
+    steps = "  ".join(f"{k} {t:.2f}" for k, t in bd["median_ms"].items())
+    print(
+        f"\nbatch-1 element steps, median ms: {steps}\n  sum {bd['sum_ms']:.2f} ms vs pipeline "
+        f"{bd['pipeline_b1_ms_per_frame']:.2f} ms/frame, raw {bd['raw_b1_ms_per_frame']:.2f} ms/frame"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
