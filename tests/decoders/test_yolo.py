@@ -339,7 +339,13 @@ def test_letterbox_without_resize_is_the_frame_divided_by_255():
 
 @pytest.mark.parametrize(
     ("channels", "order"),
-    [("BGR", [2, 1, 0]), ("RGBA", [0, 1, 2, 3]), ("BGRA", [2, 1, 0, 3]), ("RGBx", [0, 1, 2, 3]), ("BGRx", [2, 1, 0, 3])],
+    [
+        ("BGR", [2, 1, 0]),
+        ("RGBA", [0, 1, 2, 3]),
+        ("BGRA", [2, 1, 0, 3]),
+        ("RGBx", [0, 1, 2, 3]),
+        ("BGRx", [2, 1, 0, 3]),
+    ],
 )
 def test_other_channel_orders_give_the_rgb_result(channels, order):
     rng = np.random.default_rng(5)
