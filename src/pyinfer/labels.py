@@ -25,7 +25,8 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
         raise ConfigError(f"labels file {path} is not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise ConfigError(f"labels file {path} cannot be read: {exc.strerror or exc}") from exc
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    # Only newlines separate names (str.splitlines would also split on form feeds, U+2028, ...).
+    names = tuple(line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip())
     if not names:
         raise ConfigError(f"labels file {path} has no names")
     for i, name in enumerate(names):
