@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 import pyinfer  # noqa: E402
 from pyinfer._gi import Gst  # noqa: E402
-from support import FIXED_TABLE, FixedBoxes, run, save_torchscript  # noqa: E402
+from support import FIXED_TABLE, FixedBoxes, PipelineResult, run, save_torchscript  # noqa: E402
 
 pyinfer.register()
 
@@ -23,7 +23,7 @@ pyinfer.register()
 def run_pipeline():
     """run_pipeline(description_or_pipeline, timeout_s=60, feed=None) -> PipelineResult."""
 
-    def _run(desc, timeout_s: float = 60.0, feed=None) -> PipelineResult:  # noqa: ANN001
+    def _run(desc, timeout_s: float = 60.0, feed=None) -> PipelineResult:
         pipeline = Gst.parse_launch(desc) if isinstance(desc, str) else desc
         return run(pipeline, timeout_s, feed)
 
@@ -31,7 +31,7 @@ def run_pipeline():
 
 
 @pytest.fixture(scope="session")
-def fixed_model(tmp_path_factory) -> Path:  # noqa: ANN001
+def fixed_model(tmp_path_factory) -> Path:
     """A 320x320 TorchScript model with known outputs and names a, b, c."""
     import torch
 

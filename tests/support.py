@@ -30,7 +30,7 @@ class PipelineResult:
         return self.message == Gst.MessageType.EOS
 
 
-def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineResult:  # noqa: ANN001
+def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineResult:
     """Play ``pipeline`` until EOS or ERROR (or timeout), collecting appsink buffers; always back to NULL."""
     result = PipelineResult(message=None)
     sink = pipeline.get_by_name("sink")
@@ -75,8 +75,9 @@ def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineR
     return result
 
 
-def push_frames(appsrc: Gst.Element, frames: list[np.ndarray], fmt: str = "RGB", fps: int = 30,
-                stride: int | None = None) -> None:
+def push_frames(
+    appsrc: Gst.Element, frames: list[np.ndarray], fmt: str = "RGB", fps: int = 30, stride: int | None = None
+) -> None:
     """Push (H, W, C) frames into an appsrc with their caps, rows padded as GstVideoInfo lays them out
     (or to ``stride`` bytes with a GstVideoMeta saying so), then EOS."""
     h, w, c = frames[0].shape
@@ -100,7 +101,7 @@ def push_frames(appsrc: Gst.Element, frames: list[np.ndarray], fmt: str = "RGB",
     appsrc.emit("end-of-stream")
 
 
-def save_torchscript(module, path: Path, config: dict | None, example) -> Path:  # noqa: ANN001
+def save_torchscript(module, path: Path, config: dict | None, example) -> Path:
     import torch
 
     traced = torch.jit.trace(module.eval(), example, check_trace=False)
@@ -113,7 +114,7 @@ class FixedBoxes:
     """A TorchScript model whose output is a fixed table of boxes (cx, cy, w, h, scores...) per frame."""
 
     @staticmethod
-    def build(table: np.ndarray):  # noqa: ANN205
+    def build(table: np.ndarray):
         import torch
 
         class _M(torch.nn.Module):
@@ -142,5 +143,3 @@ FIXED_TABLE = np.array(
     ],
     dtype=np.float32,
 )
-
-

@@ -27,8 +27,14 @@ def env_from_pyinfer_env(tmp_path) -> dict[str, str]:
 
 
 def test_gst_inspect_documents_every_property(env_from_pyinfer_env):
-    out = subprocess.run(["gst-inspect-1.0", "pyinfer"], env=env_from_pyinfer_env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        ["gst-inspect-1.0", "pyinfer"],
+        env=env_from_pyinfer_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for prop, default in [
@@ -38,11 +44,12 @@ def test_gst_inspect_documents_every_property(env_from_pyinfer_env):
         ("interval", "Range: 0 - 1000000 Default: 0"), ("unique-id", "Default: 15"),
         ("max-detections", "Range: 1 - 100000 Default: 300"),
     ]:  # fmt: skip
-        block = text[text.index(f"  {prop}"):][:400]
+        block = text[text.index(f"  {prop}") :][:400]
         assert default in block, (prop, block)
     assert "Filter/Analyzer/Video" in text
-    osd = subprocess.run(["gst-inspect-1.0", "pyosd"], env=env_from_pyinfer_env, capture_output=True, text=True,
-                         timeout=120, check=False)
+    osd = subprocess.run(
+        ["gst-inspect-1.0", "pyosd"], env=env_from_pyinfer_env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert osd.returncode == 0, osd.stderr
 
 
@@ -81,11 +88,13 @@ def test_models_lists_the_embedded_detector():
     out = subprocess.run([*PYINFER, "models"], capture_output=True, text=True, check=True, timeout=60)
     assert "shapes" in out.stdout
     assert "circle, square, triangle" in out.stdout
-    path = subprocess.run([*PYINFER, "models", "--path", "shapes"], capture_output=True, text=True, check=True,
-                          timeout=60).stdout.strip()
+    path = subprocess.run(
+        [*PYINFER, "models", "--path", "shapes"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
     assert path == str(get_model().path)
-    bad = subprocess.run([*PYINFER, "models", "--path", "nope"], capture_output=True, text=True, timeout=60,
-                         check=False)
+    bad = subprocess.run(
+        [*PYINFER, "models", "--path", "nope"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert bad.returncode == 2
     assert "no embedded model 'nope'" in bad.stderr
 

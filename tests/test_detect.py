@@ -15,7 +15,7 @@ PYINFER = [sys.executable, "-m", "pyinfer.cli"]
 
 
 @pytest.fixture(scope="module")
-def scene_dir(tmp_path_factory):  # noqa: ANN201
+def scene_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("scene")
     subprocess.run([*PYINFER, "scene", "--frames", "30", "--seed", "4242", "--width", "480", "--height", "360",
                     "--out", str(out)], check=True, capture_output=True, timeout=120)  # fmt: skip
@@ -39,8 +39,22 @@ def test_detect_writes_json_lines_and_an_annotated_video(scene_dir, tmp_path):
     assert set(obj) >= {"bbox", "confidence", "class_id", "label"}
     assert obj["label"] in ("circle", "square", "triangle")
 
-    ev = subprocess.run([*PYINFER, "eval", "--json", str(det), "--truth", str(scene_dir / "truth.jsonl"),
-                         "--out", str(tmp_path / "eval.json")], capture_output=True, text=True, timeout=60, check=True)
+    ev = subprocess.run(
+        [
+            *PYINFER,
+            "eval",
+            "--json",
+            str(det),
+            "--truth",
+            str(scene_dir / "truth.jsonl"),
+            "--out",
+            str(tmp_path / "eval.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["precision"] >= 0.9, ev.stdout
     assert figures["recall"] >= 0.9, ev.stdout
@@ -49,14 +63,19 @@ def test_detect_writes_json_lines_and_an_annotated_video(scene_dir, tmp_path):
     original = _decode(scene_dir / "video.mp4")
     assert len(annotated) == len(original) == 30
     # Drawing changed pixels along the first detection's box edge, and left a far-away corner alone.
-    left, top, w, h = (int(round(v)) for v in records[0]["objects"][0]["bbox"])
+    left, top, w, _h = (round(v) for v in records[0]["objects"][0]["bbox"])
     edge = (slice(max(top, 0), max(top, 0) + 2), slice(left, left + w))
     assert np.abs(annotated[0][edge].astype(int) - original[0][edge].astype(int)).mean() > 20
 
 
 def test_detect_on_a_missing_input_says_so(tmp_path):
-    out = subprocess.run([*PYINFER, "detect", str(tmp_path / "nope.mp4"), "--quiet"], capture_output=True,
-                         text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [*PYINFER, "detect", str(tmp_path / "nope.mp4"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 1
     assert "does not exist" in out.stderr
 
@@ -64,13 +83,18 @@ def test_detect_on_a_missing_input_says_so(tmp_path):
 def test_detect_with_a_corrupt_model_reports_the_bus_error(scene_dir, tmp_path):
     bad = tmp_path / "bad.torchscript"
     bad.write_bytes(b"garbage")
-    out = subprocess.run([*PYINFER, "detect", str(scene_dir / "video.mp4"), "--model-engine", str(bad), "--quiet"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [*PYINFER, "detect", str(scene_dir / "video.mp4"), "--model-engine", str(bad), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 1
     assert "not a loadable TorchScript archive" in out.stderr
 
 
-def _decode(path) -> list[np.ndarray]:  # noqa: ANN001
+def _decode(path) -> list[np.ndarray]:
     from pyinfer._gi import Gst, ensure_init
 
     ensure_init()
@@ -88,7 +112,7 @@ def _decode(path) -> list[np.ndarray]:  # noqa: ANN001
             s = sample.get_caps().get_structure(0)
             w, h = s.get_value("width"), s.get_value("height")
             buf = sample.get_buffer()
-            ok, info = buf.map(Gst.MapFlags.READ)
+            _ok, info = buf.map(Gst.MapFlags.READ)
             stride = len(info.data) // h
             frames.append(np.frombuffer(info.data, np.uint8).reshape(h, stride)[:, : w * 3].reshape(h, w, 3).copy())
             buf.unmap(info)

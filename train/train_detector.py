@@ -32,9 +32,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch  # noqa: TID253 - a training script, not library code
-import torchvision  # noqa: TID253
-from torch.nn import functional as F  # noqa: TID253
+import torch
+import torchvision
+from torch.nn import functional as F
 
 from pyinfer.models.net import ShapesNet
 from pyinfer.ops.letterbox import letterbox

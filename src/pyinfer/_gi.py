@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 
@@ -18,10 +19,8 @@ def _preload_libgcc_s() -> None:
     binding on one unwinder. For gst-launch-1.0, ``pyinfer env`` exports LD_PRELOAD for the same reason.
     """
     name = ctypes.util.find_library("gcc_s") or "libgcc_s.so.1"
-    try:
+    with contextlib.suppress(OSError):  # not a glibc/GCC system: nothing to align
         ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
-    except OSError:  # not a glibc/GCC system: nothing to align
-        pass
 
 
 _preload_libgcc_s()

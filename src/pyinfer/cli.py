@@ -33,8 +33,8 @@ def python_path() -> list[str]:
 def cmd_env(args: argparse.Namespace) -> int:
     gst = shlex.quote(str(plugin_path()))
     py = shlex.quote(":".join(python_path()))
-    print(f'export GST_PLUGIN_PATH={gst}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}')
-    print(f'export PYTHONPATH={py}${{PYTHONPATH:+:$PYTHONPATH}}')
+    print(f"export GST_PLUGIN_PATH={gst}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}")
+    print(f"export PYTHONPATH={py}${{PYTHONPATH:+:$PYTHONPATH}}")
     return 0
 
 
@@ -59,8 +59,10 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     video, truth = write_scene(args.out, frames=args.frames, seed=args.seed, width=args.width, height=args.height)
-    print(f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     return 0
 
 
@@ -113,14 +115,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"pyinfer {__version__}  python {sys.version.split()[0]}  ({sys.executable})")
     print(f"GStreamer {Gst.version_string()}")
     loader = Gst.Registry.get().find_plugin("python")
-    print(f"gst-python plugin loader: {'present' if loader else 'MISSING (apt install gstreamer1.0-python3-plugin-loader)'}")
+    state = "present" if loader else "MISSING (apt install gstreamer1.0-python3-plugin-loader)"
+    print(f"gst-python plugin loader: {state}")
     for mod in ("torch", "torchvision", "onnxruntime", "pyservicemaker", "pyds"):
         print(f"{mod}: {'available' if importlib.util.find_spec(mod) else 'absent'}")
     if importlib.util.find_spec("torch"):
         import torch
 
         cuda = torch.cuda.is_available()
-        print(f"torch {torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}")
+        where = f"available: {torch.cuda.get_device_name(0)}" if cuda else "not available"
+        print(f"torch {torch.__version__}, CUDA {where}")
     return 0
 
 

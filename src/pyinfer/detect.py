@@ -42,8 +42,10 @@ class DetectResult:
     def summary(self) -> str:
         """One line for people."""
         outs = f"; wrote {', '.join(self.outputs)}" if self.outputs else ""
-        return (f"frames: {self.frames}  time: {self.seconds:.1f} s  frames/s: {self.fps:.1f}  "
-                f"detections: {self.detections}{outs}")
+        return (
+            f"frames: {self.frames}  time: {self.seconds:.1f} s  frames/s: {self.fps:.1f}  "
+            f"detections: {self.detections}{outs}"
+        )
 
 
 def _quote(value: str) -> str:
@@ -83,8 +85,9 @@ class _Progress:
         frac = min(1.0, position_ns / duration_ns) if duration_ns > 0 else 0.0
         bar = "#" * int(frac * 30)
         line = f"[{bar:<30}] {frac * 100:5.1f}%  {frames} frames"
-        print(("\r" + line) if self.tty else line, end="" if self.tty and not final else "\n", file=sys.stderr,
-              flush=True)
+        print(
+            ("\r" + line) if self.tty else line, end="" if self.tty and not final else "\n", file=sys.stderr, flush=True
+        )
 
 
 def run_detect(opts: DetectOptions) -> DetectResult:
@@ -153,6 +156,6 @@ def run_detect(opts: DetectOptions) -> DetectResult:
     return result
 
 
-def _error_text(msg) -> str:  # noqa: ANN001 - Gst.Message
-    err, debug = msg.parse_error()
+def _error_text(msg) -> str:
+    err, _debug = msg.parse_error()
     return f"{msg.src.get_name()}: {err.message}"

@@ -29,7 +29,7 @@ def class_colour(class_id: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _font(size: int):  # noqa: ANN202 - PIL type
+def _font(size: int):
     from PIL import ImageFont
 
     try:

@@ -71,7 +71,8 @@ def import_torch() -> None:
         try:
             __import__(name)
         except ImportError as exc:
-            raise DependencyError(f"pyinfer needs the '{name}' package ({exc}); install it: pip install {name}") from exc
+            msg = f"pyinfer needs the '{name}' package ({exc}); install it: pip install {name}"
+            raise DependencyError(msg) from exc
 
 
 class Engine:
@@ -160,6 +161,5 @@ class Engine:
             max_detections=max_detections,
         )
         return [
-            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=self.labels)
-            for s in batch.split()
+            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=self.labels) for s in batch.split()
         ]

@@ -145,13 +145,13 @@ DECODE_CASES = [
 ]
 
 
-def _decode(out: np.ndarray, geo: LetterboxGeometry, conf: float, iou: float, max_det: int):  # noqa: ANN202
+def _decode(out: np.ndarray, geo: LetterboxGeometry, conf: float, iou: float, max_det: int):
     return YoloV8Decoder().decode(
         [torch.from_numpy(out)], geo, conf_threshold=conf, iou_threshold=iou, max_detections=max_det
     )
 
 
-def _assert_frame_matches(got_xyxy, got_score, got_cls, ref: RefFrame, where: str) -> None:  # noqa: ANN001
+def _assert_frame_matches(got_xyxy, got_score, got_cls, ref: RefFrame, where: str) -> None:
     assert len(got_score) == len(ref.score), f"{where}: {len(got_score)} detections, reference {len(ref.score)}"
     assert np.all(np.diff(got_score) <= 0), f"{where}: not in descending confidence"
     np.testing.assert_array_equal(got_score, ref.score, err_msg=where)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import push_frames
 
 from pyinfer._gi import Gst
+from support import push_frames
 
 EXPECTED = np.array([[160, 80, 240, 160], [440, 290, 560, 350]], np.float32)  # FIXED_TABLE on 640x480
 
@@ -103,14 +103,22 @@ def test_flushing_seek_drops_held_frames_and_the_stream_goes_on(fixed_model):
         "videotestsrc is-live=false ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 ! "
         f"pyinfer model-engine={fixed_model} batch-size=4 ! appsink name=sink"
     )
+
     def feed(p: Gst.Pipeline) -> None:
         p.get_state(Gst.CLOCK_TIME_NONE)
         sink = p.get_by_name("sink")
         deadline = time.monotonic() + 30
         while len(results.pts) < 9 and not sink.get_property("eos") and time.monotonic() < deadline:
             time.sleep(0.01)
-        ok = p.seek(1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
-                    Gst.SeekType.SET, 2 * Gst.SECOND, Gst.SeekType.SET, 3 * Gst.SECOND)
+        ok = p.seek(
+            1.0,
+            Gst.Format.TIME,
+            Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
+            Gst.SeekType.SET,
+            2 * Gst.SECOND,
+            Gst.SeekType.SET,
+            3 * Gst.SECOND,
+        )
         assert ok
 
     results = _Collector()

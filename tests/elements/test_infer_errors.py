@@ -9,7 +9,7 @@ from pyinfer._gi import GLib, Gst
 SRC = "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=64,height=48"
 
 
-def _expect_error(res, domain, code, *fragments: str) -> None:  # noqa: ANN001
+def _expect_error(res, domain, code, *fragments: str) -> None:
     assert res.message == Gst.MessageType.ERROR, f"expected an ERROR, got {res.message}"
     assert res.error.matches(domain.quark(), code), (res.error.domain, res.error.code, res.error.message)
     for fragment in fragments:
@@ -52,6 +52,7 @@ def test_unsupported_model_kind_lists_the_supported_ones(run_pipeline, tmp_path)
 
 def test_outputs_that_do_not_fit_the_decoder(run_pipeline, tmp_path):
     import torch
+
     from support import save_torchscript
 
     class Flat(torch.nn.Module):
@@ -65,10 +66,12 @@ def test_outputs_that_do_not_fit_the_decoder(run_pipeline, tmp_path):
 
 def test_model_without_input_size_asks_for_it(run_pipeline, tmp_path, fixed_model):
     import torch
+
     from support import FIXED_TABLE, FixedBoxes, save_torchscript
 
-    path = save_torchscript(FixedBoxes.build(FIXED_TABLE), tmp_path / "nocfg.torchscript", None,
-                            torch.zeros(1, 3, 320, 320))
+    path = save_torchscript(
+        FixedBoxes.build(FIXED_TABLE), tmp_path / "nocfg.torchscript", None, torch.zeros(1, 3, 320, 320)
+    )
     res = run_pipeline(f"{SRC} ! pyinfer model-engine={path} ! appsink name=sink")
     _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS, "input-width and input-height")
     ok = run_pipeline(f"{SRC} ! pyinfer model-engine={path} input-width=320 input-height=320 ! appsink name=sink")
@@ -146,9 +149,25 @@ def test_gst_launch_property_out_of_range_is_refused(tmp_path, fixed_model):
 
     env = _plugin_env()
     out = subprocess.run(
-        ["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=2", "!", "video/x-raw,format=RGB,width=64,height=48",
-         "!", "pyinfer", f"model-engine={fixed_model}", "confidence-threshold=3", "!", "fakesink"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            "gst-launch-1.0",
+            "-q",
+            "videotestsrc",
+            "num-buffers=2",
+            "!",
+            "video/x-raw,format=RGB,width=64,height=48",
+            "!",
+            "pyinfer",
+            f"model-engine={fixed_model}",
+            "confidence-threshold=3",
+            "!",
+            "fakesink",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert "confidence-threshold" in (out.stderr + out.stdout) or out.returncode != 0
     assert os.path.exists(fixed_model)

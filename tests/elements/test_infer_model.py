@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import push_frames, run
 
 from pyinfer._gi import Gst
 from pyinfer.evaluate import evaluate
 from pyinfer.jsonl import frame_record
 from pyinfer.scene.video import render_frames, truth_record
+from support import push_frames, run
 
 
-def _detect(model, frames: list[np.ndarray], fmt: str = "RGB", extra: str = "") -> list:  # noqa: ANN001
+def _detect(model, frames: list[np.ndarray], fmt: str = "RGB", extra: str = "") -> list:
     pipeline = Gst.parse_launch(
         f"appsrc name=src ! pyinfer model-engine={model.path} labels-file={model.labels_file} "
         f"device=cpu {extra} ! appsink name=sink"
@@ -41,8 +41,9 @@ def test_channel_order_and_padded_rows_give_the_same_detections(embedded_model):
     """641x479: RGB rows are padded to 1924 bytes; BGRx carries a fourth byte. Same pixels, same boxes."""
     frames = [img for img, _ in render_frames(77, 641, 479, 3)]
     rgb = _detect(embedded_model, frames, "RGB")
-    bgrx = _detect(embedded_model, [np.dstack([f[..., ::-1], np.full(f.shape[:2], 255, np.uint8)]) for f in frames],
-                   "BGRx")
+    bgrx = _detect(
+        embedded_model, [np.dstack([f[..., ::-1], np.full(f.shape[:2], 255, np.uint8)]) for f in frames], "BGRx"
+    )
     assert sum(len(d) for d in rgb) > 5
     for a, b in zip(rgb, bgrx, strict=True):
         assert a.class_id.tolist() == b.class_id.tolist()

@@ -135,7 +135,7 @@ def test_labels_are_gathered_from_the_metas_with_ids_for_gaps():
         "Straßenbahn",
         "自転車",
         "🚲 bike",
-        "with space, comma; and \"quotes\"",
+        'with space, comma; and "quotes"',
     ],
 )
 def test_long_and_unicode_labels_round_trip(label):

@@ -151,8 +151,10 @@ def test_committed_model_detects_a_held_out_scene(shapes_model: tuple[torch.jit.
             detections = _decode(model(x))
         for det, objects in zip(detections, truths):
             det[:, :4] = geo.to_frame(det[:, :4])
-            gt = np.array([(o.class_id, o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3])
-                           for o in objects], np.float64).reshape(-1, 5)
+            gt = np.array(
+                [(o.class_id, o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]) for o in objects],
+                np.float64,
+            ).reshape(-1, 5)
             tp += _true_positives(det.double().numpy(), gt)
             n_pred, n_gt = n_pred + len(det), n_gt + len(gt)
     assert n_gt > 50

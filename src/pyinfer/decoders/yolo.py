@@ -60,8 +60,7 @@ class YoloV8Decoder:
         out = outputs[0]
         if out.ndim != 3 or out.shape[1] < 5:
             raise DecodeError(
-                f"decoder yolov8 expects an output of shape [B, 4+nc, N] with nc >= 1; "
-                f"got {list(out.shape)}"
+                f"decoder yolov8 expects an output of shape [B, 4+nc, N] with nc >= 1; got {list(out.shape)}"
             )
         if not out.is_floating_point():
             raise DecodeError(f"decoder yolov8 expects floating-point outputs; got {out.dtype}")
@@ -101,9 +100,11 @@ class YoloV8Decoder:
         keep = keep[rank < max_detections]
         boxes = geometry.to_frame(boxes[keep])
         # One device-to-host copy for the whole batch.
-        packed = torch.cat(
-            [boxes, scores[keep, None], cls[keep, None].float(), frame_idx[keep, None].float()], dim=1
-        ).cpu().numpy()
+        packed = (
+            torch.cat([boxes, scores[keep, None], cls[keep, None].float(), frame_idx[keep, None].float()], dim=1)
+            .cpu()
+            .numpy()
+        )
         return DecodedBatch(
             xyxy=np.ascontiguousarray(packed[:, :4], dtype=np.float32),
             confidence=np.ascontiguousarray(packed[:, 4], dtype=np.float32),

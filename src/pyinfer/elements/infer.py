@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 _CAPS = Gst.Caps.from_string(
-    "video/x-raw, format=(string){ %s }, width=(int)[1, 32767], height=(int)[1, 32767]" % ", ".join(FORMATS)
+    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 32767], height=(int)[1, 32767]"
 )
 _RW = GObject.ParamFlags.READWRITE
 FLOW_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
@@ -255,7 +255,7 @@ class InferElement(GstBase.BaseTransform):
         with writable(buf):
             write_detections(buf, dets, unique_id=settings.unique_id)
 
-    def _to_device(self, frames):  # noqa: ANN001, ANN202 - torch types stay out of the module namespace
+    def _to_device(self, frames):
         import torch
 
         if self._staging is None or self._staging.shape[1:] != frames.shape[1:]:

@@ -15,7 +15,7 @@ from pyinfer.frames.system import FORMATS, FrameLayout, frame_array
 from pyinfer.meta.roi import read_detections
 
 _CAPS = Gst.Caps.from_string(
-    "video/x-raw, format=(string){ %s }, width=(int)[1, 32767], height=(int)[1, 32767]" % ", ".join(FORMATS)
+    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 32767], height=(int)[1, 32767]"
 )
 
 

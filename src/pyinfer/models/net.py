@@ -48,8 +48,12 @@ class ConvBnAct(nn.Module):
         w = self.conv.weight * (bn.weight / std).reshape(-1, 1, 1, 1)
         b = bn.bias - bn.running_mean * bn.weight / std
         conv = nn.Conv2d(
-            self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size, self.conv.stride,
-            self.conv.padding, bias=True,
+            self.conv.in_channels,
+            self.conv.out_channels,
+            self.conv.kernel_size,
+            self.conv.stride,
+            self.conv.padding,
+            bias=True,
         ).to(w.device)
         conv.weight.copy_(w)
         conv.bias.copy_(b)
@@ -88,8 +92,11 @@ class C2f(nn.Module):
         self.cv2 = ConvBnAct((2 + n) * self.c, c_out)
         blocks: list[nn.Module] = []
         for _ in range(n):
-            blocks.append(Bottleneck(self.c) if shortcut else nn.Sequential(
-                ConvBnAct(self.c, self.c, 3), ConvBnAct(self.c, self.c, 3)))
+            blocks.append(
+                Bottleneck(self.c)
+                if shortcut
+                else nn.Sequential(ConvBnAct(self.c, self.c, 3), ConvBnAct(self.c, self.c, 3))
+            )
         self.m = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,19 +179,20 @@ class Head(nn.Module):
         """Build one box and one class branch per level."""
         super().__init__()
         self.box = nn.ModuleList(
-            nn.Sequential(ConvBnAct(c, c_box, 3), ConvBnAct(c_box, c_box, 3), nn.Conv2d(c_box, 4, 1))
-            for c in channels)
+            nn.Sequential(ConvBnAct(c, c_box, 3), ConvBnAct(c_box, c_box, 3), nn.Conv2d(c_box, 4, 1)) for c in channels
+        )
         self.cls = nn.ModuleList(
-            nn.Sequential(ConvBnAct(c, c_cls, 3), ConvBnAct(c_cls, c_cls, 3), nn.Conv2d(c_cls, nc, 1))
-            for c in channels)
+            nn.Sequential(ConvBnAct(c, c_cls, 3), ConvBnAct(c_cls, c_cls, 3), nn.Conv2d(c_cls, nc, 1)) for c in channels
+        )
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per level: (B, 4, h, w) ltrb logits and (B, nc, h, w) class logits."""
         return ([b(f) for b, f in zip(self.box, feats)], [c(f) for c, f in zip(self.cls, feats)])
 
 
-def make_anchors(sizes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> tuple[
-        torch.Tensor, torch.Tensor]:
+def make_anchors(
+    sizes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Anchor centres and strides for feature maps of the given (h, w) sizes.
 
     Returns:
