@@ -127,6 +127,13 @@ class Engine:
             ) from exc
         self.num_classes = self.decoder.num_classes(outputs)
 
+    def check_frames(self, batch: int, height: int, width: int, channels: int, fmt: str) -> None:
+        """Run one grey batch shaped like the live frames; raises if the model or decoder cannot take it."""
+        import torch
+
+        frames = torch.full((batch, height, width, channels), 114, dtype=torch.uint8, device=self.model.device)
+        self.infer(frames, channels=fmt)
+
     def infer(
         self,
         frames: torch.Tensor,

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo
-from pyinfer.elements._base import format_exception, post_error, writable
+from pyinfer.elements._base import format_exception, post_error, post_warning, writable
+from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.system import FORMATS, FrameLayout, mapped_frame
 from pyinfer.meta.roi import write_detections
@@ -29,6 +31,7 @@ _CAPS = Gst.Caps.from_string(
 )
 _RW = GObject.ParamFlags.READWRITE
 FLOW_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
+SKIP_WARNING_INTERVAL_S = 5.0  # on-error=skip posts at most one WARNING per this many seconds
 
 
 @dataclass(frozen=True)
@@ -63,15 +66,30 @@ class InferElement(GstBase.BaseTransform):
         Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
     )
 
-    model_engine = GObject.Property(
+    __gsignals__ = {  # noqa: RUF012 - PyGObject reads this class attribute
+        # (path, ok, reason): a model-engine change while playing finished loading (ok) or failed.
+        "model-updated": (GObject.SignalFlags.RUN_LAST, None, (str, bool, str)),
+    }
+
+    @GObject.Property(
         type=str, default="", nick="Model file",
-        blurb="Path to the model file (.torchscript/.pt TorchScript); required",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
+        blurb="Path to the model file (.torchscript/.pt TorchScript); required. Set while playing, the new model "
+        "loads in the background and replaces the old one between two batches (hot-swap)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
+    def model_engine(self) -> str:
+        return self._model_path
+
+    @model_engine.setter
+    def model_engine(self, value: str) -> None:
+        self._model_path = value or ""
+        if self._engine is not None:  # running: load beside the serving model
+            self._swapper.request(self._model_path, self._engine_config())
     labels_file = GObject.Property(
         type=str, default="", nick="Labels file",
-        blurb="Class names, one per line; empty: the model's own names (or class ids)",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
+        blurb="Class names, one per line; empty: the model's own names (or class ids). Applies at start and at the "
+        "next model-engine change",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     confidence_threshold = GObject.Property(
         type=float, default=0.25, minimum=0.0, maximum=1.0, nick="Confidence threshold",
@@ -110,22 +128,49 @@ class InferElement(GstBase.BaseTransform):
     decoder = GObject.Property(
         type=str, default="auto", nick="Decoder",
         blurb="Output decoder: auto (the model's metadata, else yolov8) or yolov8",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     input_width = GObject.Property(
         type=int, default=0, minimum=0, maximum=16384, nick="Input width",
-        blurb="Model input width; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_READY,
+        blurb="Model input width; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     input_height = GObject.Property(
         type=int, default=0, minimum=0, maximum=16384, nick="Input height",
-        blurb="Model input height; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_READY,
+        blurb="Model input height; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
+    on_error = GObject.Property(
+        type=str, default="fail", nick="On error",
+        blurb="What an inference or post-processing failure does: fail (ERROR on the bus, the pipeline stops) or "
+        "skip (the frames pass without detections, a rate-limited WARNING, skipped-buffers rises)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+
+    @GObject.Property(
+        type=GObject.TYPE_UINT64, nick="Skipped buffers",
+        blurb="Buffers passed without detections because inference failed (on-error=skip)",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def skipped_buffers(self) -> int:
+        return self._skipped
+
+    @GObject.Property(
+        type=int, nick="Model ID", blurb="Generation of the serving model: 0 at start, +1 at each model swap",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def model_id(self) -> int:
+        return self._model_id
+
     def __init__(self) -> None:
+        self._model_path = ""
+        self._engine = None
         super().__init__()
         self.set_in_place(True)
         self.set_passthrough(False)
-        self._engine = None
+        self._swapper = ModelSwapper(self._build_engine, self._on_load_failed)
+        self._model_id = 0
+        self._skipped = 0
+        self._last_skip_warning = 0.0
         self._layout: FrameLayout | None = None
         self._pending: list[_Pending] = []
         self._staging = None
@@ -142,17 +187,65 @@ class InferElement(GstBase.BaseTransform):
             interval=self.interval,
         )
 
-    def do_start(self) -> bool:
-        from pyinfer.engine import Engine, EngineConfig
+    def _engine_config(self):
+        from pyinfer.engine import EngineConfig
 
-        cfg = EngineConfig(
-            model=self.model_engine,
+        return EngineConfig(
+            model=self._model_path,
             device=self.device,
             labels_file=self.labels_file,
             decoder=self.decoder,
             input_width=self.input_width,
             input_height=self.input_height,
         )
+
+    def _build_engine(self, cfg):
+        from pyinfer.engine import Engine
+
+        engine = Engine.build(cfg)
+        layout = self._layout
+        if layout is not None:  # validate on a batch shaped like the live frames
+            engine.check_frames(self.batch_size, layout.height, layout.width, layout.channels, layout.format)
+        return engine
+
+    def _on_load_failed(self, result: LoadResult) -> None:
+        if result.reason.startswith("superseded"):
+            self._announce(result, first_frame=-1)
+            return
+        post_warning(self, Gst.ResourceError.OPEN_READ, f"model update to {result.path} failed, the previous model "
+                     f"keeps serving: {result.reason}")  # fmt: skip
+        self._announce(result, first_frame=-1)
+
+    def _announce(self, result: LoadResult, first_frame: int) -> None:
+        s = Gst.Structure.new_empty("pyinfer-model-updated")
+        s.set_value("path", result.path)
+        s.set_value("ok", result.ok)
+        s.set_value("reason", result.reason)
+        s.set_value("load-time", float(result.load_time_s))
+        s.set_value("first-frame", int(first_frame))
+        s.set_value("model-id", int(result.generation if result.ok else self._model_id))
+        self.post_message(Gst.Message.new_element(self, s))
+        self.emit("model-updated", result.path, result.ok, result.reason)
+
+    def _maybe_swap(self) -> None:
+        """Between batches: start serving a newly loaded model, if one is ready."""
+        ready = self._swapper.take_ready()
+        if ready is None:
+            return
+        engine, result = ready
+        self._engine = engine
+        self._model_id = result.generation
+        self._staging = None
+        log.info("model %s serving from frame %d", result.path, self._frames_seen)
+        self._announce(result, first_frame=self._frames_seen)
+
+    def do_start(self) -> bool:
+        from pyinfer.engine import Engine
+
+        if self.on_error not in ("fail", "skip"):
+            post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
+            return False
+        cfg = self._engine_config()
         try:
             self._engine = Engine.build(cfg)
         except PyInferError as exc:
@@ -165,10 +258,13 @@ class InferElement(GstBase.BaseTransform):
         self._frames_seen = 0
         self._pending = []
         self._staging = None
+        self._model_id = 0
+        self._skipped = 0
         log.info("loaded %s on %s", cfg.model, self._engine.model.device)
         return True
 
     def do_stop(self) -> bool:
+        self._swapper.stop()
         with self._lock:
             self._pending = []
         self._engine = None
@@ -203,37 +299,53 @@ class InferElement(GstBase.BaseTransform):
 
     # -- buffers -----------------------------------------------------------------------------------
     def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
-        try:
-            return self._process(buf)
-        except DecodeError as exc:
-            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
-        except Exception as exc:
-            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
-        with self._lock:
-            self._pending = []
-        return Gst.FlowReturn.ERROR
-
-    def _process(self, buf: Gst.Buffer) -> Gst.FlowReturn:
-        engine = self._engine
-        if engine is None or self._layout is None:
+        if self._engine is None or self._layout is None:
             return Gst.FlowReturn.FLUSHING
         settings = self._settings()
         infer = self._frames_seen % (settings.interval + 1) == 0
         self._frames_seen += 1
-        batch_size = self.batch_size
-        if batch_size == 1 and not self._pending:
+        if not self._pending:
+            self._maybe_swap()  # a new model starts serving between two batches, never inside one
+        if self.batch_size == 1 and not self._pending:
             if infer:
-                self._infer_now(buf, settings)
+                try:
+                    self._infer_now(buf, settings)
+                except Exception as exc:
+                    return self._failed(exc, 1)
             return Gst.FlowReturn.OK
         with self._lock:
             if infer:
-                self._stage(buf, sum(p.infer for p in self._pending))
+                try:
+                    self._stage(buf, sum(p.infer for p in self._pending))
+                except Exception as exc:
+                    ret = self._failed(exc, 1)
+                    if ret != Gst.FlowReturn.OK:
+                        self._pending = []
+                        return ret
+                    infer = False
             self._pending.append(_Pending(buf, infer))
-            full = sum(p.infer for p in self._pending) >= batch_size
-            if not full and (infer or any(p.infer for p in self._pending)):
+            n_infer = sum(p.infer for p in self._pending)
+            if n_infer < self.batch_size and n_infer > 0:
                 return FLOW_DROPPED  # held: pushed with its batch
             pending, self._pending = self._pending, []
         return self._finish(pending, settings, current=buf)
+
+    def _failed(self, exc: Exception, frames: int) -> Gst.FlowReturn:
+        """Apply the on-error policy to a failure that cost ``frames`` frames their detections."""
+        if self.on_error == "skip":
+            self._skipped += frames
+            now = time.monotonic()
+            if now - self._last_skip_warning >= SKIP_WARNING_INTERVAL_S:  # rate-limited
+                self._last_skip_warning = now
+                post_warning(self, Gst.StreamError.DECODE if isinstance(exc, DecodeError) else Gst.LibraryError.FAILED,
+                             f"inference failed, frames pass without detections (on-error=skip, "
+                             f"{self._skipped} skipped so far): {exc}", format_exception(exc))  # fmt: skip
+            return Gst.FlowReturn.OK
+        if isinstance(exc, DecodeError):
+            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
+        else:
+            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
+        return Gst.FlowReturn.ERROR
 
     def _infer_now(self, buf: Gst.Buffer, settings: Settings) -> None:
         """Batch of one: the model reads the mapped frame directly when it runs on the CPU."""
@@ -253,7 +365,7 @@ class InferElement(GstBase.BaseTransform):
             )[0]
             del frames
         with writable(buf):
-            write_detections(buf, dets, unique_id=settings.unique_id)
+            write_detections(buf, dets, unique_id=settings.unique_id, model_id=self._model_id)
 
     def _to_device(self, frames):
         import torch
@@ -282,23 +394,12 @@ class InferElement(GstBase.BaseTransform):
         """Infer the staged frames of ``pending``, attach metadata, push all but ``current`` in order."""
         n = sum(p.infer for p in pending)
         if n:
-            engine = self._engine
-            frames = self._staging[:n]
-            if engine.model.device.type != "cpu":
-                frames = frames.to(engine.model.device, non_blocking=True)
-            dets = iter(
-                engine.infer(
-                    frames,
-                    channels=self._layout.format,
-                    conf_threshold=settings.confidence_threshold,
-                    iou_threshold=settings.nms_iou_threshold,
-                    max_detections=settings.max_detections,
-                )
-            )
-            for p in pending:
-                if p.infer:
-                    with writable(p.buf):
-                        write_detections(p.buf, next(dets), unique_id=settings.unique_id)
+            try:
+                self._annotate(pending, n, settings)
+            except Exception as exc:
+                ret = self._failed(exc, n)
+                if ret != Gst.FlowReturn.OK:
+                    return ret
         srcpad = self.get_static_pad("src")
         for p in pending:
             if p.buf is current:
@@ -308,18 +409,31 @@ class InferElement(GstBase.BaseTransform):
                 return ret
         return Gst.FlowReturn.OK
 
+    def _annotate(self, pending: list[_Pending], n: int, settings: Settings) -> None:
+        engine = self._engine
+        frames = self._staging[:n]
+        if engine.model.device.type != "cpu":
+            frames = frames.to(engine.model.device, non_blocking=True)
+        dets = iter(
+            engine.infer(
+                frames,
+                channels=self._layout.format,
+                conf_threshold=settings.confidence_threshold,
+                iou_threshold=settings.nms_iou_threshold,
+                max_detections=settings.max_detections,
+            )
+        )
+        for p in pending:
+            if p.infer:
+                with writable(p.buf):
+                    write_detections(p.buf, next(dets), unique_id=settings.unique_id, model_id=self._model_id)
+
     def _flush_pending(self) -> Gst.FlowReturn:
         with self._lock:
             pending, self._pending = self._pending, []
         if not pending or self._engine is None:
             return Gst.FlowReturn.OK
-        try:
-            return self._finish(pending, self._settings(), current=None)
-        except DecodeError as exc:
-            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
-        except Exception as exc:
-            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
-        return Gst.FlowReturn.ERROR
+        return self._finish(pending, self._settings(), current=None)
 
 
 def _start_error_code(exc: PyInferError) -> GObject.GEnum:

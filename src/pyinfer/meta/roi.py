@@ -7,7 +7,8 @@ One ROI meta per detection:
   down, right/bottom rounded up, so the integer box covers the float box);
 - ``id``: the detection's index in the frame (0, 1, ...), in descending confidence order;
 - one param structure named ``detection`` with ``confidence`` (double), ``class-id`` (int), ``label``
-  (string), ``unique-id`` (int: the producing element's ``unique-id``) and the exact float box
+  (string), ``unique-id`` (int: the producing element's ``unique-id``), ``model-id`` (int: which model
+  generation of that element produced it, 0 until the first hot-swap) and the exact float box
   ``left``, ``top``, ``width``, ``height`` (double).
 
 :func:`read_detections` reads these back into :class:`~pyinfer.detections.Detections` (``extra`` gets
@@ -35,7 +36,7 @@ def _roi_api() -> object:
     return _ROI_API
 
 
-def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0) -> None:
+def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0) -> None:
     """Attach one ROI meta per detection to ``buf`` (which must be writable)."""
     n = len(detections)
     if n == 0:
@@ -60,6 +61,7 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
         s.set_value("class-id", cls[i])
         s.set_value("label", label)
         s.set_value("unique-id", unique_id)
+        s.set_value("model-id", model_id)
         s.set_value("left", left)
         s.set_value("top", top)
         s.set_value("width", width)
@@ -90,7 +92,8 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
         labels: class names for the result; by default gathered from the metas' labels.
 
     Returns:
-        Detections with ``extra["unique_id"]`` (producer id, -1 if unknown) and ``extra["roi_id"]``.
+        Detections with ``extra["unique_id"]`` (producer id, -1 if unknown), ``extra["model_id"]`` and
+        ``extra["roi_id"]``.
     """
     metas = _roi_metas(buf)
     if not metas:
@@ -100,6 +103,7 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     conf = np.ones(n, np.float32)
     cls = np.full(n, -1, np.int32)
     uid = np.full(n, -1, np.int64)
+    model_id = np.full(n, -1, np.int64)
     roi_id = np.empty(n, np.int64)
     names: dict[int, str] = {}
     for i, meta in enumerate(metas):
@@ -111,10 +115,12 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
             conf[i] = s.get_value("confidence")
             cls[i] = s.get_value("class-id")
             uid[i] = s.get_value("unique-id")
+            if s.has_field("model-id"):
+                model_id[i] = s.get_value("model-id")
             names.setdefault(int(cls[i]), s.get_value("label"))
         else:
             xyxy[i] = (meta.x, meta.y, meta.x + meta.w, meta.y + meta.h)
             names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
-    return Detections(xyxy, conf, cls, labels=labels, extra={"unique_id": uid, "roi_id": roi_id})
+    return Detections(xyxy, conf, cls, labels=labels, extra={"unique_id": uid, "model_id": model_id, "roi_id": roi_id})
