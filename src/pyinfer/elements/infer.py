@@ -85,6 +85,7 @@ class InferElement(GstBase.BaseTransform):
         self._model_path = value or ""
         if self._engine is not None:  # running: load beside the serving model
             self._swapper.request(self._model_path, self._engine_config())
+
     labels_file = GObject.Property(
         type=str, default="", nick="Labels file",
         blurb="Class names, one per line; empty: the model's own names (or class ids). Applies at start and at the "
@@ -302,10 +303,10 @@ class InferElement(GstBase.BaseTransform):
         if self._engine is None or self._layout is None:
             return Gst.FlowReturn.FLUSHING
         settings = self._settings()
-        infer = self._frames_seen % (settings.interval + 1) == 0
-        self._frames_seen += 1
         if not self._pending:
             self._maybe_swap()  # a new model starts serving between two batches, never inside one
+        infer = self._frames_seen % (settings.interval + 1) == 0
+        self._frames_seen += 1
         if self.batch_size == 1 and not self._pending:
             if infer:
                 try:
