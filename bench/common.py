@@ -28,8 +28,12 @@ def machine_info() -> dict:
     """Platform, CPU, cores and the versions of the pieces being measured."""
     import torch
 
-    from pyinfer._gi import Gst
+    try:
+        from pyinfer._gi import Gst
 
+        gst = Gst.version_string()
+    except (ImportError, ValueError):
+        gst = "absent"
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -38,7 +42,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "gstreamer": Gst.version_string(),
+        "gstreamer": gst,
     }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.* deprecation
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def in_thread(fn, *args):  # noqa: ANN001, ANN201
+def in_thread(fn, *args):
     """Run ``fn(*args)`` on a fresh thread that exits when it returns; re-raise what it raised.
 
     All torch work of the benchmark runs this way. libgomp keeps one OpenMP team per thread that ever ran a
@@ -119,13 +119,13 @@ def time_loop(fn, inputs: list, batch: int, warmup: int, frames: int) -> dict:
     return {"fps": iters * batch / total, "iter_median_fps": batch / statistics.median(times)}
 
 
-def load_raw(path: Path):  # noqa: ANN201
+def load_raw(path: Path):
     import torch
 
     module = torch.jit.load(str(path), map_location="cpu")
     module.eval()
 
-    def forward(x):  # noqa: ANN001, ANN202
+    def forward(x):
         with torch.inference_mode():
             return module(x)
 
@@ -139,7 +139,9 @@ def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, 
 
     pipeline = Gst.parse_launch(desc)
     src, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
-    src.set_property("caps", Gst.Caps.from_string(f"video/x-raw,format=RGB,width={w},height={h},framerate={FPS_CAPS}/1"))
+    src.set_property(
+        "caps", Gst.Caps.from_string(f"video/x-raw,format=RGB,width={w},height={h},framerate={FPS_CAPS}/1")
+    )
     src.set_property("format", Gst.Format.TIME)
     for prop in ("max-bytes", "max-buffers", "max-time"):
         if src.find_property(prop) is not None:
@@ -148,7 +150,7 @@ def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, 
     stamps: list[float] = []
     metas = [0]
 
-    def probe(pad, info):  # noqa: ANN001, ANN202
+    def probe(pad, info):
         stamps.append(time.perf_counter())
         metas[0] += info.get_buffer().get_n_meta(roi_api)
         return Gst.PadProbeReturn.OK
@@ -182,7 +184,7 @@ def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, 
 
 
 # -- breakdown ----------------------------------------------------------------------------------------------
-def with_idle_team(fn, *args):  # noqa: ANN001, ANN201
+def with_idle_team(fn, *args):
     """``in_thread(fn, *args)`` while another thread that has run an OpenMP region sits idle.
 
     That is the pipeline's situation: the element loads and warms up its model on the thread that changes the
@@ -207,7 +209,7 @@ def with_idle_team(fn, *args):  # noqa: ANN001, ANN201
         holder.join()
 
 
-def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:  # noqa: ANN001
+def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:
     """The steps of the element's batch-1 path (``_infer_now``) timed one by one, median ms each."""
     import torch
 
@@ -306,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_pipeline(
             f"appsrc name=src ! pyinfer model-engine={model_path} device=cpu batch-size={b} "
             "! fakesink name=sink sync=false",
-            bufs, W, H, n_push=wb * b + args.frames, skip=wb * b,
+            bufs,
+            W,
+            H,
+            n_push=wb * b + args.frames,
+            skip=wb * b,
         )
 
     tiny_skip = 10
@@ -326,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "tiny_pyinfer": lambda: run_pipeline(
             f"appsrc name=src ! pyinfer model-engine={tiny_path} device=cpu ! fakesink name=sink sync=false",
-            tiny_bufs, TINY_W, TINY_H, tiny_n, tiny_skip,
+            tiny_bufs,
+            TINY_W,
+            TINY_H,
+            tiny_n,
+            tiny_skip,
         ),
     }
     runs: dict[str, list[dict]] = {k: [] for k in variants}
@@ -340,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fps = {k: common.summarize([r["fps"] for r in v]) for k, v in runs.items()}
     med = {k: v["median"] for k, v in fps.items()}
-    overhead_us = [
-        (1 / p["fps"] - 1 / i["fps"]) * 1e6 for p, i in zip(runs["tiny_pyinfer"], runs["tiny_identity"])
-    ]
+    overhead_us = [(1 / p["fps"] - 1 / i["fps"]) * 1e6 for p, i in zip(runs["tiny_pyinfer"], runs["tiny_identity"])]
 
     def paired(a: str, b: str) -> float:
         return round(statistics.median(x["fps"] / y["fps"] for x, y in zip(runs[a], runs[b])), 4)
@@ -399,10 +407,16 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {
             k: {
                 **fps[k],
-                **({"iter_median_fps": common.summarize([r["iter_median_fps"] for r in runs[k]])}
-                   if "iter_median_fps" in runs[k][0] else {}),
-                **({"detections_per_frame": runs[k][0]["detections_per_frame"]}
-                   if "detections_per_frame" in runs[k][0] else {}),
+                **(
+                    {"iter_median_fps": common.summarize([r["iter_median_fps"] for r in runs[k]])}
+                    if "iter_median_fps" in runs[k][0]
+                    else {}
+                ),
+                **(
+                    {"detections_per_frame": runs[k][0]["detections_per_frame"]}
+                    if "detections_per_frame" in runs[k][0]
+                    else {}
+                ),
             }
             for k in variants
         },
@@ -432,7 +446,9 @@ def print_table(r: dict) -> None:
         "tiny_pyinfer": "640x480 appsrc ! pyinfer(tiny) ! fakesink",
     }
     m = r["machine"]
-    print(f"\n{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), {m['gstreamer']}")
+    print(
+        f"\n{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), {m['gstreamer']}"
+    )
     print(f"{r['settings']['reps']} interleaved reps, {r['settings']['frames_per_run']} timed frames per run\n")
     print(f"{'variant':<44}{'B':>3}{'median fps':>12}{'min':>10}{'max':>10}")
     for k, label in labels.items():
@@ -453,7 +469,9 @@ def print_table(r: dict) -> None:
         for case, d in bd[model].items():
             steps = "  ".join(f"{k} {t:.2f}" for k, t in d["median_ms"].items())
             print(f"  {model:<16}{case:<12} {steps}  | sum {d['sum_ms']:.2f}")
-    print(f"  pipeline b1 {bd['pipeline_b1_ms_per_frame']:.2f} ms/frame, raw b1 {bd['raw_b1_ms_per_frame']:.2f} ms/frame")
+    print(
+        f"  pipeline b1 {bd['pipeline_b1_ms_per_frame']:.2f} ms/frame, raw b1 {bd['raw_b1_ms_per_frame']:.2f} ms/frame"
+    )
 
 
 if __name__ == "__main__":
