@@ -21,6 +21,7 @@ Usage: python bench/cpu_pipeline.py [--quick] [--out PATH] [--reps N] [--frames 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -288,6 +289,10 @@ def prepare(frames: list, model_path: Path, tmp: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wall0 = time.perf_counter()
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        print(f"warning: load average {load_before[0]:.2f} before start: something else is using the CPU, "
+              "numbers will be noisy", file=sys.stderr)
     import pyinfer
     from pyinfer.zoo import get_model
 
@@ -423,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "element_overhead_us_per_buffer": common.summarize(overhead_us),
         "ratios": ratios,
         "breakdown_b1": breakdown,
+        "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
         "wall_s": {"prepare": round(prep_s, 1), "total": round(time.perf_counter() - wall0, 1)},
     }
     out = common.write_json(args.out or common.default_out(), result)

@@ -13,7 +13,8 @@ from support import FIXED_TABLE, FixedBoxes, run, save_torchscript
 
 N_FRAMES = 4000
 B_TABLE = FIXED_TABLE.copy()
-B_TABLE[0, :2] += 40.0  # model B: the two class-0 boxes sit 40 input pixels (80 frame pixels) further right
+B_TABLE[0, :2] += 40.0  # model B: the two class-0 boxes sit 40 input pixels further right
+B_SIZE = 256  # and model B takes a 256x256 input where model A takes 320x320
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,8 @@ def model_b(tmp_path_factory):
     import torch
 
     path = tmp_path_factory.mktemp("swap") / "b.torchscript"
-    cfg = {"imgsz": [320, 320], "names": {"0": "a", "1": "b", "2": "c"}}
-    return save_torchscript(FixedBoxes.build(B_TABLE), path, cfg, torch.zeros(1, 3, 320, 320))
+    cfg = {"imgsz": [B_SIZE, B_SIZE], "names": {"0": "a", "1": "b", "2": "c"}}
+    return save_torchscript(FixedBoxes.build(B_TABLE), path, cfg, torch.zeros(1, 3, B_SIZE, B_SIZE))
 
 
 class _Updates:
@@ -82,8 +83,9 @@ def test_twenty_swaps_at_full_speed_lose_nothing_and_never_mix_models(fixed_mode
         frame_ids = set(dets.extra["model_id"].tolist())
         assert len(frame_ids) == 1, (frame, frame_ids)  # one model per frame
         model_id = frame_ids.pop()
-        table_cx = FIXED_TABLE[0, 0] if model_id % 2 == 0 else B_TABLE[0, 0]  # model A or B, input pixels
-        assert (dets.xyxy[0, 0] + dets.xyxy[0, 2]) / 2 == pytest.approx(table_cx / 5, abs=0.05)  # 64 px -> 320
+        # Frame-pixel centre of the best box: model A (64 px wide frames scaled x5 into 320) or B (x4 into 256).
+        expected_cx = FIXED_TABLE[0, 0] / 5 if model_id % 2 == 0 else B_TABLE[0, 0] / 4
+        assert (dets.xyxy[0, 0] + dets.xyxy[0, 2]) / 2 == pytest.approx(expected_cx, abs=0.05)
         ids.append(model_id)
     assert ids == sorted(ids)
     for m in updates.messages:  # each model serves from the frame its message names

@@ -1,0 +1,46 @@
+"""Smoke test of bench/cpu_pipeline.py: it runs and writes a complete result file (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "cpu_pipeline.py"
+VARIANTS = (
+    "raw_b1", "engine_b1", "pipeline_b1", "raw_b4", "engine_b4", "pipeline_b4",
+    "source_only", "tiny_identity", "tiny_pyinfer",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_cpu_pipeline_quick(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["command"][-1] == str(out)
+    for key in ("platform", "cpu_model", "cpu_count", "torch", "gstreamer"):
+        assert r["machine"][key], key
+    assert r["date_utc"]
+    assert set(r["variants"]) == set(VARIANTS)
+    for name in VARIANTS:
+        v = r["variants"][name]
+        assert len(v["runs"]) >= 3, name
+        assert all(x > 0 for x in v["runs"]), name
+        assert v["median"] > 0, name
+    for name in ("pipeline_b1", "pipeline_b4"):
+        assert r["variants"][name]["detections_per_frame"] > 0, name  # the model really ran in the pipeline
+    for key in ("pipeline_over_raw_b1", "pipeline_over_raw_b4", "engine_over_raw_b1", "engine_over_raw_b4"):
+        assert r["ratios"][key] > 0, key
+    assert r["element_overhead_us_per_buffer"]["runs"]
+    for model in ("shapes_1280x720", "tiny_640x480"):
+        for case in ("alone", "second_team"):
+            assert r["breakdown_b1"][model][case]["sum_ms"] > 0
