@@ -230,7 +230,7 @@ def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:
     for i in range(iters + 2):
         buf = bufs[i % len(bufs)].copy()
         t0 = time.perf_counter()
-        ok, info = buf.map(Gst.MapFlags.READ)
+        _, info = buf.map(Gst.MapFlags.READ)
         frames = torch.from_numpy(frame_array(info.data, layout.for_buffer(buf)))[None]
         t1 = time.perf_counter()
         x, geo = letterbox(frames, engine.input_width, engine.input_height, out=out, dtype=engine.model.dtype)
@@ -240,10 +240,8 @@ def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:
         t3 = time.perf_counter()
         batch = engine.decoder.decode(outputs, geo, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
         t4 = time.perf_counter()
-        dets = [
-            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=engine.labels)
-            for s in batch.split()
-        ][0]
+        s = batch.split()[0]
+        dets = Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=engine.labels)
         t5 = time.perf_counter()
         del frames
         buf.unmap(info)
@@ -291,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     wall0 = time.perf_counter()
     load_before = os.getloadavg()
     if load_before[0] > 0.5:
-        print(f"warning: load average {load_before[0]:.2f} before start: something else is using the CPU, "
-              "numbers will be noisy", file=sys.stderr)
+        print(
+            f"warning: load average {load_before[0]:.2f} before start: something else is using the CPU, "
+            "numbers will be noisy",
+            file=sys.stderr,
+        )
     import pyinfer
     from pyinfer.zoo import get_model
 
@@ -452,9 +453,8 @@ def print_table(r: dict) -> None:
         "tiny_pyinfer": "640x480 appsrc ! pyinfer(tiny) ! fakesink",
     }
     m = r["machine"]
-    print(
-        f"\n{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), {m['gstreamer']}"
-    )
+    print(f"\n{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), ", end="")
+    print(m["gstreamer"])
     print(f"{r['settings']['reps']} interleaved reps, {r['settings']['frames_per_run']} timed frames per run\n")
     print(f"{'variant':<44}{'B':>3}{'median fps':>12}{'min':>10}{'max':>10}")
     for k, label in labels.items():
@@ -463,11 +463,10 @@ def print_table(r: dict) -> None:
     o = r["element_overhead_us_per_buffer"]
     print(f"\npyinfer per-buffer overhead (tiny model, 640x480): {o['median']:.0f} us (runs {o['runs']})")
     ra = r["ratios"]
-    print(
-        f"pipeline/raw  b1 {ra['pipeline_over_raw_b1']:.3f} (target >= 0.90)   b4 {ra['pipeline_over_raw_b4']:.3f}\n"
-        f"engine/raw    b1 {ra['engine_over_raw_b1']:.3f}                    b4 {ra['engine_over_raw_b4']:.3f}\n"
-        f"pipeline/engine b1 {ra['pipeline_over_engine_b1']:.3f}                  b4 {ra['pipeline_over_engine_b4']:.3f}"
-    )
+    for name, target in (("pipeline_over_raw", " (target >= 0.90)"), ("engine_over_raw", ""),
+                         ("pipeline_over_engine", "")):  # fmt: skip
+        b1, b4 = ra[f"{name}_b1"], ra[f"{name}_b4"]
+        print(f"{name.replace('_over_', '/'):<16} b1 {b1:.3f}{target:<18} b4 {b4:.3f}")
     bd = r["breakdown_b1"]
     print("\nbatch-1 element steps outside GStreamer, median ms (second team: another OpenMP team alive, as in")
     print("the pipeline, where the model was warmed up on the application thread):")

@@ -7,8 +7,10 @@ metadata writing on top.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pyinfer.backends import load_model
 from pyinfer.decoders import get_decoder
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from pyinfer.backends.base import LoadedModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,30 @@ def import_torch() -> None:
         except ImportError as exc:
             msg = f"pyinfer needs the '{name}' package ({exc}); install it: pip install {name}"
             raise DependencyError(msg) from exc
+
+
+def on_fresh_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run ``fn(*args)`` on a new thread that ends with it; return its result or raise its exception.
+
+    torch's OpenMP runtime keeps a thread team for every thread that ran parallel torch code until that
+    thread exits. Loading and warming up a model on the application's thread (which sets the pipeline
+    state) would leave a second team alive beside the streaming thread's, and with more OpenMP threads than
+    cores every parallel region then sleeps at its barriers: about 1.6x slower forwards measured on 2 cores.
+    """
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="pyinfer-load")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
 
 
 class Engine:

@@ -241,14 +241,14 @@ class InferElement(GstBase.BaseTransform):
         self._announce(result, first_frame=self._frames_seen)
 
     def do_start(self) -> bool:
-        from pyinfer.engine import Engine
+        from pyinfer.engine import Engine, on_fresh_thread
 
         if self.on_error not in ("fail", "skip"):
             post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
             return False
         cfg = self._engine_config()
         try:
-            self._engine = Engine.build(cfg)
+            self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
         except PyInferError as exc:
             code = _start_error_code(exc)
             post_error(self, code, str(exc), format_exception(exc))
