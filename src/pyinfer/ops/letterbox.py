@@ -76,12 +76,20 @@ def letterbox(
         dtype = out.dtype if out is not None else torch.float32
     if out is None or out.shape != (b, 3, input_h, input_w):
         out = torch.empty((b, 3, input_h, input_w), dtype=dtype, device=frames.device)
-    # NCHW view of the colour planes; the float conversion is the one copy of the pixels.
-    x = frames[..., :3].permute(0, 3, 1, 2).to(dtype)
+    # NCHW view of the colour planes (channels-last in memory: no copy).
+    x = frames[..., :3].permute(0, 3, 1, 2)
+    resize = (geo.resized_w, geo.resized_h) != (w, h)
+    if resize and x.device.type == "cpu":
+        # The CPU has a vectorised uint8 bilinear kernel: resizing before the float conversion is ~3x faster
+        # than converting the full frame first (1280x720 -> 384: 0.39 ms vs 1.3 ms); values differ by at most
+        # one grey level from the float path.
+        x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False).to(dtype)
+    else:
+        x = x.to(dtype)
+        if resize:
+            x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False)
     if channels.startswith("B"):
         x = x.flip(1)
-    if (geo.resized_w, geo.resized_h) != (w, h):
-        x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False)
     out.fill_(PAD_VALUE / 255.0)
     px, py = int(geo.pad_x), int(geo.pad_y)
     out[:, :, py : py + geo.resized_h, px : px + geo.resized_w] = x.mul_(1.0 / 255.0)
