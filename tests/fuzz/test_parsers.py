@@ -94,12 +94,13 @@ def test_decoder_names(text):
 @settings(max_examples=15, deadline=None)
 @given(device=st.text(max_size=12), on_error=st.text(max_size=8), decoder=st.text(max_size=8))
 def test_element_property_strings_end_in_a_clean_state(fixed_model, device, on_error, decoder):
+    from pyinfer._gi import Gst
     from support import run
 
-    from pyinfer._gi import Gst
-
-    pipeline = Gst.parse_launch("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=48 ! "
-                                "pyinfer name=infer ! appsink name=sink")
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=48 ! "
+        "pyinfer name=infer ! appsink name=sink"
+    )
     infer = pipeline.get_by_name("infer")
     infer.set_property("model-engine", str(fixed_model))
     infer.set_property("device", device)
