@@ -14,11 +14,12 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from pyinfer._gi import GObject, Gst, GstBase, GstVideo
+from pyinfer._gi import GObject, Gst, GstBase
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._swap import LoadResult, ModelSwapper
+from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
-from pyinfer.frames.system import FORMATS, FrameLayout, mapped_frame
+from pyinfer.frames.system import mapped_frame
 from pyinfer.meta.roi import write_detections
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,6 @@ log = logging.getLogger(__name__)
 # Frames are mapped read-only and handed to torch without a copy; torch warns about that once.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
-_CAPS = Gst.Caps.from_string(
-    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 32767], height=(int)[1, 32767]"
-)
 _RW = GObject.ParamFlags.READWRITE
 FLOW_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
 SKIP_WARNING_INTERVAL_S = 5.0  # on-error=skip posts at most one WARNING per this many seconds
@@ -51,7 +49,7 @@ class _Pending:
     infer: bool
 
 
-class InferElement(GstBase.BaseTransform):
+class InferElement(PackedVideoFilter):
     """Runs a detector on each (or every ``interval+1``-th) frame and attaches one ROI meta per detection."""
 
     __gtype_name__ = "PyInfer"
@@ -61,10 +59,7 @@ class InferElement(GstBase.BaseTransform):
         "Runs a PyTorch detector on video frames and attaches detections as region-of-interest metadata",
         "pyinfer developers",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
-    )
+    __gsttemplates__ = TEMPLATES
 
     __gsignals__ = {  # noqa: RUF012 - PyGObject reads this class attribute
         # (path, ok, reason): a model-engine change while playing finished loading (ok) or failed.
@@ -166,13 +161,10 @@ class InferElement(GstBase.BaseTransform):
         self._model_path = ""
         self._engine = None
         super().__init__()
-        self.set_in_place(True)
-        self.set_passthrough(False)
         self._swapper = ModelSwapper(self._build_engine, self._on_load_failed)
         self._model_id = 0
         self._skipped = 0
         self._last_skip_warning = 0.0
-        self._layout: FrameLayout | None = None
         self._pending: list[_Pending] = []
         self._staging = None
         self._frames_seen = 0
@@ -273,19 +265,8 @@ class InferElement(GstBase.BaseTransform):
         self._layout = None
         return True
 
-    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
-        try:
-            self._layout = FrameLayout.from_caps(incaps)
-        except ValueError as exc:
-            post_error(self, Gst.CoreError.NEGOTIATION, str(exc))
-            return False
+    def on_layout_changed(self) -> None:
         self._staging = None
-        return True
-
-    def do_propose_allocation(self, decide_query: Gst.Query | None, query: Gst.Query) -> bool:
-        # We read strides from GstVideoMeta, so upstream may hand us padded rows.
-        query.add_allocation_meta(GstVideo.VideoMeta.get_info().api, None)
-        return True
 
     # -- events ------------------------------------------------------------------------------------
     def do_sink_event(self, event: Gst.Event) -> bool:

@@ -8,18 +8,15 @@ Example::
 
 from __future__ import annotations
 
-from pyinfer._gi import Gst, GstBase, GstVideo
+from pyinfer._gi import Gst
 from pyinfer.draw import draw_detections
 from pyinfer.elements._base import format_exception, post_error, writable
-from pyinfer.frames.system import FORMATS, FrameLayout, frame_array
+from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
+from pyinfer.frames.system import frame_array
 from pyinfer.meta.roi import read_detections
 
-_CAPS = Gst.Caps.from_string(
-    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 32767], height=(int)[1, 32767]"
-)
 
-
-class OsdElement(GstBase.BaseTransform):
+class OsdElement(PackedVideoFilter):
     """Draws ROI-meta detections into the frame."""
 
     __gtype_name__ = "PyOsd"
@@ -29,28 +26,7 @@ class OsdElement(GstBase.BaseTransform):
         "Draws detections (boxes, labels, confidences) from region-of-interest metadata into frames",
         "pyinfer developers",
     )
-    __gsttemplates__ = (
-        Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
-        Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.set_in_place(True)
-        self.set_passthrough(False)
-        self._layout: FrameLayout | None = None
-
-    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
-        try:
-            self._layout = FrameLayout.from_caps(incaps)
-        except ValueError as exc:
-            post_error(self, Gst.CoreError.NEGOTIATION, str(exc))
-            return False
-        return True
-
-    def do_propose_allocation(self, decide_query: Gst.Query | None, query: Gst.Query) -> bool:
-        query.add_allocation_meta(GstVideo.VideoMeta.get_info().api, None)
-        return True
+    __gsttemplates__ = TEMPLATES
 
     def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
         try:

@@ -1,0 +1,42 @@
+"""The base of pyinfer's in-place filters on packed RGB-family video in system memory."""
+
+from __future__ import annotations
+
+from pyinfer._gi import Gst, GstBase, GstVideo
+from pyinfer.elements._base import post_error
+from pyinfer.frames.system import FORMATS, FrameLayout
+
+CAPS = Gst.Caps.from_string(
+    f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[1, 32767], height=(int)[1, 32767]"
+)
+TEMPLATES = (
+    Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, CAPS),
+    Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, CAPS),
+)
+
+
+class PackedVideoFilter(GstBase.BaseTransform):
+    """In place, never passthrough; keeps the negotiated :class:`FrameLayout`; accepts GstVideoMeta strides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_in_place(True)
+        self.set_passthrough(False)
+        self._layout: FrameLayout | None = None
+
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        try:
+            self._layout = FrameLayout.from_caps(incaps)
+        except ValueError as exc:
+            post_error(self, Gst.CoreError.NEGOTIATION, str(exc))
+            return False
+        self.on_layout_changed()
+        return True
+
+    def on_layout_changed(self) -> None:
+        """Called after new caps were accepted (subclasses drop state sized for the old frames)."""
+
+    def do_propose_allocation(self, decide_query: Gst.Query | None, query: Gst.Query) -> bool:
+        # Strides are read from GstVideoMeta, so upstream may hand us padded rows.
+        query.add_allocation_meta(GstVideo.VideoMeta.get_info().api, None)
+        return True
