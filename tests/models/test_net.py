@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # core dependency: never skipped
+import torchvision
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
-
-import pyinfer.models  # noqa: E402
-from pyinfer.models.net import ShapesNet, num_anchors  # noqa: E402
-from pyinfer.ops.letterbox import letterbox  # noqa: E402
-from pyinfer.scene import CLASSES, Scene  # noqa: E402
+import pyinfer.models
+from pyinfer.models.net import ShapesNet, num_anchors
+from pyinfer.ops.letterbox import letterbox
+from pyinfer.scene import CLASSES, Scene
 
 MODEL = Path(pyinfer.models.__file__).parent / "shapes.torchscript"
 LABELS = MODEL.with_name("shapes.labels.txt")

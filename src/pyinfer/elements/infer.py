@@ -271,9 +271,9 @@ class InferElement(PackedVideoFilter):
     # -- events ------------------------------------------------------------------------------------
     def do_sink_event(self, event: Gst.Event) -> bool:
         if event.type in (Gst.EventType.EOS, Gst.EventType.CAPS, Gst.EventType.SEGMENT, Gst.EventType.GAP):
-            # Held frames belong before whatever comes next.
-            if self._flush_pending() != Gst.FlowReturn.OK and event.type == Gst.EventType.EOS:
-                pass  # the error is on the bus already; still let EOS through so the pipeline can stop
+            # Held frames belong before whatever comes next. A failure is on the bus already; the event
+            # still goes on (so EOS can stop the pipeline).
+            self._flush_pending()
         elif event.type == Gst.EventType.FLUSH_STOP:
             with self._lock:
                 self._pending = []
