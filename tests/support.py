@@ -10,7 +10,7 @@ import numpy as np
 
 from pyinfer._gi import GLib, Gst, GstVideo
 from pyinfer.detections import Detections
-from pyinfer.meta.roi import read_detections
+from pyinfer.meta.roi import FrameInfo, read_detections, read_frame_info
 
 
 @dataclass
@@ -23,6 +23,7 @@ class PipelineResult:
     error_source: str = ""
     pts: list[int] = field(default_factory=list)
     detections: list[Detections] = field(default_factory=list)
+    frames: list[FrameInfo | None] = field(default_factory=list)  # pyinfer's frame record per buffer
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -40,6 +41,7 @@ def run(pipeline: Gst.Pipeline, timeout_s: float = 60.0, feed=None) -> PipelineR
             buf = appsink.emit("pull-sample").get_buffer()
             result.pts.append(buf.pts)
             result.detections.append(read_detections(buf))
+            result.frames.append(read_frame_info(buf))
             return Gst.FlowReturn.OK
 
         sink.set_property("emit-signals", True)

@@ -157,3 +157,14 @@ def test_padded_rows_from_a_video_meta_stride(run_pipeline, fixed_model):
     res = run(pipeline, feed=lambda p: push_frames(p.get_by_name("src"), frames, stride=2048))
     assert res.ok, res.error
     np.testing.assert_allclose(res.detections[0].xyxy, EXPECTED, atol=1e-3)
+
+
+def test_every_frame_carries_a_frame_record_saying_whether_it_was_inferred(run_pipeline, fixed_model):
+    result = run_pipeline(
+        f"videotestsrc num-buffers=7 ! video/x-raw,format=RGB,width=64,height=48 ! "
+        f"pyinfer model-engine={fixed_model} interval=2 batch-size=2 unique-id=4 ! appsink name=sink"
+    )
+    assert result.ok
+    infos = result.frames
+    assert [i.inferred for i in infos] == [True, False, False, True, False, False, True]
+    assert {i.unique_id for i in infos} == {4}

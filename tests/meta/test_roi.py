@@ -10,7 +10,17 @@ import pytest
 from pyinfer._gi import GLib, Gst, GstVideo
 from pyinfer.detections import Detections
 from pyinfer.elements._base import writable
-from pyinfer.meta.roi import PARAM_NAME, read_detections, write_detections
+from pyinfer.meta.roi import (
+    PARAM_NAME,
+    UNTRACKED_ID,
+    FrameInfo,
+    read_detections,
+    read_frame_info,
+    roi_metas,
+    set_track_id,
+    write_detections,
+    write_frame_info,
+)
 
 ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
 
@@ -155,3 +165,40 @@ def test_class_without_label_is_written_as_its_id():
     back = read_detections(_write(dets))
     assert back.label(0) == "5"
     assert back.class_id.tolist() == [5]
+
+
+def test_rotated_boxes_round_trip_with_their_enclosing_box():
+    rot = np.array([[100.0, 80.0, 60.0, 20.0, math.radians(30)], [300.0, 200.0, 10.0, 40.0, -0.5]], np.float32)
+    xyxy = np.array([[70, 60, 130, 100], [280, 180, 320, 220]], np.float32)
+    dets = Detections(xyxy, np.array([0.9, 0.8], np.float32), np.array([0, 1], np.int32), cxcywhr=rot)
+    back = read_detections(_write(dets))
+    np.testing.assert_array_equal(back.xyxy, xyxy)
+    np.testing.assert_allclose(back.cxcywhr, rot, rtol=1e-6)
+
+
+def test_axis_aligned_detections_read_back_without_rotation_or_track_ids():
+    dets = _random_detections(np.random.default_rng(5), 3, 100, 100, ("a",))
+    back = read_detections(_write(dets))
+    assert back.cxcywhr is None
+    assert "track_id" not in back.extra
+
+
+def test_track_ids_set_on_existing_metas_are_read_back_as_uint64():
+    buf = _write(_random_detections(np.random.default_rng(6), 3, 100, 100, ("a",)))
+    metas = roi_metas(buf)
+    set_track_id(metas[0], 2**40 + 7, age=3)
+    set_track_id(metas[2], 5)
+    back = read_detections(buf)
+    assert back.extra["track_id"].dtype == np.uint64
+    assert back.extra["track_id"].tolist() == [2**40 + 7, UNTRACKED_ID, 5]
+    assert metas[0].get_param("tracking").get_value("age") == 3
+
+
+@pytest.mark.parametrize("inferred", [True, False])
+def test_frame_record_is_found_by_its_id_and_does_not_count_as_a_detection(inferred):
+    buf = _write(_random_detections(np.random.default_rng(7), 2, 100, 100, ("a",)))
+    with writable(buf):
+        write_frame_info(buf, inferred=inferred, unique_id=9, model_id=2)
+    assert read_frame_info(buf) == FrameInfo(inferred, 9, 2)
+    assert len(read_detections(buf)) == 2
+    assert read_frame_info(_buffer()) is None

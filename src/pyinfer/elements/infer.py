@@ -20,7 +20,7 @@ from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.system import mapped_frame
-from pyinfer.meta.roi import write_detections
+from pyinfer.meta.roi import write_detections, write_frame_info
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,12 @@ class InferElement(PackedVideoFilter):
             if infer:
                 try:
                     self._infer_now(buf, settings)
+                    return Gst.FlowReturn.OK
                 except Exception as exc:
-                    return self._failed(exc, 1)
+                    ret = self._failed(exc, 1)
+                    if ret != Gst.FlowReturn.OK:
+                        return ret
+            self._mark_not_inferred(buf, settings)
             return Gst.FlowReturn.OK
         with self._lock:
             if infer:
@@ -348,6 +352,11 @@ class InferElement(PackedVideoFilter):
             del frames
         with writable(buf):
             write_detections(buf, dets, unique_id=settings.unique_id, model_id=self._model_id)
+            write_frame_info(buf, inferred=True, unique_id=settings.unique_id, model_id=self._model_id)
+
+    def _mark_not_inferred(self, buf: Gst.Buffer, settings: Settings) -> None:
+        with writable(buf):
+            write_frame_info(buf, inferred=False, unique_id=settings.unique_id, model_id=self._model_id)
 
     def _to_device(self, frames):
         import torch
@@ -375,13 +384,18 @@ class InferElement(PackedVideoFilter):
     def _finish(self, pending: list[_Pending], settings: Settings, current: Gst.Buffer | None) -> Gst.FlowReturn:
         """Infer the staged frames of ``pending``, attach metadata, push all but ``current`` in order."""
         n = sum(p.infer for p in pending)
+        annotated = False
         if n:
             try:
                 self._annotate(pending, n, settings)
+                annotated = True
             except Exception as exc:
                 ret = self._failed(exc, n)
                 if ret != Gst.FlowReturn.OK:
                     return ret
+        for p in pending:
+            if not (p.infer and annotated):
+                self._mark_not_inferred(p.buf, settings)
         srcpad = self.get_static_pad("src")
         for p in pending:
             if p.buf is current:
@@ -409,6 +423,7 @@ class InferElement(PackedVideoFilter):
             if p.infer:
                 with writable(p.buf):
                     write_detections(p.buf, next(dets), unique_id=settings.unique_id, model_id=self._model_id)
+                    write_frame_info(p.buf, inferred=True, unique_id=settings.unique_id, model_id=self._model_id)
 
     def _flush_pending(self) -> Gst.FlowReturn:
         with self._lock:

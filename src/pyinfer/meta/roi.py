@@ -9,7 +9,17 @@ One ROI meta per detection:
 - one param structure named ``detection`` with ``confidence`` (double), ``class-id`` (int), ``label``
   (string), ``unique-id`` (int: the producing element's ``unique-id``), ``model-id`` (int: which model
   generation of that element produced it, 0 until the first hot-swap) and the exact float box
-  ``left``, ``top``, ``width``, ``height`` (double).
+  ``left``, ``top``, ``width``, ``height`` (double). Rotated detections add the rotated box:
+  ``rotated-cx``, ``rotated-cy``, ``rotated-width``, ``rotated-height`` (double, pixels) and ``angle-rad``
+  (double, radians, clockwise in image coordinates, about the centre); the ROI box and ``left`` ...
+  ``height`` are then the axis-aligned box enclosing it;
+- a tracker (``pytracker``) adds a second param named ``tracking`` with ``track-id`` (guint64) and may add
+  more fields (see its docs).
+
+Every frame that passed pyinfer also carries one frame record: an ROI meta of type ``pyinfer-frame`` with
+id :data:`FRAME_ID` (2**31 - 1), a zero-sized box at (0, 0), and a param ``frame`` with ``inferred``
+(boolean: the model ran on this frame; False for frames skipped by ``interval``), ``unique-id`` and
+``model-id``. It tells a tracker "no detections" from "not inferred".
 
 :func:`read_detections` reads these back into :class:`~pyinfer.detections.Detections` (``extra`` gets
 ``unique_id`` and ``roi_id``); ROI metas of other producers without a ``detection`` param are read from
@@ -19,13 +29,20 @@ their integer box with confidence 1 and class id -1.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from pyinfer._gi import GLib, Gst, GstVideo
+from pyinfer._gi import GLib, GObject, Gst, GstVideo
 from pyinfer.detections import Detections
 
 PARAM_NAME = "detection"
+TRACKING_PARAM = "tracking"
+FRAME_PARAM = "frame"
+FRAME_ROI_TYPE = "pyinfer-frame"
+FRAME_ID = 2**31 - 1  # the frame record's ROI id: out of the 0..N-1 range of detections
+#: object_id of an untracked detection, as DeepStream's UNTRACKED_OBJECT_ID.
+UNTRACKED_ID = 0xFFFF_FFFF_FFFF_FFFF
 _ROI_API = None
 
 
@@ -41,6 +58,7 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
     n = len(detections)
     if n == 0:
         return
+    rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
     # Width and height in float64 from the float32 corners: the difference is exact there, so the reader's
     # left + width gives back the float32 right edge bit for bit (Detections.ltwh, in float32, rounds it).
     xyxy = detections.xyxy.astype(np.float64)
@@ -66,7 +84,61 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
         s.set_value("top", top)
         s.set_value("width", width)
         s.set_value("height", height)
+        if rot is not None:
+            cx, cy, rw, rh, angle = rot[i]
+            s.set_value("rotated-cx", cx)
+            s.set_value("rotated-cy", cy)
+            s.set_value("rotated-width", rw)
+            s.set_value("rotated-height", rh)
+            s.set_value("angle-rad", angle)
         meta.add_param(s)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """pyinfer's per-frame record: whether the model ran on the frame, and which producer/model."""
+
+    inferred: bool
+    unique_id: int
+    model_id: int
+
+
+def write_frame_info(buf: Gst.Buffer, *, inferred: bool, unique_id: int = 0, model_id: int = 0) -> None:
+    """Attach the frame record (see the module docs) to ``buf`` (which must be writable)."""
+    meta = GstVideo.buffer_add_video_region_of_interest_meta(buf, FRAME_ROI_TYPE, 0, 0, 0, 0)
+    if meta is None:
+        raise RuntimeError("could not add ROI meta: the buffer is not writable")
+    meta.id = FRAME_ID
+    s = Gst.Structure.new_empty(FRAME_PARAM)
+    s.set_value("inferred", bool(inferred))
+    s.set_value("unique-id", unique_id)
+    s.set_value("model-id", model_id)
+    meta.add_param(s)
+
+
+def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
+    """The frame record pyinfer attached to ``buf``, or None if it has none."""
+    meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, FRAME_ID)
+    if meta is None:
+        return None
+    s = meta.get_param(FRAME_PARAM)
+    if s is None or not s.has_field("inferred"):
+        return None
+    return FrameInfo(bool(s.get_value("inferred")), int(s.get_value("unique-id")), int(s.get_value("model-id")))
+
+
+def set_track_id(meta: GstVideo.VideoRegionOfInterestMeta, track_id: int, **fields: object) -> None:
+    """Add the ``tracking`` param (``track-id`` as guint64, plus ``fields``) to one ROI meta."""
+    s = Gst.Structure.new_empty(TRACKING_PARAM)
+    s.set_value("track-id", GObject.Value(GObject.TYPE_UINT64, int(track_id)))
+    for key, value in fields.items():
+        s.set_value(key.replace("_", "-"), value)
+    meta.add_param(s)
+
+
+def roi_metas(buf: Gst.Buffer) -> list:
+    """The detection ROI metas of ``buf`` in id order (0..N-1), without the frame record."""
+    return _roi_metas(buf)
 
 
 def _roi_metas(buf: Gst.Buffer) -> list:
@@ -93,7 +165,8 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
 
     Returns:
         Detections with ``extra["unique_id"]`` (producer id, -1 if unknown), ``extra["model_id"]`` and
-        ``extra["roi_id"]``.
+        ``extra["roi_id"]``; ``extra["track_id"]`` (uint64, :data:`UNTRACKED_ID` where none) when a tracker
+        set any; ``cxcywhr`` when any detection is rotated.
     """
     metas = _roi_metas(buf)
     if not metas:
@@ -105,9 +178,14 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     uid = np.full(n, -1, np.int64)
     model_id = np.full(n, -1, np.int64)
     roi_id = np.empty(n, np.int64)
+    track_id = np.full(n, UNTRACKED_ID, np.uint64)
+    rot = np.full((n, 5), np.nan, np.float32)
     names: dict[int, str] = {}
     for i, meta in enumerate(metas):
         roi_id[i] = meta.id
+        t = meta.get_param(TRACKING_PARAM)
+        if t is not None and t.has_field("track-id"):
+            track_id[i] = t.get_value("track-id")
         s = meta.get_param(PARAM_NAME)
         if s is not None and s.has_field("left"):
             left, top = s.get_value("left"), s.get_value("top")
@@ -117,10 +195,25 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
             uid[i] = s.get_value("unique-id")
             if s.has_field("model-id"):
                 model_id[i] = s.get_value("model-id")
+            if s.has_field("angle-rad"):
+                rot[i] = [s.get_value(k) for k in _ROTATED_FIELDS]
             names.setdefault(int(cls[i]), s.get_value("label"))
         else:
             xyxy[i] = (meta.x, meta.y, meta.x + meta.w, meta.y + meta.h)
             names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
-    return Detections(xyxy, conf, cls, labels=labels, extra={"unique_id": uid, "model_id": model_id, "roi_id": roi_id})
+    extra = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id}
+    if (track_id != UNTRACKED_ID).any():
+        extra["track_id"] = track_id
+    has_rot = ~np.isnan(rot[:, 4])
+    cxcywhr = None
+    if has_rot.any():
+        # Rotated detections keep their box; axis-aligned ones in a mixed frame become angle-0 boxes.
+        ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        aligned = np.concatenate([ltwh[:, :2] + ltwh[:, 2:] / 2, ltwh[:, 2:], np.zeros((n, 1), np.float32)], axis=1)
+        cxcywhr = np.where(has_rot[:, None], rot, aligned).astype(np.float32)
+    return Detections(xyxy, conf, cls, cxcywhr=cxcywhr, labels=labels, extra=extra)
+
+
+_ROTATED_FIELDS = ("rotated-cx", "rotated-cy", "rotated-width", "rotated-height", "angle-rad")
