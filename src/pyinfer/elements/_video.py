@@ -13,6 +13,23 @@ TEMPLATES = (
     Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, CAPS),
     Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, CAPS),
 )
+#: DeepStream batches (after nvstreammux ! nvvideoconvert): RGB is what pyservicemaker's extract() supports.
+NVMM_FEATURE = "memory:NVMM"
+NVMM_CAPS = Gst.Caps.from_string(
+    f"video/x-raw({NVMM_FEATURE}), format=(string)RGB, width=(int)[1, 32767], height=(int)[1, 32767]"
+)
+SYSTEM_AND_NVMM_CAPS = CAPS.copy()
+SYSTEM_AND_NVMM_CAPS.append(NVMM_CAPS.copy())
+SYSTEM_AND_NVMM_TEMPLATES = (
+    Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, SYSTEM_AND_NVMM_CAPS),
+    Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, SYSTEM_AND_NVMM_CAPS),
+)
+
+
+def is_nvmm(caps: Gst.Caps) -> bool:
+    """Whether the (fixed) caps carry DeepStream's NVMM memory feature."""
+    features = caps.get_features(0)
+    return features is not None and features.contains(NVMM_FEATURE)
 
 
 class PackedVideoFilter(GstBase.BaseTransform):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pyinfer._gi import GObject, Gst, GstBase
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._swap import LoadResult, ModelSwapper
-from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
+from pyinfer.elements._video import SYSTEM_AND_NVMM_TEMPLATES, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.system import mapped_frame
 from pyinfer.meta.roi import write_detections, write_frame_info
@@ -59,7 +59,7 @@ class InferElement(PackedVideoFilter):
         "Runs a PyTorch detector on video frames and attaches detections as region-of-interest metadata",
         "pyinfer developers",
     )
-    __gsttemplates__ = TEMPLATES
+    __gsttemplates__ = SYSTEM_AND_NVMM_TEMPLATES
 
     __gsignals__ = {  # noqa: RUF012 - PyGObject reads this class attribute
         # (path, ok, reason): a model-engine change while playing finished loading (ok) or failed.
@@ -135,6 +135,33 @@ class InferElement(PackedVideoFilter):
         blurb="Model input height; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
+    meta = GObject.Property(
+        type=str, default="auto", nick="Metadata writer",
+        blurb="Where detections go: auto (NVMM caps: DeepStream NvDsObjectMeta through pyservicemaker, else pyds; "
+        "system memory: ROI meta), roi, deepstream (pyservicemaker), pyds (legacy bindings)",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    mark_inferred = GObject.Property(
+        type=bool, default=True, nick="Mark inferred",
+        blurb="DeepStream: set NvDsFrameMeta.bInferDone on inferred frames, as nvinfer does, so nvtracker treats "
+        "them as detector frames (through pyds, else a layout-checked ctypes write)",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    event_meta = GObject.Property(
+        type=bool, default=False, nick="Event meta",
+        blurb="DeepStream (pyservicemaker): also attach one NvDsEventMsgMeta per object for nvmsgconv's default "
+        "payload mode",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+
+    @GObject.Property(
+        type=str, nick="Metadata writer in use",
+        blurb="What the negotiated caps selected: roi, or the DeepStream writer, frame access and bInferDone method",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def meta_used(self) -> str:
+        return self._meta_used
+
     on_error = GObject.Property(
         type=str, default="fail", nick="On error",
         blurb="What an inference or post-processing failure does: fail (ERROR on the bus, the pipeline stops) or "
@@ -169,6 +196,10 @@ class InferElement(PackedVideoFilter):
         self._staging = None
         self._frames_seen = 0
         self._lock = threading.Lock()  # guards _pending against a flush from another thread
+        self._ds = None  # DeepStreamSession while NVMM caps are negotiated
+        self._meta_used = ""
+        self._batches_seen = 0
+        self._last_warning: dict[str, float] = {}
 
     # -- state -------------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -248,11 +279,17 @@ class InferElement(PackedVideoFilter):
         except Exception as exc:  # a runtime failing in a way we did not foresee
             post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {exc}", format_exception(exc))
             return False
+        if self.meta not in ("auto", "roi", "deepstream", "pyds"):
+            msg = f"meta must be auto, roi, deepstream or pyds, not {self.meta!r}"
+            post_error(self, Gst.ResourceError.SETTINGS, msg)
+            return False
         self._frames_seen = 0
+        self._batches_seen = 0
         self._pending = []
         self._staging = None
         self._model_id = 0
         self._skipped = 0
+        self._last_warning = {}
         log.info("loaded %s on %s", cfg.model, self._engine.model.device)
         return True
 
@@ -263,7 +300,105 @@ class InferElement(PackedVideoFilter):
         self._engine = None
         self._staging = None
         self._layout = None
+        self._ds = None
         return True
+
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        if not PackedVideoFilter.do_set_caps(self, incaps, outcaps):
+            return False
+        if not is_nvmm(incaps):
+            if self.meta in ("deepstream", "pyds"):
+                post_error(self, Gst.CoreError.NEGOTIATION, f"meta={self.meta} needs DeepStream NVMM caps "
+                           f"(video/x-raw(memory:NVMM),format=RGB), got {incaps.to_string()}")  # fmt: skip
+                return False
+            self._ds = None
+            self._meta_used = "roi"
+            return True
+        if self.meta == "roi":
+            post_error(self, Gst.CoreError.NEGOTIATION, "meta=roi cannot read NVMM frames: use meta=auto on DeepStream")
+            return False
+        if self._ds is None:
+            return self._open_deepstream()
+        return True
+
+    def _open_deepstream(self) -> bool:
+        from pyinfer.frames.deepstream import DeepStreamSession, SessionOptions
+        from pyinfer.meta.deepstream import labels_fit
+
+        api = {"auto": "auto", "deepstream": "pyservicemaker", "pyds": "pyds"}[self.meta]
+        options = SessionOptions(api=api, mark_inferred=self.mark_inferred, writer=self._writer_options())
+        try:
+            self._ds = DeepStreamSession(options)
+        except PyInferError as exc:
+            post_error(self, Gst.LibraryError.INIT, str(exc), format_exception(exc))
+            return False
+        except Exception as exc:
+            post_error(self, Gst.LibraryError.INIT, f"DeepStream bindings failed to load: {exc}", format_exception(exc))
+            return False
+        self._meta_used = self._ds.describe()
+        log.info("%s", self._meta_used)
+        if self.mark_inferred and self._ds.infer_done.startswith("unavailable"):
+            post_warning(self, Gst.LibraryError.INIT, f"cannot mark frames inferred for nvtracker (bInferDone): "
+                         f"{self._ds.infer_done}; install pyds or set mark-inferred=false")  # fmt: skip
+        if self.event_meta and self._ds.writer.name != "pyservicemaker":
+            post_warning(self, Gst.ResourceError.SETTINGS, "event-meta needs pyservicemaker; no event meta is written")
+        too_long = labels_fit(self._engine.labels if self._engine is not None else ())
+        if too_long:
+            post_warning(self, Gst.ResourceError.SETTINGS, f"{len(too_long)} label(s) longer than 127 bytes will be "
+                         f"cut in NvDsObjectMeta.obj_label: {too_long[0][:40]!r}...")  # fmt: skip
+        return True
+
+    def _writer_options(self):
+        from pyinfer.meta.deepstream import WriterOptions
+
+        return WriterOptions(unique_id=self.unique_id, event_meta=self.event_meta)
+
+    def _warn_limited(self, key: str, code: GObject.GEnum, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning.get(key, -1e9) >= SKIP_WARNING_INTERVAL_S:
+            self._last_warning[key] = now
+            post_warning(self, code, text)
+
+    # -- DeepStream batches ------------------------------------------------------------------------
+    def _ds_transform(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        """One NVMM batch from nvstreammux: all its frames in one model call, objects as NvDsObjectMeta."""
+        settings = self._settings()
+        self._maybe_swap()
+        infer = self._batches_seen % (settings.interval + 1) == 0  # nvinfer's interval counts batches
+        self._batches_seen += 1
+        self._frames_seen += 1
+        ds = self._ds
+        if ds.writer.options.unique_id != settings.unique_id:
+            ds.writer.options = self._writer_options()
+        engine = self._engine
+
+        def run(tensors: list) -> list:
+            return _infer_tensors(engine, tensors, settings)
+
+        layout = self._layout
+        try:
+            report = ds.process(buf, run if infer else None, layout.width, layout.height)
+        except Exception as exc:
+            return self._failed(exc, 1)
+        if report.no_batch_meta:
+            self._warn_limited("no-batch-meta", Gst.StreamError.FORMAT, "NVMM buffer without NvDsBatchMeta "
+                               "frames (n_frames == 0): pyinfer needs nvstreammux upstream; the buffer passes "
+                               "unchanged")  # fmt: skip
+        if report.not_rgb:
+            self._warn_limited("not-rgb", Gst.StreamError.FORMAT, f"surfaces of batch ids {report.not_rgb} are not "
+                               "RGB and were not inferred: add nvvideoconvert ! video/x-raw(memory:NVMM),format=RGB "
+                               "before pyinfer")  # fmt: skip
+        if report.bad_tensor:
+            self._warn_limited("bad-tensor", Gst.StreamError.FORMAT, f"unexpected frame tensors, not inferred: "
+                               f"{'; '.join(report.bad_tensor)}")  # fmt: skip
+        if report.pool_exhausted:
+            self._warn_limited("pool", Gst.ResourceError.NO_SPACE_LEFT, f"NvDsObjectMeta pool exhausted "
+                               f"after {report.written} objects in this batch; the remaining detections were "
+                               "dropped")  # fmt: skip
+        if report.labels_cut:
+            self._warn_limited("labels", Gst.ResourceError.SETTINGS, f"labels longer than 127 bytes cut for "
+                               f"NvDsObjectMeta: {sorted(report.labels_cut)[0][:40]!r}...")  # fmt: skip
+        return Gst.FlowReturn.OK
 
     def on_layout_changed(self) -> None:
         self._staging = None
@@ -283,6 +418,8 @@ class InferElement(PackedVideoFilter):
     def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
         if self._engine is None or self._layout is None:
             return Gst.FlowReturn.FLUSHING
+        if self._ds is not None:
+            return self._ds_transform(buf)
         settings = self._settings()
         if not self._pending:
             self._maybe_swap()  # a new model starts serving between two batches, never inside one
@@ -431,6 +568,37 @@ class InferElement(PackedVideoFilter):
         if not pending or self._engine is None:
             return Gst.FlowReturn.OK
         return self._finish(pending, self._settings(), current=None)
+
+
+def _infer_tensors(engine, tensors: list, settings: Settings) -> list:
+    """Infer a DeepStream batch: (H, W, C) uint8 frames (strided views of the surfaces) -> Detections each.
+
+    Frames of one size (nvstreammux scales to one) go to the model in one call, gathered on their device
+    (a device-side copy, never through the host); frames of other sizes (the new muxer does not scale) make
+    one call per size.
+    """
+    import torch
+
+    device = engine.model.device
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    out: list = [None] * len(tensors)
+    for shape, idx in groups.items():
+        frames = torch.stack([tensors[i] for i in idx]) if len(idx) > 1 else tensors[idx[0]][None]
+        if frames.device != device:
+            frames = frames.to(device, non_blocking=True)
+        dets = engine.infer(
+            frames,
+            channels="RGB" if shape[2] == 3 else "RGBA",
+            conf_threshold=settings.confidence_threshold,
+            iou_threshold=settings.nms_iou_threshold,
+            max_detections=settings.max_detections,
+        )
+        for i, d in zip(idx, dets):
+            out[i] = d
+        del frames
+    return out
 
 
 def _start_error_code(exc: PyInferError) -> GObject.GEnum:

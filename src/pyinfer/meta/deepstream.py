@@ -1,0 +1,245 @@
+"""Detections as DeepStream ``NvDsObjectMeta``: what nvinfer writes, through pyservicemaker or pyds.
+
+The only module (with :mod:`pyinfer.frames.deepstream`) that touches NVIDIA's Python bindings; both are passed
+in as module objects, never imported at module level. Field by field this mirrors nvinfer's
+``attach_metadata_detector`` (see docs/deepstream.md):
+
+- ``class_id``, ``confidence``, ``unique_component_id`` (= ``unique-id``), ``object_id`` = UNTRACKED
+  (0xFFFFFFFFFFFFFFFF, set explicitly: nvtracker removes objects still untracked after it ran, and a pool
+  object may start at 0);
+- ``rect_params`` left/top/width/height in surface pixels, clipped to the frame; ``border_width`` 3 and a
+  per-class ``border_color``; no background;
+- ``label`` / ``obj_label`` (at most 127 bytes: longer labels are cut at a UTF-8 boundary and reported);
+- ``text_params``: ``display_text`` = the label, set once; x/y offsets at the box's top-left (10 px above,
+  never negative); Serif 11 white on black;
+- rotated boxes: DeepStream >= 9 (``rect_params.rotation_angle`` exists): the unrotated box plus the angle in
+  degrees (not clipped: clipping would change the rotated box); before 9: the enclosing box, clipped, plus a
+  JSON user meta (type :data:`ROTATED_BOX_META_TYPE`) with centre, size and angle on the object
+  (pyservicemaker only: pyds needs a compiled binding for custom user meta);
+- optional event meta for nvmsgconv: ``acquire_event_message_meta`` + ``generate`` + ``append`` per object.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pyinfer.detections import Detections
+from pyinfer.draw import PALETTE
+
+UNTRACKED_OBJECT_ID = 0xFFFF_FFFF_FFFF_FFFF
+NVDS_START_USER_META = 8193
+#: User meta types pyinfer attaches to objects (NVDS_START_USER_META + offsets; fixed, as pyservicemaker has
+#: no nvds_get_user_meta_type).
+ROTATED_BOX_META_TYPE = NVDS_START_USER_META + 0x5069  # "Pi"
+ATTRIBUTES_META_TYPE = NVDS_START_USER_META + 0x506A
+MAX_LABEL_BYTES = 127  # obj_label is char[128]
+BORDER_WIDTH = 3  # nvinfer's default
+TEXT_ABOVE_PX = 10  # nvinfer puts the text 10 px above the box
+
+
+def fit_label(label: str) -> tuple[str, bool]:
+    """``label`` cut to at most 127 UTF-8 bytes at a character boundary; and whether it was cut."""
+    raw = label.encode()
+    if len(raw) <= MAX_LABEL_BYTES:
+        return label, False
+    return raw[:MAX_LABEL_BYTES].decode(errors="ignore"), True
+
+
+def class_colour(class_id: int) -> tuple[float, float, float, float]:
+    """RGBA in 0..1, the same colour pyosd draws the class in."""
+    r, g, b = (PALETTE[int(class_id) % len(PALETTE)] / 255.0).tolist()
+    return (r, g, b, 1.0)
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """What the element asks of a writer."""
+
+    unique_id: int = 15
+    event_meta: bool = False
+    sensor: str = "N/A"
+
+
+@dataclass
+class WriteReport:
+    """What happened while writing one batch (the element turns it into WARNINGs)."""
+
+    written: int = 0
+    pool_exhausted: bool = False
+    labels_cut: set[str] = field(default_factory=set)
+
+    def merge(self, other: WriteReport) -> None:
+        self.written += other.written
+        self.pool_exhausted |= other.pool_exhausted
+        self.labels_cut |= other.labels_cut
+
+
+@dataclass
+class _Rows:
+    """Per-detection Python values computed once per frame with NumPy (the per-object loop only assigns)."""
+
+    rect: list[list[float]]
+    conf: list[float]
+    cls: list[int]
+    labels: list[str]
+    colours: list[tuple[float, float, float, float]]
+    angle_deg: list[float] | None
+    rotated_json: list[dict] | None
+
+
+def _rows(dets: Detections, width: int, height: int, *, rotation_field: bool) -> tuple[_Rows, set[str]]:
+    xyxy = dets.xyxy.astype(np.float64)
+    clipped = np.empty_like(xyxy)
+    clipped[:, 0::2] = xyxy[:, 0::2].clip(0, width)
+    clipped[:, 1::2] = xyxy[:, 1::2].clip(0, height)
+    rect = np.concatenate([clipped[:, :2], clipped[:, 2:] - clipped[:, :2]], axis=1)
+    angle_deg = rotated_json = None
+    if dets.cxcywhr is not None:
+        rot = dets.cxcywhr.astype(np.float64)
+        if rotation_field:  # DS >= 9: the unrotated box and the angle, as nvinfer does for OBB models
+            rect = np.stack([rot[:, 0] - rot[:, 2] / 2, rot[:, 1] - rot[:, 3] / 2, rot[:, 2], rot[:, 3]], axis=1)
+            angle_deg = np.degrees(rot[:, 4]).tolist()
+        else:
+            rotated_json = [
+                {"cx": cx, "cy": cy, "width": w, "height": h, "angle_rad": a, "angle_deg": math.degrees(a)}
+                for cx, cy, w, h, a in rot.tolist()
+            ]
+    cut: set[str] = set()
+    labels = []
+    names: dict[int, str] = {}
+    for c in dets.class_id.tolist():
+        if c not in names:
+            idx = int(np.flatnonzero(dets.class_id == c)[0])
+            name, was_cut = fit_label(dets.label(idx))
+            names[c] = name
+            if was_cut:
+                cut.add(dets.label(idx))
+        labels.append(names[c])
+    colours = [class_colour(c) for c in dets.class_id.tolist()]
+    rows = _Rows(rect.tolist(), dets.confidence.astype(np.float64).tolist(), dets.class_id.tolist(), labels, colours,
+                 angle_deg, rotated_json)  # fmt: skip
+    return rows, cut
+
+
+class ServiceMakerWriter:
+    """Writes through ``pyservicemaker`` (DeepStream 7.1+; the supported API from 9.0)."""
+
+    name = "pyservicemaker"
+
+    def __init__(self, sm: Any, options: WriterOptions):
+        self.sm = sm
+        self.osd = sm.osd
+        self.options = options
+        self._rotation_field: bool | None = None  # learnt from the first object (hasattr, not versions)
+
+    def write_frame(self, batch_meta: Any, frame_meta: Any, dets: Detections, width: int, height: int) -> WriteReport:
+        """Add one object meta per detection to ``frame_meta`` (used inside its iterator's loop only)."""
+        report = WriteReport()
+        if len(dets) == 0:
+            return report
+        osd = self.osd
+        uid = self.options.unique_id
+        rows = None
+        for i in range(len(dets)):
+            om = batch_meta.acquire_object_meta()
+            if om is None or not om:
+                report.pool_exhausted = True
+                break
+            if rows is None:
+                if self._rotation_field is None:
+                    self._rotation_field = hasattr(om.rect_params, "rotation_angle")
+                rows, report.labels_cut = _rows(dets, width, height, rotation_field=self._rotation_field)
+            om.class_id = rows.cls[i]
+            om.confidence = rows.conf[i]
+            om.unique_component_id = uid
+            om.object_id = UNTRACKED_OBJECT_ID
+            rect = om.rect_params
+            rect.left, rect.top, rect.width, rect.height = rows.rect[i]
+            if rows.angle_deg is not None:
+                rect.rotation_angle = rows.angle_deg[i]
+            rect.border_width = BORDER_WIDTH
+            rect.border_color = osd.Color(*rows.colours[i])
+            rect.has_bg_color = 0
+            label = rows.labels[i]
+            om.label = label
+            text = om.text_params
+            text.display_text = label  # once: the setter frees the previous string
+            text.x_offset = max(int(rows.rect[i][0]), 0)
+            text.y_offset = max(int(rows.rect[i][1]) - TEXT_ABOVE_PX, 0)
+            font = text.font_params
+            font.name = osd.FontFamily.Serif
+            font.size = 11
+            font.color = osd.Color(1.0, 1.0, 1.0, 1.0)
+            text.set_bg_clr = 1
+            text.text_bg_clr = osd.Color(0.0, 0.0, 0.0, 1.0)
+            if rows.rotated_json is not None:
+                um = batch_meta.acquire_user_meta()
+                um.set_user_data_json(rows.rotated_json[i], ROTATED_BOX_META_TYPE)
+                om.append(um)
+            frame_meta.append(om)
+            if self.options.event_meta:
+                em = batch_meta.acquire_event_message_meta()
+                em.generate(om, frame_meta, self.options.sensor, "N/A", list(dets.labels))
+                frame_meta.append(em)
+            report.written += 1
+        return report
+
+
+class PydsWriter:
+    """Writes through the legacy ``pyds`` bindings (DeepStream 7.x/8.0 apps), under the batch meta lock."""
+
+    name = "pyds"
+
+    def __init__(self, pyds: Any, options: WriterOptions):
+        self.pyds = pyds
+        self.options = options
+
+    def write_frame(self, batch_meta: Any, frame_meta: Any, dets: Detections, width: int, height: int) -> WriteReport:
+        report = WriteReport()
+        if len(dets) == 0:
+            return report
+        pyds = self.pyds
+        rows, report.labels_cut = _rows(dets, width, height, rotation_field=False)
+        uid = self.options.unique_id
+        pyds.nvds_acquire_meta_lock(batch_meta)
+        try:
+            for i in range(len(dets)):
+                om = pyds.nvds_acquire_obj_meta_from_pool(batch_meta)
+                if om is None:
+                    report.pool_exhausted = True
+                    break
+                om.class_id = rows.cls[i]
+                om.confidence = rows.conf[i]
+                om.unique_component_id = uid
+                om.object_id = UNTRACKED_OBJECT_ID
+                rect = om.rect_params
+                rect.left, rect.top, rect.width, rect.height = rows.rect[i]
+                rect.border_width = BORDER_WIDTH
+                rect.border_color.set(*rows.colours[i])
+                rect.has_bg_color = 0
+                om.obj_label = rows.labels[i]
+                text = om.text_params
+                text.display_text = rows.labels[i]  # the setter frees the old string itself: never free_buffer
+                text.x_offset = max(int(rows.rect[i][0]), 0)
+                text.y_offset = max(int(rows.rect[i][1]) - TEXT_ABOVE_PX, 0)
+                font = text.font_params
+                font.font_name = "Serif"
+                font.font_size = 11
+                font.font_color.set(1.0, 1.0, 1.0, 1.0)
+                text.set_bg_clr = 1
+                text.text_bg_clr.set(0.0, 0.0, 0.0, 1.0)
+                pyds.nvds_add_obj_meta_to_frame(frame_meta, om, None)
+                report.written += 1
+        finally:
+            pyds.nvds_release_meta_lock(batch_meta)
+        return report
+
+
+def labels_fit(labels: Sequence[str]) -> list[str]:
+    """The labels that will be cut to 127 bytes in NvDsObjectMeta."""
+    return [name for name in labels if fit_label(name)[1]]
