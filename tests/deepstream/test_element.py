@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import nvds
 import pytest
 
-import nvds
 from pyinfer._gi import Gst
 from pyinfer.engine import Engine, EngineConfig
 from pyinfer.meta.deepstream import BORDER_WIDTH, UNTRACKED_OBJECT_ID, class_colour
@@ -44,19 +44,19 @@ def test_each_detection_becomes_an_object_meta_with_the_fields_nvinfer_writes(ru
         assert len(frame.objects) == len(dets)
         assert frame.bInferDone == 1
         for obj, i in zip(frame.objects, range(len(dets))):
-            l, t, r, b = dets.xyxy[i].astype(np.float64)
+            x0, t, r, b = dets.xyxy[i].astype(np.float64)
             assert obj.class_id == int(dets.class_id[i])
             assert obj.confidence == pytest.approx(float(dets.confidence[i]), abs=1e-6)
             assert obj.unique_component_id == 7
             assert obj.object_id == UNTRACKED_OBJECT_ID
             rect = obj.rect_params
-            assert (rect.left, rect.top, rect.width, rect.height) == pytest.approx((l, t, r - l, b - t), abs=1e-4)
-            assert 0 <= rect.left and rect.left + rect.width <= W + 1e-3 and rect.top + rect.height <= H + 1e-3
+            assert (rect.left, rect.top, rect.width, rect.height) == pytest.approx((x0, t, r - x0, b - t), abs=1e-4)
+            assert rect.left >= 0 and rect.left + rect.width <= W + 1e-3 and rect.top + rect.height <= H + 1e-3
             assert rect.border_width == BORDER_WIDTH
             assert rect.border_color == class_colour(obj.class_id)
             assert obj.label == dets.label(i)
             assert obj.text_params.display_text == obj.label
-            assert obj.text_params.x_offset == max(int(l), 0)
+            assert obj.text_params.x_offset == max(int(x0), 0)
             assert obj.text_params.y_offset == max(int(t) - 10, 0)
             assert [name for name, _ in obj.writes].count("text_params.display_text") == 1  # set once
 

@@ -8,9 +8,8 @@ embedded detector finds real objects in them.
 
 from __future__ import annotations
 
-import numpy as np
-
 import nvds
+
 from pyinfer._gi import GObject, Gst, GstBase
 
 _RW = GObject.ParamFlags.READWRITE
