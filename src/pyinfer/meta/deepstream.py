@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ def fit_label(label: str) -> tuple[str, bool]:
     return raw[:MAX_LABEL_BYTES].decode(errors="ignore"), True
 
 
+@lru_cache(maxsize=4096)
 def class_colour(class_id: int) -> tuple[float, float, float, float]:
     """RGBA in 0..1, the same colour pyosd draws the class in."""
     r, g, b = (PALETTE[int(class_id) % len(PALETTE)] / 255.0).tolist()
@@ -87,7 +89,6 @@ class _Rows:
     conf: list[float]
     cls: list[int]
     labels: list[str]
-    colours: list[tuple[float, float, float, float]]
     angle_deg: list[float] | None
     rotated_json: list[dict] | None
 
@@ -110,18 +111,15 @@ def _rows(dets: Detections, width: int, height: int, *, rotation_field: bool) ->
                 for cx, cy, w, h, a in rot.tolist()
             ]
     cut: set[str] = set()
-    labels = []
     names: dict[int, str] = {}
-    for c in dets.class_id.tolist():
-        if c not in names:
-            idx = int(np.flatnonzero(dets.class_id == c)[0])
-            name, was_cut = fit_label(dets.label(idx))
-            names[c] = name
-            if was_cut:
-                cut.add(dets.label(idx))
-        labels.append(names[c])
-    colours = [class_colour(c) for c in dets.class_id.tolist()]
-    rows = _Rows(rect.tolist(), dets.confidence.astype(np.float64).tolist(), dets.class_id.tolist(), labels, colours,
+    n_labels = len(dets.labels)
+    for c in set(dets.class_id.tolist()):
+        full = dets.labels[c] if 0 <= c < n_labels else str(c)
+        names[c], was_cut = fit_label(full)
+        if was_cut:
+            cut.add(full)
+    labels = [names[c] for c in dets.class_id.tolist()]
+    rows = _Rows(rect.tolist(), dets.confidence.astype(np.float64).tolist(), dets.class_id.tolist(), labels,
                  angle_deg, rotated_json)  # fmt: skip
     return rows, cut
 
@@ -136,6 +134,16 @@ class ServiceMakerWriter:
         self.osd = sm.osd
         self.options = options
         self._rotation_field: bool | None = None  # learnt from the first object (hasattr, not versions)
+        # Colour structs are copied into the C fields on assignment: build each once, reuse for every object.
+        self._white = self.osd.Color(1.0, 1.0, 1.0, 1.0)
+        self._black = self.osd.Color(0.0, 0.0, 0.0, 1.0)
+        self._class_colours: dict[int, Any] = {}
+
+    def _colour(self, class_id: int) -> Any:
+        colour = self._class_colours.get(class_id)
+        if colour is None:
+            colour = self._class_colours[class_id] = self.osd.Color(*class_colour(class_id))
+        return colour
 
     def write_frame(self, batch_meta: Any, frame_meta: Any, dets: Detections, width: int, height: int) -> WriteReport:
         """Add one object meta per detection to ``frame_meta`` (used inside its iterator's loop only)."""
@@ -163,7 +171,7 @@ class ServiceMakerWriter:
             if rows.angle_deg is not None:
                 rect.rotation_angle = rows.angle_deg[i]
             rect.border_width = BORDER_WIDTH
-            rect.border_color = osd.Color(*rows.colours[i])
+            rect.border_color = self._colour(rows.cls[i])
             rect.has_bg_color = 0
             label = rows.labels[i]
             om.label = label
@@ -174,9 +182,9 @@ class ServiceMakerWriter:
             font = text.font_params
             font.name = osd.FontFamily.Serif
             font.size = 11
-            font.color = osd.Color(1.0, 1.0, 1.0, 1.0)
+            font.color = self._white
             text.set_bg_clr = 1
-            text.text_bg_clr = osd.Color(0.0, 0.0, 0.0, 1.0)
+            text.text_bg_clr = self._black
             if rows.rotated_json is not None:
                 um = batch_meta.acquire_user_meta()
                 um.set_user_data_json(rows.rotated_json[i], ROTATED_BOX_META_TYPE)
@@ -220,7 +228,7 @@ class PydsWriter:
                 rect = om.rect_params
                 rect.left, rect.top, rect.width, rect.height = rows.rect[i]
                 rect.border_width = BORDER_WIDTH
-                rect.border_color.set(*rows.colours[i])
+                rect.border_color.set(*class_colour(rows.cls[i]))
                 rect.has_bg_color = 0
                 om.obj_label = rows.labels[i]
                 text = om.text_params
