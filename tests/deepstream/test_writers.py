@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 
 import numpy as np
 import nvds
 import pyds
-import pytest
 import pyservicemaker as sm
+import pytest
 
 from pyinfer._gi import Gst
 from pyinfer.detections import Detections
@@ -164,7 +165,8 @@ _GList._fields_ = [("data", ctypes.c_void_p), ("next", ctypes.c_void_p), ("prev"
 
 class _FrameMeta(ctypes.Structure):
     _fields_ = [("base", ctypes.c_byte * 40), ("pad_index", ctypes.c_uint), ("batch_id", ctypes.c_uint),
-                ("rest", ctypes.c_byte * 52), ("bInferDone", ctypes.c_int), ("obj_meta_list", ctypes.c_void_p)]  # fmt: skip
+                ("rest", ctypes.c_byte * 52), ("bInferDone", ctypes.c_int),
+                ("obj_meta_list", ctypes.c_void_p)]  # fmt: skip
 
 
 class _BatchMeta(ctypes.Structure):
@@ -175,7 +177,7 @@ class _BatchMeta(ctypes.Structure):
 def _c_batch(batch_ids: list[int], num_frames: int | None = None):
     frames = [_FrameMeta(batch_id=b) for b in batch_ids]
     nodes = [_GList(data=ctypes.addressof(f)) for f in frames]
-    for a, b in zip(nodes, nodes[1:]):
+    for a, b in itertools.pairwise(nodes):
         a.next = ctypes.addressof(b)
     bm = _BatchMeta(num_frames=len(frames) if num_frames is None else num_frames)
     bm.frame_meta_list = ctypes.addressof(nodes[0])
@@ -204,3 +206,22 @@ def test_ctypes_marking_disables_itself_when_the_layout_does_not_check_out():
 
 def test_ctypes_marking_refuses_unknown_deepstream_versions():
     assert "not verified" in CtypesInferDone(version="5.1").reason
+
+
+def test_per_object_attributes_travel_as_json_user_meta():
+    from pyinfer.meta.deepstream import ATTRIBUTES_META_TYPE
+
+    dets = Detections(
+        np.array([[0, 0, W, H], [1, 1, 5, 5]], np.float32), np.array([0.8, 0.7], np.float32),
+        np.array([2, 0], np.int32), labels=("cat", "dog", "owl"),
+        extra={"topk_class_id": np.array([[2, 0], [0, 1]], np.int32),
+               "topk_confidence": np.array([[0.8, 0.1], [0.7, 0.2]], np.float32),
+               "unique_id": np.array([1, 1]), "colour": np.array([3, 4])},
+    )  # fmt: skip
+    bm, _ = _write_sm(dets)
+    first = bm.objects[0]
+    (meta,) = first.user_meta
+    assert meta.meta_type == ATTRIBUTES_META_TYPE
+    assert [t["label"] for t in meta.data["topk"]] == ["owl", "cat"]
+    assert meta.data["topk"][1]["confidence"] == pytest.approx(0.1)
+    assert meta.data["colour"] == 3 and "unique_id" not in meta.data

@@ -16,6 +16,8 @@ in as module objects, never imported at module level. Field by field this mirror
   degrees (not clipped: clipping would change the rotated box); before 9: the enclosing box, clipped, plus a
   JSON user meta (type :data:`ROTATED_BOX_META_TYPE`) with centre, size and angle on the object
   (pyservicemaker only: pyds needs a compiled binding for custom user meta);
+- per-object attributes (``Detections.extra``, e.g. a classifier's top-k labels and scores): a JSON user meta
+  of type :data:`ATTRIBUTES_META_TYPE` on the object (pyservicemaker only);
 - optional event meta for nvmsgconv: ``acquire_event_message_meta`` + ``generate`` + ``append`` per object.
 """
 
@@ -91,6 +93,7 @@ class _Rows:
     labels: list[str]
     angle_deg: list[float] | None
     rotated_json: list[dict] | None
+    attributes: list[dict] | None
 
 
 def _rows(dets: Detections, width: int, height: int, *, rotation_field: bool) -> tuple[_Rows, set[str]]:
@@ -119,9 +122,40 @@ def _rows(dets: Detections, width: int, height: int, *, rotation_field: bool) ->
         if was_cut:
             cut.add(full)
     labels = [names[c] for c in dets.class_id.tolist()]
+    attributes = _attributes(dets)
     rows = _Rows(rect.tolist(), dets.confidence.astype(np.float64).tolist(), dets.class_id.tolist(), labels,
-                 angle_deg, rotated_json)  # fmt: skip
+                 angle_deg, rotated_json, attributes)  # fmt: skip
     return rows, cut
+
+
+#: Detections.extra keys that are bookkeeping, not attributes of the object.
+_NOT_ATTRIBUTES = frozenset({"unique_id", "model_id", "roi_id", "track_id"})
+
+
+def _attributes(dets: Detections) -> list[dict] | None:
+    """Per-object attributes from ``Detections.extra`` as JSON-ready dicts, or None when there are none.
+
+    A classifier's ``topk_class_id``/``topk_confidence`` pair becomes ``topk``: a list of
+    ``{class_id, label, confidence}``; any other extra array is carried as ``{key: value}``.
+    """
+    keys = [k for k in dets.extra if k not in _NOT_ATTRIBUTES]
+    if not keys:
+        return None
+    out: list[dict] = [{} for _ in range(len(dets))]
+    extra = dict(dets.extra)
+    if "topk_class_id" in extra and "topk_confidence" in extra:
+        ids, scores = extra.pop("topk_class_id").tolist(), extra.pop("topk_confidence").tolist()
+        n_labels = len(dets.labels)
+        for row, cls, conf in zip(out, ids, scores):
+            row["topk"] = [
+                {"class_id": c, "label": dets.labels[c] if 0 <= c < n_labels else str(c), "confidence": p}
+                for c, p in zip(cls, conf)
+            ]
+    for key in keys:
+        if key in extra:
+            for row, value in zip(out, extra[key].tolist()):
+                row[key] = value
+    return out
 
 
 class ServiceMakerWriter:
@@ -188,6 +222,10 @@ class ServiceMakerWriter:
             if rows.rotated_json is not None:
                 um = batch_meta.acquire_user_meta()
                 um.set_user_data_json(rows.rotated_json[i], ROTATED_BOX_META_TYPE)
+                om.append(um)
+            if rows.attributes is not None:
+                um = batch_meta.acquire_user_meta()
+                um.set_user_data_json(rows.attributes[i], ATTRIBUTES_META_TYPE)
                 om.append(um)
             frame_meta.append(om)
             if self.options.event_meta:
