@@ -1,57 +1,83 @@
-"""TorchScript archives (``torch.jit.save``; ultralytics ``format=torchscript``). No unpickling of Python objects."""
+"""TorchScript archives (``torch.jit.save``; ultralytics ``format=torchscript``), and ``.pt`` checkpoints.
+
+``torch.jit.load`` reads the archive's code and tensors with TorchScript's own C++ deserializer: its pickles
+(``data.pkl``, ``constants.pkl``) may only name tensors and TorchScript types, so no Python object is built and
+no Python code runs while loading. (The model then runs its own TorchScript graph: load models you trust.)
+
+A ``.pt`` file is often not TorchScript but a pickled checkpoint (``torch.save(model)``, ultralytics'
+``yolo11n.pt``): unpickling one can run any Python code, so it is refused unless ``allow-pickle=true``, and
+then loaded by :func:`pyinfer.backends.module.load_checkpoint`.
+"""
 
 from __future__ import annotations
 
-import json
+import zipfile
 from pathlib import Path
-from typing import Any
 
 from pyinfer.backends.base import LoadedModel
-from pyinfer.errors import ModelError
+from pyinfer.backends.metadata import input_size_from_config, names_from_config, parse_config
+from pyinfer.errors import ConfigError, ModelError
+
+__all__ = ["input_size_from_config", "load_torchscript", "names_from_config", "parse_config", "sniff"]
 
 
-def parse_config(text: str) -> dict[str, Any]:
-    """The metadata ultralytics (and pyinfer's trainer) store as ``config.txt`` in the archive; {} if none."""
-    if not text.strip():
-        return {}
+def sniff(path: Path) -> str:
+    """What a torch file is, from its container alone (nothing is unpickled).
+
+    Returns:
+        "torchscript" (a zip with ``code/`` or ``constants.pkl``), "pickle" (a ``torch.save`` zip holding only
+        ``data.pkl``, or a legacy pickle stream), or "unknown" (left for ``torch.jit.load`` to reject).
+    """
     try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        # PROTO opcode + protocol 2..5: torch.save's legacy format and plain pickles start like this.
+        return "pickle" if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 else "unknown"
+    parts = [n.split("/") for n in names]
+    if any(p[1:2] == ["code"] or p[-1] == "constants.pkl" for p in parts):
+        return "torchscript"
+    if any(p[-1] == "data.pkl" for p in parts):
+        return "pickle"
+    return "unknown"
 
 
-def names_from_config(cfg: dict[str, Any]) -> tuple[str, ...]:
-    """Class names from ``names`` ({"0": "person", ...} or a list)."""
-    names = cfg.get("names")
-    if isinstance(names, list):
-        return tuple(str(n) for n in names)
-    if isinstance(names, dict):
-        try:
-            by_id = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            return ()
-        if sorted(by_id) == list(range(len(by_id))):
-            return tuple(by_id[i] for i in range(len(by_id)))
-    return ()
+def pickle_refused(path: Path, what: str) -> ConfigError:
+    """The error for a file that only loads by unpickling, with allow-pickle off."""
+    return ConfigError(
+        f"model file {path} is {what}: loading it unpickles Python objects, which can run arbitrary code, so it "
+        "is refused; set allow-pickle=true only if you trust the file, or export the model to TorchScript, "
+        ".pt2 or ONNX (docs/backends.md)"
+    )
 
 
-def input_size_from_config(cfg: dict[str, Any]) -> tuple[int, int] | None:
-    """(width, height) from ``imgsz`` ([h, w] as ultralytics writes it, or one int)."""
-    imgsz = cfg.get("imgsz")
-    if isinstance(imgsz, int) and imgsz > 0:
-        return imgsz, imgsz
-    if isinstance(imgsz, list) and len(imgsz) == 2 and all(isinstance(v, int) and v > 0 for v in imgsz):
-        return imgsz[1], imgsz[0]
-    return None
+def load_torchscript(path: Path, device: str, *, precision: str = "fp32", allow_pickle: bool = False) -> LoadedModel:
+    """Load a TorchScript archive (or, with ``allow_pickle``, a pickled checkpoint) onto ``device`` in eval mode.
 
+    Args:
+        path: the file.
+        device: torch device string.
+        precision: fp32 (as saved), fp16 or bf16 (weights cast; frozen archives cannot be).
+        allow_pickle: load ``torch.save`` checkpoints (arbitrary code) instead of refusing them.
 
-def load_torchscript(path: Path, device: str) -> LoadedModel:
-    """Load a TorchScript archive onto ``device`` in eval mode."""
+    Raises:
+        ConfigError: a pickled checkpoint without ``allow_pickle``; a precision the archive cannot take.
+        ModelError: not a TorchScript archive.
+    """
     import warnings
 
     import torch
 
+    from pyinfer.backends._torch import cast, wrap_module
+
+    if sniff(path) == "pickle":
+        if not allow_pickle:
+            raise pickle_refused(path, "a pickled PyTorch checkpoint (torch.save), not a TorchScript archive")
+        from pyinfer.backends.module import load_checkpoint
+
+        return load_checkpoint(path, device, precision=precision)
     extra = {"config.txt": ""}
     try:
         with warnings.catch_warnings():
@@ -61,30 +87,8 @@ def load_torchscript(path: Path, device: str) -> LoadedModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model file {path} is not a loadable TorchScript archive: {first}") from exc
     module.eval()
-    cfg = parse_config(extra["config.txt"].decode() if isinstance(extra["config.txt"], bytes) else extra["config.txt"])
-    dtype = torch.float32
-    for p in module.parameters():
-        dtype = p.dtype
-        break
-
-    def forward(x: torch.Tensor) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            out = module(x)
-        if isinstance(out, torch.Tensor):
-            return [out]
-        if isinstance(out, (list, tuple)):
-            return [o for o in out if isinstance(o, torch.Tensor)]
-        if isinstance(out, dict):
-            return [o for o in out.values() if isinstance(o, torch.Tensor)]
-        return []
-
-    decoder = cfg.get("pyinfer", {}).get("decoder") if isinstance(cfg.get("pyinfer"), dict) else None
-    return LoadedModel(
-        forward=forward,
-        device=torch.device(device),
-        dtype=dtype,
-        input_size=input_size_from_config(cfg),
-        names=names_from_config(cfg),
-        decoder=decoder,
-        path=str(path),
-    )
+    raw = extra["config.txt"]
+    cfg = parse_config(raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
+    dev = torch.device(device)
+    module, precision = cast(module, precision, dev, str(path))
+    return wrap_module(module, path=str(path), device=dev, precision=precision, backend="torchscript", metadata=cfg)
