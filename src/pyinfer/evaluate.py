@@ -4,6 +4,11 @@ Both sides are frame records in the schema of :mod:`pyinfer.jsonl`. Conventions 
 zero anywhere): precision is 1.0 when there are no detections, recall is 1.0 when there is no truth, and mean IoU
 is 0.0 when nothing matched. A frame without a prediction record counts its truth objects as misses; detections
 in a frame without a truth record are all false positives.
+
+Rotated mode (``rotated=True``) matches by the exact IoU of rotated boxes (:func:`pyinfer.ops.rotated.rotated_iou`):
+every object on both sides must carry ``"cxcywhr": [cx, cy, w, h, angle]`` (pixels, radians, clockwise on screen),
+as rotated-scene truth does (:func:`pyinfer.scene.video.truth_record`). The IoU does not depend on how a box is
+written: ``(w, h, a)``, ``(h, w, a + pi/2)`` and ``(w, h, a + pi)`` are the same box.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError
 from pyinfer.jsonl import read_jsonl, record_detections
 from pyinfer.ops.boxes import box_iou
+from pyinfer.ops.rotated import rotated_iou
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class EvalResult:
         recall: ``true_positives / truth_objects`` (1.0 when there is no truth).
         mean_iou: mean IoU of the matched pairs (0.0 when nothing matched).
         iou_threshold: the IoU a match needed.
+        rotated: matched by rotated-box IoU.
     """
 
     frames: int
@@ -44,32 +51,46 @@ class EvalResult:
     recall: float
     mean_iou: float
     iou_threshold: float = 0.5
+    rotated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (JSON-ready)."""
-        return asdict(self)
+        """The fields as a plain dict (JSON-ready); ``rotated`` only when True (axis-aligned keys stay as they were)."""
+        out = asdict(self)
+        if not self.rotated:
+            del out["rotated"]
+        return out
 
     def __str__(self) -> str:
         """One line for humans: counts, then precision, recall and mean IoU to 4 decimals."""
         return (
             f"frames={self.frames} truth={self.truth_objects} detections={self.detections} "
             f"tp={self.true_positives} precision={self.precision:.4f} recall={self.recall:.4f} "
-            f"mean_iou={self.mean_iou:.4f} @iou>={self.iou_threshold:g}"
+            f"mean_iou={self.mean_iou:.4f} @{'rotated ' if self.rotated else ''}iou>={self.iou_threshold:g}"
         )
 
 
-def match_frame(pred: Detections, truth: Detections, iou_threshold: float) -> np.ndarray:
+def match_frame(pred: Detections, truth: Detections, iou_threshold: float, *, rotated: bool = False) -> np.ndarray:
     """Greedily match one frame's detections to its truth.
 
     Detections are taken by confidence, highest first (ties keep their order); each takes the unmatched truth
-    object of the same class with the highest IoU, if that IoU is >= ``iou_threshold``.
+    object of the same class with the highest IoU, if that IoU is >= ``iou_threshold``. With ``rotated``, the IoU
+    is that of the rotated boxes (``cxcywhr``, which both sides must then carry).
+
+    Raises:
+        ConfigError: when ``rotated`` and a side has no rotated boxes.
 
     Returns:
         (K,) float64 IoU of each matched pair.
     """
     if len(pred) == 0 or len(truth) == 0:
         return np.zeros(0)
-    iou = box_iou(pred.xyxy, truth.xyxy)
+    if rotated:
+        if pred.cxcywhr is None or truth.cxcywhr is None:
+            side = "detections" if pred.cxcywhr is None else "truth"
+            raise ConfigError(f"rotated matching needs rotated boxes (cxcywhr) on both sides; the {side} have none")
+        iou = rotated_iou(pred.cxcywhr, truth.cxcywhr)
+    else:
+        iou = box_iou(pred.xyxy, truth.xyxy)
     iou[pred.class_id[:, None] != truth.class_id[None, :]] = -1.0
     taken = np.zeros(len(truth), bool)
     matched = []
@@ -82,18 +103,42 @@ def match_frame(pred: Detections, truth: Detections, iou_threshold: float) -> np
     return np.asarray(matched, np.float64)
 
 
-def _by_frame(records: Iterable[dict[str, Any]], side: str) -> dict[int, Detections]:
+def _rotated_detections(rec: dict[str, Any], side: str) -> Detections:
+    """A record's objects with their ``cxcywhr`` rotated boxes (ConfigError naming the frame if one lacks it)."""
+    dets = record_detections(rec)
+    boxes = []
+    for j, obj in enumerate(rec["objects"]):
+        box = obj.get("cxcywhr")
+        if (
+            not isinstance(box, list)
+            or len(box) != 5
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        ):
+            raise ConfigError(
+                f"{side}: frame {rec['frame']} objects[{j}] has no rotated box: rotated evaluation needs "
+                '"cxcywhr": [cx, cy, w, h, angle] on every object'
+            )
+        boxes.append(box)
+    cxcywhr = np.asarray(boxes, np.float32).reshape(-1, 5)
+    return Detections(dets.xyxy, dets.confidence, dets.class_id, cxcywhr=cxcywhr, labels=dets.labels, extra=dets.extra)
+
+
+def _by_frame(records: Iterable[dict[str, Any]], side: str, *, rotated: bool = False) -> dict[int, Detections]:
     out: dict[int, Detections] = {}
     for rec in records:
         frame = rec["frame"]
         if frame in out:
             raise ConfigError(f"{side}: frame {frame} appears more than once")
-        out[frame] = record_detections(rec)
+        out[frame] = _rotated_detections(rec, side) if rotated else record_detections(rec)
     return out
 
 
 def evaluate(
-    pred_records: Iterable[dict[str, Any]], truth_records: Iterable[dict[str, Any]], *, iou_threshold: float = 0.5
+    pred_records: Iterable[dict[str, Any]],
+    truth_records: Iterable[dict[str, Any]],
+    *,
+    iou_threshold: float = 0.5,
+    rotated: bool = False,
 ) -> EvalResult:
     """Match predictions to truth frame by frame (by ``"frame"`` number) and count.
 
@@ -101,21 +146,24 @@ def evaluate(
         pred_records: detection records (``confidence`` orders the greedy matching).
         truth_records: ground-truth records.
         iou_threshold: the IoU a detection needs with a same-class truth object to count as a true positive.
+        rotated: match by rotated-box IoU; every object on both sides needs ``cxcywhr``.
 
     Raises:
-        ConfigError: when a frame number appears twice on one side, or the threshold is outside (0, 1].
+        ConfigError: when a frame number appears twice on one side, the threshold is outside (0, 1], or (rotated)
+            an object has no ``cxcywhr``.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ConfigError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-    preds, truths = _by_frame(pred_records, "predictions"), _by_frame(truth_records, "truth")
-    empty = Detections.empty()
+    preds = _by_frame(pred_records, "predictions", rotated=rotated)
+    truths = _by_frame(truth_records, "truth", rotated=rotated)
+    empty = Detections.empty(rotated=rotated)
     n_truth = n_pred = 0
     ious = []
     for frame in preds.keys() | truths.keys():
         pred, truth = preds.get(frame, empty), truths.get(frame, empty)
         n_pred += len(pred)
         n_truth += len(truth)
-        ious.append(match_frame(pred, truth, iou_threshold))
+        ious.append(match_frame(pred, truth, iou_threshold, rotated=rotated))
     matched = np.concatenate(ious) if ious else np.zeros(0)
     tp = len(matched)
     return EvalResult(
@@ -127,9 +175,12 @@ def evaluate(
         recall=tp / n_truth if n_truth else 1.0,
         mean_iou=float(matched.mean()) if tp else 0.0,
         iou_threshold=iou_threshold,
+        rotated=rotated,
     )
 
 
-def evaluate_files(pred_path: str | Path, truth_path: str | Path, iou_threshold: float = 0.5) -> EvalResult:
+def evaluate_files(
+    pred_path: str | Path, truth_path: str | Path, iou_threshold: float = 0.5, *, rotated: bool = False
+) -> EvalResult:
     """:func:`evaluate` on two JSON-lines files (see :func:`pyinfer.jsonl.read_jsonl` for the errors it raises)."""
-    return evaluate(read_jsonl(pred_path), read_jsonl(truth_path), iou_threshold=iou_threshold)
+    return evaluate(read_jsonl(pred_path), read_jsonl(truth_path), iou_threshold=iou_threshold, rotated=rotated)

@@ -30,6 +30,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         MODELS_DIR / "shapes.labels.txt",
         "YOLOv8-layout detector for pyinfer's synthetic scenes (circle, square, triangle), 384x384 input",
     ),
+    "shapes-obb": EmbeddedModel(
+        "shapes-obb",
+        MODELS_DIR / "shapes-obb.torchscript",
+        MODELS_DIR / "shapes-obb.labels.txt",
+        "YOLO-OBB-layout rotated-box detector for pyinfer's rotated scenes (ellipse, rectangle, triangle), "
+        "384x384 input, decoder yolo-obb",
+    ),
 }
 DEFAULT_MODEL = "shapes"
 

@@ -1,11 +1,11 @@
 """Synthetic scenes with exact ground truth: the project's own data for training and evaluating a detector.
 
 ``Scene`` renders frames and truth; ``pyinfer.scene.video.write_scene`` (GStreamer, imported on demand) writes
-an H.264 MP4 plus a truth JSONL beside it.
+an H.264 MP4 plus a truth JSONL beside it. ``Scene(..., rotated=True)`` gives spinning shapes with rotated boxes.
 """
 
 from __future__ import annotations
 
-from pyinfer.scene.generator import CLASSES, Scene, SceneObject
+from pyinfer.scene.generator import CLASSES, ROTATED_CLASSES, Scene, SceneObject, canonical_cxcywhr
 
-__all__ = ["CLASSES", "Scene", "SceneObject"]
+__all__ = ["CLASSES", "ROTATED_CLASSES", "Scene", "SceneObject", "canonical_cxcywhr"]

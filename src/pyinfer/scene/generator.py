@@ -1,9 +1,27 @@
 """Synthetic scenes: coloured shapes moving over a drifting, textured background, with exact ground truth.
 
-A :class:`Scene` is fully determined by ``(seed, width, height)``. Motion is simulated frame by frame from one
+A :class:`Scene` is fully determined by ``(seed, width, height, rotated)``. Motion is simulated frame by frame from one
 ``numpy.random.Generator(PCG64(seed))``; snapshots every ``_CHECKPOINT_EVERY`` frames make random access cheap,
 and sequential access costs one simulation step plus one render per frame. The background is a closed-form
 function of the frame index (windows into precomputed textures), so it needs no state at all.
+
+Rotated scenes (``rotated=True``) show ellipses, rectangles and elongated triangles that spin as they move, and
+their truth carries a rotated box (:attr:`SceneObject.cxcywhr`). Its canonical form:
+
+* ``(cx, cy, w, h, angle)`` in pixels and radians; the corners are ``(cx, cy) + R(angle) (+-w/2, +-h/2)`` with
+  ``R(a) = [[cos a, -sin a], [sin a, cos a]]`` acting on ``(x, y)``: with y pointing down, a positive angle turns
+  the box clockwise on screen (OpenCV's and ultralytics' convention);
+* ``w >= h`` (``w`` runs along the long axis) and ``0 <= angle < pi``: every rectangle has exactly one such form
+  (a box with ``w == h`` has two; the generator never makes one). This is ultralytics' older "long edge"
+  regularisation; ultralytics' current ``regularize_rboxes`` gives the same rectangle as ``angle`` in
+  ``[0, pi/2)`` with ``w`` and ``h`` swapped where needed. Compare boxes by rotated IoU, never field by field.
+
+An object partly outside the frame has the rotated box clipped along its own axes: the tightest box at the object's
+angle around the part of its full box inside the frame (for angle 0 this is the axis-aligned clipping of the
+default scenes). Its ``bbox`` is the axis-aligned box enclosing that rotated box, clipped to the frame.
+
+The default scenes (``rotated=False``) are frozen: their frames and truth are bit-identical to those the committed
+``shapes`` model was trained and tested on (``tests/scene/test_golden.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +36,12 @@ from typing import Any
 import numpy as np
 
 from pyinfer.errors import ConfigError
+from pyinfer.scene.rotated import canonical_cxcywhr, clip_rotated_box, draw_rotated, enclosing_half_extent
+
+__all__ = ["CLASSES", "ROTATED_CLASSES", "Scene", "SceneObject", "canonical_cxcywhr"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+ROTATED_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle")  # rotated scenes; same colours per class id
 
 # Fill colours per class (RGB); each object jitters them (+-15 per channel, then x0.85..1.1 brightness). The class
 # channel then beats the others by >= 110 while background channels differ by <= 80: colour alone separates the
@@ -30,6 +52,11 @@ MIN_SIZE, MAX_SIZE = 0.06, 0.22  # side / diameter as a fraction of min(width, h
 _MIN_ALIVE, _MAX_ALIVE = 5, 10  # objects on or entering the stage; 3..10 of them are visible at a time
 _MIN_SPEED, _MAX_SPEED = 0.003, 0.010  # per frame, as a fraction of min(width, height)
 _CHECKPOINT_EVERY = 64
+# Rotated scenes: the long side as a fraction of min(width, height), short / long side, and spin per frame. The
+# aspect stays <= 0.8 so every object has a clear long axis (a square's angle would be ambiguous modulo pi/2).
+ROTATED_MIN_SIZE, ROTATED_MAX_SIZE = 0.08, 0.24
+_MIN_ASPECT, _MAX_ASPECT = 0.4, 0.8
+_MIN_SPIN, _MAX_SPIN = 0.004, 0.03  # radians per frame, either sense
 
 
 @dataclass(frozen=True)
@@ -40,13 +67,17 @@ class SceneObject:
         object_id: stable identity across frames.
         class_id: index into :data:`CLASSES`.
         label: ``CLASSES[class_id]``.
-        bbox: ``(left, top, width, height)`` in pixels, the drawn shape's full extent clipped to the frame.
+        bbox: ``(left, top, width, height)`` in pixels, the drawn shape's full extent clipped to the frame; in
+            rotated scenes, the box enclosing ``cxcywhr``, clipped to the frame.
+        cxcywhr: rotated scenes only (else None): ``(cx, cy, w, h, angle)`` in pixels and radians, in the canonical
+            form of the module docstring (``w >= h``, ``0 <= angle < pi``, clockwise on screen).
     """
 
     object_id: int
     class_id: int
     label: str
     bbox: tuple[float, float, float, float]
+    cxcywhr: tuple[float, float, float, float, float] | None = None
 
 
 @dataclass
@@ -63,17 +94,25 @@ class _Body:
     growth: float  # size change per frame, px
     fill: tuple[int, int, int]
     outline: tuple[int, int, int]
-    angle: float = 0.0  # radians; always 0 for now (axis-aligned shapes), kept so rotation can be added later
+    angle: float = 0.0  # radians, clockwise on screen; stays 0 unless rotated
     entered: bool = False
     age: int = 0
+    rotated: bool = False  # a rotated-scene body: size is the long side, aspect the short / long ratio
+    aspect: float = 1.0
+    spin: float = 0.0  # radians per frame
 
     def half_extent(self) -> tuple[float, float]:
+        """Half sizes along the body's own axes (its long axis first when rotated)."""
         half = self.size / 2.0
+        if self.rotated:
+            return half, half * self.aspect
         return half, half * _TRIANGLE_ASPECT if self.class_id == 2 else half
 
     def box(self) -> tuple[float, float, float, float]:
-        """Unclipped ``(left, top, right, bottom)``."""
+        """Unclipped ``(left, top, right, bottom)``; for a rotated body, the box enclosing its rotated box."""
         hw, hh = self.half_extent()
+        if self.rotated:
+            hw, hh = enclosing_half_extent(self.angle, (hw, hh))
         return self.cx - hw, self.cy - hh, self.cx + hw, self.cy + hh
 
 
@@ -150,6 +189,9 @@ class _Background:
 
 def _draw(img: np.ndarray, body: _Body) -> None:
     """Rasterise one object in place: a pixel is drawn when its centre lies inside the shape."""
+    if body.rotated:
+        draw_rotated(img, body.cx, body.cy, body.angle, body.half_extent(), body.class_id, body.fill, body.outline)
+        return
     height, width = img.shape[:2]
     left, top, right, bottom = body.box()
     x0, x1 = max(0, math.floor(left)), min(width, math.ceil(right))
@@ -185,16 +227,20 @@ class Scene:
         seed: non-negative seed; the same ``(seed, width, height)`` always gives the same frames and truth.
         width: frame width in pixels, >= 64.
         height: frame height in pixels, >= 64.
+        rotated: ellipses, rectangles and elongated triangles that spin, with rotated boxes in the truth
+            (:data:`ROTATED_CLASSES`); the default is the frozen axis-aligned scene (:data:`CLASSES`).
 
     Raises:
         ConfigError: on a negative seed or a frame smaller than 64 x 64.
     """
 
-    def __init__(self, seed: int, width: int, height: int) -> None:
+    def __init__(self, seed: int, width: int, height: int, *, rotated: bool = False) -> None:
         for name, value, low in (("seed", seed, 0), ("width", width, 64), ("height", height, 64)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"scene {name} must be an integer >= {low}, got {value!r}")
         self.seed, self.width, self.height = int(seed), int(width), int(height)
+        self.rotated = bool(rotated)
+        self.classes = ROTATED_CLASSES if self.rotated else CLASSES
         self._m = float(min(width, height))
         self._background = _Background(np.random.Generator(np.random.PCG64([self.seed, 1])), self.width, self.height)
         self._rng = np.random.Generator(np.random.PCG64(self.seed))
@@ -211,8 +257,8 @@ class Scene:
 
         Returns:
             ``(image, objects)``: the (H, W, 3) uint8 RGB C-contiguous image and the ground truth of the objects
-            at least partly visible (clipped box >= 16 px² and >= 25 % of the full box), in drawing order
-            (later ones cover earlier ones).
+            at least partly visible (clipped box >= 16 px² and >= 25 % of the full box; in rotated scenes, the
+            full rotated box's area inside the frame), in drawing order (later ones cover earlier ones).
         """
         if index < 0:
             raise IndexError(f"frame index must be >= 0, got {index}")
@@ -231,7 +277,8 @@ class Scene:
     def _spawn(self, *, inside: bool) -> _Body:
         rng, m = self._rng, self._m
         class_id = int(rng.integers(len(CLASSES)))
-        size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * m
+        lo, hi = (ROTATED_MIN_SIZE, ROTATED_MAX_SIZE) if self.rotated else (MIN_SIZE, MAX_SIZE)
+        size = float(rng.uniform(lo, hi)) * m
         speed = float(rng.uniform(_MIN_SPEED, _MAX_SPEED)) * m
         growth = float(rng.uniform(-1.0, 1.0)) * 0.0006 * m
         fill = np.clip((_BASE_COLOURS[class_id] + rng.uniform(-15, 15, 3)) * rng.uniform(0.85, 1.1), 0, 255)
@@ -249,7 +296,15 @@ class Scene:
             outline=(int(outline[0]), int(outline[1]), int(outline[2])),
         )
         self._next_id += 1
+        if self.rotated:  # drawn after the default scene's draws, which therefore stay as they were
+            body.rotated = True
+            body.aspect = float(rng.uniform(_MIN_ASPECT, _MAX_ASPECT))
+            body.angle = float(rng.uniform(0.0, 2.0 * math.pi))
+            body.spin = float(rng.uniform(_MIN_SPIN, _MAX_SPIN)) * float(rng.choice((-1.0, 1.0)))
         hw, hh = body.half_extent()
+        if self.rotated:  # place by the enclosing box, so a spawned body starts inside (or just outside) the frame
+            left, top, right, bottom = body.box()
+            hw, hh = (right - left) / 2.0, (bottom - top) / 2.0
         if inside:
             body.cx = float(rng.uniform(hw, self.width - hw))
             body.cy = float(rng.uniform(hh, self.height - hh))
@@ -278,6 +333,7 @@ class Scene:
     def _step(self) -> None:
         rng, m = self._rng, self._m
         lo, hi = _MIN_SPEED * m, _MAX_SPEED * m
+        min_size, max_size = (ROTATED_MIN_SIZE, ROTATED_MAX_SIZE) if self.rotated else (MIN_SIZE, MAX_SIZE)
         alive = []
         for body in self._bodies:
             body.age += 1
@@ -287,11 +343,15 @@ class Scene:
                 speed = math.hypot(body.vx, body.vy)
                 scale = min(max(speed, lo), hi) / max(speed, 1e-9)
                 body.vx, body.vy = body.vx * scale, body.vy * scale
+            if body.rotated:  # the spin drifts too, keeping its sense and staying within its range
+                mag = min(max(abs(body.spin) + float(rng.normal(0.0, 0.001)), _MIN_SPIN), _MAX_SPIN)
+                body.spin = math.copysign(mag, body.spin)
+                body.angle = math.fmod(body.angle + body.spin, 2.0 * math.pi)
             body.cx += body.vx
             body.cy += body.vy
             body.size += body.growth
-            if not MIN_SIZE * m <= body.size <= MAX_SIZE * m:
-                body.size = min(max(body.size, MIN_SIZE * m), MAX_SIZE * m)
+            if not min_size * m <= body.size <= max_size * m:
+                body.size = min(max(body.size, min_size * m), max_size * m)
                 body.growth = -body.growth
             inside = self._overlaps_frame(body)
             body.entered = body.entered or inside
@@ -325,6 +385,8 @@ class Scene:
             self._step()
 
     def _truth(self) -> list[SceneObject]:
+        if self.rotated:
+            return self._rotated_truth()
         out = []
         for body in self._bodies:
             left, top, right, bottom = body.box()
@@ -337,4 +399,13 @@ class Scene:
                 continue
             bbox = (float(cl), float(ct), float(cr - cl), float(cb - ct))
             out.append(SceneObject(body.object_id, body.class_id, CLASSES[body.class_id], bbox))
+        return out
+
+    def _rotated_truth(self) -> list[SceneObject]:
+        out = []
+        for body in self._bodies:
+            clipped = clip_rotated_box(body.cx, body.cy, body.angle, body.half_extent(), self.width, self.height)
+            if clipped is not None:
+                bbox, rbox = clipped
+                out.append(SceneObject(body.object_id, body.class_id, ROTATED_CLASSES[body.class_id], bbox, rbox))
         return out

@@ -19,31 +19,34 @@ _ENCODER = "x264enc speed-preset=veryfast pass=quant quantizer=18 key-int-max={g
 _MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
-def render_frames(seed: int, width: int, height: int, frames: int) -> Iterator[tuple[np.ndarray, list[SceneObject]]]:
-    """Yield ``(image, objects)`` for frames ``0 .. frames - 1`` of ``Scene(seed, width, height)``."""
-    scene = Scene(seed, width, height)
+def render_frames(
+    seed: int, width: int, height: int, frames: int, *, rotated: bool = False
+) -> Iterator[tuple[np.ndarray, list[SceneObject]]]:
+    """Yield ``(image, objects)`` for frames ``0 .. frames - 1`` of ``Scene(seed, width, height, rotated=rotated)``."""
+    scene = Scene(seed, width, height, rotated=rotated)
     for index in range(frames):
         yield scene.frame(index)
 
 
 def truth_record(index: int, pts_ns: int, width: int, height: int, objects: list[SceneObject]) -> dict[str, Any]:
-    """One frame's ground truth in the schema of :mod:`pyinfer.jsonl` (boxes rounded to 0.01 px)."""
-    return {
-        "frame": index,
-        "pts_ns": pts_ns,
-        "width": width,
-        "height": height,
-        "objects": [
-            {
-                "bbox": [round(v, 2) for v in o.bbox],
-                "confidence": 1.0,
-                "class_id": o.class_id,
-                "label": o.label,
-                "object_id": o.object_id,
-            }
-            for o in objects
-        ],
-    }
+    """One frame's ground truth in the schema of :mod:`pyinfer.jsonl` (boxes rounded to 0.01 px).
+
+    Objects of rotated scenes add ``"cxcywhr": [cx, cy, w, h, angle]`` (pixels rounded to 0.01, the angle in
+    radians to 1e-5; the canonical form of :mod:`pyinfer.scene.generator`).
+    """
+    records = []
+    for o in objects:
+        rec: dict[str, Any] = {
+            "bbox": [round(v, 2) for v in o.bbox],
+            "confidence": 1.0,
+            "class_id": o.class_id,
+            "label": o.label,
+            "object_id": o.object_id,
+        }
+        if o.cxcywhr is not None:
+            rec["cxcywhr"] = [*(round(v, 2) for v in o.cxcywhr[:4]), round(o.cxcywhr[4], 5)]
+        records.append(rec)
+    return {"frame": index, "pts_ns": pts_ns, "width": width, "height": height, "objects": records}
 
 
 def _gst() -> Any:
@@ -68,12 +71,20 @@ def _check_bus(gst: Any, bus: Any, timeout_ns: int) -> None:
 
 
 def write_scene(
-    out_dir: str | Path, *, frames: int, seed: int, width: int, height: int, fps: int = 30
+    out_dir: str | Path,
+    *,
+    frames: int,
+    seed: int,
+    width: int,
+    height: int,
+    fps: int = 30,
+    rotated: bool = False,
 ) -> tuple[Path, Path]:
     """Render ``frames`` frames of ``Scene(seed, width, height)`` to ``out_dir/video.mp4`` and ``out_dir/truth.jsonl``.
 
     The truth has one record per frame with ``pts_ns = round(frame * 1e9 / fps)``, ``confidence`` 1.0 and an
-    ``object_id`` on every object.
+    ``object_id`` on every object. With ``rotated``, the scene is the rotated variant and every object also
+    carries ``cxcywhr`` (see :func:`truth_record`).
 
     Returns:
         ``(video_path, truth_path)``.
@@ -86,7 +97,7 @@ def write_scene(
         raise ConfigError(f"frames must be a positive integer, got {frames!r}")
     if not isinstance(fps, int) or fps < 1:
         raise ConfigError(f"fps must be a positive integer, got {fps!r}")
-    scene = Scene(seed, width, height)
+    scene = Scene(seed, width, height, rotated=rotated)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     video_path, truth_path = out / "video.mp4", out / "truth.jsonl"
