@@ -150,3 +150,13 @@ def test_blank_lines_and_crlf_are_accepted(tmp_path):
 def test_a_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot read .*nope\.jsonl: No such file or directory"):
         list(read_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_rotated_boxes_are_written_as_cxcywhr_beside_the_enclosing_bbox():
+    import math
+
+    rot = np.array([[50.0, 40.0, 30.0, 10.0, math.radians(30)]], np.float32)
+    dets = Detections(np.array([[35, 30, 65, 50]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int32), rot)
+    (obj,) = frame_record(0, 0, 100, 80, dets)["objects"]
+    assert obj["bbox"] == [35.0, 30.0, 30.0, 20.0]
+    assert obj["cxcywhr"] == pytest.approx([50.0, 40.0, 30.0, 10.0, math.radians(30)], abs=1e-4)

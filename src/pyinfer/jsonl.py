@@ -5,7 +5,9 @@ Schema (the same for both)::
     {"frame": 0, "pts_ns": 0, "width": 640, "height": 480,
      "objects": [{"bbox": [left, top, width, height], "confidence": 0.97, "class_id": 1, "label": "square"}]}
 
-Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``.
+Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``,
+``"track_id"`` and the other ``Detections.extra`` fields. Rotated boxes add ``"cxcywhr"``: ``[cx, cy, w, h,
+angle]`` in pixels and radians (clockwise in image coordinates); ``bbox`` is then the enclosing box.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pyinfer.errors import ConfigError
 def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
     """Build one frame's record from its detections (boxes rounded to 0.01 px)."""
     ltwh = np.round(detections.ltwh.astype(np.float64), 2)
+    rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
     objects = []
     for i in range(len(detections)):
         obj: dict[str, Any] = {
@@ -32,6 +35,9 @@ def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detect
             "class_id": int(detections.class_id[i]),
             "label": detections.label(i),
         }
+        if rot is not None:
+            cx, cy, w, h, a = rot[i]
+            obj["cxcywhr"] = [round(cx, 2), round(cy, 2), round(w, 2), round(h, 2), round(a, 5)]
         for key, values in detections.extra.items():
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
