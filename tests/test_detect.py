@@ -119,3 +119,48 @@ def _decode(path) -> list[np.ndarray]:
     finally:
         pipeline.set_state(Gst.State.NULL)
     return frames
+
+
+def test_detect_publishes_tracked_messages_to_redis_matching_the_json_lines(scene_dir, tmp_path):
+    from brokers.servers import Redis
+
+    server = Redis(tmp_path / "redis")
+    server.start()
+    det = tmp_path / "det.jsonl"
+    try:
+        out = subprocess.run(
+            [*PYINFER, "detect", str(scene_dir / "video.mp4"), "--json", str(det), "--track", "--quiet",
+             "--publish", f"redis://{server.conn_str}/cams"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        messages = [payload for payload, _ in server.entries("cams")]
+    finally:
+        server.stop()
+    assert f"redis://{server.conn_str}/cams (30 messages, 0 lost)" in out.stdout
+    records = list(read_jsonl(det))
+    assert [m["frame_number"] for m in messages] == [r["frame"] for r in records] == list(range(30))
+    tracked = 0
+    for msg, rec in zip(messages, records):
+        assert (msg["pts_ns"], msg["width"], msg["height"]) == (rec["pts_ns"], rec["width"], rec["height"])
+        assert len(msg["objects"]) == len(rec["objects"])
+        for obj, ref in zip(msg["objects"], rec["objects"]):
+            box = obj["bbox"]
+            assert [box["left"], box["top"], box["width"], box["height"]] == pytest.approx(ref["bbox"], abs=0.01)
+            assert (obj["label"], obj["class_id"]) == (ref["label"], ref["class_id"])
+            assert obj["track_id"] == (None if ref.get("track_id", 2**64 - 1) == 2**64 - 1 else ref["track_id"])
+            tracked += obj["track_id"] is not None
+    assert tracked > 0  # --track put pytracker in the pipeline: ids reach both outputs
+
+
+@pytest.mark.parametrize(
+    ("target", "text"),
+    [("amqp://127.0.0.1/q", "unknown publish target scheme"), ("mqtt://127.0.0.1:1/t", "cannot connect to mqtt")],
+)
+def test_detect_with_a_bad_or_unreachable_publish_target_fails_with_the_reason(scene_dir, target, text):
+    out = subprocess.run(
+        [*PYINFER, "detect", str(scene_dir / "video.mp4"), "--quiet", "--publish", target],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert text in out.stderr

@@ -19,9 +19,13 @@ def register() -> None:
     ensure_init()
     from pyinfer._gi import GObject, Gst
     from pyinfer.elements.infer import InferElement
+    from pyinfer.elements.msgbroker import MsgBrokerElement
+    from pyinfer.elements.msgconv import MsgConvElement
     from pyinfer.elements.osd import OsdElement
+    from pyinfer.elements.tracker import TrackerElement
 
-    for name, cls in (("pyinfer", InferElement), ("pyosd", OsdElement)):
+    for name, cls in (("pyinfer", InferElement), ("pyosd", OsdElement), ("pytracker", TrackerElement),
+                      ("pymsgconv", MsgConvElement), ("pymsgbroker", MsgBrokerElement)):
         if Gst.ElementFactory.find(name) is None:
             GObject.type_register(cls)
             if not Gst.Element.register(None, name, Gst.Rank.NONE, cls):

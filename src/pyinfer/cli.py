@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import site
@@ -58,9 +57,12 @@ def cmd_scene(args: argparse.Namespace) -> int:
     from pyinfer.scene.video import write_scene
 
     t0 = time.perf_counter()
-    video, truth = write_scene(args.out, frames=args.frames, seed=args.seed, width=args.width, height=args.height)
+    video, truth = write_scene(
+        args.out, frames=args.frames, seed=args.seed, width=args.width, height=args.height, rotated=args.rotated
+    )
     print(
-        f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed} "
+        f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed}"
+        f"{', rotated' if args.rotated else ''} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
     return 0
@@ -79,6 +81,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         confidence_threshold=args.confidence_threshold,
         progress=not args.quiet,
+        publish=args.publish,
+        track=args.track,
     )
     try:
         result = run_detect(opts)
@@ -96,35 +100,34 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pyinfer.errors import ConfigError
     from pyinfer.evaluate import evaluate_files
+    from pyinfer.track.metrics import evaluate_tracking_files
 
     try:
-        result = evaluate_files(args.json, args.truth, iou_threshold=args.iou)
+        result = evaluate_files(args.json, args.truth, iou_threshold=args.iou, rotated=args.rotated)
+        # Predictions carrying track ids (pytracker) are also scored as tracks: MOTA, IDF1, ID switches.
+        tracking = evaluate_tracking_files(args.json, args.truth, iou_threshold=args.iou)
     except ConfigError as exc:
         print(f"pyinfer eval: {exc}", file=sys.stderr)
         return 2
     print(result)
+    data = result.as_dict()
+    if tracking is not None:
+        print(tracking)
+        data["tracking"] = tracking.as_dict()
     if args.out:
-        Path(args.out).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from pyinfer._gi import Gst, ensure_init
+    from pyinfer.doctor import deepstream_selftest, report
 
-    ensure_init()
-    print(f"pyinfer {__version__}  python {sys.version.split()[0]}  ({sys.executable})")
-    print(f"GStreamer {Gst.version_string()}")
-    loader = Gst.Registry.get().find_plugin("python")
-    state = "present" if loader else "MISSING (apt install gstreamer1.0-python3-plugin-loader)"
-    print(f"gst-python plugin loader: {state}")
-    for mod in ("torch", "torchvision", "onnxruntime", "pyservicemaker", "pyds"):
-        print(f"{mod}: {'available' if importlib.util.find_spec(mod) else 'absent'}")
-    if importlib.util.find_spec("torch"):
-        import torch
-
-        cuda = torch.cuda.is_available()
-        where = f"available: {torch.cuda.get_device_name(0)}" if cuda else "not available"
-        print(f"torch {torch.__version__}, CUDA {where}")
+    for line in report():
+        print(line)
+    if args.deepstream:
+        ran, ok, text = deepstream_selftest()
+        print(f"DeepStream self-test: {text}")
+        return 0 if ok or not ran else 1
     return 0
 
 
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=1280)
     s.add_argument("--height", type=int, default=720)
     s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--rotated", action="store_true", help="spinning shapes; the truth adds rotated boxes (cxcywhr)")
     s.set_defaults(func=cmd_scene)
 
     s = sub.add_parser("detect", help="run a video file through pyinfer; write JSON lines and/or an annotated MP4")
@@ -159,16 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=1)
     s.add_argument("--confidence-threshold", type=float, default=0.25)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--publish", metavar="TARGET", help="also publish one JSON message per frame (docs/messages.md): "
+                   "a path or file:///path (JSON lines), mqtt://host:port/topic, redis://host:port/stream, "
+                   "kafka://host:port/topic")  # fmt: skip
+    s.add_argument("--track", action="store_true", help="track objects (pytracker): track ids in JSON and messages")
     s.set_defaults(func=cmd_detect)
 
-    s = sub.add_parser("eval", help="precision, recall and mean IoU of detections against ground truth")
+    s = sub.add_parser(
+        "eval", help="precision, recall and mean IoU of detections against ground truth; MOTA, IDF1 and ID "
+        "switches too when the detections carry track ids"
+    )
     s.add_argument("--json", required=True, metavar="OUT.jsonl")
     s.add_argument("--truth", required=True, metavar="TRUTH.jsonl")
     s.add_argument("--iou", type=float, default=0.5)
+    s.add_argument("--rotated", action="store_true", help="match by rotated-box IoU (objects need cxcywhr)")
     s.add_argument("--out", metavar="RESULT.json", help="also write the figures as JSON")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("doctor", help="report what pyinfer can use on this machine")
+    s.add_argument("--deepstream", action="store_true",
+                   help="also run a short DeepStream self-test pipeline (nvstreammux, pyinfer, nvtracker)")  # fmt: skip
     s.set_defaults(func=cmd_doctor)
     return p
 

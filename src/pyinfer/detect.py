@@ -23,6 +23,8 @@ class DetectOptions:
     batch_size: int = 1
     confidence_threshold: float = 0.25
     progress: bool = True
+    publish: str | None = None  # a target for pymsgconv ! pymsgbroker (see pyinfer.brokers.parse_target)
+    track: bool = False  # insert pytracker after pyinfer
 
 
 @dataclass
@@ -61,6 +63,20 @@ def build_description(opts: DetectOptions, model: str, labels: str) -> str:
     if labels:
         infer += f" labels-file={_quote(labels)}"
     head = f"filesrc location={_quote(opts.input)} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! {infer}"
+    if opts.track:
+        head += " ! pytracker name=track"
+    if opts.publish:
+        from pyinfer.brokers import BrokerError, parse_target
+
+        try:
+            proto, conn_str, topic = parse_target(opts.publish)
+        except BrokerError as exc:
+            raise RuntimeError(f"--publish {opts.publish}: {exc}") from exc
+        # Every frame, one message each; the broker sits in line (a pass-through), so no tee is needed.
+        head += (
+            f" ! pymsgconv frame-interval=1 ! pymsgbroker name=broker proto={proto} conn-str={_quote(conn_str)} "
+            f"topic={_quote(topic)}"
+        )
     if opts.video_out:
         tail = (
             "pyosd ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast tune=zerolatency ! "
@@ -123,7 +139,9 @@ def run_detect(opts: DetectOptions) -> DetectResult:
         result.detections += len(dets)
         return Gst.PadProbeReturn.OK
 
-    pipeline.get_by_name("infer").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_buffer)
+    # After the tracker when there is one, so the JSON lines carry track ids.
+    probed = pipeline.get_by_name("track" if opts.track else "infer")
+    probed.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_buffer)
     progress = _Progress(opts.progress)
     bus = pipeline.get_bus()
     t0 = time.perf_counter()
@@ -153,6 +171,10 @@ def run_detect(opts: DetectOptions) -> DetectResult:
         result.outputs.append(opts.json_out)
     if opts.video_out:
         result.outputs.append(opts.video_out)
+    broker = pipeline.get_by_name("broker")
+    if broker is not None:
+        lost = broker.get_property("dropped") + broker.get_property("failed")
+        result.outputs.append(f"{opts.publish} ({broker.get_property('published')} messages, {lost} lost)")
     return result
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from pyinfer.accel import AccelSettings, FastPath, build_fast_path
 from pyinfer.backends import load_model
-from pyinfer.decoders import get_decoder
+from pyinfer.decoders import DecoderChoice, choose_decoder, get_decoder, hint_from_metadata
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError, DecodeError, DependencyError
 from pyinfer.labels import read_labels
@@ -33,20 +34,37 @@ class EngineConfig:
     """What an engine is built from (the element's start-time properties).
 
     Attributes:
-        model: model file path.
+        model: model file path, or ``package.module:callable`` (pyinfer.backends.module).
+        backend: auto (by extension), torchscript, export, module, onnx or tensorrt (pyinfer.backends).
+        precision: fp32, fp16 or bf16, as the backend allows (docs/backends.md).
+        allow_pickle: let model files that unpickle Python objects load (pickled .pt checkpoints).
+        max_batch: the largest batch ``infer`` gets (the element's batch-size): TensorRT builds for it.
         device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
         labels_file: class names file; empty to use the model's own names (or class ids).
-        decoder: decoder name, or "auto" for the model's metadata choice (default yolov8).
+        decoder: decoder name, or "auto": picked from the model's metadata, output names and shapes
+            (pyinfer.decoders.auto), the choice and its reason in ``Engine.decoder_choice``.
+        postprocess: ``module:function`` of a custom post-processing hook (decoder custom, or auto).
         input_width: model input width; 0 to take it from the model's metadata.
         input_height: model input height; 0 to take it from the model's metadata.
+        cuda_graphs: capture letterbox + model + decode in CUDA graphs (pyinfer.accel); ignored on the CPU.
+        compile: torch.compile mode: off, default, reduce-overhead or max-autotune (pyinfer.accel).
+        channels_last: model weights and input in NHWC memory order (pyinfer.accel).
     """
 
     model: str
+    backend: str = "auto"
+    precision: str = "fp32"
+    allow_pickle: bool = False
+    max_batch: int = 1
     device: str = "auto"
     labels_file: str = ""
     decoder: str = "auto"
+    postprocess: str = ""
     input_width: int = 0
     input_height: int = 0
+    cuda_graphs: bool = False
+    compile: str = "off"
+    channels_last: bool = False
 
 
 def resolve_device(device: str) -> str:
@@ -105,20 +123,42 @@ def on_fresh_thread(fn: Callable[..., T], *args: object) -> T:
 class Engine:
     """A loaded model with its decoder and labels; ``infer`` runs a batch of frames."""
 
-    def __init__(self, model: LoadedModel, decoder_name: str, labels: tuple[str, ...], input_size: tuple[int, int]):
+    def __init__(
+        self,
+        model: LoadedModel,
+        decoder_name: str,
+        labels: tuple[str, ...],
+        input_size: tuple[int, int],
+        *,
+        postprocess: str = "",
+    ):
         self.model = model
-        self.decoder = get_decoder(decoder_name)
+        self._postprocess = postprocess
+        # "auto" is decided in warm_up, from the model's outputs; a named decoder (or hook) is checked now.
+        self.decoder_choice = DecoderChoice(decoder_name.strip().lower(), "set by the decoder property")
+        self.decoder = (
+            None if self.decoder_choice.name == "auto" else get_decoder(decoder_name, postprocess=postprocess)
+        )
         self.labels = labels
         self.input_width, self.input_height = input_size
-        self.num_classes = 0
+        self.num_classes: int | None = 0
         self._input: torch.Tensor | None = None
+        self.fast: FastPath | None = None  # the speed knobs' path (pyinfer.accel), None when all are off
 
     @classmethod
     def build(cls, cfg: EngineConfig) -> Engine:
         """Load, check and warm up a model. Raises pyinfer errors naming the problem."""
         import_torch()
+        accel = AccelSettings(cfg.cuda_graphs, cfg.compile, cfg.channels_last)  # ConfigError for a bad compile mode
         device = resolve_device(cfg.device)
-        model = load_model(cfg.model, device)
+        model = load_model(
+            cfg.model,
+            device,
+            backend=cfg.backend,
+            precision=cfg.precision,
+            allow_pickle=cfg.allow_pickle,
+            max_batch=cfg.max_batch,
+        )
         if cfg.input_width > 0 and cfg.input_height > 0:
             size = (cfg.input_width, cfg.input_height)
         elif model.input_size is not None:
@@ -128,14 +168,14 @@ class Engine:
                 f"model {cfg.model} carries no input size (imgsz) in its metadata: set input-width and input-height"
             )
         labels = read_labels(cfg.labels_file) if cfg.labels_file else model.names
-        decoder = cfg.decoder if cfg.decoder != "auto" else (model.decoder or "yolov8")
-        engine = cls(model, decoder, labels, size)
+        engine = cls(model, cfg.decoder, labels, size, postprocess=cfg.postprocess)
         engine.warm_up()
-        if cfg.labels_file and len(labels) < engine.num_classes:
-            raise ConfigError(
-                f"labels file {cfg.labels_file} has {len(labels)} names but the model has {engine.num_classes} classes"
-            )
-        if not cfg.labels_file and len(labels) != engine.num_classes:
+        log.info("model %s: decoder %s", cfg.model, engine.decoder_choice)
+        engine.fast = build_fast_path(engine.model, engine.decoder, size, accel)
+        nc = engine.num_classes  # None: the decoder cannot tell (end-to-end rows, custom hook); the names stand
+        if nc is not None and cfg.labels_file and len(labels) < nc:
+            raise ConfigError(f"labels file {cfg.labels_file} has {len(labels)} names but the model has {nc} classes")
+        if nc is not None and not cfg.labels_file and len(labels) != nc:
             engine.labels = ()  # the model's own names do not fit its outputs: report class ids instead
         return engine
 
@@ -152,6 +192,16 @@ class Engine:
             raise DecodeError(
                 f"model {self.model.path} failed on a 1x3x{self.input_height}x{self.input_width} input: {exc}"
             ) from exc
+        if self.decoder is None:
+            hint = self.model.decoder or hint_from_metadata(getattr(self.model, "metadata", None) or {})
+            self.decoder_choice = choose_decoder(
+                outputs,
+                hint=hint,
+                output_names=getattr(self.model, "output_names", ()),
+                num_names=len(self.model.names),
+                postprocess=self._postprocess,
+            )
+            self.decoder = get_decoder(self.decoder_choice.name, postprocess=self._postprocess)
         self.num_classes = self.decoder.num_classes(outputs)
 
     def check_frames(self, batch: int, height: int, width: int, channels: int, fmt: str) -> None:
@@ -182,8 +232,22 @@ class Engine:
         Returns:
             One Detections per frame, boxes in frame pixels.
         """
+        if self.fast is not None:  # with the fast path, frames may also be in (pinned) host memory
+            return self.fast.infer(
+                frames,
+                channels=channels,
+                conf_threshold=conf_threshold,
+                iou_threshold=iou_threshold,
+                max_detections=max_detections,
+            ).detections(self.labels)
         x, geometry = letterbox(
-            frames, self.input_width, self.input_height, out=self._input, dtype=self.model.dtype, channels=channels
+            frames,
+            self.input_width,
+            self.input_height,
+            out=self._input,
+            dtype=self.model.dtype,
+            channels=channels,
+            stretch=self.decoder.resize == "stretch",
         )
         self._input = x
         outputs = self.model.forward(x)
@@ -194,6 +258,4 @@ class Engine:
             iou_threshold=iou_threshold,
             max_detections=max_detections,
         )
-        return [
-            Detections(batch.xyxy[s], batch.confidence[s], batch.class_id[s], labels=self.labels) for s in batch.split()
-        ]
+        return batch.detections(self.labels)

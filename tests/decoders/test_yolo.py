@@ -65,8 +65,9 @@ def reference_decode(
         kept.sort(key=lambda r: -score[sel[r]])
         kept = kept[:max_det]
         xyxy = boxes[kept].reshape(-1, 4).copy()
-        xyxy[:, 0::2] = np.clip((xyxy[:, 0::2] - geo.pad_x) / geo.scale, 0, geo.frame_w)
-        xyxy[:, 1::2] = np.clip((xyxy[:, 1::2] - geo.pad_y) / geo.scale, 0, geo.frame_h)
+        # ultralytics' scale_boxes: per-axis gains of the rounded resized size.
+        xyxy[:, 0::2] = np.clip((xyxy[:, 0::2] - geo.pad_x) * geo.frame_w / geo.resized_w, 0, geo.frame_w)
+        xyxy[:, 1::2] = np.clip((xyxy[:, 1::2] - geo.pad_y) * geo.frame_h / geo.resized_h, 0, geo.frame_h)
         frames.append(RefFrame(xyxy, score[sel[kept]], cls[sel[kept]], margin))
     return frames
 
@@ -296,8 +297,8 @@ def test_to_frame_maps_the_resized_region_onto_the_whole_frame_and_clips(fw, fh,
     geo = LetterboxGeometry.compute(fw, fh, iw, ih)
     boxes = torch.tensor([[px, py, px + rw, py + rh], [-50.0, -50.0, iw + 50.0, ih + 50.0]], dtype=torch.float64)
     mapped = geo.to_frame(boxes.clone()).numpy()
-    # Rounding the resized size moves the far edge by under half a model pixel.
-    np.testing.assert_allclose(mapped[0], [0, 0, fw, fh], atol=0.5 / scale)
+    # Per-axis gains of the rounded resized size: the picture's far edge lands exactly on the frame's.
+    np.testing.assert_allclose(mapped[0], [0, 0, fw, fh], rtol=0, atol=1e-9)
     np.testing.assert_array_equal(mapped[1], [0, 0, fw, fh])
 
 

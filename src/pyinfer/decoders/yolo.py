@@ -3,16 +3,15 @@
 Rows 0..3 are cx, cy, w, h in model-input pixels; rows 4.. are class scores after sigmoid (no
 objectness). Decoding is vectorised over the whole batch on the model's device: threshold, class-aware
 NMS (torchvision ``batched_nms`` with frame and class as the group), per-frame top ``max_det``, letterbox
-undone, one device-to-host copy for the batch.
+undone, one device-to-host copy for the batch. YOLOv5-style heads (:mod:`pyinfer.decoders.yolov5`) share
+the same path after their objectness is folded into the scores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from pyinfer.decoders.base import MAX_NMS, DecodedBatch, cap_per_frame, check_float, cxcywh_to_xyxy, pack
 from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -20,38 +19,54 @@ if TYPE_CHECKING:
 
     from pyinfer.ops.letterbox import LetterboxGeometry
 
-#: Candidates kept per batch before NMS (ultralytics' ``max_nms``), so a badly calibrated model cannot stall NMS.
-MAX_NMS = 30000
+__all__ = ["MAX_NMS", "DecodedBatch", "YoloV8Decoder", "cxcywh_to_xyxy", "nms_decode"]
 
 
-@dataclass(frozen=True)
-class DecodedBatch:
-    """Host arrays for a whole batch; ``frame`` says which frame each row belongs to (rows grouped by frame)."""
+def nms_decode(
+    boxes: torch.Tensor,
+    class_scores: torch.Tensor,
+    geometry: LetterboxGeometry,
+    *,
+    conf_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+) -> DecodedBatch:
+    """Best class per candidate, threshold, class-aware NMS per frame, cap, undo the letterbox, copy to host.
 
-    xyxy: np.ndarray  # (M, 4) float32, frame pixels
-    confidence: np.ndarray  # (M,) float32
-    class_id: np.ndarray  # (M,) int32
-    frame: np.ndarray  # (M,) int64, sorted ascending; within a frame, confidence descending
-    batch_size: int
+    Args:
+        boxes: (B, N, 4) cx, cy, w, h in model-input pixels (a strided view is fine).
+        class_scores: (B, N, nc) final per-class scores (objectness already folded in where a head has it).
+        geometry: how the frames were letterboxed.
+        conf_threshold: keep candidates scoring above this.
+        iou_threshold: suppress a box overlapping a better one of the same frame and class by more than this.
+        max_detections: keep at most this many per frame.
 
-    def split(self) -> list[slice]:
-        """One slice per frame into the row arrays."""
-        bounds = np.searchsorted(self.frame, np.arange(self.batch_size + 1))
-        return [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(self.batch_size)]
+    Returns:
+        The batch on the host.
+    """
+    from torchvision.ops import batched_nms
 
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """(N, 4) cx, cy, w, h -> (N, 4) x1, y1, x2, y2 (new tensor)."""
-    import torch
-
-    cxcy, half = boxes[:, :2], boxes[:, 2:4] / 2
-    return torch.cat([cxcy - half, cxcy + half], dim=1)
+    bsz, _, nc = class_scores.shape
+    scores, cls = class_scores.max(dim=-1)  # (B, N)
+    frame_idx, anchor_idx = (scores > conf_threshold).nonzero(as_tuple=True)
+    scores = scores[frame_idx, anchor_idx].float()
+    if scores.numel() > MAX_NMS:
+        top = scores.topk(MAX_NMS).indices
+        frame_idx, anchor_idx, scores = frame_idx[top], anchor_idx[top], scores[top]
+    cls = cls[frame_idx, anchor_idx]
+    xyxy = cxcywh_to_xyxy(boxes[frame_idx, anchor_idx].float())
+    # float64: batched_nms separates groups by offsetting boxes by group * (max coordinate + 1); in float32 that
+    # offset (up to ~1e5 px for 80 classes x a few frames) would round the coordinates to ~0.01 px.
+    keep = batched_nms(xyxy.double(), scores.double(), frame_idx * nc + cls, iou_threshold)  # score-descending
+    keep = cap_per_frame(keep, frame_idx, max_detections)
+    return pack(geometry.to_frame(xyxy[keep]), scores[keep], cls[keep], frame_idx[keep], bsz)
 
 
 class YoloV8Decoder:
-    """Decoder for ``[B, 4 + nc, N]`` outputs (YOLOv8, YOLO11 and the embedded shapes model)."""
+    """Decoder for ``[B, 4 + nc, N]`` outputs: YOLOv8, YOLO11, YOLO26 exported with NMS, the embedded model."""
 
     name = "yolov8"
+    resize = "letterbox"
 
     def num_classes(self, outputs: list[torch.Tensor]) -> int:
         """Check the outputs fit this decoder and return the number of classes."""
@@ -62,8 +77,7 @@ class YoloV8Decoder:
             raise DecodeError(
                 f"decoder yolov8 expects an output of shape [B, 4+nc, N] with nc >= 1; got {list(out.shape)}"
             )
-        if not out.is_floating_point():
-            raise DecodeError(f"decoder yolov8 expects floating-point outputs; got {out.dtype}")
+        check_float(self.name, out)
         return int(out.shape[1] - 4)
 
     def decode(
@@ -76,39 +90,13 @@ class YoloV8Decoder:
         max_detections: int,
     ) -> DecodedBatch:
         """Decode a batch; all frames share ``geometry`` (one stream, one frame size)."""
-        import torch
-        from torchvision.ops import batched_nms
-
-        nc = self.num_classes(outputs)
-        out = outputs[0]
-        bsz = out.shape[0]
-        pred = out.transpose(1, 2)  # (B, N, 4+nc)
-        scores, cls = pred[..., 4:].max(dim=-1)  # (B, N)
-        frame_idx, anchor_idx = (scores > conf_threshold).nonzero(as_tuple=True)
-        scores = scores[frame_idx, anchor_idx].float()
-        if scores.numel() > MAX_NMS:
-            top = scores.topk(MAX_NMS).indices
-            frame_idx, anchor_idx, scores = frame_idx[top], anchor_idx[top], scores[top]
-        cls = cls[frame_idx, anchor_idx]
-        boxes = cxcywh_to_xyxy(pred[frame_idx, anchor_idx, :4].float())
-        keep = batched_nms(boxes, scores, frame_idx * nc + cls, iou_threshold)  # score-descending
-        # Group by frame (stable, so each frame stays score-descending), then cap each frame at max_det.
-        keep = keep[torch.sort(frame_idx[keep], stable=True).indices]
-        kept_frames = frame_idx[keep]
-        first = torch.searchsorted(kept_frames, kept_frames, right=False)
-        rank = torch.arange(len(keep), device=keep.device) - first
-        keep = keep[rank < max_detections]
-        boxes = geometry.to_frame(boxes[keep])
-        # One device-to-host copy for the whole batch.
-        packed = (
-            torch.cat([boxes, scores[keep, None], cls[keep, None].float(), frame_idx[keep, None].float()], dim=1)
-            .cpu()
-            .numpy()
-        )
-        return DecodedBatch(
-            xyxy=np.ascontiguousarray(packed[:, :4], dtype=np.float32),
-            confidence=np.ascontiguousarray(packed[:, 4], dtype=np.float32),
-            class_id=packed[:, 5].astype(np.int32),
-            frame=packed[:, 6].astype(np.int64),
-            batch_size=bsz,
+        self.num_classes(outputs)
+        pred = outputs[0].transpose(1, 2)  # (B, N, 4+nc)
+        return nms_decode(
+            pred[..., :4],
+            pred[..., 4:],
+            geometry,
+            conf_threshold=conf_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
         )

@@ -68,8 +68,9 @@ class InferElement(PackedVideoFilter):
 
     @GObject.Property(
         type=str, default="", nick="Model file",
-        blurb="Path to the model file (.torchscript/.pt TorchScript); required. Set while playing, the new model "
-        "loads in the background and replaces the old one between two batches (hot-swap)",
+        blurb="The model; required: .torchscript/.ts/.pt (TorchScript), .pt2 (torch.export), .onnx (ONNX Runtime), "
+        ".engine/.plan (TensorRT), or package.module:callable (a factory returning an nn.Module). Set while "
+        "playing, the new model loads in the background and replaces the old one between two batches (hot-swap)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     def model_engine(self) -> str:
@@ -81,6 +82,41 @@ class InferElement(PackedVideoFilter):
         if self._engine is not None:  # running: load beside the serving model
             self._swapper.request(self._model_path, self._engine_config())
 
+    backend = GObject.Property(
+        type=str, default="auto", nick="Backend",
+        blurb="Runtime: auto (from the model-engine extension), torchscript, export, module, onnx or tensorrt "
+        "(tensorrt with an .onnx model builds an engine once and caches it beside the model)",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    precision = GObject.Property(
+        type=str, default="fp32", nick="Precision",
+        blurb="fp32 (the model as saved), fp16 or bf16: weights cast (torch backends) or TensorRT builder flags; "
+        "ONNX runs in the precision it was exported in",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    cuda_graphs = GObject.Property(
+        type=bool, default=False, nick="CUDA graphs",
+        blurb="Capture letterbox, model and decode (with NMS) in one CUDA graph per input shape and replay it: one "
+        "launch and one device-to-host copy per batch. Torch backends on CUDA; ignored on the CPU",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    compile = GObject.Property(
+        type=str, default="off", nick="Compile",
+        blurb="torch.compile of model, letterbox and decode: off, default, reduce-overhead (inductor kernels in "
+        "CUDA graphs) or max-autotune. Costs tens of seconds per input shape at the first batch",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    channels_last = GObject.Property(
+        type=bool, default=False, nick="Channels last",
+        blurb="Model weights and input in NHWC memory order (faster fp16/bf16 convolutions on GPUs); torch backends",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    allow_pickle = GObject.Property(
+        type=bool, default=False, nick="Allow pickle",
+        blurb="Load model files that unpickle Python objects (torch.save checkpoints), which can run any code: "
+        "only for files you trust",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
     labels_file = GObject.Property(
         type=str, default="", nick="Labels file",
         blurb="Class names, one per line; empty: the model's own names (or class ids). Applies at start and at the "
@@ -123,7 +159,17 @@ class InferElement(PackedVideoFilter):
     )  # fmt: skip
     decoder = GObject.Property(
         type=str, default="auto", nick="Decoder",
-        blurb="Output decoder: auto (the model's metadata, else yolov8) or yolov8",
+        blurb="Output decoder: auto (picked from the model's metadata, output names and shapes; see decoder-used), "
+        "yolov8 (also YOLO11), yolov5, yolo-e2e (YOLOv10/YOLO26 end-to-end), yolo-obb (rotated boxes), detr "
+        "(RT-DETR/D-FINE), classifier, or custom (the postprocess hook). Applies at start and at the next "
+        "model-engine change",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    postprocess = GObject.Property(
+        type=str, default="", nick="Post-processing hook",
+        blurb="module:function (or /path/file.py:function) called with the output tensors and frame geometry, "
+        "returning Detections per frame (docs/decoders.md); implies decoder=custom under auto. Applies at start "
+        "and at the next model-engine change",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     input_width = GObject.Property(
@@ -184,6 +230,16 @@ class InferElement(PackedVideoFilter):
     def model_id(self) -> int:
         return self._model_id
 
+    @GObject.Property(
+        type=str, nick="Decoder used",
+        blurb="The decoder of the serving model and why it was picked, e.g. 'yolo-obb (auto: the model's metadata "
+        "names it)'; empty while stopped",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def decoder_used(self) -> str:
+        engine = self._engine
+        return str(engine.decoder_choice) if engine is not None else ""
+
     def __init__(self) -> None:
         self._model_path = ""
         self._engine = None
@@ -216,11 +272,19 @@ class InferElement(PackedVideoFilter):
 
         return EngineConfig(
             model=self._model_path,
+            backend=self.backend,
+            precision=self.precision,
+            allow_pickle=self.allow_pickle,
+            max_batch=self.batch_size,
             device=self.device,
             labels_file=self.labels_file,
             decoder=self.decoder,
+            postprocess=self.postprocess,
             input_width=self.input_width,
             input_height=self.input_height,
+            cuda_graphs=self.cuda_graphs,
+            compile=self.compile,
+            channels_last=self.channels_last,
         )
 
     def _build_engine(self, cfg):
@@ -248,6 +312,8 @@ class InferElement(PackedVideoFilter):
         s.set_value("load-time", float(result.load_time_s))
         s.set_value("first-frame", int(first_frame))
         s.set_value("model-id", int(result.generation if result.ok else self._model_id))
+        if result.ok and self._engine is not None:  # announced once the new engine serves
+            s.set_value("decoder", str(self._engine.decoder_choice))
         self.post_message(Gst.Message.new_element(self, s))
         self.emit("model-updated", result.path, result.ok, result.reason)
 
@@ -260,7 +326,7 @@ class InferElement(PackedVideoFilter):
         self._engine = engine
         self._model_id = result.generation
         self._staging = None
-        log.info("model %s serving from frame %d", result.path, self._frames_seen)
+        log.info("model %s serving from frame %d, decoder %s", result.path, self._frames_seen, engine.decoder_choice)
         self._announce(result, first_frame=self._frames_seen)
 
     def do_start(self) -> bool:
@@ -290,7 +356,7 @@ class InferElement(PackedVideoFilter):
         self._model_id = 0
         self._skipped = 0
         self._last_warning = {}
-        log.info("loaded %s on %s", cfg.model, self._engine.model.device)
+        log.info("loaded %s on %s, decoder %s", cfg.model, self._engine.model.device, self._engine.decoder_choice)
         return True
 
     def do_stop(self) -> bool:
@@ -504,6 +570,8 @@ class InferElement(PackedVideoFilter):
             )
         n = frames.shape[0]
         self._staging[:n].copy_(frames)
+        if self._engine.fast is not None and self._engine.fast.takes_host_frames:
+            return self._staging[:n]  # copied straight into the engine's device buffer, on its stream
         return self._staging[:n].to(self._engine.model.device, non_blocking=True)
 
     def _stage(self, buf: Gst.Buffer, slot: int) -> None:
@@ -545,7 +613,7 @@ class InferElement(PackedVideoFilter):
     def _annotate(self, pending: list[_Pending], n: int, settings: Settings) -> None:
         engine = self._engine
         frames = self._staging[:n]
-        if engine.model.device.type != "cpu":
+        if engine.model.device.type != "cpu" and not (engine.fast is not None and engine.fast.takes_host_frames):
             frames = frames.to(engine.model.device, non_blocking=True)
         dets = iter(
             engine.infer(

@@ -53,11 +53,17 @@ def _roi_api() -> object:
     return _ROI_API
 
 
-def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0) -> None:
-    """Attach one ROI meta per detection to ``buf`` (which must be writable)."""
+def write_detections(
+    buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
+) -> list:
+    """Attach one ROI meta per detection to ``buf`` (which must be writable); returns the new metas.
+
+    ``first_id`` numbers them from there (a writer adding to a frame that already has ``first_id`` metas).
+    """
     n = len(detections)
+    metas: list = []
     if n == 0:
-        return
+        return metas
     rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
     # Width and height in float64 from the float32 corners: the difference is exact there, so the reader's
     # left + width gives back the float32 right edge bit for bit (Detections.ltwh, in float32, rounds it).
@@ -73,7 +79,7 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
         meta = add(buf, label, x0, y0, math.ceil(left + width) - x0, math.ceil(top + height) - y0)
         if meta is None:
             raise RuntimeError("could not add ROI meta: the buffer is not writable")
-        meta.id = i
+        meta.id = first_id + i
         s = Gst.Structure.new_empty(PARAM_NAME)
         s.set_value("confidence", conf[i])
         s.set_value("class-id", cls[i])
@@ -92,6 +98,8 @@ def write_detections(buf: Gst.Buffer, detections: Detections, *, unique_id: int 
             s.set_value("rotated-height", rh)
             s.set_value("angle-rad", angle)
         meta.add_param(s)
+        metas.append(meta)
+    return metas
 
 
 @dataclass(frozen=True)
@@ -217,3 +225,144 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
 
 
 _ROTATED_FIELDS = ("rotated-cx", "rotated-cy", "rotated-width", "rotated-height", "angle-rad")
+
+
+@dataclass(frozen=True)
+class CheckedDetections:
+    """What :func:`read_detections_checked` read from one buffer.
+
+    Attributes:
+        detections: the well-formed detections, in ROI id order; ``extra`` has ``roi_id``, and ``track_id``
+            (uint64, :data:`UNTRACKED_ID` where none) and ``predicted`` (bool) when any meta is tracked.
+        metas: the ROI meta of each detection (aligned with ``detections``), e.g. for :func:`set_track_id`.
+        problems: one line per skipped (malformed) ROI meta, naming its id and what is wrong.
+    """
+
+    detections: Detections
+    metas: list
+    problems: list[str]
+
+
+_NUMBER_FIELDS = ("left", "top", "width", "height", "confidence")
+
+
+def _problem(fields: dict[str, object]) -> str | None:
+    """What is wrong with a detection's values (``None`` if nothing): types, finiteness, sizes, ranges."""
+    for key, value in fields.items():
+        if key == "class-id":
+            if type(value) is not int:
+                return f"detection field 'class-id' is {value!r}, not an integer"
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return f"detection field {key!r} is {value!r}, not a finite number"
+    if fields["width"] < 0 or fields["height"] < 0 or fields.get("rotated-width", 0) < 0:
+        return f"negative box size in {fields!r}"
+    if fields.get("rotated-height", 0) < 0:
+        return f"negative box size in {fields!r}"
+    if not 0.0 <= fields["confidence"] <= 1.0:
+        return f"detection confidence {fields['confidence']!r} is outside [0, 1]"
+    return None
+
+
+def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> CheckedDetections:
+    """Read the detection ROI metas of ``buf`` as :func:`read_detections` does, skipping malformed ones.
+
+    Elements use this on metadata that may come from other producers: a meta whose ``detection`` param has a
+    missing, mistyped or non-finite box, confidence or class id, a negative size, a confidence outside
+    [0, 1], a partial rotated box, a ``tracking`` param whose ``track-id`` is not an unsigned 64-bit
+    integer, or (without a ``detection`` param) an empty box, is left out and named in ``problems``.
+    ``unique_id`` and ``model_id`` are not read (they cost a call per meta and the elements do not need them).
+
+    Args:
+        buf: the buffer.
+        tracking: also read the ``tracking`` params (track ids; ``predicted`` flags).
+    """
+    good, problems = [], []
+    names: dict[int, str] = {}
+    rows: list[list] = []  # left, top, width, height, confidence, class-id
+    rot_rows: list[list | None] = []
+    tracks: list[tuple[int, bool]] = []
+    n_tracked = 0
+    for meta in _roi_metas(buf):
+        s = meta.get_param(PARAM_NAME)
+        rot = None
+        if s is None:
+            if meta.w == 0 or meta.h == 0:
+                problems.append(f"ROI {meta.id}: empty box {meta.w}x{meta.h} at ({meta.x}, {meta.y})")
+                continue
+            row = [float(meta.x), float(meta.y), float(meta.w), float(meta.h), 1.0, -1]
+            names.setdefault(-1, GLib.quark_to_string(meta.roi_type) or "")
+        else:
+            row = [s.get_value(k) for k in ("left", "top", "width", "height", "confidence", "class-id")]
+            angle = s.get_value("angle-rad")
+            if angle is not None:
+                rot = [s.get_value(k) for k in _ROTATED_FIELDS[:4]] + [angle]
+            # Fast path: pyinfer writes doubles and an int; anything else gets the detailed check.
+            if not (
+                type(row[0]) is float and type(row[1]) is float and type(row[2]) is float
+                and type(row[3]) is float and type(row[4]) is float and type(row[5]) is int
+                and (rot is None or all(type(v) is float for v in rot))
+            ):  # fmt: skip
+                fields = dict(zip(("left", "top", "width", "height", "confidence", "class-id"), row))
+                if rot is not None:
+                    fields.update(zip(_ROTATED_FIELDS, rot))
+                problem = _problem(fields)
+                if problem is not None:
+                    problems.append(f"ROI {meta.id}: {problem}")
+                    continue
+                row[:5] = [float(v) for v in row[:5]]
+                rot = None if rot is None else [float(v) for v in rot]
+            cls = row[5]
+            if cls not in names:
+                label = s.get_value("label")
+                names[cls] = label if isinstance(label, str) else str(cls)
+        track = (UNTRACKED_ID, False)
+        t = meta.get_param(TRACKING_PARAM) if tracking else None
+        if t is not None:
+            value = t.get_value("track-id")
+            if type(value) is not int or not 0 <= value <= UNTRACKED_ID:
+                problems.append(f"ROI {meta.id}: track-id {value!r} is not an unsigned 64-bit integer")
+                continue
+            track = (value, t.get_value("predicted") is True)
+            n_tracked += 1
+        good.append(meta)
+        rows.append(row)
+        rot_rows.append(rot)
+        tracks.append(track)
+    if rows:
+        # Values of the right types may still be out of range (NaN, negative sizes, scores above 1): checked
+        # here for all rows at once.
+        box = np.array(rows, np.float64)
+        rot_arr = np.array([r if r is not None else [0.0, 0.0, 0.0, 0.0, 0.0] for r in rot_rows], np.float64)
+        bad = ~np.isfinite(box).all(axis=1) | ~np.isfinite(rot_arr).all(axis=1)
+        bad |= (box[:, 2] < 0) | (box[:, 3] < 0) | (rot_arr[:, 2] < 0) | (rot_arr[:, 3] < 0)
+        bad |= ~((box[:, 4] >= 0) & (box[:, 4] <= 1))
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                fields = dict(zip(("left", "top", "width", "height", "confidence", "class-id"), rows[i]))
+                if rot_rows[i] is not None:
+                    fields.update(zip(_ROTATED_FIELDS, rot_rows[i]))
+                problems.append(f"ROI {good[i].id}: {_problem(fields) or 'values out of range'}")
+            keep = np.flatnonzero(~bad)
+            good = [good[i] for i in keep]
+            rot_rows = [rot_rows[i] for i in keep]
+            tracks = [tracks[i] for i in keep]
+            n_tracked = sum(tr[0] != UNTRACKED_ID for tr in tracks)
+            box, rot_arr = box[keep], rot_arr[keep]
+    if not good:
+        return CheckedDetections(Detections.empty(), good, problems)
+    n = len(good)
+    xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
+    labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if names and min(names) >= 0 else ()
+    extra = {"roi_id": np.array([m.id for m in good], np.int64)}
+    if n_tracked:
+        extra["track_id"] = np.array([tr[0] for tr in tracks], np.uint64)
+        extra["predicted"] = np.array([tr[1] for tr in tracks], bool)
+    cxcywhr = None
+    has_rot = np.array([r is not None for r in rot_rows])
+    if has_rot.any():
+        aligned = np.concatenate([box[:, :2] + box[:, 2:4] / 2, box[:, 2:4], np.zeros((n, 1))], axis=1)
+        cxcywhr = np.where(has_rot[:, None], rot_arr, aligned).astype(np.float32)
+    dets = Detections(
+        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra
+    )
+    return CheckedDetections(dets, good, problems)

@@ -1,0 +1,647 @@
+"""Speed knobs for the engine: CUDA graphs, torch.compile, channels_last, one CUDA stream, no host syncs.
+
+With any knob on, :class:`FastPath` replaces the engine's plain ``letterbox -> forward -> decode``. On CUDA a
+batch then costs the host one copy of the frames into a preallocated device buffer, one CUDA-graph replay
+(letterbox, model and a fixed-shape YOLOv8 decode with NMS, captured together), one device-to-host copy of a
+fixed-size result into pinned memory, and one wait for that copy. Nothing before the copy waits for the GPU:
+the plain decoder's ``nonzero`` and torchvision's NMS (whose CUDA kernel finishes its greedy scan on the host)
+are replaced by :func:`decode_fixed`, which keeps every shape fixed, so it can live inside the graph.
+
+:func:`decode_fixed` gives exactly the plain decoder's detections unless a frame has more than ``candidates``
+boxes above the threshold or its NMS needs more than ``NMS_ITERATIONS`` rounds; it says so in the result, and
+:class:`FastPath` then decodes that batch with the plain decoder from the graph's outputs (and doubles
+``candidates`` for the next batches).
+
+Knobs (``EngineConfig`` fields, ``pyinfer`` properties):
+
+- ``cuda_graphs``: capture one graph per input shape; a partial batch is padded into the graph of a larger
+  one. Ignored on the CPU (logged once).
+- ``compile``: ``off``, ``default``, ``reduce-overhead`` or ``max-autotune``. torch.compile (inductor) of the
+  model, and on CUDA of the letterbox and the decode too. On CUDA ``reduce-overhead`` means inductor kernels
+  inside pyinfer's own graph (as ``default`` with ``cuda_graphs``): torch's own graph trees cannot run inside
+  that capture. Compiling costs tens of seconds per input shape, at the first batch of that shape.
+- ``channels_last``: model weights and input in NHWC memory order (faster fp16/bf16 convolutions on GPUs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pyinfer.decoders.base import DecodedBatch
+from pyinfer.errors import ConfigError
+from pyinfer.ops.letterbox import LetterboxGeometry, letterbox
+
+if TYPE_CHECKING:
+    import torch
+
+    from pyinfer.backends.base import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: Values of the ``compile`` setting.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+#: Inductor mode for each ``compile`` value on CUDA, where pyinfer captures the graphs itself.
+_INDUCTOR_MODE = {"default": None, "reduce-overhead": None, "max-autotune": "max-autotune-no-cudagraphs"}
+#: Candidates per frame kept for the in-graph NMS at first (doubled on overflow, up to MAX_CANDIDATES).
+DEFAULT_CANDIDATES = 512
+MAX_CANDIDATES = 4096
+#: Rounds of the fixed-point NMS inside the graph: enough for suppression chains up to this deep.
+NMS_ITERATIONS = 4
+#: Batches that may be submitted and not yet collected (one graph instance each).
+PIPELINE_DEPTH = 2
+#: Input shapes kept captured per engine; the least recently used one is dropped beyond this.
+MAX_SHAPES = 8
+#: Untimed runs before a capture: compiles, picks cuDNN algorithms, fills the allocator.
+WARMUP_RUNS = 3
+
+
+@dataclass(frozen=True)
+class AccelSettings:
+    """The speed knobs of one engine.
+
+    Attributes:
+        cuda_graphs: capture letterbox + model + decode in CUDA graphs (CUDA only).
+        compile: torch.compile mode, one of COMPILE_MODES.
+        channels_last: NHWC weights and input.
+        candidates: boxes per frame entering the in-graph NMS at first.
+    """
+
+    cuda_graphs: bool = False
+    compile: str = "off"
+    channels_last: bool = False
+    candidates: int = DEFAULT_CANDIDATES
+
+    def __post_init__(self) -> None:
+        check_compile_mode(self.compile)
+
+    @property
+    def active(self) -> bool:
+        """Whether any knob is on (else the engine runs its plain path)."""
+        return self.cuda_graphs or self.compile != "off" or self.channels_last
+
+
+def check_compile_mode(mode: str) -> str:
+    """Return ``mode`` if it is a known compile mode; ConfigError naming the known ones otherwise."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, not {mode!r}")
+    return mode
+
+
+def model_function(model: LoadedModel, settings: AccelSettings) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """The model's forward with channels_last and torch.compile applied as the settings ask.
+
+    Both change the model's module in place, once per LoadedModel, so engines built on the same loaded model
+    (one per batch size in a benchmark, say) share one compiled module and its compiled shapes.
+    """
+    import torch
+
+    done = model.__dict__.setdefault("_pyinfer_accel", set())
+    forward = model.forward
+    if not is_torch_native(model):
+        return forward
+    module = model.module
+    if settings.channels_last:
+        if "channels_last" not in done and isinstance(module, torch.nn.Module):
+            module.to(memory_format=torch.channels_last)  # weights converted once, here
+            done.add("channels_last")
+        plain = forward
+
+        def forward(x: torch.Tensor) -> list[torch.Tensor]:
+            return plain(x.contiguous(memory_format=torch.channels_last))
+
+    if settings.compile != "off" and f"compile:{settings.compile}" not in done:
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            pass  # compiled in place by an engine built earlier on the same module: its compiled shapes serve
+        elif isinstance(module, torch.jit.ScriptModule):
+            log.info("compile: %s is TorchScript, which torch.compile cannot trace; the model runs as is", model.path)
+        elif isinstance(module, torch.nn.Module):
+            # The module itself is compiled, not the backend's forward: that runs the module under
+            # torch.inference_mode, and a compiled region that enters inference mode itself fails on view ops of
+            # weights (pytorch/pytorch#180823); entered outside the compiled region it works.
+            _limits()
+            module.compile(mode=_inductor_mode(settings.compile, model.device.type), dynamic=None)
+            done.add(f"compile:{settings.compile}")
+    return forward
+
+
+def mark_batch_dynamic(x: torch.Tensor) -> None:
+    """Let a compiled model take any batch size > 1 with one compilation, whatever order sizes come in.
+
+    Batch 1 always compiles on its own (torch specialises sizes 0 and 1); every other batch size then shares
+    one graph, so engines on copies of a model (an element restarted, a hot-swapped copy) hit the compile cache.
+    """
+    import torch
+
+    if x.shape[0] > 1:
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+
+
+def is_torch_native(model: LoadedModel) -> bool:
+    """Whether the model runs as torch code (torch backends): what compile, channels_last and graphs need.
+
+    ONNX Runtime and TensorRT run their own kernels on their own streams: compiling cannot see into them, and a
+    CUDA graph capture would silently leave their work out of the graph.
+    """
+    return getattr(model, "module", None) is not None
+
+
+#: Compiled letterbox/decode functions per (function, mode), shared by every engine of the process.
+_COMPILED: dict[tuple[str, str], Callable] = {}
+
+
+def _compiled(fn: Callable, mode: str) -> Callable:
+    key = (fn.__name__, mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile(fn, mode, "cuda")
+    return _COMPILED[key]
+
+
+def _limits() -> None:
+    import torch._dynamo.config as dynamo_config
+
+    # Dynamo keeps compiled code per code object, shared by every engine whose model runs through the same
+    # function; each input shape and model is one entry, and past the limit (8) it silently runs eagerly.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+
+
+def _inductor_mode(mode: str, device_type: str) -> str | None:
+    if device_type == "cuda":
+        return _INDUCTOR_MODE[mode]
+    return "max-autotune" if mode == "max-autotune" else None
+
+
+def _compile(fn: Callable, mode: str, device_type: str) -> Callable:
+    import torch
+
+    _limits()
+    # dynamic=None (torch's default): the first shape compiles static, a second one recompiles once with a
+    # symbolic batch size that then serves every other batch size (only the batch varies per engine).
+    return torch.compile(fn, mode=_inductor_mode(mode, device_type), dynamic=None)
+
+
+def decode_fixed(
+    out: torch.Tensor,
+    conf: torch.Tensor,
+    iou: torch.Tensor,
+    *,
+    geometry: LetterboxGeometry,
+    candidates: int,
+    max_det: int,
+    iterations: int = NMS_ITERATIONS,
+) -> torch.Tensor:
+    """YOLOv8 decode with fixed shapes and no host sync: threshold, class-aware NMS, top ``max_det``, unletterbox.
+
+    The same detections as :class:`pyinfer.decoders.yolo.YoloV8Decoder` (torchvision's greedy NMS: a box is
+    dropped when a better-scoring kept box of its class overlaps it by IoU > ``iou``), computed as the fixed
+    point of ``keep = valid & ~any(keep[j] & overlaps[j, i] for better j)``, reached after at most as many
+    rounds as the longest suppression chain.
+
+    Args:
+        out: (B, 4 + nc, N) model output: cx, cy, w, h in input pixels, then class scores.
+        conf: 0-d float tensor, confidence threshold (a detection scores above it).
+        iou: 0-d float tensor, NMS IoU threshold.
+        geometry: the letterbox of the frames (to map boxes back to frame pixels).
+        candidates: best-scoring boxes per frame that enter NMS.
+        max_det: detections kept per frame.
+        iterations: fixed-point rounds.
+
+    Returns:
+        (B, 1 + K, 6) float32, K = min(candidates, N, max_det). Row 0 of each frame: [count, overflow,
+        unconverged, 0, 0, 0]; rows 1..count: x1, y1, x2, y2 (frame pixels), score, class, best first. A frame
+        with ``overflow`` (more than ``candidates`` boxes above the threshold) or ``unconverged`` (NMS needed
+        more rounds) must be decoded again by the plain decoder.
+    """
+    import torch
+
+    b, _, n = out.shape
+    c = min(candidates, n)
+    k = min(c, max_det)
+    scores, cls = out[:, 4:, :].max(dim=1)  # (B, N), the model's dtype
+    top, idx = scores.topk(c, dim=1)  # sorted, best first
+    # Compare in the scores' dtype, as the plain decoder's `scores > threshold` does.
+    valid = top > conf.to(top.dtype)
+    overflow = valid[:, -1] if c < n else torch.zeros_like(valid[:, 0])
+    top = top.float()
+    cls = cls.gather(1, idx)
+    box = out[:, :4, :].gather(2, idx.unsqueeze(1).expand(b, 4, c)).float()  # (B, 4, C) cx, cy, w, h
+    cx, cy, w, h = box.unbind(1)
+    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    # Pairwise IoU as torchvision's NMS kernel computes it; [j, i]: does better box j suppress box i?
+    iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(min=0)
+    ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(min=0)
+    inter = iw * ih
+    area = (x2 - x1) * (y2 - y1)
+    overlap = inter / (area[:, :, None] + area[:, None, :] - inter)
+    order = torch.arange(c, device=out.device)
+    suppresses = (
+        (overlap > iou)
+        & (cls[:, :, None] == cls[:, None, :])
+        & (order[:, None] < order[None, :])
+        & valid[:, :, None]
+        & valid[:, None, :]
+    )
+    keep = valid
+    for _ in range(iterations):
+        keep = valid & ~(suppresses & keep[:, :, None]).any(dim=1)
+    unconverged = (keep != (valid & ~(suppresses & keep[:, :, None]).any(dim=1))).any(dim=1)
+    keep = keep & (keep.cumsum(dim=1) <= max_det)  # best first, so the first max_det kept
+    count = keep.sum(dim=1)
+    # Kept boxes first, in score order: sort on (dropped, rank).
+    pick = torch.where(keep, order, order + c).argsort(dim=1)[:, :k]
+    xyxy = torch.stack((x1, y1, x2, y2), dim=2).gather(1, pick[:, :, None].expand(b, k, 4))
+    xyxy = geometry.to_frame(xyxy.reshape(b * k, 4)).reshape(b, k, 4)  # the plain decoder's arithmetic
+    rows = torch.cat((xyxy, top.gather(1, pick)[..., None], cls.gather(1, pick)[..., None].float()), dim=2)
+    head = torch.zeros((b, 1, 6), dtype=torch.float32, device=out.device)
+    head[:, 0, 0] = count.float()
+    head[:, 0, 1] = overflow.float()
+    head[:, 0, 2] = unconverged.float()
+    return torch.cat((head, rows), dim=1)
+
+
+def unpack_fixed(packed: np.ndarray, n: int) -> tuple[DecodedBatch, bool]:
+    """Host side of :func:`decode_fixed` for the first ``n`` frames; also whether any of them needs a redo."""
+    head = packed[:n, 0]
+    counts = head[:, 0].astype(np.int64)
+    redo = bool((head[:, 1:3] != 0).any())
+    rows = packed[:n, 1:]
+    sel = rows[np.arange(rows.shape[1])[None, :] < counts[:, None]]  # (M, 6), frame by frame
+    batch = DecodedBatch(
+        xyxy=np.ascontiguousarray(sel[:, :4], dtype=np.float32),
+        confidence=np.ascontiguousarray(sel[:, 4], dtype=np.float32),
+        class_id=sel[:, 5].astype(np.int32),
+        frame=np.repeat(np.arange(n, dtype=np.int64), counts),
+        batch_size=n,
+    )
+    return batch, redo
+
+
+@dataclass
+class _Instance:
+    """One input shape's preallocated buffers and (on CUDA, with graphs) its captured graph."""
+
+    frames: torch.Tensor  # (B, H, W, C) uint8, static device input
+    geometry: LetterboxGeometry
+    host: torch.Tensor | None = None  # pinned copy of ``packed``
+    event: Any = None  # torch.cuda.Event recorded after the copy to ``host``
+    graph: Any = None  # torch.cuda.CUDAGraph, or None: the stage runs eagerly each time
+    outputs: list = field(default_factory=list)  # static model outputs (the graph writes them)
+    packed: torch.Tensor | None = None  # static decode_fixed result
+    stage: Callable | None = None  # runs letterbox + model (+ decode_fixed) on ``frames``
+    busy: bool = False
+
+
+@dataclass
+class Ticket:
+    """A submitted batch; :meth:`FastPath.collect` turns it into the decoded batch."""
+
+    instance: _Instance | None
+    n: int
+    conf_threshold: float
+    iou_threshold: float
+    max_detections: int
+    result: Any = None  # CPU: the decoded batch, computed at submit
+
+
+class FastPath:
+    """Letterbox + model + decode with the speed knobs applied; one per engine (so one CUDA stream per element).
+
+    ``infer`` is synchronous. ``submit``/``collect`` let a caller keep up to PIPELINE_DEPTH batches in flight
+    (host work of one batch overlaps the GPU work of the next); frames handed to ``submit`` must stay unchanged
+    until their batch is collected.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        decoder: Any,
+        input_size: tuple[int, int],
+        settings: AccelSettings,
+        *,
+        fixed_decode: bool | None = None,
+    ):
+        """Apply the knobs to ``model`` (channels_last converts its weights in place) and prepare the stream.
+
+        Args:
+            model: the loaded model (already warmed up by the engine).
+            decoder: the engine's decoder.
+            input_size: model input (width, height).
+            settings: the knobs.
+            fixed_decode: use :func:`decode_fixed` and the preallocated per-shape buffers; None: on CUDA with
+                the yolov8 decoder. On the CPU it only serves tests of this module's logic (no faster there).
+        """
+        import torch
+
+        self.model = model
+        self.decoder = decoder
+        self.input_width, self.input_height = input_size
+        self.settings = settings
+        self.device = model.device
+        self.cuda = self.device.type == "cuda"
+        self.candidates = settings.candidates
+        if settings.cuda_graphs and not self.cuda:
+            log.info("cuda-graphs is ignored on %s: CUDA graphs need a CUDA device", self.device)
+        self.use_graphs = self.cuda and (settings.cuda_graphs or settings.compile == "reduce-overhead")
+        if not is_torch_native(model) and settings.active:
+            log.info(
+                "%s runs on %s, not torch: no CUDA graphs; compile applies to letterbox and decode only",
+                model.path, getattr(model, "backend", "?"),
+            )  # fmt: skip
+            self.use_graphs = False
+        # The sync-free decode knows the YOLOv8 layout only; other decoders run eagerly after the graph.
+        if fixed_decode is None:
+            fixed_decode = self.cuda and getattr(decoder, "name", "") == "yolov8"
+        self.fixed_decode = fixed_decode
+        self.redos = 0  # batches the fixed decode handed back to the plain decoder
+        self._model_fn = model_function(model, settings)
+        self.stretch = getattr(decoder, "resize", "letterbox") == "stretch"
+        self._letterbox_fn: Callable = _letterbox_stage
+        self._decode_fn: Callable = decode_fixed
+        if self.cuda and settings.compile != "off":
+            self._letterbox_fn = _compiled(_letterbox_stage, settings.compile)
+            self._decode_fn = _compiled(decode_fixed, settings.compile)
+        self._instances: dict[tuple, list[_Instance]] = {}
+        self._geometries: dict[tuple[int, int], LetterboxGeometry] = {}
+        self._cpu_input: torch.Tensor | None = None
+        self.stream = None
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
+            self.stream = torch.cuda.Stream(device=self.device)
+        self._conf = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._iou = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._thresholds: tuple[float, float] | None = None
+        log.info(
+            "fast path on %s: cuda-graphs=%s compile=%s channels-last=%s in-graph decode=%s",
+            self.device, self.use_graphs, settings.compile, settings.channels_last, self.fixed_decode,
+        )  # fmt: skip
+
+    @property
+    def takes_host_frames(self) -> bool:
+        """Whether ``infer`` accepts frames in host memory (copied straight into its device buffer; pinned is best)."""
+        return self.cuda
+
+    @property
+    def _instanced(self) -> bool:
+        """Whether batches run through the per-shape instances (else: plain letterbox/decode around the model)."""
+        return self.cuda or self.fixed_decode
+
+    def _on_stream(self) -> Any:
+        import contextlib
+
+        import torch
+
+        return torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
+
+    # -- public ------------------------------------------------------------------------------------------
+    def infer(
+        self,
+        frames: torch.Tensor,
+        *,
+        channels: str = "RGB",
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+    ) -> Any:
+        """Decode one batch of (B, H, W, C) uint8 frames; returns what the decoder's ``decode`` returns."""
+        ticket = self.submit(
+            frames,
+            channels=channels,
+            conf_threshold=conf_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+        )
+        return self.collect(ticket)
+
+    def submit(
+        self,
+        frames: torch.Tensor,
+        *,
+        channels: str = "RGB",
+        conf_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+        max_detections: int = 300,
+    ) -> Ticket:
+        """Start a batch; on CUDA this returns as soon as the work is queued on the engine's stream."""
+        import torch
+
+        n = int(frames.shape[0])
+        ticket = Ticket(None, n, conf_threshold, iou_threshold, max_detections)
+        if not self._instanced:
+            ticket.result = self._infer_cpu(frames, channels, conf_threshold, iou_threshold, max_detections)
+            return ticket
+        inst = self._acquire(frames, channels, max_detections)
+        ticket.instance = inst
+        caller = torch.cuda.current_stream(self.device) if frames.is_cuda else None
+        with torch.inference_mode(), self._on_stream():
+            if caller is not None:
+                # Frames made on the caller's stream: wait for them, and keep their memory until we are done.
+                self.stream.wait_stream(caller)
+                frames.record_stream(self.stream)
+            inst.frames[:n].copy_(frames, non_blocking=True)
+            self._set_thresholds(conf_threshold, iou_threshold)
+            self._run(inst)
+            if inst.packed is not None:
+                inst.host.copy_(inst.packed, non_blocking=True)  # the one device-to-host copy
+            if inst.event is not None:
+                inst.event.record(self.stream)
+        return ticket
+
+    def collect(self, ticket: Ticket) -> Any:
+        """Wait for a submitted batch and return its decoded result."""
+        import torch
+
+        if ticket.instance is None:
+            return ticket.result
+        inst = ticket.instance
+        try:
+            if inst.event is not None:
+                inst.event.synchronize()
+            if inst.packed is not None:
+                batch, redo = unpack_fixed(inst.host.numpy(), ticket.n)
+                if not redo:
+                    return batch
+                self.redos += 1
+                self._grow_candidates(inst)
+            # Plain decoder on the graph's outputs: other decoders always, YOLOv8 when the fixed decode says so.
+            with torch.inference_mode(), self._on_stream():
+                outputs = [o[: ticket.n] for o in inst.outputs]
+                return self.decoder.decode(
+                    outputs,
+                    inst.geometry,
+                    conf_threshold=ticket.conf_threshold,
+                    iou_threshold=ticket.iou_threshold,
+                    max_detections=ticket.max_detections,
+                )
+        finally:
+            inst.busy = False
+
+    def release(self) -> None:
+        """Drop every captured graph and buffer (their memory returns to torch's allocator)."""
+        self._instances.clear()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _infer_cpu(self, frames: torch.Tensor, channels: str, conf: float, iou: float, max_det: int) -> Any:
+        import torch
+
+        x, geometry = letterbox(
+            frames,
+            self.input_width,
+            self.input_height,
+            out=self._cpu_input,
+            dtype=self.model.dtype,
+            channels=channels,
+            stretch=self.stretch,
+        )
+        self._cpu_input = x
+        with torch.inference_mode():
+            outputs = self._model_fn(x)
+        return self.decoder.decode(
+            outputs, geometry, conf_threshold=conf, iou_threshold=iou, max_detections=max_det
+        )  # fmt: skip
+
+    def _set_thresholds(self, conf: float, iou: float) -> None:
+        # Device scalars read by the graph: refilled (one tiny kernel on our stream) only when they change.
+        if self._thresholds != (conf, iou):
+            self._conf.fill_(conf)
+            self._iou.fill_(iou)
+            self._thresholds = (conf, iou)
+
+    def _acquire(self, frames: torch.Tensor, channels: str, max_det: int) -> _Instance:
+        """A free instance whose batch holds these frames (padding a partial batch), capturing one if needed."""
+        n, h, w, c = (int(v) for v in frames.shape)
+        rest = (h, w, c, channels, max_det, self.candidates)
+        fits = sorted((key for key in self._instances if key[1:] == rest and key[0] >= n), key=lambda key: key[0])
+        key = fits[0] if fits else (n, *rest)
+        ring = self._instances.pop(key, [])
+        self._instances[key] = ring  # most recently used last
+        while len(self._instances) > MAX_SHAPES:
+            self._instances.pop(next(iter(self._instances)))
+        for inst in ring:
+            if not inst.busy:
+                inst.busy = True
+                return inst
+        if len(ring) >= PIPELINE_DEPTH:
+            raise RuntimeError(f"at most {PIPELINE_DEPTH} batches may be in flight: collect one first")
+        inst = self._capture(key)
+        inst.busy = True
+        ring.append(inst)
+        return inst
+
+    def _stage(self, inst: _Instance, channels: str, max_det: int) -> tuple[list, Any]:
+        x = self._letterbox_fn(
+            inst.frames,
+            self.input_width,
+            self.input_height,
+            self.model.dtype,
+            channels,
+            self.stretch,
+            self.settings.channels_last,
+        )
+        if self.settings.compile != "off":
+            mark_batch_dynamic(x)
+        outputs = self._model_fn(x)
+        packed = None
+        if self.fixed_decode:
+            packed = self._decode_fn(
+                outputs[0],
+                self._conf,
+                self._iou,
+                geometry=inst.geometry,
+                candidates=self.candidates,
+                max_det=max_det,
+            )
+        return outputs, packed
+
+    def _capture(self, key: tuple) -> _Instance:
+        import torch
+
+        b, h, w, c, channels, max_det, _ = key
+        frames = torch.full((b, h, w, c), 114, dtype=torch.uint8, device=self.device)  # grey until first use
+        geometry = self._geometry(w, h)
+        inst = _Instance(frames=frames, geometry=geometry, event=torch.cuda.Event() if self.cuda else None)
+        inst.stage = lambda: self._stage(inst, channels, max_det)
+        with torch.inference_mode(), self._on_stream():
+            for _ in range(WARMUP_RUNS if self.cuda else 1):  # compiles, picks cuDNN algorithms, builds module state
+                outputs, packed = inst.stage()
+            if self.cuda:
+                self.stream.synchronize()
+            if self.use_graphs:
+                graph = torch.cuda.CUDAGraph()
+                try:
+                    # thread_local: a hot-swap capture on the loader thread must not break the serving thread.
+                    with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                        outputs, packed = inst.stage()
+                    inst.graph = graph
+                except Exception as exc:  # a model that syncs or allocates on the host side cannot be captured
+                    log.warning("CUDA graph capture failed, running without graphs: %s", exc)
+                    self.use_graphs = False
+                    outputs, packed = inst.stage()
+        inst.outputs, inst.packed = list(outputs), packed
+        if packed is not None:
+            inst.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=self.cuda)
+        log.debug("captured %s for frames %s (graph: %s)", self.device, tuple(frames.shape), inst.graph is not None)
+        return inst
+
+    def _geometry(self, w: int, h: int) -> LetterboxGeometry:
+        # One object per frame size: compiled code guards on the values it reads, and sharing the object keeps
+        # every instance of a shape on the same compiled entry.
+        if (w, h) not in self._geometries:
+            self._geometries[(w, h)] = LetterboxGeometry.compute(
+                w, h, self.input_width, self.input_height, stretch=self.stretch
+            )
+        return self._geometries[(w, h)]
+
+    def _run(self, inst: _Instance) -> None:
+        if inst.graph is not None:
+            inst.graph.replay()
+        else:
+            outputs, packed = inst.stage()
+            inst.outputs = list(outputs)
+            if packed is not None:
+                inst.packed = packed
+
+    def _grow_candidates(self, inst: _Instance) -> None:
+        """After a redo: if a frame had more candidates than fit, let the next captures take twice as many."""
+        n_anchors = int(inst.outputs[0].shape[-1])
+        if self.candidates < min(MAX_CANDIDATES, n_anchors) and bool((inst.host[:, 0, 1] != 0).any()):
+            self.candidates = min(self.candidates * 2, MAX_CANDIDATES, n_anchors)
+            # Shapes captured with the old size are not used again (the key holds the size): free them.
+            self._instances = {k: v for k, v in self._instances.items() if k[-1] == self.candidates}
+            log.info("more boxes above the threshold than the in-graph NMS takes: now %d per frame", self.candidates)
+
+
+def _letterbox_stage(
+    frames: torch.Tensor,
+    input_w: int,
+    input_h: int,
+    dtype: torch.dtype,
+    channels: str,
+    stretch: bool,
+    channels_last: bool,
+) -> Any:
+    """Letterbox as the plain path does (same function), returning only the model input.
+
+    With ``channels_last`` it writes straight into an NHWC buffer, so the model's input needs no transposition.
+    """
+    import torch
+
+    out = None
+    if channels_last:
+        shape = (int(frames.shape[0]), 3, input_h, input_w)
+        out = torch.empty(shape, dtype=dtype, device=frames.device, memory_format=torch.channels_last)
+    return letterbox(frames, input_w, input_h, out=out, dtype=dtype, channels=channels, stretch=stretch)[0]
+
+
+def build_fast_path(
+    model: LoadedModel, decoder: Any, input_size: tuple[int, int], settings: AccelSettings
+) -> FastPath | None:
+    """A FastPath when any knob is on, else None (the engine keeps its plain path)."""
+    if not settings.active:
+        return None
+    return FastPath(model, decoder, input_size, settings)

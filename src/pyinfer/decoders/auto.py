@@ -1,0 +1,137 @@
+"""``decoder=auto``: pick a decoder from the model's metadata, its output names and shapes, and say why.
+
+In order, the first rule that applies wins:
+
+1. a ``postprocess`` hook is set -> ``custom``;
+2. the model's metadata names a decoder (pyinfer's own ``{"pyinfer": {"decoder": ...}}``, or ultralytics'
+   ``task``/``end2end``/``head``, read by :func:`hint_from_metadata`) -> that decoder;
+3. output names (ONNX) that DETR exports use (``pred_boxes``/``pred_logits``, ``boxes``/``logits``) -> ``detr``;
+4. the class names the model carries: one ``[B, 4 + len(names), N]`` -> ``yolov8``, one
+   ``[B, N, 5 + len(names)]`` -> ``yolov5``;
+5. shapes: one ``[B, nc]`` -> ``classifier``; one ``[B, K, 6]`` with 6 < K <= 1000 -> ``yolo-e2e``; one
+   ``[B, C, N]`` with C < N -> ``yolov8`` (channels first, anchors last); one ``[B, N, C]`` with
+   N > C >= 6 and N >= 100 -> ``yolov5`` (an anchor grid: 252 at 64x64 already); two ``[B, Q, 4]`` +
+   ``[B, Q, nc]`` -> ``detr``; any other ``[B, C, N]`` with C >= 5 -> ``yolov8``, the default layout.
+
+Rotated boxes (``yolo-obb``) cannot be told from ``yolov8`` by shape (the angle row looks like one more
+class), so they need the metadata (ultralytics writes ``task: obb``) or ``decoder=yolo-obb``; likewise a
+``[B, K, 7]`` end-to-end output or an RT-DETR export ``[B, 300, 4 + nc]`` (which looks like ``yolov5``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyinfer.decoders.base import shapes
+from pyinfer.errors import DecodeError
+
+if TYPE_CHECKING:
+    import torch
+
+#: End-to-end heads keep at most this many rows (ultralytics: max_det = 300); longer channels-last outputs
+#: are anchor grids (YOLOv5: 6300 at 320x320).
+MAX_E2E_ROWS = 1000
+#: Fewer rows than this in a channels-last output is no anchor grid (YOLOv5 has 252 at 64x64).
+MIN_ANCHORS = 100
+_DETR_NAMES = ({"pred_boxes", "pred_logits"}, {"boxes", "logits"})
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    """The decoder ``auto`` picked and the reason, for logs and the element's ``decoder-used`` property."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def hint_from_metadata(cfg: Mapping[str, Any]) -> str | None:
+    """The decoder a model's metadata asks for, or None.
+
+    Args:
+        cfg: the model's metadata as a dict: ultralytics' export metadata (``task``, ``end2end``, ``head``)
+            and/or pyinfer's ``{"pyinfer": {"decoder": name}}``, which wins.
+
+    Returns:
+        A decoder name, or None when the metadata says nothing about the output layout.
+    """
+    own = cfg.get("pyinfer")
+    if isinstance(own, Mapping) and isinstance(own.get("decoder"), str) and own["decoder"]:
+        return str(own["decoder"])
+    task, head, end2end = cfg.get("task"), cfg.get("head"), cfg.get("end2end") is True
+    if isinstance(head, str) and "DETR" in head.upper():
+        return "detr"
+    if task == "classify":
+        return "classifier"
+    if task == "obb":
+        return "yolo-e2e" if end2end else "yolo-obb"
+    if task == "detect":
+        return "yolo-e2e" if end2end else "yolov8"
+    return None
+
+
+def choose_decoder(
+    outputs: Sequence[torch.Tensor],
+    *,
+    hint: str | None = None,
+    output_names: Sequence[str] = (),
+    num_names: int = 0,
+    postprocess: str = "",
+) -> DecoderChoice:
+    """Pick a decoder for a model (see the module docs for the rules).
+
+    Args:
+        outputs: the model's outputs for one warm-up batch.
+        hint: the decoder the model's metadata names (see :func:`hint_from_metadata`), or None.
+        output_names: the outputs' names when the runtime has them (ONNX), else empty.
+        num_names: how many class names the model carries (0 if none).
+        postprocess: the ``postprocess`` property.
+
+    Returns:
+        The choice and why. Raises DecodeError naming the shapes when no rule applies.
+    """
+    if postprocess.strip():
+        return DecoderChoice("custom", f"auto: postprocess={postprocess.strip()} is set")
+    if hint:
+        return DecoderChoice(hint, "auto: the model's metadata names it")
+    names = {n.lower() for n in output_names}
+    if len(outputs) == 2 and any(pair <= names for pair in _DETR_NAMES):
+        return DecoderChoice("detr", f"auto: output names {', '.join(output_names)}")
+    got = shapes(list(outputs))
+    if len(outputs) == 1:
+        out = outputs[0]
+        if out.ndim == 2:
+            return DecoderChoice("classifier", f"auto: one output {got} = [B, nc]")
+        if out.ndim == 3:
+            _, a, b = out.shape
+            if num_names and a == 4 + num_names:
+                return DecoderChoice(
+                    "yolov8", f"auto: one output {got} = [B, 4+nc, N] with the model's {num_names} names"
+                )
+            if num_names and b == 5 + num_names:
+                return DecoderChoice(
+                    "yolov5", f"auto: one output {got} = [B, N, 5+nc] with the model's {num_names} names"
+                )
+            if 6 < a <= MAX_E2E_ROWS and b == 6:
+                return DecoderChoice("yolo-e2e", f"auto: one output {got} = [B, K, 6] (end-to-end rows)")
+            if 5 <= a < b:
+                return DecoderChoice("yolov8", f"auto: one output {got} = [B, 4+nc, N] (channels first)")
+            if a > b >= 6 and a >= MIN_ANCHORS:
+                return DecoderChoice("yolov5", f"auto: one output {got} = [B, N, 5+nc] (channels last)")
+            if a >= 5:
+                return DecoderChoice("yolov8", f"auto: one output {got}, read as the default [B, 4+nc, N]")
+    if (
+        len(outputs) == 2
+        and all(o.ndim == 3 for o in outputs)
+        and outputs[0].shape[:2] == outputs[1].shape[:2]
+        and 4 in (outputs[0].shape[2], outputs[1].shape[2])
+    ):
+        return DecoderChoice("detr", f"auto: outputs {got} = [B, Q, 4] boxes + [B, Q, nc] logits")
+    raise DecodeError(
+        f"decoder auto cannot tell the layout of outputs {got}; set decoder to one of yolov8, yolov5, yolo-e2e, "
+        "yolo-obb, detr, classifier, or custom with postprocess=module:function"
+    )

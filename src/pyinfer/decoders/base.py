@@ -1,0 +1,208 @@
+"""What every decoder shares: the decoder protocol, the host-side batch result and the device-side helpers.
+
+A decoder turns the model's output tensors for a batch (on the model's device) into one
+:class:`DecodedBatch`: thresholding, NMS, per-frame top ``max_detections`` and undoing the letterbox all run
+on the device, then :func:`pack` makes **one** device-to-host copy for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from pyinfer.detections import Detections
+from pyinfer.errors import DecodeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pyinfer.ops.letterbox import LetterboxGeometry
+
+#: Candidates kept per batch before NMS (ultralytics' ``max_nms``), so a badly calibrated model cannot stall NMS.
+MAX_NMS = 30000
+
+
+class Decoder(Protocol):
+    """The interface the engine calls; one class per ``decoder`` property value."""
+
+    #: the registry key (the ``decoder`` property value)
+    name: str
+    #: pre-processing the model expects: "letterbox" (ultralytics' centred letterbox) or "stretch" (plain resize)
+    resize: str
+
+    def num_classes(self, outputs: list[torch.Tensor]) -> int | None:
+        """Check the outputs fit this decoder (DecodeError naming expected and actual shapes); the class count.
+
+        None when the decoder cannot tell (a custom hook).
+        """
+        ...
+
+    def decode(
+        self,
+        outputs: list[torch.Tensor],
+        geometry: LetterboxGeometry,
+        *,
+        conf_threshold: float,
+        iou_threshold: float,
+        max_detections: int,
+    ) -> DecodedBatch | FrameList:
+        """Decode a batch; all frames share ``geometry`` (one stream, one frame size)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Host arrays for a whole batch; ``frame`` says which frame each row belongs to (rows grouped by frame).
+
+    Attributes:
+        xyxy: (M, 4) float32 boxes in frame pixels, clipped to the frame (for rotated boxes: the enclosing box).
+        confidence: (M,) float32.
+        class_id: (M,) int32.
+        frame: (M,) int64, sorted ascending; within a frame, confidence descending.
+        batch_size: frames in the batch (frames without rows have empty slices).
+        cxcywhr: (M, 5) float32 rotated boxes in frame pixels (angle in radians, clockwise), or None.
+        extra: per-row arrays (M, ...), e.g. a classifier's top-k.
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    frame: np.ndarray
+    batch_size: int
+    cxcywhr: np.ndarray | None = None
+    extra: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def split(self) -> list[slice]:
+        """One slice per frame into the row arrays."""
+        bounds = np.searchsorted(self.frame, np.arange(self.batch_size + 1))
+        return [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(self.batch_size)]
+
+    def detections(self, labels: tuple[str, ...] = ()) -> list[Detections]:
+        """One Detections per frame."""
+        return [
+            Detections(
+                self.xyxy[s],
+                self.confidence[s],
+                self.class_id[s],
+                cxcywhr=None if self.cxcywhr is None else self.cxcywhr[s],
+                labels=labels,
+                extra={k: v[s] for k, v in self.extra.items()},
+            )
+            for s in self.split()
+        ]
+
+
+@dataclass(frozen=True)
+class FrameList:
+    """Per-frame Detections made elsewhere (a custom hook); ``detections`` attaches the engine's labels."""
+
+    frames: list[Detections]
+
+    def detections(self, labels: tuple[str, ...] = ()) -> list[Detections]:
+        """The frames' Detections, with ``labels`` where a frame has none of its own."""
+        out = []
+        for d in self.frames:
+            if labels and not d.labels:
+                d = Detections(d.xyxy, d.confidence, d.class_id, d.cxcywhr, labels, d.extra)
+            out.append(d)
+        return out
+
+
+def check_float(name: str, out: torch.Tensor) -> None:
+    """DecodeError unless ``out`` is floating point."""
+    if not out.is_floating_point():
+        raise DecodeError(f"decoder {name} expects floating-point outputs; got {out.dtype}")
+
+
+def shapes(outputs: list[torch.Tensor]) -> str:
+    """The outputs' shapes for messages: ``[1, 84, 2100]`` or ``[1, 300, 4], [1, 300, 80]``."""
+    return ", ".join(str(list(o.shape)) for o in outputs) if outputs else "no outputs"
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) cx, cy, w, h -> (N, 4) x1, y1, x2, y2 (new tensor)."""
+    import torch
+
+    cxcy, half = boxes[:, :2], boxes[:, 2:4] / 2
+    return torch.cat([cxcy - half, cxcy + half], dim=1)
+
+
+def cap_per_frame(keep: torch.Tensor, frame_idx: torch.Tensor, max_detections: int) -> torch.Tensor:
+    """Group ``keep`` (indices, score-descending) by frame, keeping each frame's order, and cap each frame.
+
+    Args:
+        keep: (K,) int64 row indices, in descending score order.
+        frame_idx: (M,) frame of every row.
+        max_detections: rows kept per frame at most.
+
+    Returns:
+        (K',) indices grouped by ascending frame, score-descending within a frame.
+    """
+    import torch
+
+    keep = keep[torch.sort(frame_idx[keep], stable=True).indices]
+    kept_frames = frame_idx[keep]
+    first = torch.searchsorted(kept_frames, kept_frames, right=False)
+    rank = torch.arange(len(keep), device=keep.device) - first
+    return keep[rank < max_detections]
+
+
+def pack(
+    xyxy: torch.Tensor,
+    confidence: torch.Tensor,
+    class_id: torch.Tensor,
+    frame: torch.Tensor,
+    batch_size: int,
+    *,
+    cxcywhr: torch.Tensor | None = None,
+    extra: Mapping[str, tuple[torch.Tensor, np.dtype]] | None = None,
+) -> DecodedBatch:
+    """Copy a decoded batch to the host in one transfer.
+
+    Args:
+        xyxy: (M, 4) boxes in frame pixels.
+        confidence: (M,) scores.
+        class_id: (M,) class indices (any dtype; exact in float32 below 2**24).
+        frame: (M,) frame index of each row, ascending.
+        batch_size: frames in the batch.
+        cxcywhr: optional (M, 5) rotated boxes.
+        extra: name -> ((M,) or (M, k) tensor, host dtype) per-row attributes.
+
+    Returns:
+        The batch as host arrays.
+    """
+    import torch
+
+    extra = dict(extra or {})
+    cols = [xyxy.float(), confidence[:, None].float(), class_id[:, None].float(), frame[:, None].float()]
+    if cxcywhr is not None:
+        cols.append(cxcywhr.float())
+    widths = []
+    for tensor, _ in extra.values():
+        t = tensor.float().reshape(len(xyxy), int(np.prod(tensor.shape[1:], dtype=np.int64)))  # -1 fails at 0 rows
+        widths.append(t.shape[1])
+        cols.append(t)
+    # One device-to-host copy for the whole batch.
+    packed = torch.cat(cols, dim=1).cpu().numpy()
+    at = 7
+    rot = None
+    if cxcywhr is not None:
+        rot = np.ascontiguousarray(packed[:, 7:12], dtype=np.float32)
+        at = 12
+    host_extra = {}
+    for (key, (tensor, dtype)), width in zip(extra.items(), widths):
+        arr = packed[:, at : at + width].astype(dtype)
+        host_extra[key] = arr.reshape(len(packed), *tensor.shape[1:])
+        at += width
+    return DecodedBatch(
+        xyxy=np.ascontiguousarray(packed[:, :4], dtype=np.float32),
+        confidence=np.ascontiguousarray(packed[:, 4], dtype=np.float32),
+        class_id=packed[:, 5].astype(np.int32),
+        frame=packed[:, 6].astype(np.int64),
+        batch_size=batch_size,
+        cxcywhr=rot,
+        extra=host_extra,
+    )

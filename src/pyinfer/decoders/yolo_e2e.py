@@ -1,0 +1,73 @@
+"""End-to-end YOLO heads (YOLOv10, YOLO26 exported with ``nms=False``): ``[B, K, 6]``, no NMS.
+
+Each of the K rows is x1, y1, x2, y2 (model-input pixels), score, class index, as the NMS-free head picked
+them (ultralytics sorts them by score; the decoder sorts again, so an unsorted export works too). The
+decoder keeps rows scoring above the threshold, at most ``max_detections`` per frame, and undoes the
+letterbox; the IoU threshold does not apply.
+
+Rotated end-to-end heads (YOLO26-obb with ``nms=False``) give ``[B, K, 7]``: cx, cy, w, h, score, class,
+angle (radians); the decoder then fills ``cxcywhr`` and the enclosing ``xyxy``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyinfer.decoders.base import DecodedBatch, cap_per_frame, check_float, pack
+from pyinfer.errors import DecodeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from pyinfer.ops.letterbox import LetterboxGeometry
+
+
+class YoloE2EDecoder:
+    """Decoder for ``[B, K, 6]`` (axis-aligned) and ``[B, K, 7]`` (rotated) end-to-end outputs."""
+
+    name = "yolo-e2e"
+    resize = "letterbox"
+
+    def num_classes(self, outputs: list[torch.Tensor]) -> None:
+        """Check the outputs fit; end-to-end rows carry a class index, not per-class scores, so no class count."""
+        if len(outputs) < 1:
+            raise DecodeError("decoder yolo-e2e expects one output [B, K, 6] (or [B, K, 7] rotated); got none")
+        out = outputs[0]
+        if out.ndim != 3 or out.shape[2] not in (6, 7):
+            raise DecodeError(
+                f"decoder yolo-e2e expects an output of shape [B, K, 6] (x1, y1, x2, y2, score, class) or "
+                f"[B, K, 7] (cx, cy, w, h, score, class, angle); got {list(out.shape)}"
+            )
+        check_float(self.name, out)
+        return None
+
+    def decode(
+        self,
+        outputs: list[torch.Tensor],
+        geometry: LetterboxGeometry,
+        *,
+        conf_threshold: float,
+        iou_threshold: float,
+        max_detections: int,
+    ) -> DecodedBatch:
+        """Decode a batch; ``iou_threshold`` is unused (the model did its own suppression)."""
+        import torch
+
+        from pyinfer.decoders.yolo_obb import enclosing_xyxy
+
+        self.num_classes(outputs)
+        out = outputs[0]
+        bsz = out.shape[0]
+        frame_idx, row_idx = (out[..., 4] > conf_threshold).nonzero(as_tuple=True)
+        rows = out[frame_idx, row_idx].float()
+        scores = rows[:, 4]
+        keep = torch.argsort(scores, descending=True, stable=True)
+        keep = cap_per_frame(keep, frame_idx, max_detections)
+        rows, scores, frame_idx = rows[keep], scores[keep], frame_idx[keep]
+        cls = rows[:, 5].round()
+        if out.shape[2] == 6:
+            return pack(geometry.to_frame(rows[:, :4].clone()), scores, cls, frame_idx, bsz)
+        rot = torch.cat([rows[:, :4], rows[:, 6:7]], dim=1)
+        rot = geometry.to_frame_cxcywh(rot)
+        xyxy = enclosing_xyxy(rot, geometry.frame_w, geometry.frame_h)
+        return pack(xyxy, scores, cls, frame_idx, bsz, cxcywhr=rot)

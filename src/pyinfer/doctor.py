@@ -1,0 +1,150 @@
+"""``pyinfer doctor``: what pyinfer can use here, DeepStream features by ``hasattr``, and a DeepStream self-test.
+
+Features are detected by looking for the attributes pyinfer uses, never from version strings
+(``pyservicemaker.__version__`` is '0.0.1' even in DeepStream 9.1).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from pyinfer import __version__
+
+NVIDIA_ELEMENTS = ("nvstreammux", "nvvideoconvert", "nvinfer", "nvtracker", "nvdsosd", "nvmsgconv", "nvmsgbroker")
+TRACKER_LIB = "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so"
+
+
+def _import(name: str) -> tuple[Any, str]:
+    try:
+        return importlib.import_module(name), ""
+    except Exception as exc:  # a broken install shows up here, not only a missing one
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _has(obj: Any, *path: str) -> bool:
+    for name in path:
+        if obj is None or not hasattr(obj, name):
+            return False
+        obj = getattr(obj, name)
+    return True
+
+
+def deepstream_features() -> dict[str, bool]:
+    """The DeepStream binding features pyinfer uses, each detected by hasattr."""
+    sm, _ = _import("pyservicemaker")
+    pyds, _ = _import("pyds")
+    return {
+        "pyservicemaker.Buffer.extract (zero-copy frames)": _has(sm, "Buffer", "extract"),
+        "pyservicemaker BatchMetadata.acquire_object_meta": _has(sm, "BatchMetadata", "acquire_object_meta"),
+        "pyservicemaker osd.Rect.rotation_angle (DS >= 9 rotated boxes)": _has(sm, "osd", "Rect", "rotation_angle"),
+        "pyservicemaker UserMetadata.set_user_data_json": _has(sm, "UserMetadata", "set_user_data_json"),
+        "pyservicemaker acquire_event_message_meta (event-meta)": _has(
+            sm, "BatchMetadata", "acquire_event_message_meta"
+        ),
+        "pyds NvDsFrameMeta.bInferDone (mark-inferred)": _has(pyds, "NvDsFrameMeta", "bInferDone"),
+        "pyds get_nvds_buf_surface_gpu (zero-copy frames, x86)": _has(pyds, "get_nvds_buf_surface_gpu"),
+        "pyds nvds_acquire_meta_lock": _has(pyds, "nvds_acquire_meta_lock"),
+    }
+
+
+def report() -> Iterator[str]:
+    """The doctor's lines."""
+    from pyinfer._gi import Gst, ensure_init
+
+    ensure_init()
+    yield f"pyinfer {__version__}  python {sys.version.split()[0]}  ({sys.executable})"
+    yield f"GStreamer {Gst.version_string()}"
+    loader = Gst.Registry.get().find_plugin("python")
+    state = "present" if loader else "MISSING (apt install gstreamer1.0-python3-plugin-loader)"
+    yield f"gst-python plugin loader: {state}"
+    for mod in ("torch", "torchvision", "onnxruntime", "tensorrt", "pyservicemaker", "pyds"):
+        yield f"{mod}: {'available' if importlib.util.find_spec(mod) else 'absent'}"
+    torch, err = _import("torch")
+    if torch is not None:
+        cuda = torch.cuda.is_available()
+        where = f"available: {torch.cuda.get_device_name(0)}" if cuda else "not available"
+        yield f"torch {torch.__version__}, CUDA {where}"
+    else:
+        yield f"torch: cannot import ({err})"
+    from pyinfer.frames.deepstream import deepstream_version
+
+    yield f"DeepStream install: {deepstream_version() or 'not found'}"
+    for name in NVIDIA_ELEMENTS:
+        yield f"element {name}: {'found' if Gst.ElementFactory.find(name) else 'absent'}"
+    for feature, ok in deepstream_features().items():
+        yield f"{feature}: {'yes' if ok else 'no'}"
+
+
+def deepstream_selftest(frames: int = 30, width: int = 640, height: int = 480) -> tuple[bool, bool, str]:
+    """Run scene frames through nvstreammux → pyinfer → nvtracker and check our objects get track ids.
+
+    Returns:
+        (ran, passed, text); ``ran`` is False with the reason when DeepStream is not there.
+    """
+    from pyinfer._gi import Gst, ensure_init
+
+    ensure_init()
+    missing = [n for n in ("nvstreammux", "nvvideoconvert", "nvtracker") if Gst.ElementFactory.find(n) is None]
+    if missing:
+        return False, False, f"not run: DeepStream elements absent ({', '.join(missing)})"
+    sm, err_sm = _import("pyservicemaker")
+    pyds, err_pyds = _import("pyds")
+    if sm is None and pyds is None:
+        return False, False, f"not run: no DeepStream Python bindings ({err_sm}; {err_pyds})"
+    import pyinfer
+    from pyinfer.scene import Scene
+    from pyinfer.zoo import get_model
+
+    pyinfer.register()
+    uid = 77
+    desc = (
+        f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={width},height={height},framerate=30/1 ! "
+        "videoconvert ! nvvideoconvert ! video/x-raw(memory:NVMM),format=NV12 ! m.sink_0 "
+        f"nvstreammux name=m batch-size=1 width={width} height={height} batched-push-timeout=40000 ! "
+        "nvvideoconvert ! video/x-raw(memory:NVMM),format=RGB ! "
+        f"pyinfer model-engine={get_model().path} unique-id={uid} ! "
+        "nvvideoconvert ! video/x-raw(memory:NVMM),format=NV12 ! "
+        f"nvtracker ll-lib-file={TRACKER_LIB} tracker-width=640 tracker-height=384 ! fakesink name=sink"
+    )
+    pipeline = Gst.parse_launch(desc)
+    counts = {"objects": 0, "tracked": 0, "frames": 0}
+
+    def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        buf = info.get_buffer()
+        if sm is not None:
+            wrapper = sm.Buffer(buf)
+            for fm in wrapper.batch_meta.frame_items:
+                counts["frames"] += 1
+                for om in fm.object_items:
+                    if om.unique_component_id == uid:
+                        counts["objects"] += 1
+                        counts["tracked"] += om.object_id != 0xFFFF_FFFF_FFFF_FFFF
+            del wrapper
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+    src = pipeline.get_by_name("src")
+    scene = Scene(11, width, height)
+    pipeline.set_state(Gst.State.PLAYING)
+    for i in range(frames):
+        img = scene.frame(i)[0]
+        buf = Gst.Buffer.new_wrapped(img.tobytes())
+        buf.pts = i * Gst.SECOND // 30
+        buf.duration = Gst.SECOND // 30
+        src.emit("push-buffer", buf)
+    src.emit("end-of-stream")
+    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+    if msg is None:
+        return True, False, "FAILED: no EOS within 60 s"
+    if msg.type == Gst.MessageType.ERROR:
+        err, debug = msg.parse_error()
+        return True, False, f"FAILED: {err.message} ({debug})"
+    ok = counts["frames"] > 0 and counts["objects"] > 0 and counts["tracked"] > 0
+    text = (f"{counts['frames']} frames, {counts['objects']} pyinfer objects after nvtracker, "
+            f"{counts['tracked']} with track ids")  # fmt: skip
+    return True, ok, ("passed: " if ok else "FAILED: ") + text

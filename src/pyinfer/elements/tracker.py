@@ -1,0 +1,252 @@
+"""``pytracker``: multi-object tracking of the detections attached to each frame (ByteTrack-style).
+
+Adds a ``tracking`` param (``track-id``, guint64; ``predicted``, boolean) to the ROI meta of every detection
+that belongs to a confirmed track. On frames that pyinfer's frame record marks as not inferred (``interval``)
+it predicts the tracks and adds one ROI meta per confirmed track matched at the last inferred frame, with a
+``detection`` param like pyinfer's (the track's predicted box, last class, label and score, the frame
+record's unique-id and model-id) and a ``tracking`` param with ``predicted=true`` and
+``frames-since-update``. Frames without a frame record are treated as inferred. One element holds the
+tracks of one stream; they are forgotten at flush and stream start.
+
+Example::
+
+    gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \\
+        pyinfer model-engine=... interval=2 ! pytracker ! pyosd ! videoconvert ! autovideosink
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pyinfer._gi import GObject, Gst, GstBase, GstVideo
+from pyinfer.detections import Detections
+from pyinfer.elements._base import format_exception, post_error, post_warning, writable
+from pyinfer.errors import ConfigError
+from pyinfer.meta.roi import (
+    UNTRACKED_ID,
+    read_detections_checked,
+    read_frame_info,
+    roi_metas,
+    set_track_id,
+    write_detections,
+)
+from pyinfer.track.bytetrack import IOU_MODES, ByteTracker, TrackerConfig
+
+_RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
+WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
+
+# Any raw video in system memory: the tracker reads metadata only, never pixels.
+_CAPS = Gst.Caps.from_string("video/x-raw")
+_TEMPLATES = (
+    Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
+    Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
+)
+
+
+class TrackerElement(GstBase.BaseTransform):
+    """Gives the detections of each frame stable track ids; predicts tracks on frames without inference."""
+
+    __gtype_name__ = "PyTracker"
+    __gstmetadata__ = (
+        "Python multi-object tracker",
+        "Filter/Analyzer/Video",
+        "Tracks region-of-interest detections across frames (ByteTrack-style, Kalman motion, rotated IoU) and "
+        "writes stable track ids into their metadata",
+        "pyinfer developers",
+    )
+    __gsttemplates__ = _TEMPLATES
+
+    high_threshold = GObject.Property(
+        type=float, default=0.5, minimum=0.0, maximum=1.0, nick="High threshold",
+        blurb="Detections scoring at least this are matched first and may start tracks", flags=_RW,
+    )  # fmt: skip
+    low_threshold = GObject.Property(
+        type=float, default=0.1, minimum=0.0, maximum=1.0, nick="Low threshold",
+        blurb="Detections scoring below this are ignored; between low and high they only continue tracks",
+        flags=_RW,
+    )  # fmt: skip
+    new_track_threshold = GObject.Property(
+        type=float, default=0.6, minimum=0.0, maximum=1.0, nick="New track threshold",
+        blurb="An unmatched detection starts a track only when scoring at least this (and high-threshold)",
+        flags=_RW,
+    )  # fmt: skip
+    match_iou_threshold = GObject.Property(
+        type=float, default=0.2, minimum=0.0, maximum=1.0, nick="Match IoU threshold",
+        blurb="Lowest IoU between a high-scoring detection and a track's predicted box to match them", flags=_RW,
+    )  # fmt: skip
+    max_age = GObject.Property(
+        type=int, default=30, minimum=0, maximum=1_000_000, nick="Maximum age",
+        blurb="Frames a track survives without a matched detection", flags=_RW,
+    )  # fmt: skip
+    min_hits = GObject.Property(
+        type=int, default=2, minimum=1, maximum=1000, nick="Minimum hits",
+        blurb="Matched inferred frames before a track is confirmed and gets an id (at once in the first frame)",
+        flags=_RW,
+    )  # fmt: skip
+    class_aware = GObject.Property(
+        type=bool, default=False, nick="Class aware",
+        blurb="Match detections only to tracks of the same class", flags=_RW,
+    )  # fmt: skip
+
+    @GObject.Property(
+        type=str, default="auto", nick="IoU mode",
+        blurb="auto (rotated IoU when detections carry rotated boxes), axis (enclosing boxes) or rotated",
+        flags=_RW,
+    )  # fmt: skip
+    def iou_mode(self) -> str:
+        return self._iou_mode
+
+    @iou_mode.setter
+    def iou_mode(self, value: str) -> None:
+        if value not in IOU_MODES:
+            post_warning(
+                self, Gst.ResourceError.SETTINGS,
+                f"iou-mode must be one of {', '.join(IOU_MODES)}, not {value!r}; keeping {self._iou_mode}",
+            )  # fmt: skip
+            return
+        self._iou_mode = value
+
+    @GObject.Property(
+        type=GObject.TYPE_UINT64, nick="Skipped metas",
+        blurb="Malformed region-of-interest metas (from other producers) skipped since start",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def skipped_metas(self) -> int:
+        return self._skipped
+
+    def __init__(self) -> None:
+        self._iou_mode = "auto"
+        super().__init__()
+        self.set_in_place(True)
+        self.set_passthrough(False)
+        self._tracker: ByteTracker | None = None
+        self._skipped = 0
+        self._last_warning = -WARNING_INTERVAL_S
+        self._bad_config = ""
+        self._size: tuple[int, int] | None = None
+        self._labels: dict[int, str] = {}
+
+    def _config(self) -> TrackerConfig:
+        return TrackerConfig(
+            high_threshold=self.high_threshold,
+            low_threshold=self.low_threshold,
+            new_track_threshold=self.new_track_threshold,
+            match_iou_threshold=self.match_iou_threshold,
+            max_age=self.max_age,
+            min_hits=self.min_hits,
+            class_aware=self.class_aware,
+            iou_mode=self._iou_mode,
+        )
+
+    # -- state -------------------------------------------------------------------------------------------
+    def do_start(self) -> bool:
+        try:
+            self._tracker = ByteTracker(self._config())
+        except ConfigError as exc:
+            post_error(self, Gst.ResourceError.SETTINGS, str(exc))
+            return False
+        self._skipped = 0
+        self._bad_config = ""
+        self._labels = {}
+        return True
+
+    def do_stop(self) -> bool:
+        self._tracker = None
+        self._size = None
+        return True
+
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        info = GstVideo.VideoInfo.new_from_caps(incaps)
+        self._size = (info.width, info.height) if info is not None and info.width > 0 else None
+        return True
+
+    def do_sink_event(self, event: Gst.Event) -> bool:
+        if event.type in (Gst.EventType.FLUSH_STOP, Gst.EventType.STREAM_START) and self._tracker is not None:
+            self._tracker.reset()  # a seek or a new stream: old tracks would match unrelated objects
+        return GstBase.BaseTransform.do_sink_event(self, event)
+
+    # -- buffers -----------------------------------------------------------------------------------------
+    def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        tracker = self._tracker
+        if tracker is None:
+            return Gst.FlowReturn.FLUSHING
+        try:
+            self._refresh_config(tracker)
+            info = read_frame_info(buf)
+            if info is not None and not info.inferred:
+                self._predict(buf, tracker, info.unique_id, info.model_id)
+            else:
+                self._update(buf, tracker)
+        except Exception as exc:
+            post_error(self, Gst.StreamError.FAILED, f"tracking failed: {exc}", format_exception(exc))
+            return Gst.FlowReturn.ERROR
+        return Gst.FlowReturn.OK
+
+    def _refresh_config(self, tracker: ByteTracker) -> None:
+        """Apply property changes; a combination the tracker refuses keeps the last good one (WARNING once)."""
+        try:
+            cfg = self._config()
+        except ConfigError as exc:
+            if str(exc) != self._bad_config:
+                self._bad_config = str(exc)
+                post_warning(self, Gst.ResourceError.SETTINGS, f"{exc}; keeping the previous settings")
+            return
+        self._bad_config = ""
+        if cfg != tracker.config:
+            tracker.config = cfg
+
+    def _update(self, buf: Gst.Buffer, tracker: ByteTracker) -> None:
+        read = read_detections_checked(buf, tracking=False)
+        if read.problems:
+            self._report_malformed(read.problems)
+        dets = read.detections
+        if dets.labels:
+            for c in np.unique(dets.class_id).tolist():
+                if 0 <= c < len(dets.labels):
+                    self._labels[c] = dets.labels[c]
+        ids = tracker.update(dets)
+        tracked = np.flatnonzero(ids != UNTRACKED_ID).tolist()
+        if tracked:
+            with writable(buf):
+                for i in tracked:
+                    set_track_id(read.metas[i], int(ids[i]), predicted=False)
+
+    def _predict(self, buf: Gst.Buffer, tracker: ByteTracker, unique_id: int, model_id: int) -> None:
+        pred = tracker.predict()
+        if len(pred) == 0:
+            return
+        xyxy = pred.xyxy
+        if self._size is not None:
+            w, h = self._size
+            xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
+        visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # gone out of the frame: not drawn
+        cls = pred.class_id[visible]
+        labels = tuple(self._labels.get(c, str(c)) for c in range(int(cls.max()) + 1)) if len(cls) else ()
+        pred = Detections(
+            xyxy[visible], pred.confidence[visible], cls,
+            cxcywhr=None if pred.cxcywhr is None else pred.cxcywhr[visible], labels=labels,
+            extra={k: v[visible] for k, v in pred.extra.items()},
+        )  # fmt: skip
+        if len(pred) == 0:
+            return
+        first_id = len(roi_metas(buf))
+        ids = pred.extra["track_id"].tolist()
+        since = pred.extra["frames_since_update"].tolist()
+        with writable(buf):
+            metas = write_detections(buf, pred, unique_id=unique_id, model_id=model_id, first_id=first_id)
+            for meta, track_id, age in zip(metas, ids, since):
+                set_track_id(meta, track_id, predicted=True, frames_since_update=age)
+
+    def _report_malformed(self, problems: list[str]) -> None:
+        self._skipped += len(problems)
+        now = time.monotonic()
+        if now - self._last_warning >= WARNING_INTERVAL_S:  # rate-limited: a bad producer sends every frame
+            self._last_warning = now
+            post_warning(
+                self, Gst.StreamError.FORMAT,
+                f"skipped {len(problems)} malformed region-of-interest meta(s) ({self._skipped} so far): "
+                f"{problems[0]}",
+                "\n".join(problems),
+            )  # fmt: skip

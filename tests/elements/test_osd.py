@@ -1,0 +1,173 @@
+"""pyosd and pyinfer.draw: boxes, rotated boxes and tags in every packed format, any size and stride; buffers
+without metadata untouched; writability through a tee; malformed metadata skipped."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pyinfer._gi import Gst, GstVideo
+from pyinfer.detections import Detections
+from pyinfer.draw import PALETTE, _tag_lut, draw_detections, label_text, text_mask
+from pyinfer.elements._base import writable
+from pyinfer.frames.system import FORMATS
+from pyinfer.meta.roi import UNTRACKED_ID, write_detections
+from support import run
+
+GREY = 128
+
+
+def _dets(xyxy, cls=(1,), conf=(0.87,), cxcywhr=None, extra=None) -> Detections:
+    return Detections(
+        np.asarray(xyxy, np.float32).reshape(-1, 4), np.asarray(conf, np.float32), np.asarray(cls, np.int32),
+        cxcywhr=None if cxcywhr is None else np.asarray(cxcywhr, np.float32).reshape(-1, 5),
+        labels=("a", "b", "c"), extra=extra or {},
+    )  # fmt: skip
+
+
+def _osd(frames_dets, fmt="RGB", width=97, height=61, stride=None, tee=False, extra_meta=None):
+    """Push grey frames with detections through pyosd; returns (result, drawn frames, reference frames)."""
+    c = FORMATS[fmt]
+    caps = Gst.Caps.from_string(f"video/x-raw,format={fmt},width={width},height={height},framerate=30/1")
+    info = GstVideo.VideoInfo.new_from_caps(caps)
+    row = stride or info.stride[0]
+    tail = "tee name=t t. ! queue ! pyosd name=osd ! appsink name=out t. ! queue ! appsink name=ref" if tee else (
+        "pyosd name=osd ! appsink name=out")  # fmt: skip
+    pipeline = Gst.parse_launch(f"appsrc name=src format=time ! {tail}")
+    pipeline.get_by_name("src").set_property("caps", caps)
+    out = {"out": [], "ref": []}
+    for name in out if tee else ("out",):
+        sink = pipeline.get_by_name(name)
+        sink.set_property("emit-signals", True)
+        sink.set_property("sync", False)
+
+        def on_sample(appsink, name=name):
+            buf = appsink.emit("pull-sample").get_buffer()
+            raw = np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8)
+            out[name].append(raw[: height * row].reshape(height, row))
+            return Gst.FlowReturn.OK
+
+        sink.connect("new-sample", on_sample)
+
+    def feed(p):
+        src = p.get_by_name("src")
+        for i, dets in enumerate(frames_dets):
+            data = np.full((height, row), GREY, np.uint8)
+            data[:, width * c :] = 7  # row padding: must stay as it is
+            buf = Gst.Buffer.new_wrapped(data.tobytes())
+            with writable(buf):
+                if stride is not None:
+                    GstVideo.buffer_add_video_meta_full(
+                        buf, GstVideo.VideoFrameFlags.NONE, info.finfo.format, width, height, 1, [0, 0, 0, 0],
+                        [row, 0, 0, 0],
+                    )  # fmt: skip
+                if dets is not None:
+                    write_detections(buf, dets)
+                if extra_meta is not None:
+                    extra_meta(buf)
+            buf.pts = i * Gst.SECOND // 30
+            src.emit("push-buffer", buf)
+        src.emit("end-of-stream")
+
+    result = run(pipeline, 30, feed)
+    assert result.ok, result.error
+    pixels = [f[:, : width * c].reshape(height, width, c) for f in out["out"]]
+    return result, pixels, out, pipeline
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_box_edges_get_the_class_colour_in_the_channel_order_of_every_format(fmt):
+    _, [frame], _, _ = _osd([_dets([20, 30, 70, 55])], fmt=fmt)
+    colour = PALETTE[1]
+    order = [2, 1, 0] if fmt.startswith("B") else [0, 1, 2]
+    np.testing.assert_array_equal(frame[55, 45, :3], colour[order])  # bottom edge
+    np.testing.assert_array_equal(frame[40, 20, :3], colour[order])  # left edge
+    assert (frame[40, 45] == GREY).all()  # inside the box: untouched
+    if FORMATS[fmt] == 4:
+        assert (frame[..., 3] == GREY).all()  # the alpha / padding byte is never written
+
+
+def test_padded_rows_from_video_meta_are_respected_and_the_padding_is_untouched():
+    _, [frame], out, _ = _osd([_dets([5, 20, 30, 40])], fmt="RGB", width=37, height=45, stride=37 * 3 + 13)
+    assert (out["out"][0][:, 37 * 3 :] == 7).all()
+    np.testing.assert_array_equal(frame[40, 15], PALETTE[1])
+    assert (frame[30, 15] == GREY).all()
+
+
+def test_rotated_boxes_are_drawn_as_polygons():
+    angle = math.radians(30)
+    cx, cy, w, h = 60.0, 40.0, 50.0, 16.0
+    ex = 0.5 * (w * math.cos(angle) + h * math.sin(angle))
+    ey = 0.5 * (w * math.sin(angle) + h * math.cos(angle))
+    dets = _dets([cx - ex, cy - ey, cx + ex, cy + ey], cxcywhr=[cx, cy, w, h, angle])
+    _, [frame], _, _ = _osd([dets], width=120, height=80)
+    colour = PALETTE[1]
+    # Midpoint of the lower long edge, clockwise rotation in image coordinates: (0, h/2) turned by +30 degrees.
+    mx, my = cx - (h / 2) * math.sin(angle), cy + (h / 2) * math.cos(angle)
+    assert (frame[int(my), int(mx)] == colour).all()
+    corner = frame[int(cy + ey) - 1, int(cx + ex) - 1]  # a corner of the enclosing box, off the polygon
+    assert (corner == GREY).all()
+
+
+def test_frames_without_metadata_pass_untouched_and_drawing_stays_in_its_tee_branch():
+    result, _, out, _ = _osd([None, _dets([10, 20, 40, 50]), None], tee=True)
+    assert len(out["out"]) == len(out["ref"]) == 3
+    assert np.array_equal(out["out"][0], out["ref"][0]) and np.array_equal(out["out"][2], out["ref"][2])
+    assert not np.array_equal(out["out"][1], out["ref"][1])
+    assert (out["ref"][1] != 7).sum() == (out["ref"][1] == GREY).sum()  # the other branch's frame is pristine
+    assert result.warnings == []
+
+
+def _malformed(buf):
+    meta = GstVideo.buffer_add_video_region_of_interest_meta(buf, "junk", 1, 1, 5, 5)
+    meta.id = 1  # after the one good detection
+    s = Gst.Structure.new_empty("detection")
+    s.set_value("left", float("nan"))
+    meta.add_param(s)
+
+
+def test_malformed_metadata_is_skipped_with_a_warning_and_counted_while_good_boxes_are_drawn():
+    result, drawn, _, pipeline = _osd([_dets([20, 30, 70, 55])] * 3, extra_meta=_malformed)
+    assert pipeline.get_by_name("osd").get_property("skipped-metas") == 3
+    assert len(result.warnings) == 1 and "ROI 1" in result.warnings[0] and "left" in result.warnings[0]
+    assert all((f[55, 45] == PALETTE[1]).all() for f in drawn)
+
+
+def test_tags_carry_track_id_label_and_confidence_and_predicted_boxes_no_score():
+    extra = {"track_id": np.array([7, UNTRACKED_ID, 9], np.uint64), "predicted": np.array([False, False, True])}
+    tracked = _dets([[0, 0, 5, 5]] * 3, cls=(0, 1, 2), conf=(0.5, 0.25, 0.75), extra=extra)
+    assert [label_text(tracked, i) for i in range(3)] == ["#7 a 0.50", "b 0.25", "#9 c"]
+    assert text_mask("#7 a 0.50").shape[1] > text_mask("a 0.50").shape[1]
+
+
+def test_predicted_boxes_are_drawn_thin():
+    frame = np.full((60, 80, 3), GREY, np.uint8)
+    dets = _dets([10, 30, 60, 50], extra={"track_id": np.array([3], np.uint64), "predicted": np.array([True])})
+    draw_detections(frame, dets, thickness=3)
+    assert (frame[50, 35] == PALETTE[1]).all() and (frame[49, 35] == GREY).all()
+    solid = np.full((60, 80, 3), GREY, np.uint8)
+    draw_detections(solid, _dets([10, 30, 60, 50]), thickness=3)  # the same box, not predicted
+    assert (solid[48, 35] == PALETTE[1]).all()
+
+
+def test_tag_text_contrasts_with_every_palette_colour():
+    luma = np.array([0.299, 0.587, 0.114])
+    for colour in PALETTE:
+        lut = _tag_lut(tuple(int(v) for v in colour))
+        assert (lut[0] == colour).all()  # background of the tag: the class colour
+        assert abs(float(lut[255] @ luma) - float(colour @ luma)) >= 90, colour  # ink: black or white
+
+
+def test_any_frame_size_and_boxes_beyond_the_frame_draw_without_errors():
+    rng = np.random.default_rng(0)
+    for h, w in ((1, 1), (2, 3), (17, 5), (40, 300)):
+        frame = np.full((h, w, 4), GREY, np.uint8)
+        view = frame[:, :, [2, 1, 0, 3]]  # a strided, non-contiguous view
+        xyxy = np.sort(rng.uniform(-50, 350, (20, 2, 2)), axis=1).reshape(20, 4)[:, [0, 2, 1, 3]]
+        cx = np.column_stack([rng.uniform(-50, 350, (20, 2)), rng.uniform(1, 400, (20, 2)), rng.uniform(-4, 4, 20)])
+        dets = Detections(xyxy.astype(np.float32), rng.random(20).astype(np.float32),
+                          rng.integers(0, 30, 20).astype(np.int32), cxcywhr=cx.astype(np.float32))  # fmt: skip
+        draw_detections(view, dets, "BGRx")
+        assert (frame[..., 3] == GREY).all()
