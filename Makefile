@@ -37,9 +37,17 @@ $(VENV)/.installed: pyproject.toml | apt
 demo: setup
 	@mkdir -p $(DEMO_DIR)
 	$(VENV)/bin/pyinfer scene --frames $(DEMO_FRAMES) --seed 2024 --width 1280 --height 720 --out $(DEMO_DIR)
-	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --json $(DEMO_DIR)/detections.jsonl --video $(DEMO_DIR)/annotated.mp4
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --track --publish $(DEMO_DIR)/messages.jsonl \
+	    --json $(DEMO_DIR)/detections.jsonl --video $(DEMO_DIR)/annotated.mp4
 	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/detections.jsonl --truth $(DEMO_DIR)/truth.jsonl
-	@echo "Annotated video: $(DEMO_DIR)/annotated.mp4   detections: $(DEMO_DIR)/detections.jsonl"
+	@echo "--- rotated boxes: the shapes-obb model through the same chain"
+	$(VENV)/bin/pyinfer scene --rotated --frames $(DEMO_FRAMES) --seed 2025 --width 1280 --height 720 --out $(DEMO_DIR)/rotated
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/rotated/video.mp4 --model-engine "$$($(VENV)/bin/pyinfer models --path shapes-obb)" \
+	    --track --publish $(DEMO_DIR)/rotated/messages.jsonl --json $(DEMO_DIR)/rotated/detections.jsonl \
+	    --video $(DEMO_DIR)/rotated/annotated.mp4
+	$(VENV)/bin/pyinfer eval --rotated --json $(DEMO_DIR)/rotated/detections.jsonl --truth $(DEMO_DIR)/rotated/truth.jsonl
+	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4"
+	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 test: setup
 	$(PY) -m pytest

@@ -60,7 +60,7 @@ def test_outputs_that_do_not_fit_the_decoder(run_pipeline, tmp_path):
             return x.mean(dim=(2, 3))  # [B, 3]: not [B, 4+nc, N]
 
     path = save_torchscript(Flat(), tmp_path / "flat.torchscript", {"imgsz": [32, 32]}, torch.zeros(1, 3, 32, 32))
-    res = run_pipeline(f"{SRC} ! pyinfer model-engine={path} ! appsink name=sink")
+    res = run_pipeline(f"{SRC} ! pyinfer model-engine={path} decoder=yolov8 ! appsink name=sink")
     _expect_error(res, Gst.StreamError, Gst.StreamError.DECODE, "[B, 4+nc, N]", "got [1, 3]")
 
 

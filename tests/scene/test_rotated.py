@@ -180,9 +180,10 @@ def test_a_partly_visible_object_is_clipped_along_its_own_axes(
             # Same axes: the angle agrees modulo pi/2 (canonical form swaps w and h if clipping made w < h).
             turn = (o.cxcywhr[4] - full[4]) % (math.pi / 2)
             assert min(turn, math.pi / 2 - turn) < 1e-9
-            # The clipped box lies inside the full box (IoU = area ratio).
+            # The clipped box lies inside the full box (IoU = area ratio). Shared edges are collinear, where the
+            # exact rotated IoU is accurate to ~1e-7 (pyinfer.ops.rotated), not to machine precision.
             ratio = (o.cxcywhr[2] * o.cxcywhr[3]) / (full[2] * full[3])
-            assert rotated_iou(np.array([o.cxcywhr]), np.array([full]))[0, 0] == pytest.approx(ratio, abs=1e-9)
+            assert rotated_iou(np.array([o.cxcywhr]), np.array([full]))[0, 0] == pytest.approx(ratio, abs=1e-6)
             # The visible part of the full box lies inside the clipped box: sample the frame's pixel centres.
             assert not (_inside(full, -1e-3) & ~_inside(o.cxcywhr, 1e-3)).any()
     assert clipped >= 5

@@ -144,7 +144,8 @@ class InferElement(PackedVideoFilter):
     )  # fmt: skip
     interval = GObject.Property(
         type=int, default=0, minimum=0, maximum=1_000_000, nick="Interval",
-        blurb="Frames skipped between inferences, as nvinfer (0: infer every frame); skipped frames get no metadata",
+        blurb="Frames (DeepStream: batches) skipped between inferences, as nvinfer (0: infer every frame); skipped "
+        "frames get no detections, and their frame record says inferred=false",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     unique_id = GObject.Property(

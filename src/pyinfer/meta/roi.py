@@ -29,12 +29,14 @@ their integer box with confidence 1 and class id -1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from pyinfer._gi import GLib, GObject, Gst, GstVideo
 from pyinfer.detections import Detections
+from pyinfer.meta import _roi_c
 
 PARAM_NAME = "detection"
 TRACKING_PARAM = "tracking"
@@ -51,6 +53,51 @@ def _roi_api() -> object:
     if _ROI_API is None:
         _ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
     return _ROI_API
+
+
+# The C fast path (see _roi_c): buffers and metas are passed to it as their C pointers, which PyGObject gives
+# as hash() of a Gst.Buffer or meta wrapper (checked by its self-test); None where it is not usable.
+_fast = _roi_c.load
+_get_meta_id = GstVideo.buffer_get_video_region_of_interest_meta_id
+
+
+class RoiMetas(Sequence):
+    """ROI metas of one buffer, as a sequence of ``GstVideo.VideoRegionOfInterestMeta``.
+
+    The fast path returns these instead of lists: a PyGObject meta wrapper costs ~2.5 µs, so each is made on
+    first access (by id, as :func:`roi_metas` finds them) and :func:`set_track_ids` needs none at all.
+    """
+
+    __slots__ = ("_buf", "_ids", "_ptrs", "_wrappers")
+
+    def __init__(self, buf: Gst.Buffer, ids: list[int], ptrs: list[int], wrappers: list | None = None) -> None:
+        self._buf, self._ids, self._ptrs = buf, ids, ptrs
+        self._wrappers = [None] * len(ids) if wrappers is None else wrappers
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        meta = self._wrappers[index]
+        if meta is None:
+            meta = self._wrappers[index] = _get_meta_id(self._buf, self._ids[index])
+        return meta
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (RoiMetas, list)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RoiMetas(ids={self._ids})"
+
+    def pointer(self, index: int) -> int:
+        """The C pointer of meta ``index``."""
+        return self._ptrs[index]
 
 
 def write_detections(
@@ -71,6 +118,11 @@ def write_detections(
     ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).tolist()
     conf = detections.confidence.astype(np.float64).tolist()
     cls = detections.class_id.tolist()
+    c = _fast()
+    if c is not None:
+        written = _write_fast(c, buf, detections.labels, xyxy, ltwh, conf, cls, rot, unique_id, model_id, first_id)
+        if written is not None:
+            return written
     add = GstVideo.buffer_add_video_region_of_interest_meta
     for i in range(n):
         left, top, width, height = ltwh[i]
@@ -102,6 +154,60 @@ def write_detections(
     return metas
 
 
+def _write_fast(c, buf, labels, xyxy, ltwh, conf, cls, rot, unique_id, model_id, first_id) -> RoiMetas | None:
+    """write_detections through the C API, or None (nothing written) where PyGObject must do it."""
+    n = len(conf)
+    if _roi_c.gtype_of(unique_id) != _roi_c.G_TYPE_INT or _roi_c.gtype_of(model_id) != _roi_c.G_TYPE_INT:
+        return None
+    if type(first_id) is not int or not _roi_c.INT_MIN <= first_id <= _roi_c.INT_MAX - n + 1:
+        return None
+    with np.errstate(invalid="ignore"):
+        x0, y0 = np.floor(xyxy[:, 0]), np.floor(xyxy[:, 1])
+        box = np.stack([x0, y0, np.ceil(xyxy[:, 0] + (xyxy[:, 2] - xyxy[:, 0])) - x0,
+                        np.ceil(xyxy[:, 1] + (xyxy[:, 3] - xyxy[:, 1])) - y0], axis=1)  # fmt: skip
+    if not (np.isfinite(box).all() and (box >= 0).all() and (box <= 0xFFFF_FFFF).all()):
+        return None  # PyGObject raises as before
+    names: dict[int, bytes] = {}
+    for k in set(cls):
+        name = labels[k] if 0 <= k < len(labels) else str(k)
+        if "\0" in name:
+            return None
+        try:
+            names[k] = name.encode()
+        except UnicodeEncodeError:
+            return None
+    ptr = hash(buf)
+    ids = range(first_id, first_id + n)
+    if any(first_id <= rec[2] < first_id + n for rec in c.walk(ptr)):
+        return None  # ids taken: RoiMetas could not find the new metas by id
+    D, I, S = _roi_c.G_TYPE_DOUBLE, _roi_c.G_TYPE_INT, _roi_c.G_TYPE_STRING  # noqa: E741
+    types = (D, I, S, I, I, D, D, D, D) + ((D,) * 5 if rot is not None else ())
+    new, add, add_param = c.new_structure(types), c.add, c.add_param
+    ibox = box.astype(np.int64).tolist()
+    ptrs = []
+    for i in range(n):
+        left, top, width, height = ltwh[i]
+        label = names[cls[i]]
+        meta = add(ptr, label, *ibox[i], first_id + i)
+        if rot is None:
+            s = new(
+                b"detection", b"confidence", D, conf[i], b"class-id", I, cls[i], b"label", S, label,
+                b"unique-id", I, unique_id, b"model-id", I, model_id, b"left", D, left, b"top", D, top,
+                b"width", D, width, b"height", D, height, None,
+            )  # fmt: skip
+        else:
+            cx, cy, rw, rh, angle = rot[i]
+            s = new(
+                b"detection", b"confidence", D, conf[i], b"class-id", I, cls[i], b"label", S, label,
+                b"unique-id", I, unique_id, b"model-id", I, model_id, b"left", D, left, b"top", D, top,
+                b"width", D, width, b"height", D, height, b"rotated-cx", D, cx, b"rotated-cy", D, cy,
+                b"rotated-width", D, rw, b"rotated-height", D, rh, b"angle-rad", D, angle, None,
+            )  # fmt: skip
+        add_param(meta, s)
+        ptrs.append(meta)
+    return RoiMetas(buf, list(ids), ptrs)
+
+
 @dataclass(frozen=True)
 class FrameInfo:
     """pyinfer's per-frame record: whether the model ran on the frame, and which producer/model."""
@@ -113,6 +219,20 @@ class FrameInfo:
 
 def write_frame_info(buf: Gst.Buffer, *, inferred: bool, unique_id: int = 0, model_id: int = 0) -> None:
     """Attach the frame record (see the module docs) to ``buf`` (which must be writable)."""
+    c = _fast()
+    if (
+        c is not None
+        and _roi_c.gtype_of(unique_id) == _roi_c.G_TYPE_INT
+        and _roi_c.gtype_of(model_id) == _roi_c.G_TYPE_INT
+    ):
+        flag = bool(inferred)  # as the PyGObject path: raises before anything is added
+        meta = c.add(hash(buf), FRAME_ROI_TYPE.encode(), 0, 0, 0, 0, FRAME_ID)
+        b, i = _roi_c.G_TYPE_BOOLEAN, _roi_c.G_TYPE_INT
+        s = c.new_structure((b, i, i))(
+            FRAME_PARAM.encode(), b"inferred", b, flag, b"unique-id", i, unique_id, b"model-id", i, model_id, None
+        )
+        c.add_param(meta, s)
+        return
     meta = GstVideo.buffer_add_video_region_of_interest_meta(buf, FRAME_ROI_TYPE, 0, 0, 0, 0)
     if meta is None:
         raise RuntimeError("could not add ROI meta: the buffer is not writable")
@@ -126,6 +246,16 @@ def write_frame_info(buf: Gst.Buffer, *, inferred: bool, unique_id: int = 0, mod
 
 def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
     """The frame record pyinfer attached to ``buf``, or None if it has none."""
+    c = _fast()
+    if c is not None:
+        rec = next((r for r in c.walk(hash(buf)) if r[2] == FRAME_ID), None)
+        if rec is None:
+            return None
+        s = c.param(rec[8], c.q_frame)
+        if not s or not c.has_field(s, b"inferred"):
+            return None
+        if c.get_frame(s, *c.args_frame):
+            return FrameInfo(bool(c.int1.value), c.int2.value, c.int3.value)
     meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, FRAME_ID)
     if meta is None:
         return None
@@ -137,6 +267,9 @@ def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
 
 def set_track_id(meta: GstVideo.VideoRegionOfInterestMeta, track_id: int, **fields: object) -> None:
     """Add the ``tracking`` param (``track-id`` as guint64, plus ``fields``) to one ROI meta."""
+    c = _fast()
+    if c is not None and type(meta) is _META_TYPE and _set_track_fast(c, hash(meta), track_id, fields):
+        return
     s = Gst.Structure.new_empty(TRACKING_PARAM)
     s.set_value("track-id", GObject.Value(GObject.TYPE_UINT64, int(track_id)))
     for key, value in fields.items():
@@ -144,8 +277,45 @@ def set_track_id(meta: GstVideo.VideoRegionOfInterestMeta, track_id: int, **fiel
     meta.add_param(s)
 
 
-def roi_metas(buf: Gst.Buffer) -> list:
+_META_TYPE = GstVideo.VideoRegionOfInterestMeta
+
+
+def _set_track_fast(c, meta: int, track_id: object, fields: dict) -> bool:
+    """set_track_id through the C API; False (nothing added) where PyGObject must do it."""
+    tid = int(track_id)
+    if not 0 <= tid <= _roi_c.UINT64_MAX:
+        return False
+    types = [_roi_c.G_TYPE_UINT64]
+    args = [TRACKING_PARAM.encode(), b"track-id", _roi_c.G_TYPE_UINT64, tid]
+    for key, value in fields.items():
+        gtype = _roi_c.gtype_of(value)
+        if gtype is None:
+            return False
+        types.append(gtype)
+        args += [key.replace("_", "-").encode(), gtype, _roi_c.c_value(value)]
+    args.append(None)
+    c.add_param(meta, c.new_structure(tuple(types))(*args))
+    return True
+
+
+def set_track_ids(metas: Sequence, indices: Iterable[int], track_ids: Iterable[int], **fields: object) -> None:
+    """:func:`set_track_id` on ``metas[i]`` for each ``i`` in ``indices``, with the matching track id.
+
+    With the :class:`RoiMetas` of :func:`read_detections_checked` this needs no PyGObject meta wrappers.
+    """
+    c = _fast()
+    for i, track_id in zip(indices, track_ids):
+        if c is not None and isinstance(metas, RoiMetas) and _set_track_fast(c, metas.pointer(i), track_id, fields):
+            continue
+        set_track_id(metas[i], track_id, **fields)
+
+
+def roi_metas(buf: Gst.Buffer) -> Sequence:
     """The detection ROI metas of ``buf`` in id order (0..N-1), without the frame record."""
+    c = _fast()
+    if c is not None:
+        recs, _ = c.select(hash(buf))
+        return RoiMetas(buf, [r[2] for r in recs], [r[0] for r in recs])
     return _roi_metas(buf)
 
 
@@ -176,10 +346,15 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
         ``extra["roi_id"]``; ``extra["track_id"]`` (uint64, :data:`UNTRACKED_ID` where none) when a tracker
         set any; ``cxcywhr`` when any detection is rotated.
     """
-    metas = _roi_metas(buf)
-    if not metas:
+    c = _fast()
+    if c is not None:
+        recs, _ = c.select(hash(buf))
+        n = len(recs)
+    else:
+        metas = _roi_metas(buf)
+        n = len(metas)
+    if n == 0:
         return Detections.empty(labels=labels)
-    n = len(metas)
     xyxy = np.empty((n, 4), np.float32)
     conf = np.ones(n, np.float32)
     cls = np.full(n, -1, np.int32)
@@ -189,26 +364,15 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     track_id = np.full(n, UNTRACKED_ID, np.uint64)
     rot = np.full((n, 5), np.nan, np.float32)
     names: dict[int, str] = {}
-    for i, meta in enumerate(metas):
-        roi_id[i] = meta.id
-        t = meta.get_param(TRACKING_PARAM)
-        if t is not None and t.has_field("track-id"):
-            track_id[i] = t.get_value("track-id")
-        s = meta.get_param(PARAM_NAME)
-        if s is not None and s.has_field("left"):
-            left, top = s.get_value("left"), s.get_value("top")
-            xyxy[i] = (left, top, left + s.get_value("width"), top + s.get_value("height"))
-            conf[i] = s.get_value("confidence")
-            cls[i] = s.get_value("class-id")
-            uid[i] = s.get_value("unique-id")
-            if s.has_field("model-id"):
-                model_id[i] = s.get_value("model-id")
-            if s.has_field("angle-rad"):
-                rot[i] = [s.get_value(k) for k in _ROTATED_FIELDS]
-            names.setdefault(int(cls[i]), s.get_value("label"))
+    out = (xyxy, conf, cls, uid, model_id, roi_id, track_id, rot)
+    for i in range(n):
+        if c is not None:
+            if _read_fast(c, recs[i], i, out, names):
+                continue
+            meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
         else:
-            xyxy[i] = (meta.x, meta.y, meta.x + meta.w, meta.y + meta.h)
-            names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
+            meta = metas[i]
+        _read_slow(meta, i, out, names)
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
     extra = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id}
@@ -225,6 +389,74 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
 
 
 _ROTATED_FIELDS = ("rotated-cx", "rotated-cy", "rotated-width", "rotated-height", "angle-rad")
+
+
+def _read_slow(meta: GstVideo.VideoRegionOfInterestMeta, i: int, out: tuple, names: dict[int, str]) -> None:
+    """read_detections of one meta through PyGObject."""
+    xyxy, conf, cls, uid, model_id, roi_id, track_id, rot = out
+    roi_id[i] = meta.id
+    t = meta.get_param(TRACKING_PARAM)
+    if t is not None and t.has_field("track-id"):
+        track_id[i] = t.get_value("track-id")
+    s = meta.get_param(PARAM_NAME)
+    if s is not None and s.has_field("left"):
+        left, top = s.get_value("left"), s.get_value("top")
+        xyxy[i] = (left, top, left + s.get_value("width"), top + s.get_value("height"))
+        conf[i] = s.get_value("confidence")
+        cls[i] = s.get_value("class-id")
+        uid[i] = s.get_value("unique-id")
+        if s.has_field("model-id"):
+            model_id[i] = s.get_value("model-id")
+        if s.has_field("angle-rad"):
+            rot[i] = [s.get_value(k) for k in _ROTATED_FIELDS]
+        names.setdefault(int(cls[i]), s.get_value("label"))
+    else:
+        xyxy[i] = (meta.x, meta.y, meta.x + meta.w, meta.y + meta.h)
+        names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
+
+
+def _read_fast(c, rec: tuple, i: int, out: tuple, names: dict[int, str]) -> bool:
+    """:func:`_read_slow` through the C API; False (nothing changed) where PyGObject must read the meta."""
+    xyxy, conf, cls, uid, model_id, roi_id, track_id, rot = out
+    _, roi_type, rid, _, x, y, w, h, params = rec
+    det, trk = c.params2(params)
+    tid = None
+    if trk:
+        if c.get_uint64(trk, b"track-id", c.u64_at):
+            tid = c.u64.value
+        elif c.has_field(trk, b"track-id"):
+            return False
+    if det and c.get_det_uid(det, *c.args_det_uid):
+        left, top, width, height, score = c.dbl[:]
+        k, producer = c.int1.value, c.int2.value
+        if c.get_int(det, b"model-id", c.int3_at):
+            model = c.int3.value
+        elif c.has_field(det, b"model-id"):
+            return False
+        else:
+            model = -1
+        box = c.rotated(det)
+        if box is False:
+            return False
+        label = None
+        if k not in names and (label := c.label(det)) is None:
+            return False
+        xyxy[i] = (left, top, left + width, top + height)
+        conf[i], cls[i], uid[i], model_id[i] = score, k, producer, model
+        if box is not None:
+            rot[i] = box
+        if label is not None:
+            names[k] = label
+    elif det and c.has_field(det, b"left"):
+        return False
+    else:
+        xyxy[i] = (x, y, x + w, y + h)
+        if -1 not in names:
+            names[-1] = GLib.quark_to_string(roi_type)
+    roi_id[i] = rid
+    if tid is not None:
+        track_id[i] = tid
+    return True
 
 
 @dataclass(frozen=True)
@@ -263,6 +495,79 @@ def _problem(fields: dict[str, object]) -> str | None:
     return None
 
 
+def _checked_slow(meta: GstVideo.VideoRegionOfInterestMeta, names: dict[int, str], tracking: bool) -> tuple | str:
+    """read_detections_checked of one meta through PyGObject: ``(row, rotated box, track)`` or a problem."""
+    s = meta.get_param(PARAM_NAME)
+    rot = None
+    if s is None:
+        if meta.w == 0 or meta.h == 0:
+            return f"ROI {meta.id}: empty box {meta.w}x{meta.h} at ({meta.x}, {meta.y})"
+        row = [float(meta.x), float(meta.y), float(meta.w), float(meta.h), 1.0, -1]
+        names.setdefault(-1, GLib.quark_to_string(meta.roi_type) or "")
+    else:
+        row = [s.get_value(k) for k in ("left", "top", "width", "height", "confidence", "class-id")]
+        angle = s.get_value("angle-rad")
+        if angle is not None:
+            rot = [s.get_value(k) for k in _ROTATED_FIELDS[:4]] + [angle]
+        # Fast path: pyinfer writes doubles and an int; anything else gets the detailed check.
+        if not (
+            type(row[0]) is float and type(row[1]) is float and type(row[2]) is float
+            and type(row[3]) is float and type(row[4]) is float and type(row[5]) is int
+            and (rot is None or all(type(v) is float for v in rot))
+        ):  # fmt: skip
+            fields = dict(zip(("left", "top", "width", "height", "confidence", "class-id"), row))
+            if rot is not None:
+                fields.update(zip(_ROTATED_FIELDS, rot))
+            problem = _problem(fields)
+            if problem is not None:
+                return f"ROI {meta.id}: {problem}"
+            row[:5] = [float(v) for v in row[:5]]
+            rot = None if rot is None else [float(v) for v in rot]
+        cls = row[5]
+        if cls not in names:
+            label = s.get_value("label")
+            names[cls] = label if isinstance(label, str) else str(cls)
+    track = (UNTRACKED_ID, False, False)
+    t = meta.get_param(TRACKING_PARAM) if tracking else None
+    if t is not None:
+        value = t.get_value("track-id")
+        if type(value) is not int or not 0 <= value <= UNTRACKED_ID:
+            return f"ROI {meta.id}: track-id {value!r} is not an unsigned 64-bit integer"
+        track = (value, t.get_value("predicted") is True, True)
+    return row, rot, track
+
+
+def _checked_fast(c, rec: tuple, names: dict[int, str], tracking: bool) -> tuple | str | None:
+    """:func:`_checked_slow` through the C API; None (nothing changed) where PyGObject must read the meta."""
+    _, roi_type, rid, _, x, y, w, h, params = rec
+    det, trk = c.params2(params)
+    track = (UNTRACKED_ID, False, False)
+    if tracking and trk:
+        if not c.get_uint64(trk, b"track-id", c.u64_at):
+            return None
+        track = (c.u64.value, bool(c.get_boolean(trk, b"predicted", c.int3_at) and c.int3.value), True)
+    if not det:
+        if w == 0 or h == 0:
+            return f"ROI {rid}: empty box {w}x{h} at ({x}, {y})"
+        if -1 not in names:
+            names[-1] = GLib.quark_to_string(roi_type) or ""
+        return [float(x), float(y), float(w), float(h), 1.0, -1], None, track
+    if not c.get_det(det, *c.args_det):
+        return None
+    row = c.dbl[:]
+    k = c.int1.value
+    row.append(k)
+    rot = c.rotated(det)
+    if rot is False:
+        return None
+    if k not in names:
+        label = c.label(det)
+        if label is None:
+            return None
+        names[k] = label
+    return row, rot, track
+
+
 def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> CheckedDetections:
     """Read the detection ROI metas of ``buf`` as :func:`read_detections` does, skipping malformed ones.
 
@@ -276,58 +581,45 @@ def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Checke
         buf: the buffer.
         tracking: also read the ``tracking`` params (track ids; ``predicted`` flags).
     """
-    good, problems = [], []
+    problems: list[str] = []
     names: dict[int, str] = {}
+    ids: list[int] = []  # ROI id of each good detection
+    ptrs: list[int] = []  # and its meta's C pointer (fast path) ...
+    wrappers: list = []  # ... or PyGObject wrapper (None where not made)
     rows: list[list] = []  # left, top, width, height, confidence, class-id
     rot_rows: list[list | None] = []
     tracks: list[tuple[int, bool]] = []
     n_tracked = 0
-    for meta in _roi_metas(buf):
-        s = meta.get_param(PARAM_NAME)
-        rot = None
-        if s is None:
-            if meta.w == 0 or meta.h == 0:
-                problems.append(f"ROI {meta.id}: empty box {meta.w}x{meta.h} at ({meta.x}, {meta.y})")
-                continue
-            row = [float(meta.x), float(meta.y), float(meta.w), float(meta.h), 1.0, -1]
-            names.setdefault(-1, GLib.quark_to_string(meta.roi_type) or "")
+    c = _fast()
+    if c is not None:
+        recs, _ = c.select(hash(buf))
+        n = len(recs)
+    else:
+        metas = _roi_metas(buf)
+        n = len(metas)
+    for i in range(n):
+        got = None
+        meta = None
+        if c is not None:
+            got = _checked_fast(c, recs[i], names, tracking)
+            if got is None:
+                meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
         else:
-            row = [s.get_value(k) for k in ("left", "top", "width", "height", "confidence", "class-id")]
-            angle = s.get_value("angle-rad")
-            if angle is not None:
-                rot = [s.get_value(k) for k in _ROTATED_FIELDS[:4]] + [angle]
-            # Fast path: pyinfer writes doubles and an int; anything else gets the detailed check.
-            if not (
-                type(row[0]) is float and type(row[1]) is float and type(row[2]) is float
-                and type(row[3]) is float and type(row[4]) is float and type(row[5]) is int
-                and (rot is None or all(type(v) is float for v in rot))
-            ):  # fmt: skip
-                fields = dict(zip(("left", "top", "width", "height", "confidence", "class-id"), row))
-                if rot is not None:
-                    fields.update(zip(_ROTATED_FIELDS, rot))
-                problem = _problem(fields)
-                if problem is not None:
-                    problems.append(f"ROI {meta.id}: {problem}")
-                    continue
-                row[:5] = [float(v) for v in row[:5]]
-                rot = None if rot is None else [float(v) for v in rot]
-            cls = row[5]
-            if cls not in names:
-                label = s.get_value("label")
-                names[cls] = label if isinstance(label, str) else str(cls)
-        track = (UNTRACKED_ID, False)
-        t = meta.get_param(TRACKING_PARAM) if tracking else None
-        if t is not None:
-            value = t.get_value("track-id")
-            if type(value) is not int or not 0 <= value <= UNTRACKED_ID:
-                problems.append(f"ROI {meta.id}: track-id {value!r} is not an unsigned 64-bit integer")
-                continue
-            track = (value, t.get_value("predicted") is True)
-            n_tracked += 1
-        good.append(meta)
+            meta = metas[i]
+        if got is None:
+            got = _checked_slow(meta, names, tracking)
+        if isinstance(got, str):
+            problems.append(got)
+            continue
+        row, rot, track = got
+        ids.append(i if c is not None else meta.id)
+        ptrs.append(recs[i][0] if c is not None else 0)
+        wrappers.append(meta)
         rows.append(row)
         rot_rows.append(rot)
         tracks.append(track)
+        n_tracked += track[2]
+    tracks = [tr[:2] for tr in tracks]
     if rows:
         # Values of the right types may still be out of range (NaN, negative sizes, scores above 1): checked
         # here for all rows at once.
@@ -341,19 +633,20 @@ def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Checke
                 fields = dict(zip(("left", "top", "width", "height", "confidence", "class-id"), rows[i]))
                 if rot_rows[i] is not None:
                     fields.update(zip(_ROTATED_FIELDS, rot_rows[i]))
-                problems.append(f"ROI {good[i].id}: {_problem(fields) or 'values out of range'}")
-            keep = np.flatnonzero(~bad)
-            good = [good[i] for i in keep]
+                problems.append(f"ROI {ids[i]}: {_problem(fields) or 'values out of range'}")
+            keep = np.flatnonzero(~bad).tolist()
+            ids, ptrs, wrappers = [ids[i] for i in keep], [ptrs[i] for i in keep], [wrappers[i] for i in keep]
             rot_rows = [rot_rows[i] for i in keep]
             tracks = [tracks[i] for i in keep]
             n_tracked = sum(tr[0] != UNTRACKED_ID for tr in tracks)
             box, rot_arr = box[keep], rot_arr[keep]
-    if not good:
+    good = RoiMetas(buf, ids, ptrs, wrappers) if c is not None else wrappers
+    if not ids:
         return CheckedDetections(Detections.empty(), good, problems)
     n = len(good)
     xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
     labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if names and min(names) >= 0 else ()
-    extra = {"roi_id": np.array([m.id for m in good], np.int64)}
+    extra = {"roi_id": np.array(ids, np.int64)}
     if n_tracked:
         extra["track_id"] = np.array([tr[0] for tr in tracks], np.uint64)
         extra["predicted"] = np.array([tr[1] for tr in tracks], bool)

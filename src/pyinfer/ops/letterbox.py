@@ -114,21 +114,121 @@ def letterbox(
         dtype = out.dtype if out is not None else torch.float32
     if out is None or out.shape != (b, 3, input_h, input_w):
         out = torch.empty((b, 3, input_h, input_w), dtype=dtype, device=frames.device)
+    resize = (geo.resized_w, geo.resized_h) != (w, h)
+    px, py = int(geo.pad_x), int(geo.pad_y)
+    if frames.device.type != "cpu":
+        # Off the CPU: read only the source pixels the resize uses, straight from uint8 (see resize_gather).
+        _fill_pad(out, px, py, geo.resized_w, geo.resized_h)
+        picture = out[:, :, py : py + geo.resized_h, px : px + geo.resized_w]
+        resize_gather(frames, geo.resized_w, geo.resized_h, channels, picture)
+        return out, geo
     # NCHW view of the colour planes (channels-last in memory: no copy).
     x = frames[..., :3].permute(0, 3, 1, 2)
-    resize = (geo.resized_w, geo.resized_h) != (w, h)
-    if resize and x.device.type == "cpu":
+    if resize:
         # The CPU has a vectorised uint8 bilinear kernel: resizing before the float conversion is ~3x faster
         # than converting the full frame first (1280x720 -> 384: 0.39 ms vs 1.3 ms); values differ by at most
         # one grey level from the float path.
         x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False).to(dtype)
     else:
         x = x.to(dtype)
-        if resize:
-            x = F.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False)
     if channels.startswith("B"):
         x = x.flip(1)
     out.fill_(PAD_VALUE / 255.0)
-    px, py = int(geo.pad_x), int(geo.pad_y)
     out[:, :, py : py + geo.resized_h, px : px + geo.resized_w] = x.mul_(1.0 / 255.0)
     return out, geo
+
+
+def _fill_pad(out: torch.Tensor, px: int, py: int, rw: int, rh: int) -> None:
+    """Fill the grey bands around the picture (only them: the picture is written next)."""
+    for band in (
+        out[:, :, :py],
+        out[:, :, py + rh :],
+        out[:, :, py : py + rh, :px],
+        out[:, :, py : py + rh, px + rw :],
+    ):
+        if band.numel():
+            band.fill_(PAD_VALUE / 255.0)
+
+
+#: Source taps per (input size, output size, device), made once outside compiled code.
+_TAPS: dict[tuple[int, int, str], tuple] = {}
+
+
+def _taps(n_in: int, n_out: int, device: torch.device) -> tuple:
+    """Bilinear (align_corners=False) source taps of one axis, as torch's CUDA ``upsample_bilinear2d`` computes them.
+
+    Returns ``(i0, i1, l1)``: (n_out,) int64 first and second source index and the float32 weight of the second
+    (``l0 = 1 - l1``); ``i1`` and ``l1`` are None where every weight of the second tap is 0 (no resize, or an odd
+    integer ratio such as 1080 -> 360: each output pixel is one source pixel).
+    """
+    import torch
+
+    key = (n_in, n_out, str(device))
+    compiling = torch.compiler.is_compiling()
+    if not compiling and key in _TAPS:
+        return _TAPS[key]
+    if n_in == n_out or (n_in % n_out == 0 and (n_in // n_out) % 2 == 1):
+        k = n_in // n_out
+        # scale * (d + 0.5) - 0.5 = k * d + (k - 1) / 2 exactly: an integer, weight 0 on the second tap.
+        taps = (torch.arange(n_out, device=device) * k + (k - 1) // 2, None, None)
+    else:
+        # As area_pixel_compute_source_index: float32 scale = in / out, src = scale * (d + 0.5) - 0.5, >= 0.
+        real = ((torch.arange(n_out, device=device, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp_(min=0)
+        i0 = real.to(torch.int64)
+        i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+        taps = (i0, i1, real - i0)
+    if not compiling:
+        _TAPS[key] = taps
+    return taps
+
+
+def resize_gather(frames: torch.Tensor, rw: int, rh: int, channels: str, out: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of (B, H, W, C) uint8 frames into ``out`` ((B, 3, rh, rw) float view), RGB, divided by 255.
+
+    The arithmetic of ``F.interpolate(frames.to(dtype), mode="bilinear", align_corners=False)`` followed by
+    ``* (1 / 255)`` in ``out``'s dtype, the GPU path before: the same source indices and weights, the same
+    formula ``l0y * (l0x * a + l1x * b) + l1y * (l0x * c + l1x * d)`` in float32, rounded to ``out``'s dtype,
+    then scaled. Only the source pixels the resize reads are gathered, from uint8: for 1080p -> 640x360 that
+    is one pixel in nine (an odd integer ratio: each output pixel is one source pixel, so no arithmetic and the
+    same result bit for bit), where converting the whole frame to float first moved ~20 MB per frame.
+    (Where the two weights are not 0/1, the last bit may differ from torch's kernel, which may fuse
+    multiply-adds.)
+    """
+    import torch
+
+    _, h, w, _ = frames.shape
+    dev = frames.device
+    y0, y1, ly = _taps(int(h), rh, dev)
+    x0, x1, lx = _taps(int(w), rw, dev)
+    c = torch.arange(2, -1, -1, device=dev) if channels.startswith("B") else torch.arange(3, device=dev)
+    cc = c[None, None, :]
+
+    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        return frames[:, yi[:, None, None], xi[None, :, None], cc]  # (B, rh, rw, 3) uint8
+
+    if ly is None and lx is None:
+        # One source pixel per output pixel: scale the gathered uint8 straight into out (float32 arithmetic, as
+        # the float path's 1.0 * v then * (1 / 255)).
+        return _scaled_into(out, tap(y0, x0).permute(0, 3, 1, 2))
+    f32 = torch.float32
+    if lx is None:
+        lyc = ly[:, None, None]
+        val = (1 - lyc) * tap(y0, x0).to(f32) + lyc * tap(y1, x0).to(f32)
+    elif ly is None:
+        lxc = lx[None, :, None]
+        val = (1 - lxc) * tap(y0, x0).to(f32) + lxc * tap(y0, x1).to(f32)
+    else:
+        lyc, lxc = ly[:, None, None], lx[None, :, None]
+        top = (1 - lxc) * tap(y0, x0).to(f32) + lxc * tap(y0, x1).to(f32)
+        bottom = (1 - lxc) * tap(y1, x0).to(f32) + lxc * tap(y1, x1).to(f32)
+        val = (1 - lyc) * top + lyc * bottom
+    return _scaled_into(out, val.to(out.dtype).permute(0, 3, 1, 2))
+
+
+def _scaled_into(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out[...] = x * (1 / 255)``, computed in float32 (x's opmath) and rounded to out's dtype once."""
+    import torch
+
+    if torch.compiler.is_compiling():  # dynamo takes no strided out=; inductor fuses the two anyway
+        return out.copy_(x.to(torch.float32) * (1.0 / 255.0))
+    return torch.mul(x, 1.0 / 255.0, out=out)  # one kernel in eager mode (a CUDA graph replays each one)
