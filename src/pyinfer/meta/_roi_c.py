@@ -69,11 +69,11 @@ class RoiC:
             video, "gst_buffer_add_video_region_of_interest_meta", c_size_t, c_size_t, c_char_p, c_uint, c_uint,
             c_uint, c_uint,
         )  # fmt: skip
+        self.is_writable = fn(gst, "gst_mini_object_is_writable", c_int, c_size_t)
         self.add_param = fn(video, "gst_video_region_of_interest_meta_add_param", None, c_size_t, c_size_t)
         quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
         self.q_detection, self.q_tracking, self.q_frame = (quark(n) for n in (b"detection", b"tracking", b"frame"))
         self._gst = gst
-        self._get_protos: dict[int, object] = {}
         self._new_protos: dict[tuple, object] = {}
         # Output slots of the variadic reads, and their argument tuples (built once).
         self.dbl = (c_double * 5)()
@@ -87,22 +87,25 @@ class RoiC:
         rot = [a for k, f in enumerate(_ROTATED_FIELDS) for a in (f, G_TYPE_DOUBLE, dbl_at[k])]
         model = [b"model-id", G_TYPE_INT, ctypes.addressof(self.int3)]
         frame = [b"inferred", G_TYPE_BOOLEAN, ctypes.addressof(self.int1), *uid, *model]
-        self.get_det = self._get(6)
-        self.args_det = (*det, *cls, None)
-        self.get_det_uid = self._get(7)
-        self.args_det_uid = (*det, *cls, *uid, None)
-        self.get_rot = self._get(5)
-        self.args_rot = (*rot, None)
-        self.get_frame = self._get(3)
-        self.args_frame = (*frame, None)
+        # gst_structure_get without argtypes, on arguments converted once: ~1/3 cheaper per call than with.
+        raw_get = gst.gst_structure_get
+        raw_get.restype = c_int
+        self._s = c_void_p()
+        self._raw_get = raw_get
+        self.args_det = self._preconvert((*det, *cls, None))
+        self.args_det_uid = self._preconvert((*det, *cls, *uid, None))
+        self.args_rot = self._preconvert((*rot, None))
+        self.args_frame = self._preconvert((*frame, None))
 
-    def _get(self, n: int) -> object:
-        """``gst_structure_get(s, name, GType, out*, ... NULL)`` with ``n`` fields."""
-        proto = self._get_protos.get(n)
-        if proto is None:
-            argtypes = (c_size_t, *((c_char_p, c_size_t, c_size_t) * n), c_void_p)
-            proto = self._get_protos[n] = CFUNCTYPE(c_int, *argtypes)(("gst_structure_get", self._gst))
-        return proto
+    @staticmethod
+    def _preconvert(args: tuple) -> tuple:
+        """Variadic arguments as ctypes objects: names as char*, GTypes and out-pointers as gsize."""
+        return tuple(c_char_p(a) if isinstance(a, bytes) else None if a is None else c_size_t(a) for a in args)
+
+    def get(self, s: int, args: tuple) -> bool:
+        """``gst_structure_get(s, *args)``: True if every field is there with the given type."""
+        self._s.value = s
+        return bool(self._raw_get(self._s, *args))
 
     def new_structure(self, types: tuple[int, ...]) -> object:
         """``gst_structure_new(name, field, GType, value, ... NULL)`` for fields of these GTypes."""
@@ -169,7 +172,7 @@ class RoiC:
         """The rotated box of a detection param: ``None`` without ``angle-rad``, ``False`` if not doubles."""
         if not self.has_field(s, b"angle-rad"):
             return None
-        if not self.get_rot(s, *self.args_rot):
+        if not self.get(s, self.args_rot):
             return False
         return self.dbl[:]
 
@@ -184,12 +187,22 @@ class RoiC:
 
     # -- writing ---------------------------------------------------------------------------------------------
 
+    def check_writable(self, buf: int) -> None:
+        """Raise where ``gst_buffer_add_meta`` would fail (GStreamer's ROI adder then crashes on NULL)."""
+        if not self.is_writable(buf):
+            raise RuntimeError("could not add ROI meta: the buffer is not writable")
+
     def add(self, buf: int, roi_type: bytes, x: int, y: int, w: int, h: int, roi_id: int) -> int:
         meta = self.add_meta(buf, roi_type, x, y, w, h)
         if not meta:
             raise RuntimeError("could not add ROI meta: the buffer is not writable")
         c_int.from_address(meta + _ID_OFFSET).value = roi_id
         return meta
+
+
+def params_of(meta: int) -> int:
+    """The ``params`` GList* of an ROI meta."""
+    return c_size_t.from_address(meta + _ROI_OFFSET + _ROI.size - 8).value
 
 
 def gtype_of(value: object) -> int | None:
