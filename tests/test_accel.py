@@ -95,6 +95,39 @@ def test_fixed_decode_flags_only_the_frame_with_more_candidates_than_it_takes():
     assert not redo_frame1
 
 
+def test_fixed_decode_takes_exactly_as_many_boxes_as_it_has_candidates_without_a_redo():
+    out = torch.zeros(1, 5, 300)
+    for i in range(16):  # 16 separate boxes above the threshold, scattered over the anchors
+        out[0, :4, 7 + 17 * i] = torch.tensor([20.0 + 38 * i, 300.0, 30.0, 30.0])
+        out[0, 4, 7 + 17 * i] = 0.3 + 0.04 * i
+    packed = decode_fixed(out, torch.tensor(0.25), torch.tensor(0.45), geometry=GEO, candidates=16, max_det=300)
+    got, redo = unpack_fixed(packed.numpy(), 1)
+    assert not redo
+    ref = YoloV8Decoder().decode([out], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    assert len(ref.xyxy) == 16
+    assert_same(ref, got)
+    assert np.all(np.diff(got.confidence) < 0)  # best first
+
+
+@pytest.mark.parametrize(("seed", "max_det"), [(6, 300), (7, 4)])
+def test_fixed_decode_with_half_precision_scores_ties_included_gives_the_plain_detections(seed, max_det):
+    out = clustered_outputs(seed, 3, 4).half().float()  # fp16 model outputs: coarse scores, many equal
+    out[:, 4:] = (out[:, 4:] * 8).round() / 8  # scores in steps of 1/8: ties between overlapping boxes
+    conf, iou = 0.2, 0.45
+    ref = YoloV8Decoder().decode([out], GEO, conf_threshold=conf, iou_threshold=iou, max_detections=max_det)
+    packed = decode_fixed(out, torch.tensor(conf), torch.tensor(iou), geometry=GEO, candidates=512, max_det=max_det)
+    got, redo = unpack_fixed(packed.numpy(), 3)
+    assert not redo
+    # Which of two equal-scoring overlapping boxes survives is not defined (torchvision's order either): compare
+    # what is defined, the count per frame and the scores and classes kept.
+    for a, g in zip(sorted_rows(ref), sorted_rows(got)):
+        assert a.shape == g.shape
+        np.testing.assert_array_equal(np.sort(a[:, 4]), np.sort(g[:, 4]))
+    counts = packed[:, 0, 0].long()
+    for f in range(3):
+        assert torch.all(packed[f, 1 + counts[f] :] == 0)  # rows after the detections are zero
+
+
 def chain_outputs(length: int) -> torch.Tensor:
     """One frame, one class: boxes along a line, each overlapping only its neighbours (IoU 0.6), scores falling.
 

@@ -120,7 +120,7 @@ def main() -> int:
     def stage_us(fn) -> float:
         return gpu_us(graphed(fn).replay) if cuda else gpu_us(fn)
 
-    for bs in (int(b) for b in args.batches.split(",")):
+    def one(bs: int) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f} s] batch {bs}", flush=True)
         batches = tp.frame_batches(frames_dev, bs)
         eng = tp.make_engine(model, settings)
@@ -142,6 +142,15 @@ def main() -> int:
             raw_out = bundle.module(x)
             note(bs, "loops", "model output dtype (module / backend)", f"{raw_out.dtype} / {outs[0].dtype}")
             src = batches[1]
+            # the new letterbox against the old GPU path: 1080p (bit for bit), and other sizes
+            gen = torch.Generator(device=dev).manual_seed(bs)
+            for fh, fw in ((1080, 1920), (720, 1280), (479, 641)):
+                f = torch.randint(0, 256, (bs, fh, fw, 3), dtype=torch.uint8, device=dev, generator=gen)
+                a = old_letterbox_stage(f, 640, 640, dtype, "BGR", False, True)
+                b = accel._letterbox_stage(f, 640, 640, dtype, "BGR", False, True)
+                diff = (a.float() - b.float()).abs()
+                note(bs, "loops", f"letterbox new vs old {fw}x{fh}: max diff, elements differing",
+                     f"{diff.max().item():.3g}, {int((diff > 0).sum())} of {diff.numel()}")  # fmt: skip
             if cuda:
                 note(bs, "stages_us", "copy frames into the input buffer", gpu_us(lambda: static.copy_(src)))
             lb_new_c = fast._letterbox_fn
@@ -162,8 +171,16 @@ def main() -> int:
             for name, fn in (("decode_fixed eager", decode_fixed), ("decode_fixed compiled", fast._decode_fn)):
                 if name.endswith("compiled") and mode == "off":
                     continue
-                note(bs, "stages_us", name, stage_us(lambda fn=fn: fn(out0, conf, iou, geometry=inst.geometry,
-                                                                      candidates=fast.candidates, max_det=300)))
+                note(
+                    bs,
+                    "stages_us",
+                    name,
+                    stage_us(
+                        lambda fn=fn: fn(
+                            out0, conf, iou, geometry=inst.geometry, candidates=fast.candidates, max_det=300
+                        )
+                    ),
+                )
             if inst.graph is not None:
                 note(bs, "stages_us", "whole captured graph (letterbox+model+decode)", gpu_us(inst.graph.replay))
 
@@ -224,7 +241,9 @@ def main() -> int:
             table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
             report.setdefault("kernels", {})[f"b{bs}"] = table
             print(table, flush=True)
-        del eng, fast, inst
+
+    for bs in (int(b) for b in args.batches.split(",")):
+        one(bs)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "profile_core.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("stages_us", "host_us", "loops")}, indent=1))
