@@ -168,3 +168,37 @@ def test_every_frame_carries_a_frame_record_saying_whether_it_was_inferred(run_p
     infos = result.frames
     assert [i.inferred for i in infos] == [True, False, False, True, False, False, True]
     assert {i.unique_id for i in infos} == {4}
+
+
+def test_a_classifier_model_attaches_its_top_k_to_the_frame_detection(run_pipeline, tmp_path):
+    import torch
+
+    from pyinfer.meta.roi import read_classifications
+    from support import save_torchscript
+
+    class ColourClassifier(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x.mean(dim=(2, 3)) * 20, dim=1)  # [B, 3]: which channel is brightest
+
+    path = save_torchscript(ColourClassifier(), tmp_path / "cls.torchscript",
+                            {"imgsz": [32, 32], "names": {"0": "red", "1": "green", "2": "blue"}},
+                            torch.zeros(1, 3, 32, 32))  # fmt: skip
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=2 pattern=blue ! video/x-raw,format=RGB,width=64,height=48 ! "
+        f"pyinfer model-engine={path} decoder=classifier ! appsink name=sink"
+    )
+    seen = []
+
+    def probe(pad, info):
+        seen.append(read_classifications(info.get_buffer()))
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+    result = run_pipeline(pipeline)
+    assert result.ok, result.error
+    assert [d.label(0) for d in result.detections] == ["blue", "blue"]
+    for frame in seen:
+        (top,) = frame
+        assert top[0][1] == "blue" and sorted(label for _, label, _ in top) == ["blue", "green", "red"]
+        assert top[0][2] >= top[1][2] >= top[2][2]
+        assert top[0][2] == pytest.approx(float(result.detections[0].confidence[0]), abs=1e-6)

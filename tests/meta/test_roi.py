@@ -14,6 +14,7 @@ from pyinfer.meta.roi import (
     PARAM_NAME,
     UNTRACKED_ID,
     FrameInfo,
+    read_classifications,
     read_detections,
     read_frame_info,
     roi_metas,
@@ -202,3 +203,19 @@ def test_frame_record_is_found_by_its_id_and_does_not_count_as_a_detection(infer
     assert read_frame_info(buf) == FrameInfo(inferred, 9, 2)
     assert len(read_detections(buf)) == 2
     assert read_frame_info(_buffer()) is None
+
+
+def test_a_classifiers_top_k_rides_on_each_detection_and_reads_back():
+    dets = Detections(
+        np.array([[0, 0, 64, 48], [5, 5, 10, 10]], np.float32), np.array([0.8, 0.6], np.float32),
+        np.array([2, 0], np.int32), labels=("cat", "dog", "owl"),
+        extra={"topk_class_id": np.array([[2, 0, 1], [0, 2, 1]], np.int32),
+               "topk_confidence": np.array([[0.8, 0.15, 0.05], [0.6, 0.3, 0.1]], np.float32)},
+    )  # fmt: skip
+    buf = _write(dets)
+    (first, second) = read_classifications(buf)
+    assert [c for c, _, _ in first] == [2, 0, 1] and [lab for _, lab, _ in second] == ["cat", "owl", "dog"]
+    assert first[1][2] == pytest.approx(0.15, abs=1e-6)
+    back = read_detections(buf)
+    np.testing.assert_array_equal(back.class_id, dets.class_id)
+    assert read_classifications(_write(_random_detections(np.random.default_rng(8), 2, 50, 50, ("a",)))) == [[], []]

@@ -40,6 +40,8 @@ from pyinfer.meta import _roi_c
 
 PARAM_NAME = "detection"
 TRACKING_PARAM = "tracking"
+#: A classifier's top-k on a detection: ``count`` and ``class-id-K``, ``label-K``, ``confidence-K``, K < count.
+CLASSIFICATION_PARAM = "classification"
 FRAME_PARAM = "frame"
 FRAME_ROI_TYPE = "pyinfer-frame"
 FRAME_ID = 2**31 - 1  # the frame record's ROI id: out of the 0..N-1 range of detections
@@ -106,7 +108,51 @@ def write_detections(
     """Attach one ROI meta per detection to ``buf`` (which must be writable); returns the new metas.
 
     ``first_id`` numbers them from there (a writer adding to a frame that already has ``first_id`` metas).
+    A classifier's top-k (``extra["topk_class_id"]`` / ``extra["topk_confidence"]``) is added to each meta
+    as a :data:`CLASSIFICATION_PARAM` param (see :func:`read_classifications`).
     """
+    metas = _write_detections(buf, detections, unique_id=unique_id, model_id=model_id, first_id=first_id)
+    if len(detections) and "topk_class_id" in detections.extra and "topk_confidence" in detections.extra:
+        _write_classifications(metas, detections)
+    return metas
+
+
+def _write_classifications(metas: Sequence, detections: Detections) -> None:
+    ids = np.asarray(detections.extra["topk_class_id"]).reshape(len(detections), -1).tolist()
+    scores = np.asarray(detections.extra["topk_confidence"], np.float64).reshape(len(detections), -1).tolist()
+    n_labels = len(detections.labels)
+    for i in range(len(detections)):
+        s = Gst.Structure.new_empty(CLASSIFICATION_PARAM)
+        s.set_value("count", len(ids[i]))
+        for k, (c, p) in enumerate(zip(ids[i], scores[i])):
+            s.set_value(f"class-id-{k}", int(c))
+            s.set_value(f"label-{k}", detections.labels[c] if 0 <= c < n_labels else str(c))
+            s.set_value(f"confidence-{k}", float(p))
+        metas[i].add_param(s)
+
+
+def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
+    """Per detection (ROI id order), the classifier's top-k as ``(class_id, label, confidence)``, best first.
+
+    Detections without a :data:`CLASSIFICATION_PARAM` param give an empty list.
+    """
+    out = []
+    for meta in _roi_metas(buf):
+        s = meta.get_param(CLASSIFICATION_PARAM)
+        if s is None or not s.has_field("count"):
+            out.append([])
+            continue
+        out.append([
+            (int(s.get_value(f"class-id-{k}")), str(s.get_value(f"label-{k}")), float(s.get_value(f"confidence-{k}")))
+            for k in range(int(s.get_value("count")))
+            if s.has_field(f"class-id-{k}")
+        ])  # fmt: skip
+    return out
+
+
+def _write_detections(
+    buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
+) -> list:
     n = len(detections)
     metas: list = []
     if n == 0:
