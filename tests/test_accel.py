@@ -350,7 +350,9 @@ def test_cuda_graphs_give_the_plain_cuda_paths_detections(channels):
         for a, b in zip(want, got):
             assert len(a) == len(b) > 0
             np.testing.assert_allclose(np.sort(a.confidence), np.sort(b.confidence), atol=0)
-    assert len(fast._instances) == 1  # the partial batch was padded into the captured one
+    # One instance for device frames (letterboxed before the graph), one for host frames (copied into it); the
+    # partial batch was padded into the device frames' one.
+    assert len(fast._instances) == 2
 
 
 @pytest.mark.gpu
@@ -369,3 +371,42 @@ def test_pipelined_batches_on_cuda_give_the_synchronous_results():
     results += [fast.collect(t) for t in tickets]
     for frames, got in zip(batches, results):
         assert_same(fast.infer(frames), got)
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_fixed_decode_of_half_outputs_gives_the_plain_decoders_detections_of_the_float32_cast(seed):
+    # The fast path hands decode_fixed a fp16 model's own outputs; the plain decoder sees them cast to float32.
+    half = clustered_outputs(seed, 3, 5).half()
+    ref = YoloV8Decoder().decode([half.float()], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    packed = decode_fixed(half, torch.tensor(0.25), torch.tensor(0.45), geometry=GEO, candidates=512, max_det=300)
+    assert packed.dtype == torch.float32
+    got, redo = unpack_fixed(packed.numpy(), 3)
+    assert not redo
+    for a, g in zip(sorted_rows(ref), sorted_rows(got)):
+        assert a.shape == g.shape
+        np.testing.assert_array_equal(np.sort(a[:, 4]), np.sort(g[:, 4]))
+
+
+def test_a_threshold_equal_to_a_half_score_keeps_the_same_boxes_as_the_plain_decoder():
+    half = clustered_outputs(23, 1, 2).half()
+    conf = float(half[0, 4:].max(dim=0).values.float().sort().values[-40])  # a score exactly on the threshold
+    ref = YoloV8Decoder().decode([half.float()], GEO, conf_threshold=conf, iou_threshold=0.45, max_detections=300)
+    packed = decode_fixed(half, torch.tensor(conf), torch.tensor(0.45), geometry=GEO, candidates=512, max_det=300)
+    got, redo = unpack_fixed(packed.numpy(), 1)
+    assert not redo and len(ref.confidence) > 0
+    np.testing.assert_array_equal(np.sort(ref.confidence), np.sort(got.confidence))
+
+
+def test_frames_letterboxed_before_the_graph_and_frames_copied_into_it_give_the_same_detections():
+    table = clustered_outputs(24, 1, 3)[0]
+    engine, direct = plain_and_fast(table, AccelSettings(), fixed_decode=True)
+    staged = FastPath(engine.model, engine.decoder, (640, 640), AccelSettings(), fixed_decode=True, direct=False)
+    frames = frames_batch(3, seed=4)
+    a, b = direct.infer(frames), staged.infer(frames)
+    assert_same(a, b)
+    (inst,) = next(iter(direct._instances.values()))
+    assert inst.frames is None and inst.input is not None  # no static copy of the frames
+    (inst,) = next(iter(staged._instances.values()))
+    assert inst.frames is not None and inst.input is None
+    ref = engine.infer(frames)
+    assert [len(d) for d in ref] == [len(d) for d in a.detections()]

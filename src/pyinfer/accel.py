@@ -1,11 +1,17 @@
 """Speed knobs for the engine: CUDA graphs, torch.compile, channels_last, one CUDA stream, no host syncs.
 
 With any knob on, :class:`FastPath` replaces the engine's plain ``letterbox -> forward -> decode``. On CUDA a
-batch then costs the host one copy of the frames into a preallocated device buffer, one CUDA-graph replay
-(letterbox, model and a fixed-shape YOLOv8 decode with NMS, captured together), one device-to-host copy of a
-fixed-size result into pinned memory, and one wait for that copy. Nothing before the copy waits for the GPU:
-the plain decoder's ``nonzero`` and torchvision's NMS (whose CUDA kernel finishes its greedy scan on the host)
-are replaced by :func:`decode_fixed`, which keeps every shape fixed, so it can live inside the graph.
+batch of frames in host memory then costs the host one copy of the frames into a preallocated device buffer,
+one CUDA-graph replay (letterbox, model and a fixed-shape YOLOv8 decode with NMS, captured together), one
+device-to-host copy of a fixed-size result into pinned memory, and one wait for that copy. Frames already on
+the device are not copied whole: the letterbox reads them where they are and writes the graph's static model
+input (~50x smaller at 1080p), and the graph holds model + decode. With the fixed decode the graph keeps the
+model's own output dtype: a fp16 model's (B, 84, 8400) output is not cast to float32 whole; the decode casts
+the per-anchor best score and the candidates it keeps (exact, so the same detections).
+
+Nothing before the copy waits for the GPU: the plain decoder's ``nonzero`` and torchvision's NMS (whose CUDA
+kernel finishes its greedy scan on the host) are replaced by :func:`decode_fixed`, which keeps every shape
+fixed, so it can live inside the graph.
 
 :func:`decode_fixed` gives exactly the plain decoder's detections unless a frame has more than ``candidates``
 boxes above the threshold or its NMS needs more than ``NMS_ITERATIONS`` rounds; it says so in the result, and
@@ -35,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pyinfer.backends.base import as_float32
 from pyinfer.decoders.base import DecodedBatch
 from pyinfer.errors import ConfigError
-from pyinfer.ops.letterbox import LetterboxGeometry, letterbox
+from pyinfer.ops.letterbox import PAD_VALUE, LetterboxGeometry, letterbox
 
 if TYPE_CHECKING:
     import torch
@@ -95,16 +102,23 @@ def check_compile_mode(mode: str) -> str:
     return mode
 
 
-def model_function(model: LoadedModel, settings: AccelSettings) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+def model_function(
+    model: LoadedModel, settings: AccelSettings, *, native_outputs: bool = False
+) -> Callable[[torch.Tensor], list[torch.Tensor]]:
     """The model's forward with channels_last and torch.compile applied as the settings ask.
 
-    Both change the model's module in place, once per LoadedModel, so engines built on the same loaded model
-    (one per batch size in a benchmark, say) share one compiled module and its compiled shapes.
+    With ``native_outputs`` the forward returns the outputs in the model's own dtype where the backend offers
+    that (torch backends: fp16/bf16 models skip the float32 cast of the whole output; :func:`decode_fixed`
+    casts only what it reads). Both knobs change the model's module in place, once per LoadedModel, so engines
+    built on the same loaded model (one per batch size in a benchmark, say) share one compiled module and its
+    compiled shapes.
     """
     import torch
 
     done = model.__dict__.setdefault("_pyinfer_accel", set())
     forward = model.forward
+    if native_outputs:
+        forward = getattr(forward, "native_outputs", forward)
     if not is_torch_native(model):
         return forward
     module = model.module
@@ -227,8 +241,10 @@ def decode_fixed(
     c = min(candidates, n)
     k = min(c, max_det)
     dev = out.device
-    scores, cls = out[:, 4:, :].max(dim=1)  # (B, N), the outputs' dtype
-    # Compare in the scores' dtype, as the plain decoder's `scores > threshold` does.
+    scores, cls = out[:, 4:, :].max(dim=1)  # (B, N), in the outputs' dtype (fp16 outputs are not cast whole)
+    # The plain decoder sees the outputs cast to float32 (exact from fp16/bf16) and compares `scores > threshold`
+    # in float32: cast the per-anchor best score (B x N, not B x (4 + nc) x N) and compare the same way.
+    scores = scores.float()
     above = scores > conf.to(scores.dtype)
     count_above = above.sum(dim=1)
     overflow = count_above > c
@@ -241,7 +257,7 @@ def decode_fixed(
     idx = torch.zeros((b, c + 1), dtype=torch.int64, device=dev).scatter_(1, slot, anchors)[:, :c]
     order = torch.arange(c, device=dev)
     valid = order[None, :] < count_above.clamp(max=c)[:, None]  # (B, C) slots holding a box above the threshold
-    top = scores.gather(1, idx).float()
+    top = scores.gather(1, idx)
     cls = cls.gather(1, idx)
     box = out[:, :4, :].gather(2, idx.unsqueeze(1).expand(b, 4, c)).float()  # (B, 4, C) cx, cy, w, h
     cx, cy, w, h = box.unbind(1)
@@ -299,14 +315,15 @@ def unpack_fixed(packed: np.ndarray, n: int) -> tuple[DecodedBatch, bool]:
 class _Instance:
     """One input shape's preallocated buffers and (on CUDA, with graphs) its captured graph."""
 
-    frames: torch.Tensor  # (B, H, W, C) uint8, static device input
+    frames: torch.Tensor | None  # (B, H, W, C) uint8 static device input; None: frames letterboxed before the graph
     geometry: LetterboxGeometry
+    input: torch.Tensor | None = None  # (B, 3, h, w) static model input, when ``frames`` is None
     host: torch.Tensor | None = None  # pinned copy of ``packed``
     event: Any = None  # torch.cuda.Event recorded after the copy to ``host``
     graph: Any = None  # torch.cuda.CUDAGraph, or None: the stage runs eagerly each time
     outputs: list = field(default_factory=list)  # static model outputs (the graph writes them)
     packed: torch.Tensor | None = None  # static decode_fixed result
-    stage: Callable | None = None  # runs letterbox + model (+ decode_fixed) on ``frames``
+    stage: Callable | None = None  # runs (letterbox +) model (+ decode_fixed) on ``frames`` (or ``input``)
     busy: bool = False
 
 
@@ -338,6 +355,7 @@ class FastPath:
         settings: AccelSettings,
         *,
         fixed_decode: bool | None = None,
+        direct: bool = True,
     ):
         """Apply the knobs to ``model`` (channels_last converts its weights in place) and prepare the stream.
 
@@ -348,6 +366,10 @@ class FastPath:
             settings: the knobs.
             fixed_decode: use :func:`decode_fixed` and the preallocated per-shape buffers; None: on CUDA with
                 the yolov8 decoder. On the CPU it only serves tests of this module's logic (no faster there).
+            direct: frames already on the engine's device are letterboxed straight from the caller's tensor into
+                the graph's static model input (the graph holds model + decode only), instead of being copied
+                whole into a static frame buffer first (100 MB per batch of 16 1080p frames). Frames elsewhere
+                (host memory) always take the copy, with the letterbox inside the graph.
         """
         import torch
 
@@ -371,13 +393,18 @@ class FastPath:
         if fixed_decode is None:
             fixed_decode = self.cuda and getattr(decoder, "name", "") == "yolov8"
         self.fixed_decode = fixed_decode
+        self.direct = direct
         self.redos = 0  # batches the fixed decode handed back to the plain decoder
-        self._model_fn = model_function(model, settings)
+        # With the fixed decode the graph keeps the model's own output dtype (a fp16 model: no float32 cast of
+        # the whole output; decode_fixed casts what it reads, the plain decoder gets float32 in collect).
+        self._model_fn = model_function(model, settings, native_outputs=bool(fixed_decode))
         self.stretch = getattr(decoder, "resize", "letterbox") == "stretch"
         self._letterbox_fn: Callable = _letterbox_stage
+        self._letterbox_into_fn: Callable = _letterbox_into
         self._decode_fn: Callable = decode_fixed
         if self.cuda and settings.compile != "off":
             self._letterbox_fn = _compiled(_letterbox_stage, settings.compile)
+            self._letterbox_into_fn = _compiled(_letterbox_into, settings.compile)
             self._decode_fn = _compiled(decode_fixed, settings.compile)
         self._instances: dict[tuple, list[_Instance]] = {}
         self._geometries: dict[tuple[int, int], LetterboxGeometry] = {}
@@ -448,7 +475,8 @@ class FastPath:
         if not self._instanced:
             ticket.result = self._infer_cpu(frames, channels, conf_threshold, iou_threshold, max_detections)
             return ticket
-        inst = self._acquire(frames, channels, max_detections)
+        direct = self.direct and self._on_device(frames)
+        inst = self._acquire(frames, channels, max_detections, direct)
         ticket.instance = inst
         caller = torch.cuda.current_stream(self.device) if frames.is_cuda else None
         with torch.inference_mode(), self._on_stream():
@@ -456,7 +484,10 @@ class FastPath:
                 # Frames made on the caller's stream: wait for them, and keep their memory until we are done.
                 self.stream.wait_stream(caller)
                 frames.record_stream(self.stream)
-            inst.frames[:n].copy_(frames, non_blocking=True)
+            if inst.frames is None:
+                self._letterbox_direct(frames, channels, inst.input[:n])
+            else:
+                inst.frames[:n].copy_(frames, non_blocking=True)
             self._set_thresholds(conf_threshold, iou_threshold)
             self._run(inst)
             if inst.packed is not None:
@@ -483,7 +514,7 @@ class FastPath:
                 self._grow_candidates(inst)
             # Plain decoder on the graph's outputs: other decoders always, YOLOv8 when the fixed decode says so.
             with torch.inference_mode(), self._on_stream():
-                outputs = [o[: ticket.n] for o in inst.outputs]
+                outputs = as_float32([o[: ticket.n] for o in inst.outputs])
                 return self.decoder.decode(
                     outputs,
                     inst.geometry,
@@ -525,10 +556,33 @@ class FastPath:
             self._iou.fill_(iou)
             self._thresholds = (conf, iou)
 
-    def _acquire(self, frames: torch.Tensor, channels: str, max_det: int) -> _Instance:
+    def _on_device(self, frames: torch.Tensor) -> bool:
+        """Whether ``frames`` are in the engine's device memory (so the letterbox can read them where they are)."""
+        dev = frames.device
+        if dev.type != self.device.type:
+            return False
+        if dev.type != "cuda":
+            return True
+        import torch
+
+        return dev.index == (self.device.index if self.device.index is not None else torch.cuda.current_device())
+
+    def _letterbox_direct(self, frames: torch.Tensor, channels: str, out: torch.Tensor) -> None:
+        """Letterbox the caller's frames into the static model input ``out`` on the engine's stream."""
+        args = (frames, out, self.input_width, self.input_height, channels, self.stretch)
+        try:
+            self._letterbox_into_fn(*args)
+        except Exception as exc:  # compiling failed (nothing ran yet): the eager letterbox does the same
+            if self._letterbox_into_fn is _letterbox_into:
+                raise
+            log.warning("compiled letterbox failed, running it eagerly: %s", exc)
+            self._letterbox_into_fn = _letterbox_into
+            _letterbox_into(*args)
+
+    def _acquire(self, frames: torch.Tensor, channels: str, max_det: int, direct: bool = False) -> _Instance:
         """A free instance whose batch holds these frames (padding a partial batch), capturing one if needed."""
         n, h, w, c = (int(v) for v in frames.shape)
-        rest = (h, w, c, channels, max_det, self.candidates)
+        rest = (h, w, c, channels, max_det, direct, self.candidates)
         fits = sorted((key for key in self._instances if key[1:] == rest and key[0] >= n), key=lambda key: key[0])
         key = fits[0] if fits else (n, *rest)
         ring = self._instances.pop(key, [])
@@ -547,15 +601,18 @@ class FastPath:
         return inst
 
     def _stage(self, inst: _Instance, channels: str, max_det: int) -> tuple[list, Any]:
-        x = self._letterbox_fn(
-            inst.frames,
-            self.input_width,
-            self.input_height,
-            self.model.dtype,
-            channels,
-            self.stretch,
-            self.settings.channels_last,
-        )
+        if inst.frames is None:
+            x = inst.input  # letterboxed before the graph (direct frames)
+        else:
+            x = self._letterbox_fn(
+                inst.frames,
+                self.input_width,
+                self.input_height,
+                self.model.dtype,
+                channels,
+                self.stretch,
+                self.settings.channels_last,
+            )
         if self.settings.compile != "off":
             mark_batch_dynamic(x)
         outputs = self._model_fn(x)
@@ -574,10 +631,17 @@ class FastPath:
     def _capture(self, key: tuple) -> _Instance:
         import torch
 
-        b, h, w, c, channels, max_det, _ = key
-        frames = torch.full((b, h, w, c), 114, dtype=torch.uint8, device=self.device)  # grey until first use
+        b, h, w, c, channels, max_det, direct, _ = key
         geometry = self._geometry(w, h)
-        inst = _Instance(frames=frames, geometry=geometry, event=torch.cuda.Event() if self.cuda else None)
+        inst = _Instance(frames=None, geometry=geometry, event=torch.cuda.Event() if self.cuda else None)
+        with self._on_stream():  # grey until first use; made on the stream that uses them
+            if direct:
+                shape = (b, 3, self.input_height, self.input_width)
+                fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+                grey = torch.full(shape, PAD_VALUE / 255.0, dtype=self.model.dtype, device=self.device)
+                inst.input = grey.contiguous(memory_format=fmt)
+            else:
+                inst.frames = torch.full((b, h, w, c), PAD_VALUE, dtype=torch.uint8, device=self.device)
         inst.stage = lambda: self._stage(inst, channels, max_det)
         with torch.inference_mode(), self._on_stream():
             for _ in range(WARMUP_RUNS if self.cuda else 1):  # compiles, picks cuDNN algorithms, builds module state
@@ -598,7 +662,7 @@ class FastPath:
         inst.outputs, inst.packed = list(outputs), packed
         if packed is not None:
             inst.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=self.cuda)
-        log.debug("captured %s for frames %s (graph: %s)", self.device, tuple(frames.shape), inst.graph is not None)
+        log.debug("captured %s for frames %s (graph: %s)", self.device, (b, h, w, c), inst.graph is not None)
         return inst
 
     def _geometry(self, w: int, h: int) -> LetterboxGeometry:
@@ -676,6 +740,13 @@ def _letterbox_stage(
         shape = (int(frames.shape[0]), 3, input_h, input_w)
         out = torch.empty(shape, dtype=dtype, device=frames.device, memory_format=torch.channels_last)
     return letterbox(frames, input_w, input_h, out=out, dtype=dtype, channels=channels, stretch=stretch)[0]
+
+
+def _letterbox_into(
+    frames: torch.Tensor, out: torch.Tensor, input_w: int, input_h: int, channels: str, stretch: bool
+) -> None:
+    """Letterbox ``frames`` into ``out`` (a static model input, any memory format): the plain path's function."""
+    letterbox(frames, input_w, input_h, out=out, dtype=out.dtype, channels=channels, stretch=stretch)
 
 
 def build_fast_path(

@@ -108,16 +108,21 @@ def wrap_module(
 
     from pyinfer.backends.base import in_batches
 
-    def run(x: torch.Tensor) -> list[torch.Tensor]:
+    def run_native(x: torch.Tensor) -> list[torch.Tensor]:
         with torch.inference_mode():
             if preprocess is not None:
                 x = preprocess(x)
             out = module(x)
             if postprocess is not None:
                 out = postprocess(out)
-        return as_float32(output_list(out))
+        return output_list(out)
+
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        return as_float32(run_native(x))
 
     forward = run
+    # The outputs in the model's own dtype, for accel's in-graph decode, which casts only what it reads.
+    run.native_outputs = run_native  # type: ignore[attr-defined]
     if fixed_batch is not None:
 
         def forward(x: torch.Tensor) -> list[torch.Tensor]:
