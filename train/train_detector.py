@@ -184,8 +184,13 @@ def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def assign(
-    scores: torch.Tensor, boxes: torch.Tensor, anchors: torch.Tensor, targets: torch.Tensor,
-    topk: int = 10, alpha: float = 0.5, beta: float = 6.0,
+    scores: torch.Tensor,
+    boxes: torch.Tensor,
+    anchors: torch.Tensor,
+    targets: torch.Tensor,
+    topk: int = 10,
+    alpha: float = 0.5,
+    beta: float = 6.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Task-aligned assignment (YOLOv8's TaskAlignedAssigner).
 
@@ -202,8 +207,13 @@ def assign(
     gt_cls, gt_box = targets[..., 0].long(), targets[..., 1:]
     valid = gt_cls >= 0  # (B, M)
     ax, ay = anchors[:, 0], anchors[:, 1]
-    inside = ((ax > gt_box[..., 0:1]) & (ax < gt_box[..., 2:3]) & (ay > gt_box[..., 1:2]) & (ay < gt_box[..., 3:4])
-              & valid[..., None])  # (B, M, N)
+    inside = (
+        (ax > gt_box[..., 0:1])
+        & (ax < gt_box[..., 2:3])
+        & (ay > gt_box[..., 1:2])
+        & (ay < gt_box[..., 3:4])
+        & valid[..., None]
+    )  # (B, M, N)
     overlaps = pairwise_iou(gt_box, boxes) * inside
     cls_scores = scores.gather(2, gt_cls.clamp(min=0)[:, None, :].expand(-1, scores.shape[1], -1)).transpose(1, 2)
     align = cls_scores.pow(alpha) * overlaps.pow(beta) * inside
@@ -224,9 +234,7 @@ def assign(
     return fg, t_box, t_scores
 
 
-def detection_loss(
-    model: ShapesNet, x: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
+def detection_loss(model: ShapesNet, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of one batch and its parts."""
     ltrb, logits, anchors, strides = model.forward_train(x)
     boxes = torch.cat((anchors - ltrb[..., :2], anchors + ltrb[..., 2:]), -1)
@@ -290,7 +298,13 @@ def match(pred: np.ndarray, gt: np.ndarray, iou_thr: float = 0.5) -> tuple[int, 
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, seed: int, width: int, height: int, frames: int, device: torch.device, batch: int = 16,
+    model: torch.nn.Module,
+    seed: int,
+    width: int,
+    height: int,
+    frames: int,
+    device: torch.device,
+    batch: int = 16,
 ) -> dict[str, float]:
     """Precision, recall and mean IoU at IoU 0.5 (conf 0.25, class-aware NMS 0.45) on a held-out sequence."""
     scene = Scene(seed, width, height)
@@ -301,13 +315,21 @@ def evaluate(
         x, geo = letterbox(torch.from_numpy(np.stack(imgs)).to(device), IMGSZ, IMGSZ)
         for det, objects in zip(decode(model(x)), truths):
             det[:, :4] = geo.to_frame(det[:, :4])
-            gt = np.array([(o.class_id, o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3])
-                           for o in objects], np.float64).reshape(-1, 5)
+            gt = np.array(
+                [(o.class_id, o.bbox[0], o.bbox[1], o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]) for o in objects],
+                np.float64,
+            ).reshape(-1, 5)
             t, v = match(det.cpu().double().numpy(), gt)
             tp, n_pred, n_gt = tp + t, n_pred + len(det), n_gt + len(gt)
             ious += v
-    return {"precision": tp / max(n_pred, 1), "recall": tp / max(n_gt, 1), "mean_iou": float(np.mean(ious or [0.0])),
-            "frames": frames, "objects": n_gt, "detections": n_pred}
+    return {
+        "precision": tp / max(n_pred, 1),
+        "recall": tp / max(n_gt, 1),
+        "mean_iou": float(np.mean(ious or [0.0])),
+        "frames": frames,
+        "objects": n_gt,
+        "detections": n_pred,
+    }
 
 
 def evaluate_held_out(model: torch.nn.Module, device: torch.device, frames: int) -> dict[str, dict[str, float]]:
@@ -315,8 +337,11 @@ def evaluate_held_out(model: torch.nn.Module, device: torch.device, frames: int)
     out = {}
     for w, h in ((1280, 720), (800, 600)):
         out[f"1000003@{w}x{h}"] = r = evaluate(model, 1000003, w, h, frames, device)
-        print(f"held-out seed 1000003 {w}x{h}: precision {r['precision']:.4f} recall {r['recall']:.4f} "
-              f"mIoU {r['mean_iou']:.4f} ({r['objects']} objects, {r['detections']} detections)", flush=True)
+        print(
+            f"held-out seed 1000003 {w}x{h}: precision {r['precision']:.4f} recall {r['recall']:.4f} "
+            f"mIoU {r['mean_iou']:.4f} ({r['objects']} objects, {r['detections']} detections)",
+            flush=True,
+        )
     return out
 
 
@@ -336,9 +361,14 @@ def export(model: ShapesNet, out_dir: Path, meta_extra: dict, eval_frames: int) 
         "stride": 32,
         "batch": 1,
         "names": {str(i): name for i, name in enumerate(CLASSES)},
-        "pyinfer": {"decoder": "yolov8", "input": "rgb", "letterbox": True, **meta_extra,
-                    "torch": torch.__version__,
-                    "eval": evaluate_held_out(traced, torch.device("cpu"), eval_frames)},
+        "pyinfer": {
+            "decoder": "yolov8",
+            "input": "rgb",
+            "letterbox": True,
+            **meta_extra,
+            "torch": torch.__version__,
+            "eval": evaluate_held_out(traced, torch.device("cpu"), eval_frames),
+        },
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.jit.save(traced, str(out_dir / "shapes.torchscript"), _extra_files={"config.txt": json.dumps(meta)})
@@ -363,8 +393,11 @@ def train(args: argparse.Namespace, model: ShapesNet, device: torch.device) -> S
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.937, 0.999))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.937, 0.999),
+    )
     warmup = min(300, args.steps // 10)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -375,8 +408,11 @@ def train(args: argparse.Namespace, model: ShapesNet, device: torch.device) -> S
     while step < total:
         if step % args.refresh_every == 0:
             stream.refresh()
-        lr_scale = (step + 1) / warmup if step < warmup else (
-            0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+        lr_scale = (
+            (step + 1) / warmup
+            if step < warmup
+            else (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+        )
         for g in opt.param_groups:
             g["lr"] = args.lr * lr_scale
         idx = torch.randint(0, args.buffer, (args.batch,), generator=gen, device=device)
@@ -406,8 +442,10 @@ def train(args: argparse.Namespace, model: ShapesNet, device: torch.device) -> S
         if step % args.log_every == 0 or step == total:
             n = args.log_every if step % args.log_every == 0 else step % args.log_every
             msg = " ".join(f"{k} {v / n:.4f}" for k, v in stats.items())
-            print(f"step {step}/{total} lr {args.lr * lr_scale:.2e} {msg} "
-                  f"({time.perf_counter() - t_start:.0f}s)", flush=True)
+            print(
+                f"step {step}/{total} lr {args.lr * lr_scale:.2e} {msg} ({time.perf_counter() - t_start:.0f}s)",
+                flush=True,
+            )
             stats.clear()
         if args.time_limit and time.perf_counter() - T0 > args.time_limit:
             print(f"time limit reached at step {step}: stopping early (run not reproducible)", flush=True)
@@ -434,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh-every", type=int, default=1, help="steps between fresh chunks")
     p.add_argument("--eval-frames", type=int, default=200)
     p.add_argument("--time-limit", type=float, default=0.0, help="seconds; stop training early past this")
-    p.add_argument("--time-budget", type=float, default=0.0,
-                   help="seconds from start; after 200 steps, cut --steps to what fits (cosine schedule included)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        help="seconds from start; after 200 steps, cut --steps to what fits (cosine schedule included)",
+    )
     p.add_argument("--log-every", type=int, default=100)
     args = p.parse_args(argv)
 
@@ -458,8 +500,14 @@ def main(argv: list[str] | None = None) -> int:
             print("safetensors not installed: skipping shapes.safetensors")
         else:
             save_file(state, str(args.out / "shapes.safetensors"))
-        info = {"seed": args.seed, "steps": args.steps_done, "batch": args.batch, "lr": args.lr,
-                "train_seconds": round(time.perf_counter() - T0), "torch": torch.__version__}
+        info = {
+            "seed": args.seed,
+            "steps": args.steps_done,
+            "batch": args.batch,
+            "lr": args.lr,
+            "train_seconds": round(time.perf_counter() - T0),
+            "torch": torch.__version__,
+        }
         (args.out / "shapes.json").write_text(json.dumps(info))
         print(f"saved weights to {args.out} after {time.perf_counter() - T0:.0f}s", flush=True)
     model.to(device).eval()
@@ -468,8 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         info_path = (args.weights.parent if args.steps == 0 and args.weights else args.out) / "shapes.json"
         info = json.loads(info_path.read_text()) if info_path.exists() else {"seed": args.seed, "steps": args.steps}
-        meta = export(model, args.export, {"train": info, "seed": info["seed"], "steps": info["steps"]},
-                      args.eval_frames)
+        meta = export(
+            model, args.export, {"train": info, "seed": info["seed"], "steps": info["steps"]}, args.eval_frames
+        )
         print(json.dumps(meta, indent=1))
     return 0
 

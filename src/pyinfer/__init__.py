@@ -24,8 +24,13 @@ def register() -> None:
     from pyinfer.elements.osd import OsdElement
     from pyinfer.elements.tracker import TrackerElement
 
-    for name, cls in (("pyinfer", InferElement), ("pyosd", OsdElement), ("pytracker", TrackerElement),
-                      ("pymsgconv", MsgConvElement), ("pymsgbroker", MsgBrokerElement)):
+    for name, cls in (
+        ("pyinfer", InferElement),
+        ("pyosd", OsdElement),
+        ("pytracker", TrackerElement),
+        ("pymsgconv", MsgConvElement),
+        ("pymsgbroker", MsgBrokerElement),
+    ):
         if Gst.ElementFactory.find(name) is None:
             GObject.type_register(cls)
             if not Gst.Element.register(None, name, Gst.Rank.NONE, cls):

@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser(
-        "eval", help="precision, recall and mean IoU of detections against ground truth; MOTA, IDF1 and ID "
-        "switches too when the detections carry track ids"
+        "eval",
+        help="precision, recall and mean IoU of detections against ground truth; MOTA, IDF1 and ID "
+        "switches too when the detections carry track ids",
     )
     s.add_argument("--json", required=True, metavar="OUT.jsonl")
     s.add_argument("--truth", required=True, metavar="TRUTH.jsonl")
