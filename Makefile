@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi python3-gst-1.0 \
 	gstreamer1.0-python3-plugin-loader gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 python3-venv \
-	mosquitto redis-server
+	mosquitto redis-server libgstreamer-plugins-base1.0-dev gcc pkg-config
 # A tested torch/torchvision pair from the package index (CUDA builds; they run on the CPU too).
 # PIP_FIND_LINKS is cleared so a local CPU-only torch wheel without a matching torchvision is not picked.
 TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2
@@ -16,7 +16,12 @@ DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
 .PHONY: setup demo test bench clean apt
-setup: $(VENV)/.installed
+# The native helper of pyinfer.meta.roi (optional at run time: without it the ctypes path is used).
+NATIVE_SO := src/pyinfer/meta/libroi_native.so
+setup: $(VENV)/.installed $(NATIVE_SO)
+
+$(NATIVE_SO): src/pyinfer/meta/roi_native.c | apt
+	cc -O2 -Wall -shared -fPIC -o $@ $< $$(pkg-config --cflags --libs gstreamer-video-1.0)
 
 apt:
 	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -qv "install ok installed" \
@@ -50,7 +55,7 @@ demo: setup
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 test: setup
-	$(PY) -m pytest
+	PYINFER_EXPECT_NATIVE=1 $(PY) -m pytest
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

@@ -28,6 +28,7 @@ their integer box with confidence 1 and class id -1.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import numpy as np
 
 from pyinfer._gi import GLib, GObject, Gst, GstVideo
 from pyinfer.detections import Detections
-from pyinfer.meta import _roi_c
+from pyinfer.meta import _roi_c, _roi_native
 
 PARAM_NAME = "detection"
 TRACKING_PARAM = "tracking"
@@ -352,6 +353,18 @@ def set_track_ids(metas: Sequence, indices: Iterable[int], track_ids: Iterable[i
     With the :class:`RoiMetas` of :func:`read_detections_checked` this needs no PyGObject meta wrappers.
     """
     c = _fast()
+    if c is not None and isinstance(metas, RoiMetas) and len(fields) == 1 and type(fields.get("predicted")) is bool:
+        nat = _native()
+        if nat is not None:
+            indices, track_ids = list(indices), list(track_ids)
+            if (
+                len(indices) == len(track_ids)
+                and all(type(t) is int for t in track_ids)
+                and (not track_ids or (min(track_ids) >= 0 and max(track_ids) <= _roi_c.UINT64_MAX))
+            ):
+                ptrs = [metas.pointer(i) for i in indices]
+                nat.set_tracks(np.array(ptrs, np.uint64), np.array(track_ids, np.uint64), fields["predicted"])
+                return
     for i, track_id in zip(indices, track_ids):
         if c is not None and isinstance(metas, RoiMetas) and _set_track_fast(c, metas.pointer(i), track_id, fields):
             continue
@@ -394,6 +407,14 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
         ``extra["roi_id"]``; ``extra["track_id"]`` (uint64, :data:`UNTRACKED_ID` where none) when a tracker
         set any; ``cxcywhr`` when any detection is rotated.
     """
+    if _fast() is not None and (nat := _native()) is not None:
+        got = _read_native(nat, buf, labels)
+        if got is not None:
+            return got
+    return _read_detections(buf, labels)
+
+
+def _read_detections(buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections:
     c = _fast()
     if c is not None:
         recs, _ = c.select(hash(buf))
@@ -421,6 +442,12 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
         else:
             meta = metas[i]
         _read_slow(meta, i, out, names)
+    return _finish_read(out, names, labels)
+
+
+def _finish_read(out: tuple, names: dict[int, str], labels: tuple[str, ...]) -> Detections:
+    xyxy, conf, cls, uid, model_id, roi_id, track_id, rot = out
+    n = len(xyxy)
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
     extra = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id}
@@ -629,6 +656,14 @@ def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Checke
         buf: the buffer.
         tracking: also read the ``tracking`` params (track ids; ``predicted`` flags).
     """
+    if _fast() is not None and (nat := _native()) is not None:
+        got = _checked_native(nat, buf, tracking)
+        if got is not None:
+            return got
+    return _read_detections_checked(buf, tracking)
+
+
+def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetections:
     problems: list[str] = []
     names: dict[int, str] = {}
     ids: list[int] = []  # ROI id of each good detection
@@ -707,3 +742,203 @@ def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Checke
         xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra
     )
     return CheckedDetections(dets, good, problems)
+
+
+# -- the native helper (see _roi_native): first choice when built and its self-test passes ---------------------
+
+_NATIVE: list = []  # [RoiNative | None] once checked
+
+
+def _native() -> _roi_native.RoiNative | None:
+    """The native helper, or ``None`` (ctypes/PyGObject paths) where missing or its self-test fails."""
+    if not _NATIVE:
+        nat = _roi_native.load()
+        if nat is not None and _fast() is not None:
+            _NATIVE.append(None)  # during the self-test: the reference reads use the other paths
+            try:
+                ok = _native_self_test(nat)
+            except Exception:  # any failure means: do not use it
+                ok = False
+            _NATIVE[0] = nat if ok else None
+        else:
+            _NATIVE.append(None)
+    return _NATIVE[0]
+
+
+def _native_names(nat: _roi_native.RoiNative, cls: np.ndarray) -> dict[int, str] | None:
+    """The label of each class id, from its first meta (as the other paths read it); None if not UTF-8."""
+    names: dict[int, str] = {}
+    uniq, first = np.unique(cls, return_index=True)
+    ptrs = nat.labels[first].tolist()
+    for k, ptr in zip(uniq.tolist(), ptrs):
+        if not ptr:
+            return None
+        try:
+            names[k] = ctypes.string_at(ptr).decode()
+        except UnicodeDecodeError:
+            return None
+    return names
+
+
+def _read_native(nat: _roi_native.RoiNative, buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections | None:
+    """:func:`read_detections` in one native call; None where the other paths must read the buffer."""
+    n = nat.read(hash(buf))
+    if n < 0:
+        return None
+    if n == 0:
+        return Detections.empty(labels=labels)
+    flags = nat.flags[:n]
+    if ((flags & _roi_native.F_UID) == 0).any() or (flags & _roi_native.F_MODEL_BAD).any():
+        return None
+    cls = nat.cls[:n].copy()
+    names = _native_names(nat, cls)
+    if names is None:
+        return None
+    box = nat.box[:n]
+    xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
+    track_id = np.full(n, UNTRACKED_ID, np.uint64)
+    has_trk = (flags & _roi_native.F_TRACK) != 0
+    track_id[has_trk] = nat.track[:n][has_trk]
+    rot = np.full((n, 5), np.nan, np.float32)
+    has_rot = (flags & _roi_native.F_ROT) != 0
+    rot[has_rot] = nat.rot[:n][has_rot]
+    out = (
+        xyxy, box[:, 4].astype(np.float32), cls, nat.uid[:n].astype(np.int64), nat.model[:n].astype(np.int64),
+        np.arange(n, dtype=np.int64), track_id, rot,
+    )  # fmt: skip
+    return _finish_read(out, names, labels)
+
+
+def _checked_native(nat: _roi_native.RoiNative, buf: Gst.Buffer, tracking: bool) -> CheckedDetections | None:
+    """:func:`read_detections_checked` in one native call; None where the other paths must read the buffer."""
+    n = nat.read(hash(buf))
+    if n < 0:
+        return None
+    if n == 0:
+        return CheckedDetections(Detections.empty(), RoiMetas(buf, [], [], []), [])
+    flags = nat.flags[:n]
+    cls = nat.cls[:n]
+    names = _native_names(nat, cls)
+    if names is None:
+        return None
+    box = np.empty((n, 6), np.float64)
+    box[:, :5] = nat.box[:n]
+    box[:, 5] = cls
+    has_rot = (flags & _roi_native.F_ROT) != 0
+    rot_arr = np.zeros((n, 5), np.float64)
+    rot_arr[has_rot] = nat.rot[:n][has_rot]
+    tid = np.full(n, UNTRACKED_ID, np.uint64)
+    pred = np.zeros(n, bool)
+    n_tracked = 0
+    if tracking:
+        has_trk = (flags & _roi_native.F_TRACK) != 0
+        tid[has_trk] = nat.track[:n][has_trk]
+        pred = has_trk & ((flags & _roi_native.F_PRED) != 0)
+        n_tracked = int(has_trk.sum())
+    ptrs = nat.ptrs[:n]
+    problems: list[str] = []
+    bad = ~np.isfinite(box).all(axis=1) | ~np.isfinite(rot_arr).all(axis=1)
+    bad |= (box[:, 2] < 0) | (box[:, 3] < 0) | (rot_arr[:, 2] < 0) | (rot_arr[:, 3] < 0)
+    bad |= ~((box[:, 4] >= 0) & (box[:, 4] <= 1))
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            fields = dict(zip(("left", "top", "width", "height", "confidence"), box[i, :5].tolist()))
+            fields["class-id"] = int(cls[i])
+            if has_rot[i]:
+                fields.update(zip(_ROTATED_FIELDS, rot_arr[i].tolist()))
+            problems.append(f"ROI {i}: {_problem(fields) or 'values out of range'}")
+        keep = np.flatnonzero(~bad)
+        box, rot_arr, has_rot, tid, pred, ptrs = (
+            box[keep],
+            rot_arr[keep],
+            has_rot[keep],
+            tid[keep],
+            pred[keep],
+            ptrs[keep],
+        )
+        n_tracked = int((tid != UNTRACKED_ID).sum())
+        ids = keep.tolist()
+    else:
+        ids = list(range(n))
+    good = RoiMetas(buf, ids, ptrs.tolist())
+    if not ids:
+        return CheckedDetections(Detections.empty(), good, problems)
+    m = len(ids)
+    xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
+    labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if min(names) >= 0 else ()
+    extra = {"roi_id": np.array(ids, np.int64)}
+    if n_tracked:
+        extra["track_id"] = tid
+        extra["predicted"] = pred.copy()
+    cxcywhr = None
+    if has_rot.any():
+        aligned = np.concatenate([box[:, :2] + box[:, 2:4] / 2, box[:, 2:4], np.zeros((m, 1))], axis=1)
+        cxcywhr = np.where(has_rot[:, None], rot_arr, aligned).astype(np.float32)
+    dets = Detections(
+        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra
+    )
+    return CheckedDetections(dets, good, problems)
+
+
+def _same_detections(a: Detections, b: Detections) -> bool:
+    arrays = [(getattr(a, k), getattr(b, k)) for k in ("xyxy", "confidence", "class_id")]
+    if (a.cxcywhr is None) != (b.cxcywhr is None) or a.labels != b.labels or a.extra.keys() != b.extra.keys():
+        return False
+    if a.cxcywhr is not None:
+        arrays.append((a.cxcywhr, b.cxcywhr))
+    arrays += [(a.extra[k], b.extra[k]) for k in a.extra]
+    return all(x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in arrays)
+
+
+def _native_self_test(nat: _roi_native.RoiNative) -> bool:
+    """Read and write pyinfer's metas natively and through the ctypes path; the native helper is used only
+    where both give the same."""
+    labels = ("a", "bé")
+    xyxy = np.array([[1.5, 2.25, 30.0, 40.5], [100.0, 50.0, 120.0, 90.0], [0.0, 0.0, 5.0, 5.0]], np.float32)
+    conf = np.array([0.9, 0.5, 0.25], np.float32)
+    cls = np.array([1, 0, 1], np.int32)
+    for rotated in (False, True):
+        cxcywhr = None
+        if rotated:
+            cxcywhr = np.array([[15, 20, 10, 8, 0.3], [110, 70, 5, 9, -1.2], [2.5, 2.5, 2, 2, 0]], np.float32)
+        bufs = []
+        for use_native in (True, False):
+            buf = Gst.Buffer.new_allocate(None, 16, None)
+            metas = write_detections(buf, Detections(xyxy, conf, cls, cxcywhr=cxcywhr, labels=labels), unique_id=4)
+            write_frame_info(buf, inferred=True, unique_id=4)
+            set_track_id(metas[0], 2**64 - 2, predicted=True)
+            read = _checked_native(nat, buf, True) if use_native else _read_detections_checked(buf, True)
+            if read is None or read.problems:
+                return False
+            ids = [2**63 + 5, 7]
+            if use_native:
+                ptrs = [read.metas.pointer(i) for i in (1, 2)]
+                nat.set_tracks(np.array(ptrs, np.uint64), np.array(ids, np.uint64), False)
+            else:
+                for i, t in zip((1, 2), ids):
+                    set_track_id(read.metas[i], t, predicted=False)
+            bufs.append((buf, read))
+        (nbuf, nread), (rbuf, rread) = bufs
+        if not _same_detections(nread.detections, rread.detections):
+            return False
+        if [hash(m) for m in nread.metas] == [hash(m) for m in rread.metas] and nread.metas:
+            return False  # two buffers: the metas must differ
+        for tracking in (True, False):
+            a, b = _checked_native(nat, nbuf, tracking), _read_detections_checked(nbuf, tracking)
+            if a is None or not _same_detections(a.detections, b.detections) or a.problems != b.problems:
+                return False
+            if [hash(m) for m in a.metas] != [hash(m) for m in b.metas]:
+                return False
+        got = _read_native(nat, nbuf, ())
+        if got is None or not _same_detections(got, _read_detections(nbuf, ())):
+            return False
+        if not _same_detections(got, _read_detections(rbuf, ())):
+            return False
+        for i in range(3):
+            pa = GstVideo.buffer_get_video_region_of_interest_meta_id(nbuf, i)
+            pb = GstVideo.buffer_get_video_region_of_interest_meta_id(rbuf, i)
+            for name in (PARAM_NAME, TRACKING_PARAM):
+                sa, sb = pa.get_param(name), pb.get_param(name)
+                if sa is None or sb is None or sa.to_string() != sb.to_string():
+                    return False
+    return True

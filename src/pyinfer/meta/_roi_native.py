@@ -1,0 +1,79 @@
+"""Loader of the native helper of :mod:`pyinfer.meta.roi` (``libroi_native.so``, built from ``roi_native.c``;
+not ``_roi_native.so``, which Python would import as an extension module in place of this one).
+
+``read(buf_ptr)`` reads a buffer's detection ROI metas (as :meth:`pyinfer.meta._roi_c.RoiC.select` selects
+them) in one C call into reused numpy arrays; ``set_tracks`` adds the ``tracking`` param to many metas in one
+call. :func:`load` returns ``None`` where the library is missing or cannot be loaded; :mod:`pyinfer.meta.roi`
+then uses its ctypes path. roi.py runs a self-test against that path before using this one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import c_int, c_void_p
+from pathlib import Path
+
+import numpy as np
+
+LIB_PATH = Path(__file__).with_name("libroi_native.so")
+F_ROT, F_TRACK, F_PRED, F_UID, F_MODEL_BAD = 1, 2, 4, 8, 16
+
+
+class RoiNative:
+    """The two C functions and the reused output arrays; one instance per process (see :func:`load`)."""
+
+    def __init__(self, path: Path = LIB_PATH) -> None:
+        lib = ctypes.CDLL(str(path))
+        self._read = lib.pyinfer_roi_read
+        self._read.restype = c_int
+        self._read.argtypes = [c_void_p, c_int] + [c_void_p] * 9
+        self._set = lib.pyinfer_roi_set_tracks
+        self._set.restype = None
+        self._set.argtypes = [c_int, c_void_p, c_void_p, c_int]
+        self._grow(256)
+
+    def _grow(self, cap: int) -> None:
+        self.cap = cap
+        self.ptrs = np.zeros(cap, np.uint64)
+        self.box = np.zeros((cap, 5), np.float64)
+        self.rot = np.zeros((cap, 5), np.float64)
+        self.cls = np.zeros(cap, np.int32)
+        self.uid = np.zeros(cap, np.int32)
+        self.model = np.zeros(cap, np.int32)
+        self.track = np.zeros(cap, np.uint64)
+        self.flags = np.zeros(cap, np.uint8)
+        self.labels = np.zeros(cap, np.uint64)
+        arrays = (self.ptrs, self.box, self.rot, self.cls, self.uid, self.model, self.track, self.flags, self.labels)
+        self._args = tuple(a.ctypes.data for a in arrays)
+
+    def read(self, buf: int) -> int:
+        """Fill the arrays from buffer pointer ``buf``: the count, or -1 where Python must read it."""
+        n = self._read(buf, self.cap, *self._args)
+        if n < -1:
+            self._grow(max(-2 - n, 2 * self.cap))
+            n = self._read(buf, self.cap, *self._args)
+        return n
+
+    def set_tracks(self, metas: np.ndarray, track_ids: np.ndarray, predicted: bool) -> None:
+        """Add ``tracking`` {track-id, predicted} to each meta (uint64 pointers) with the matching track id."""
+        metas = np.ascontiguousarray(metas, np.uint64)
+        track_ids = np.ascontiguousarray(track_ids, np.uint64)
+        assert len(metas) == len(track_ids)
+        self._set(len(metas), metas.ctypes.data, track_ids.ctypes.data, int(bool(predicted)))
+
+
+_STATE: list = []  # [RoiNative | None] once loaded
+
+
+def load() -> RoiNative | None:
+    """The native helper, or ``None`` where it is not built or not loadable (or ``PYINFER_NO_NATIVE=1``)."""
+    if not _STATE:
+        lib = None
+        if os.environ.get("PYINFER_NO_NATIVE") != "1" and ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists():
+            try:
+                lib = RoiNative()
+            except (OSError, AttributeError):
+                lib = None
+        _STATE.append(lib)
+    return _STATE[0]
