@@ -55,7 +55,7 @@ demo: setup
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 test: setup
-	PYINFER_EXPECT_NATIVE=1 $(PY) -m pytest
+	$(PY) -m pytest
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,6 @@ from pyinfer.elements._base import writable
 from pyinfer.meta import _roi_c, _roi_native, roi
 
 NATIVE = roi._native() if _roi_c.load() is not None else None
-needs_native = pytest.mark.skipif(NATIVE is None, reason="native helper not built or not usable here")
 
 
 @pytest.fixture
@@ -33,14 +30,12 @@ def no_native(monkeypatch):
 _NATIVE_FN = roi._native
 
 
-@pytest.mark.skipif(os.environ.get("PYINFER_EXPECT_NATIVE") != "1", reason="PYINFER_EXPECT_NATIVE is not set")
 def test_native_helper_is_built_and_loaded():
     assert _roi_native.LIB_PATH.exists(), f"{_roi_native.LIB_PATH} not built (make setup builds it)"
     assert _roi_native.load() is not None
     assert NATIVE is not None, "the native helper failed its self-test"
 
 
-@needs_native
 @pytest.mark.parametrize("seed", range(60))
 def test_native_reads_match_the_other_paths(seed, no_native):
     buf, ids = _scene(seed)
@@ -62,7 +57,6 @@ def test_native_reads_match_the_other_paths(seed, no_native):
     assert dump(buf, ids) == before
 
 
-@needs_native
 def test_native_is_used_on_pyinfer_metas_and_declines_foreign_ones():
     rng = np.random.default_rng(1)
     buf = Gst.Buffer.new_allocate(None, 16, None)
@@ -79,7 +73,6 @@ def test_native_is_used_on_pyinfer_metas_and_declines_foreign_ones():
     assert len(roi.read_detections_checked(buf).detections) == 301  # read by the other paths
 
 
-@needs_native
 @pytest.mark.parametrize("seed", range(10))
 def test_native_set_track_ids_writes_what_the_other_paths_write(seed, no_native):
     rng = np.random.default_rng(50 + seed)
