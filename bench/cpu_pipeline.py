@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 
+from pyinfer.engine import on_fresh_thread
+
 warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.* deprecation
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
@@ -65,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def in_thread(fn, *args):
-    """Run ``fn(*args)`` on a fresh thread that exits when it returns; re-raise what it raised.
+    """``fn(*args)`` on a short-lived thread (``pyinfer.engine.on_fresh_thread``).
 
     All torch work of the benchmark runs this way. libgomp keeps one OpenMP team per thread that ever ran a
     parallel region, alive until that thread exits, and once the process has more OpenMP threads than CPUs
@@ -73,20 +75,7 @@ def in_thread(fn, *args):
     wake-ups. Torch work left on the main thread would therefore slow the pipeline's streaming thread down
     (and vice versa); short-lived threads leave no team behind.
     """
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="bench-torch")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    return on_fresh_thread(fn, *args)
 
 
 # -- inputs -----------------------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -157,20 +156,9 @@ class Budget:
 
 def in_thread(fn: Callable, *args):
     """Run on a fresh thread (CPU runs: no OpenMP team left behind to slow the pipeline's thread)."""
-    box: dict = {}
+    from pyinfer.engine import on_fresh_thread
 
-    def run() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="bench-torch")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    return on_fresh_thread(fn, *args)
 
 
 def register_pyinfer() -> bool:
