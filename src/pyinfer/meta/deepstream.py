@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from pyinfer import draw
 from pyinfer.detections import Detections
-from pyinfer.draw import PALETTE
 
 UNTRACKED_OBJECT_ID = 0xFFFF_FFFF_FFFF_FFFF
 NVDS_START_USER_META = 8193
@@ -56,7 +56,7 @@ def fit_label(label: str) -> tuple[str, bool]:
 @lru_cache(maxsize=4096)
 def class_colour(class_id: int) -> tuple[float, float, float, float]:
     """RGBA in 0..1, the same colour pyosd draws the class in."""
-    r, g, b = (PALETTE[int(class_id) % len(PALETTE)] / 255.0).tolist()
+    r, g, b = (draw.class_colour(class_id) / 255.0).tolist()
     return (r, g, b, 1.0)
 
 
