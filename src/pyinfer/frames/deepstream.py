@@ -212,25 +212,24 @@ class DeepStreamSession:
             if n == 0:
                 report.no_batch_meta = True
                 return report
+            if infer is None:  # an interval-skipped batch: nothing to read or write
+                return report
             refs: list[FrameRef] = []
             tensors: list[Any] = []
             for fm in bm.frame_items:  # read pass: plain values and tensors only
-                ref = FrameRef(fm.batch_id, fm.source_id, fm.frame_number, 0, 0)
-                if infer is None:
-                    refs.append(ref)
-                    continue
-                t = buf.extract(ref.batch_id)
+                batch_id = fm.batch_id
+                t = buf.extract(batch_id)
                 if not t:  # null tensor: not an RGB surface (touching it would crash)
-                    report.not_rgb.append(ref.batch_id)
+                    report.not_rgb.append(batch_id)
                     continue
-                x = self._tensor(t, ref.batch_id, report)
+                x = self._tensor(t, batch_id, report)
                 del t
                 if x is None:
                     continue
                 tensors.append(x)
-                refs.append(FrameRef(ref.batch_id, ref.source_id, ref.frame_number, x.shape[1], x.shape[0]))
+                refs.append(FrameRef(batch_id, fm.source_id, fm.frame_number, x.shape[1], x.shape[0]))
             results: dict[int, Detections] = {}
-            if infer is not None and tensors:
+            if tensors:
                 dets = infer(tensors)
                 results = {r.batch_id: d for r, d in zip(refs, dets)}
             del tensors
