@@ -100,6 +100,10 @@ def _restart(server, timeout_s: float = 10.0):
         while broker.get_property("reconnects") < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert broker.get_property("reconnects") >= 1, "pymsgbroker did not reconnect"
+        # Let the backlog drain first: with a small queue on a loaded machine, frames fed while it drains
+        # could otherwise push the outage's survivors out (or be dropped themselves).
+        while broker.get_property("queued") > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     return start
 
