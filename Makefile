@@ -16,12 +16,18 @@ DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
 .PHONY: setup demo test bench clean apt
-# The native helper of pyinfer.meta.roi (optional at run time: without it the ctypes path is used).
+# The native helpers (optional at run time, each self-tested against its Python reference before use):
+# pyinfer.meta.roi's metadata reader/writer (else the ctypes path) and pyinfer.track's tracker core (else NumPy).
 NATIVE_SO := src/pyinfer/meta/libroi_native.so
-setup: $(VENV)/.installed $(NATIVE_SO)
+TRACK_SO := src/pyinfer/track/libtrack_native.so
+setup: $(VENV)/.installed $(NATIVE_SO) $(TRACK_SO)
 
 $(NATIVE_SO): src/pyinfer/meta/roi_native.c | apt
 	cc -O2 -Wall -shared -fPIC -o $@ $< $$(pkg-config --cflags --libs gstreamer-video-1.0)
+
+# -ffp-contract=off: no fused multiply-add, so the C tracker's arithmetic is NumPy's, bit for bit.
+$(TRACK_SO): src/pyinfer/track/track_native.c | apt
+	cc -O2 -Wall -Wextra -ffp-contract=off -shared -fPIC -o $@ $< -lm
 
 apt:
 	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -qv "install ok installed" \

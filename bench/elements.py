@@ -4,10 +4,12 @@
 Measured, each ``--reps`` times, interleaved:
 
 - ``library``: GStreamer-free steps on pre-built inputs, per frame: ``ByteTracker.update`` (axis-aligned and
-  rotated detections), ``ByteTracker.predict``, ``draw_detections`` into a 1280x720 RGB frame;
+  rotated detections) and ``ByteTracker.predict``, on the native core and on the NumPy reference
+  (``*_numpy``), ``draw_detections`` into a 1280x720 RGB frame;
 - ``element_steps``: what the elements add around the library on a real buffer carrying 100 ROI metas:
   ``read_detections_checked`` (the metadata read both elements do) and writing 100 ``tracking`` params;
-- ``pipeline``: ``appsrc ! pytracker ! fakesink`` and ``appsrc ! pyosd ! fakesink`` against
+- ``pipeline``: ``appsrc ! pytracker ! fakesink`` (native core; ``pytracker_numpy``: ``backend=numpy``) and
+  ``appsrc ! pyosd ! fakesink`` against
   ``appsrc ! identity ! fakesink`` on the same 1280x720 RGB buffers (each carrying 100 ROI metas, queued
   before PLAYING, timed by a probe on fakesink from the second to the last buffer): the element's cost per
   frame is the difference of the per-frame times.
@@ -86,13 +88,14 @@ def bench_library(axis: list, rotated: list, frame: np.ndarray) -> dict[str, flo
     from pyinfer.track import ByteTracker
 
     out = {}
-    for name, dets in (("tracker_update_axis", axis), ("tracker_update_rotated", rotated)):
-        tracker = ByteTracker()
-        for d in dets[:5]:  # tracks exist and are confirmed before timing
-            tracker.update(d)
-        out[name] = per_frame_ms(tracker.update, dets[5:])
-    # Frames without inference; fewer than max-age (30), so every track is still predicted at the last one.
-    out["tracker_predict"] = per_frame_ms(lambda _: tracker.predict(), range(20))
+    for backend, suffix in (("native", ""), ("numpy", "_numpy")):
+        for name, dets in (("tracker_update_axis", axis), ("tracker_update_rotated", rotated)):
+            tracker = ByteTracker(backend=backend)
+            for d in dets[:5]:  # tracks exist and are confirmed before timing
+                tracker.update(d)
+            out[name + suffix] = per_frame_ms(tracker.update, dets[5:])
+        # Frames without inference; fewer than max-age (30), so every track is still predicted at the last one.
+        out["tracker_predict" + suffix] = per_frame_ms(lambda _, t=tracker: t.predict(), range(20))
     canvas = frame.copy()
     ids = {"track_id": np.arange(1, OBJECTS + 1, dtype=np.uint64)}
     tracked = [Detections(d.xyxy, d.confidence, d.class_id, d.cxcywhr, d.labels, ids) for d in rotated]
@@ -118,16 +121,16 @@ def buffers(dets: list, *, frame_bytes: bytes) -> list:
 
 def bench_element_steps(dets: list) -> dict[str, float]:
     from pyinfer.elements._base import writable
-    from pyinfer.meta.roi import read_detections_checked, set_track_id
+    from pyinfer.meta.roi import read_detections_checked, set_track_ids
 
     bufs = buffers(dets, frame_bytes=bytes(16))
     read = per_frame_ms(read_detections_checked, bufs)
     reads = [read_detections_checked(b) for b in bufs]
 
-    def tag(i: int) -> None:
+    def tag(i: int) -> None:  # as pytracker writes them: one call for the frame
+        n = len(reads[i].metas)
         with writable(bufs[i]):
-            for k, meta in enumerate(reads[i].metas):
-                set_track_id(meta, k + 1, predicted=False)
+            set_track_ids(reads[i].metas, list(range(n)), list(range(1, n + 1)), predicted=False)
 
     return {"read_100_metas": read, "write_100_track_ids": per_frame_ms(tag, range(len(bufs)))}
 
@@ -183,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         # The same tracker on axis-aligned detections (axis-aligned IoU), against its own identity run.
         runs.setdefault("pipeline.identity_axis", []).append(run_pipeline("identity", axis[: args.frames]))
         runs.setdefault("pipeline.pytracker_axis", []).append(run_pipeline("pytracker", axis[: args.frames]))
+        # The NumPy reference in the same element, for the ratio (same identity baselines).
+        runs.setdefault("pipeline.pytracker_numpy", []).append(
+            run_pipeline("pytracker backend=numpy", rotated[: args.frames])
+        )
+        runs.setdefault("pipeline.pytracker_axis_numpy", []).append(
+            run_pipeline("pytracker backend=numpy", axis[: args.frames])
+        )
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     summary = {k: common.summarize(v) for k, v in runs.items()}
     base = summary["pipeline.identity"]["median"]
     overhead = {name: round(summary[f"pipeline.{name}"]["median"] - base, 4) for name in ("pytracker", "pyosd")}
-    overhead["pytracker_axis"] = round(
-        summary["pipeline.pytracker_axis"]["median"] - summary["pipeline.identity_axis"]["median"], 4
-    )
+    overhead["pytracker_numpy"] = round(summary["pipeline.pytracker_numpy"]["median"] - base, 4)
+    for name in ("pytracker_axis", "pytracker_axis_numpy"):
+        overhead[name] = round(summary[f"pipeline.{name}"]["median"] - summary["pipeline.identity_axis"]["median"], 4)
     result = {
         "command": common.command_line(),
         "machine": common.machine_info(),
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames_per_run": args.frames,
             "reps": args.reps,
             "pipeline_detections": "rotated (the tracker uses rotated IoU); *_axis: axis-aligned detections",
+            "tracker_backends": "pytracker*: native C core (backend=auto); *_numpy: the NumPy reference",
         },
         "ms_per_frame": summary,
         "element_ms_per_frame_over_identity": overhead,

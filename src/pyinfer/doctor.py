@@ -70,6 +70,12 @@ def report() -> Iterator[str]:
         yield f"torch {torch.__version__}, CUDA {where}"
     else:
         yield f"torch: cannot import ({err})"
+    from pyinfer.meta import roi
+    from pyinfer.track import _native as track_native
+
+    yield f"native metadata helper: {'in use' if roi._native() is not None else 'not in use (ctypes/PyGObject path)'}"
+    track = "in use" if track_native.load() is not None else "not in use (NumPy tracker; `make setup` builds it)"
+    yield f"native tracker core: {track}"
     from pyinfer.frames.deepstream import deepstream_version
 
     yield f"DeepStream install: {deepstream_version() or 'not found'}"

@@ -129,6 +129,52 @@ def test_rotated_detections_keep_their_angle_and_stable_ids(run_pipeline):
         np.testing.assert_array_equal(got.cxcywhr, sent.cxcywhr)  # the angle is the detection's own, kept
 
 
+def test_native_and_numpy_backends_give_the_same_ids_in_a_pipeline(run_pipeline):
+    dets = _rotated_scene(40)
+    inferred = [k % 4 != 3 for k in range(40)]  # interval frames too: predicted boxes are written
+    frames_meta = [d if inf else None for d, inf in zip(dets, inferred)]
+    results = {}
+    for backend in ("native", "numpy"):
+        pipeline = Gst.parse_launch(f"appsrc name=src ! pytracker name=t backend={backend} ! appsink name=sink")
+        tracker = pipeline.get_by_name("t")
+        assert tracker.get_property("backend-used") == ""
+        feed = lambda p: _push_with_metadata(p.get_by_name("src"), frames_meta, infos=inferred)  # noqa: E731
+        result = run_pipeline(pipeline, feed=feed)
+        assert result.ok, result.error
+        results[backend] = result.detections
+        assert tracker.get_property("backend-used") == ""  # stopped again
+    assert len(results["native"]) == len(results["numpy"]) == 40
+    for k, (a, b) in enumerate(zip(results["native"], results["numpy"])):
+        assert a.extra["track_id"].tolist() == b.extra["track_id"].tolist(), k
+        np.testing.assert_allclose(a.cxcywhr, b.cxcywhr, rtol=0, atol=1e-4)
+
+
+def test_backend_used_reports_the_native_core_while_playing():
+    pipeline = Gst.parse_launch("videotestsrc is-live=true ! video/x-raw,format=RGB,width=32,height=32 ! "
+                                "pytracker name=t ! fakesink")  # fmt: skip
+    tracker = pipeline.get_by_name("t")
+    assert tracker.get_property("backend") == "auto"
+    try:
+        assert pipeline.set_state(Gst.State.PLAYING) != Gst.StateChangeReturn.FAILURE
+        pipeline.get_state(5 * Gst.SECOND)
+        assert tracker.get_property("backend-used") == "native"
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+
+
+def test_native_backend_without_the_library_is_an_error_at_start(run_pipeline, monkeypatch):
+    from pyinfer.track import _native
+
+    monkeypatch.setattr(_native, "_STATE", [None])  # as where the library is not built
+    result = run_pipeline("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=32,height=32 ! "
+                          "pytracker backend=native ! fakesink")  # fmt: skip
+    assert not result.ok and result.error is not None
+    assert result.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
+    assert "native tracker is not available" in result.error.message
+    ok = run_pipeline("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=32,height=32 ! pytracker ! fakesink")
+    assert ok.ok, ok.error  # auto falls back to NumPy
+
+
 def test_skipped_frames_get_predicted_rotated_boxes_marked_predicted():
     dets = _rotated_scene(30)
     inferred = [k % 3 == 0 for k in range(30)]
@@ -276,6 +322,8 @@ def test_bad_settings_warn_and_keep_the_previous_ones(run_pipeline):
     )
     tracker = pipeline.get_by_name("tracker")
     assert tracker.get_property("iou-mode") == "auto"
+    tracker.set_property("backend", "cuda")  # refused with a WARNING, keeps auto
+    assert tracker.get_property("backend") == "auto"
     result = run_pipeline(pipeline)
     assert not result.ok and result.error is not None
     assert result.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)

@@ -1,4 +1,6 @@
-"""ByteTracker on synthetic motion: stable ids, two-stage association, ages, interval prediction, rotation."""
+"""ByteTracker on synthetic motion: stable ids, two-stage association, ages, interval prediction, rotation.
+
+Every test runs on both backends: the native core and the NumPy reference."""
 
 from __future__ import annotations
 
@@ -9,7 +11,18 @@ import pytest
 
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError
-from pyinfer.track import UNTRACKED_ID, ByteTracker, TrackerConfig
+from pyinfer.track import UNTRACKED_ID, TrackerConfig
+from pyinfer.track import ByteTracker as _make_tracker
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def backend(request, monkeypatch):
+    """Runs the test with ``ByteTracker`` bound to one backend."""
+    monkeypatch.setitem(globals(), "ByteTracker", lambda config=None: _make_tracker(config, backend=request.param))
+    return request.param
+
+
+ByteTracker = _make_tracker  # rebound per test by the fixture
 
 
 def _dets(boxes, conf=None, cls=None, rotated=None) -> Detections:
@@ -154,3 +167,7 @@ def test_reset_forgets_tracks_and_restarts_ids():
 def test_bad_settings_raise_config_errors_naming_the_setting(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         TrackerConfig(**kwargs)
+
+
+def test_each_run_uses_the_backend_it_names(backend):
+    assert ByteTracker().backend == backend

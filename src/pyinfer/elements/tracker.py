@@ -33,7 +33,7 @@ from pyinfer.meta.roi import (
     set_track_ids,
     write_detections,
 )
-from pyinfer.track.bytetrack import IOU_MODES, ByteTracker, TrackerConfig
+from pyinfer.track.bytetrack import BACKENDS, IOU_MODES, ByteTracker, Tracker, TrackerConfig
 
 _RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
@@ -110,6 +110,32 @@ class TrackerElement(GstBase.BaseTransform):
         self._iou_mode = value
 
     @GObject.Property(
+        type=str, default="auto", nick="Backend",
+        blurb="Tracker core: auto (native C when built and self-tested, else NumPy), native or numpy; applies at "
+        "start",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY,
+    )  # fmt: skip
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            post_warning(
+                self, Gst.ResourceError.SETTINGS,
+                f"backend must be one of {', '.join(BACKENDS)}, not {value!r}; keeping {self._backend}",
+            )  # fmt: skip
+            return
+        self._backend = value
+
+    @GObject.Property(
+        type=str, nick="Backend used", blurb="The tracker core running: native or numpy (empty before start)",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def backend_used(self) -> str:
+        return self._tracker.backend if self._tracker is not None else ""
+
+    @GObject.Property(
         type=GObject.TYPE_UINT64, nick="Skipped metas",
         blurb="Malformed region-of-interest metas (from other producers) skipped since start",
         flags=GObject.ParamFlags.READABLE,
@@ -119,10 +145,11 @@ class TrackerElement(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         self._iou_mode = "auto"
+        self._backend = "auto"
+        self._tracker = None
         super().__init__()
         self.set_in_place(True)
         self.set_passthrough(False)
-        self._tracker: ByteTracker | None = None
         self._skipped = 0
         self._last_warning = -WARNING_INTERVAL_S
         self._bad_config = ""
@@ -144,7 +171,7 @@ class TrackerElement(GstBase.BaseTransform):
     # -- state -------------------------------------------------------------------------------------------
     def do_start(self) -> bool:
         try:
-            self._tracker = ByteTracker(self._config())
+            self._tracker = ByteTracker(self._config(), backend=self._backend)
         except ConfigError as exc:
             post_error(self, Gst.ResourceError.SETTINGS, str(exc))
             return False
@@ -185,7 +212,7 @@ class TrackerElement(GstBase.BaseTransform):
             return Gst.FlowReturn.ERROR
         return Gst.FlowReturn.OK
 
-    def _refresh_config(self, tracker: ByteTracker) -> None:
+    def _refresh_config(self, tracker: Tracker) -> None:
         """Apply property changes; a combination the tracker refuses keeps the last good one (WARNING once)."""
         try:
             cfg = self._config()
@@ -198,7 +225,7 @@ class TrackerElement(GstBase.BaseTransform):
         if cfg != tracker.config:
             tracker.config = cfg
 
-    def _update(self, buf: Gst.Buffer, tracker: ByteTracker) -> None:
+    def _update(self, buf: Gst.Buffer, tracker: Tracker) -> None:
         read = read_detections_checked(buf, tracking=False)
         if read.problems:
             self._report_malformed(read.problems)
@@ -213,7 +240,7 @@ class TrackerElement(GstBase.BaseTransform):
             with writable(buf):
                 set_track_ids(read.metas, tracked, ids[tracked].tolist(), predicted=False)
 
-    def _predict(self, buf: Gst.Buffer, tracker: ByteTracker, unique_id: int, model_id: int) -> None:
+    def _predict(self, buf: Gst.Buffer, tracker: Tracker, unique_id: int, model_id: int) -> None:
         pred = tracker.predict()
         if len(pred) == 0:
             return

@@ -8,6 +8,6 @@
 
 from __future__ import annotations
 
-from pyinfer.track.bytetrack import UNTRACKED_ID, ByteTracker, TrackerConfig
+from pyinfer.track.bytetrack import UNTRACKED_ID, ByteTracker, NumpyByteTracker, TrackerConfig, native_available
 
-__all__ = ["UNTRACKED_ID", "ByteTracker", "TrackerConfig"]
+__all__ = ["UNTRACKED_ID", "ByteTracker", "NumpyByteTracker", "TrackerConfig", "native_available"]

@@ -1,0 +1,198 @@
+"""The native tracker core against the NumPy reference: the same ids, and the same state to the last bit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyinfer.detections import Detections
+from pyinfer.errors import ConfigError
+from pyinfer.ops.rotated import enclosing_xyxy, rotated_iou
+from pyinfer.track import ByteTracker, NumpyByteTracker, TrackerConfig, _native, bytetrack, native_available
+
+LIB = _native.load()
+
+
+def test_native_core_is_built_loaded_and_chosen_by_default():
+    assert _native.LIB_PATH.exists(), f"{_native.LIB_PATH} not built (make setup builds it)"
+    assert LIB is not None, "the native tracker failed to load or its self-test (see the log)"
+    assert native_available()
+    assert ByteTracker().backend == "native"
+    assert ByteTracker(backend="numpy").backend == "numpy"
+
+
+def _state(tracker: NumpyByteTracker) -> dict[str, np.ndarray]:
+    names = ("mean", "cov", "id", "hits", "missed", "since", "class", "score", "rotated")
+    return {n: getattr(tracker, "_" + n) for n in names}
+
+
+def _assert_same_state(ref: NumpyByteTracker, nat) -> None:
+    got = nat.state()
+    for name, want in _state(ref).items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)  # bit for bit, floats included
+    assert int(got["next_id"][0]) == ref._next_id
+
+
+def _run_both(frames, cfg: TrackerConfig, *, predict_every: int = 0, configs=None) -> None:
+    ref, nat = NumpyByteTracker(cfg), ByteTracker(cfg, backend="native")
+    for k, dets in enumerate(frames):
+        if configs is not None and k in configs:
+            ref.config = nat.config = configs[k]
+        np.testing.assert_array_equal(nat.update(dets), ref.update(dets), err_msg=f"frame {k}")
+        _assert_same_state(ref, nat)
+        if predict_every and k % predict_every == predict_every - 1:
+            for _ in range(2):
+                p_ref, p_nat = ref.predict(), nat.predict()
+                _assert_same_detections(p_nat, p_ref)
+                _assert_same_state(ref, nat)
+        assert len(nat) == len(ref) and nat.confirmed_count == ref.confirmed_count
+    _assert_same_detections(nat.tracks(), ref.tracks())
+
+
+def _assert_same_detections(got: Detections, want: Detections) -> None:
+    np.testing.assert_array_equal(got.extra["track_id"], want.extra["track_id"])
+    np.testing.assert_array_equal(got.extra["frames_since_update"], want.extra["frames_since_update"])
+    np.testing.assert_array_equal(got.class_id, want.class_id)
+    np.testing.assert_array_equal(got.confidence, want.confidence)
+    np.testing.assert_allclose(got.xyxy, want.xyxy, rtol=0, atol=1e-3)  # enclosing boxes: cos/sin may differ by an ulp
+    assert (got.cxcywhr is None) == (want.cxcywhr is None)
+    if want.cxcywhr is not None:
+        np.testing.assert_array_equal(got.cxcywhr, want.cxcywhr)
+    assert got.xyxy.dtype == want.xyxy.dtype == np.float32
+
+
+CONFIGS = [
+    TrackerConfig(),
+    TrackerConfig(class_aware=True, min_hits=1),
+    TrackerConfig(min_hits=3, max_age=2, match_iou_threshold=0.5),
+    TrackerConfig(match_iou_threshold=0.0, high_threshold=0.7, low_threshold=0.3),  # IoU 0 pairs may match
+    TrackerConfig(iou_mode="rotated", max_age=0),
+    TrackerConfig(iou_mode="axis", new_track_threshold=0.9),
+]
+
+
+@pytest.mark.parametrize("rotated", [False, True], ids=["axis", "rotated"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_native_matches_the_reference_frame_by_frame(rotated, cfg, seed):
+    _run_both(_native._self_test_scene(rotated, seed), cfg, predict_every=3)
+
+
+def test_config_changes_between_frames_apply_the_same_way():
+    frames = _native._self_test_scene(True, 5)
+    configs = {3: TrackerConfig(min_hits=1, class_aware=True), 6: TrackerConfig(max_age=0, iou_mode="axis"),
+               9: TrackerConfig(min_hits=3, low_threshold=0.5)}  # fmt: skip
+    _run_both(frames, TrackerConfig(min_hits=4), configs=configs)
+
+
+def test_reset_restarts_ids_and_empty_frames_age_tracks():
+    frames = _native._self_test_scene(False, 9)
+    ref, nat = NumpyByteTracker(), ByteTracker(backend="native")
+    for tracker in (ref, nat):
+        for d in frames[:4]:
+            tracker.update(d)
+        tracker.update(Detections.empty())
+        tracker.reset()
+        assert len(tracker) == 0
+    ids = nat.update(frames[4])
+    np.testing.assert_array_equal(ids, ref.update(frames[4]))
+    tracked = ids[ids != bytetrack.UNTRACKED_ID]
+    assert tracked.min() == 1 and tracked.max() <= len(frames[4])  # ids start again at 1
+    _assert_same_state(ref, nat)
+
+
+def test_more_tracks_than_the_initial_capacities():
+    rng = np.random.default_rng(0)
+    n = 700  # beyond the C arrays' first 64 and the export buffers' 256
+    centre = rng.uniform(0, 4000, (n, 2))
+    frames = []
+    for k in range(4):
+        c = np.column_stack([centre + 2 * k, np.full((n, 2), 8.0), np.zeros(n)])
+        frames.append(Detections(enclosing_xyxy(c).astype(np.float32), np.full(n, 0.9, np.float32),
+                                 np.zeros(n, np.int32)))  # fmt: skip
+    _run_both(frames, TrackerConfig(), predict_every=2)
+    nat = ByteTracker(backend="native")
+    nat.update(frames[0])
+    assert len(nat.tracks()) == n
+
+
+def test_degenerate_boxes_and_equal_scores_tie_the_same_way():
+    # Identical boxes (IoU ties broken by position), zero-size boxes, negative sizes, turned by exactly pi/4.
+    box = [10.0, 10.0, 30.0, 30.0]
+    frames = []
+    for k in range(6):
+        xyxy = np.array([box, box, [50, 50, 50, 50], [80, 80, 90 + k, 85], box], np.float32)
+        rows = [[20, 20, 20, 20, math.pi / 4], [20, 20, 20, 20, -math.pi / 4], [50, 50, 0, 0, 0],
+                [85 + k / 2, 82.5, -(10 + k), 5, math.pi / 2], [20, 20, 20, 20, 0]]  # fmt: skip
+        cxcywhr = np.array(rows, np.float32)
+        conf = np.array([0.8, 0.8, 0.9, 0.3 + 0.1 * k, 0.8], np.float32)
+        frames.append(Detections(xyxy, conf, np.array([0, 0, 1, 1, 0], np.int32), cxcywhr=cxcywhr))
+    for cfg in (TrackerConfig(min_hits=1), TrackerConfig(match_iou_threshold=0.0, class_aware=True)):
+        _run_both(frames, cfg, predict_every=2)
+        _run_both([Detections(f.xyxy, f.confidence, f.class_id) for f in frames], cfg, predict_every=2)
+
+
+def test_thresholds_compare_in_float32_like_numpy():
+    # 0.7 is not a float32: NumPy compares float32(0.7) >= 0.7 in float32 (true), not in float64 (false).
+    conf = np.array([np.float32(0.7), np.nextafter(np.float32(0.7), np.float32(0))], np.float32)
+    dets = Detections(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32), conf, np.zeros(2, np.int32))
+    cfg = TrackerConfig(high_threshold=0.7, new_track_threshold=0.7)
+    _run_both([dets], cfg)
+    assert ByteTracker(cfg, backend="native").update(dets).tolist() == [1, int(bytetrack.UNTRACKED_ID)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    rotated=st.booleans(),
+    cfg=st.builds(
+        TrackerConfig,
+        high_threshold=st.sampled_from([0.3, 0.5, 0.7]),
+        low_threshold=st.sampled_from([0.0, 0.1, 0.3]),
+        new_track_threshold=st.sampled_from([0.0, 0.6, 0.8]),
+        match_iou_threshold=st.sampled_from([0.0, 0.1, 0.2, 0.6]),
+        max_age=st.integers(0, 5),
+        min_hits=st.integers(1, 3),
+        class_aware=st.booleans(),
+        iou_mode=st.sampled_from(["auto", "axis", "rotated"]),
+    ),
+)
+def test_native_matches_the_reference_on_random_scenes(seed, rotated, cfg):
+    _run_both(_native._self_test_scene(rotated, seed), cfg, predict_every=4)
+
+
+@pytest.mark.parametrize("min_iou", [0.0, 0.3])
+def test_pairwise_ious_match_the_numpy_ones(min_iou):
+    rng = np.random.default_rng(4)
+    a = np.column_stack([rng.uniform(0, 100, (60, 2)), rng.uniform(0, 40, (60, 2)), rng.uniform(-3, 3, 60)])
+    b = np.concatenate(
+        [a[:20], a[20:40] + np.array([0.5, 0, 0, 0, 0]), a[40:] * [1, 1, 1, 1, 0]]
+    )  # shared edges, near, axis
+    out = np.zeros((len(a), len(b)))
+    LIB.rotated_iou(len(a), a.ctypes.data, len(b), b.ctypes.data, min_iou, out.ctypes.data)
+    want = rotated_iou(a, b, min_iou=min_iou)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+    assert (out > 0).sum() == (want > 0).sum() > 60
+    LIB.enclosing_iou(len(a), a.ctypes.data, len(b), b.ctypes.data, out.ctypes.data)
+    want = bytetrack._box_iou(enclosing_xyxy(a), enclosing_xyxy(b))
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+
+
+def test_unknown_backend_and_missing_library_are_config_errors(monkeypatch):
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        ByteTracker(backend="gpu")
+    monkeypatch.setattr(_native, "_STATE", [None])  # as where the library is not built
+    with pytest.raises(ConfigError, match="native tracker is not available"):
+        ByteTracker(backend="native")
+    assert ByteTracker().backend == "numpy"  # auto falls back
+
+
+def test_a_failing_self_test_keeps_the_library_out(monkeypatch, caplog):
+    monkeypatch.setattr(_native, "_STATE", [])
+    monkeypatch.setattr(_native, "_self_test", lambda lib: "frame 3: ids differ")
+    assert _native.load() is None
+    assert "native tracker not used" in caplog.text and "frame 3: ids differ" in caplog.text
