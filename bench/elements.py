@@ -8,8 +8,8 @@ Measured, each ``--reps`` times, interleaved:
   (``*_numpy``), ``draw_detections`` into a 1280x720 RGB frame;
 - ``element_steps``: what the elements add around the library on a real buffer carrying 100 ROI metas:
   ``read_detections_checked`` (the metadata read both elements do) and writing 100 ``tracking`` params;
-- ``pipeline``: ``appsrc ! pytracker ! fakesink`` (native core; ``pytracker_numpy``: ``backend=numpy``) and
-  ``appsrc ! pyosd ! fakesink`` against
+- ``pipeline``: ``appsrc ! pytracker ! fakesink`` (native core; ``pytracker_numpy``: ``backend=numpy``),
+  ``appsrc ! pyosd ! fakesink`` and ``appsrc ! benchnoop ! fakesink`` (a Python element doing nothing) against
   ``appsrc ! identity ! fakesink`` on the same 1280x720 RGB buffers (each carrying 100 ROI metas, queued
   before PLAYING, timed by a probe on fakesink from the second to the last buffer): the element's cost per
   frame is the difference of the per-frame times.
@@ -135,6 +135,35 @@ def bench_element_steps(dets: list) -> dict[str, float]:
     return {"read_100_metas": read, "write_100_track_ids": per_frame_ms(tag, range(len(bufs)))}
 
 
+def register_noop() -> None:
+    """``benchnoop``: a Python ``BaseTransform`` whose ``do_transform_ip`` returns at once: what any Python
+    element pays per buffer before doing anything (PyGObject's dispatch into Python)."""
+    from pyinfer._gi import GObject, Gst, GstBase
+
+    if Gst.ElementFactory.find("benchnoop") is not None:
+        return
+    caps = Gst.Caps.from_string("video/x-raw")
+
+    class BenchNoop(GstBase.BaseTransform):
+        __gtype_name__ = "PyinferBenchNoop"
+        __gstmetadata__ = ("bench no-op", "Filter", "Returns every buffer untouched, from Python", "pyinfer bench")
+        __gsttemplates__ = (
+            Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, caps),
+            Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, caps),
+        )
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.set_in_place(True)
+            self.set_passthrough(False)
+
+        def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+            return Gst.FlowReturn.OK
+
+    GObject.type_register(BenchNoop)
+    Gst.Element.register(None, "benchnoop", Gst.Rank.NONE, BenchNoop)
+
+
 def run_pipeline(element: str, dets: list) -> float:
     """Per-frame ms through ``appsrc ! ELEMENT ! fakesink``, fresh buffers queued before PLAYING."""
     from pyinfer._gi import Gst
@@ -173,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyinfer
 
     pyinfer.register()
+    register_noop()
     axis, rotated = scene(args.frames + 5, rotated=False), scene(args.frames + 5, rotated=True)
     frame = np.full((H, W, 3), 90, np.uint8)
     runs: dict[str, list[float]] = {}
@@ -185,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(f"pipeline.{name}", []).append(run_pipeline(element, rotated[: args.frames]))
         # The same tracker on axis-aligned detections (axis-aligned IoU), against its own identity run.
         runs.setdefault("pipeline.identity_axis", []).append(run_pipeline("identity", axis[: args.frames]))
+        runs.setdefault("pipeline.python_noop_axis", []).append(run_pipeline("benchnoop", axis[: args.frames]))
         runs.setdefault("pipeline.pytracker_axis", []).append(run_pipeline("pytracker", axis[: args.frames]))
         # The NumPy reference in the same element, for the ratio (same identity baselines).
         runs.setdefault("pipeline.pytracker_numpy", []).append(
@@ -198,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     base = summary["pipeline.identity"]["median"]
     overhead = {name: round(summary[f"pipeline.{name}"]["median"] - base, 4) for name in ("pytracker", "pyosd")}
     overhead["pytracker_numpy"] = round(summary["pipeline.pytracker_numpy"]["median"] - base, 4)
-    for name in ("pytracker_axis", "pytracker_axis_numpy"):
+    for name in ("pytracker_axis", "pytracker_axis_numpy", "python_noop_axis"):
         overhead[name] = round(summary[f"pipeline.{name}"]["median"] - summary["pipeline.identity_axis"]["median"], 4)
     result = {
         "command": common.command_line(),
