@@ -44,3 +44,24 @@ def test_cpu_pipeline_quick(tmp_path: Path) -> None:
     for model in ("shapes_1280x720", "tiny_640x480"):
         for case in ("alone", "second_team"):
             assert r["breakdown_b1"][model][case]["sum_ms"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_elements_bench_quick(tmp_path: Path) -> None:
+    """bench/elements.py (the pytracker / pyosd figures the README quotes) runs and writes every variant."""
+    out = tmp_path / "elements.json"
+    script = BENCH.with_name("elements.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=110
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["machine"]["cpu_count"] and r["date_utc"]
+    want = {f"library.tracker_{s}{b}" for s in ("update_axis", "update_rotated", "predict") for b in ("", "_numpy")}
+    want |= {f"pipeline.{p}" for p in ("identity", "pytracker", "pyosd", "identity_axis", "python_noop_axis",
+                                        "pytracker_axis", "pytracker_numpy", "pytracker_axis_numpy")}  # fmt: skip
+    assert want <= set(r["ms_per_frame"])
+    assert all(v["median"] > 0 and len(v["runs"]) == 3 for v in r["ms_per_frame"].values())
+    assert set(r["element_ms_per_frame_over_identity"]) == {
+        "pytracker", "pyosd", "pytracker_numpy", "pytracker_axis", "pytracker_axis_numpy", "python_noop_axis",
+    }  # fmt: skip
