@@ -196,3 +196,21 @@ def test_a_failing_self_test_keeps_the_library_out(monkeypatch, caplog):
     monkeypatch.setattr(_native, "_self_test", lambda lib: "frame 3: ids differ")
     assert _native.load() is None
     assert "native tracker not used" in caplog.text and "frame 3: ids differ" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy warns about the NaN/inf arithmetic; C is silent
+def test_non_finite_and_huge_boxes_neither_crash_nor_diverge():
+    # pytracker never passes these (the metadata reader skips non-finite boxes), but the library may get them.
+    frames = []
+    for k in range(6):
+        xyxy = np.array([[10 + k, 10, 30 + k, 30], [np.nan, 5, 10, 20], [50, 50, np.inf, 60], [0, 0, 1e30, 1e30]])
+        rot = np.array([[20 + k, 20, 20, 20, 0.1], [np.nan, 1, 2, 3, 0], [55, 55, np.inf, 10, 0.2],
+                        [1, 1, 1e30, 1e30, np.inf]])  # fmt: skip
+        conf, cls = np.full(4, 0.9, np.float32), np.zeros(4, np.int32)
+        frames.append(Detections(xyxy.astype(np.float32), conf, cls, cxcywhr=rot.astype(np.float32)))
+    for dets in (frames, [Detections(d.xyxy, d.confidence, d.class_id) for d in frames]):
+        ref, nat = NumpyByteTracker(), ByteTracker(backend="native")
+        for d in dets:
+            np.testing.assert_array_equal(nat.update(d), ref.update(d))
+            np.testing.assert_array_equal(nat.state()["mean"], ref._mean)  # NaN where NumPy has NaN
+        assert nat.update(dets[0])[0] == ref.update(dets[0])[0] == 1  # the finite object keeps its track

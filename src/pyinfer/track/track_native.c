@@ -490,7 +490,9 @@ int pyinfer_bt_update(bt_tracker *t, int64_t n, const float *xyxy, const float *
         /* The representation of the detected rectangle closest in angle to the track's (_closest_representation). */
         double k = nearbyint((m[4] - z[4]) / (M_PI / 2));
         double angle = z[4] + k * (M_PI / 2);
-        if (((int64_t)k) % 2 != 0) {
+        /* NumPy's float -> int64 cast on x86: out of range or NaN gives INT64_MIN (even); C would be undefined. */
+        int64_t ki = fabs(k) < 9.2e18 ? (int64_t)k : INT64_MIN;
+        if (ki % 2 != 0) {
             double w = z[2];
             z[2] = z[3];
             z[3] = w;
