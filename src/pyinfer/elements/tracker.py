@@ -101,13 +101,7 @@ class TrackerElement(GstBase.BaseTransform):
 
     @iou_mode.setter
     def iou_mode(self, value: str) -> None:
-        if value not in IOU_MODES:
-            post_warning(
-                self, Gst.ResourceError.SETTINGS,
-                f"iou-mode must be one of {', '.join(IOU_MODES)}, not {value!r}; keeping {self._iou_mode}",
-            )  # fmt: skip
-            return
-        self._iou_mode = value
+        self._set_choice("iou-mode", value, IOU_MODES)
 
     @GObject.Property(
         type=str, default="auto", nick="Backend",
@@ -120,13 +114,19 @@ class TrackerElement(GstBase.BaseTransform):
 
     @backend.setter
     def backend(self, value: str) -> None:
-        if value not in BACKENDS:
+        self._set_choice("backend", value, BACKENDS)
+
+    def _set_choice(self, name: str, value: str, choices: tuple[str, ...]) -> None:
+        """Sets string property ``name`` (stored as ``_<name>``) to one of ``choices``; otherwise a WARNING and
+        the old value stays."""
+        attr = "_" + name.replace("-", "_")
+        if value not in choices:
             post_warning(
                 self, Gst.ResourceError.SETTINGS,
-                f"backend must be one of {', '.join(BACKENDS)}, not {value!r}; keeping {self._backend}",
+                f"{name} must be one of {', '.join(choices)}, not {value!r}; keeping {getattr(self, attr)}",
             )  # fmt: skip
             return
-        self._backend = value
+        setattr(self, attr, value)
 
     @GObject.Property(
         type=str, nick="Backend used", blurb="The tracker core running: native or numpy (empty before start)",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pyinfer.detections import Detections
+from pyinfer.track.bytetrack import NumpyByteTracker, TrackerConfig, track_detections
 
 LIB_PATH = Path(__file__).with_name("libtrack_native.so")
 _IOU_MODES = {"auto": 0, "axis": 1, "rotated": 2}
@@ -163,15 +164,10 @@ class NativeByteTracker:
         if k < 0:
             self._grow(max(-k, 2 * self._cap))
             k = int(self._lib.export(self._h, which, self._cap, *self._export_args))
-        boxes = self._boxes[:k]
-        rotated = self._rot[:k]
-        return Detections(
-            xyxy=self._xyxy[:k].astype(np.float32),
-            confidence=self._score[:k].copy(),
-            class_id=self._cls[:k].copy(),
-            cxcywhr=boxes.astype(np.float32) if rotated.any() else None,
-            extra={"track_id": self._id[:k].copy(), "frames_since_update": self._since[:k].copy()},
-        )
+        return track_detections(
+            self._boxes[:k], self._xyxy[:k], self._score[:k], self._cls[:k], self._rot[:k], self._id[:k],
+            self._since[:k],
+        )  # fmt: skip
 
     def state(self) -> dict[str, np.ndarray]:
         """Every track's state (for tests): the arrays NumpyByteTracker keeps, same names without ``_``."""
@@ -237,8 +233,6 @@ def compare(a, b, frames: list[Detections], *, predict_every: int = 4) -> str | 
 
 
 def _self_test(lib: Library) -> str | None:
-    from pyinfer.track.bytetrack import NumpyByteTracker, TrackerConfig
-
     for rotated, cfg in ((False, TrackerConfig()), (True, TrackerConfig(class_aware=True, min_hits=1))):
         frames = _self_test_scene(rotated, seed=7)
         problem = compare(NumpyByteTracker(cfg), NativeByteTracker(cfg, lib), frames)

@@ -299,15 +299,25 @@ class NumpyByteTracker:
     def _as_detections(self, sel: np.ndarray) -> Detections:
         boxes = self._boxes()[sel]
         boxes[:, 4] = _wrap_half_pi(boxes[:, 4])
-        rotated = self._rotated[sel]
-        extra = {"track_id": self._id[sel].copy(), "frames_since_update": self._since[sel].copy()}
-        return Detections(
-            xyxy=enclosing_xyxy(boxes).astype(np.float32),
-            confidence=self._score[sel].copy(),
-            class_id=self._class[sel].copy(),
-            cxcywhr=boxes.astype(np.float32) if rotated.any() else None,
-            extra=extra,
-        )
+        return track_detections(
+            boxes, enclosing_xyxy(boxes), self._score[sel], self._class[sel], self._rotated[sel], self._id[sel],
+            self._since[sel],
+        )  # fmt: skip
+
+
+def track_detections(
+    boxes: np.ndarray, xyxy: np.ndarray, score: np.ndarray, cls: np.ndarray, rotated: np.ndarray,
+    track_id: np.ndarray, since: np.ndarray,
+) -> Detections:  # fmt: skip
+    """Tracks as :class:`Detections` (what ``predict`` and ``tracks`` return, whichever the backend): copies of
+    the given arrays, float32 boxes, ``cxcywhr`` when any track is rotated."""
+    return Detections(
+        xyxy=xyxy.astype(np.float32),
+        confidence=score.copy(),
+        class_id=cls.copy(),
+        cxcywhr=boxes.astype(np.float32) if rotated.any() else None,
+        extra={"track_id": track_id.copy(), "frames_since_update": since.copy()},
+    )
 
 
 BACKENDS = ("auto", "native", "numpy")
