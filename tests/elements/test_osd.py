@@ -171,3 +171,62 @@ def test_any_frame_size_and_boxes_beyond_the_frame_draw_without_errors():
                           rng.integers(0, 30, 20).astype(np.int32), cxcywhr=cx.astype(np.float32))  # fmt: skip
         draw_detections(view, dets, "BGRx")
         assert (frame[..., 3] == GREY).all()
+
+
+def _osd_with_video_meta(stride: int, offset: int, rows: np.ndarray, width: int, height: int, fmt: str = "RGB"):
+    """Push one grey frame laid out by a GstVideoMeta (``rows``: the memory, one row per line) with one box
+    through pyosd; returns (result, the memory that came out)."""
+    caps = Gst.Caps.from_string(f"video/x-raw,format={fmt},width={width},height={height},framerate=30/1")
+    info = GstVideo.VideoInfo.new_from_caps(caps)
+    pipeline = Gst.parse_launch("appsrc name=src format=time ! pyosd name=osd ! appsink name=out")
+    pipeline.get_by_name("src").set_property("caps", caps)
+    out = []
+    sink = pipeline.get_by_name("out")
+    sink.set_property("emit-signals", True)
+    sink.set_property("sync", False)
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        out.append(np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8).reshape(rows.shape))
+        return Gst.FlowReturn.OK
+
+    sink.connect("new-sample", on_sample)
+
+    def feed(p):
+        buf = Gst.Buffer.new_wrapped(rows.tobytes())
+        with writable(buf):
+            GstVideo.buffer_add_video_meta_full(
+                buf, GstVideo.VideoFrameFlags.NONE, info.finfo.format, width, height, 1, [offset, 0, 0, 0],
+                [stride, 0, 0, 0],
+            )  # fmt: skip
+            write_detections(buf, _dets([5, 20, 30, 40]))
+        src = p.get_by_name("src")
+        src.emit("push-buffer", buf)
+        src.emit("end-of-stream")
+
+    return run(pipeline, 30, feed), out
+
+
+def test_a_bottom_up_frame_with_a_negative_stride_is_drawn_the_right_way_up():
+    w, h, row = 37, 45, 37 * 3 + 13
+    rows = np.full((h, row), GREY, np.uint8)
+    rows[:, w * 3 :] = 7
+    result, [memory] = _osd_with_video_meta(-row, row * (h - 1), rows, w, h)
+    assert result.ok, result.error
+    frame = memory[::-1, : w * 3].reshape(h, w, 3)  # the top row is the last one in memory
+    np.testing.assert_array_equal(frame[40, 15], PALETTE[1])  # bottom edge of the box
+    np.testing.assert_array_equal(frame[25, 5], PALETTE[1])  # left edge
+    assert (frame[30, 15] == GREY).all()
+    assert (memory[:, w * 3 :] == 7).all()  # the row padding is untouched
+
+
+def test_a_negative_stride_without_its_offset_is_a_bus_error_not_a_write_before_the_buffer():
+    # Issue #19: stride -row with offset 0 passed the size check and pyosd drew (h - 1) * row bytes before
+    # the buffer's start. Only run against the fixed bounds check (see tests/frames/test_system.py).
+    w, h, row = 37, 45, 37 * 3 + 13
+    rows = np.full((h, row), GREY, np.uint8)
+    result, out = _osd_with_video_meta(-row, 0, rows, w, h)
+    assert result.message == Gst.MessageType.ERROR
+    assert result.error_source == "osd"
+    assert f"starts {row * (h - 1)} bytes before the buffer" in result.error.message, result.error.message
+    assert out == []

@@ -127,3 +127,63 @@ def test_unsupported_format_raises_value_error_listing_supported_ones(fmt):
     supported = "RGB, BGR, RGBA, BGRA, RGBx, BGRx"
     with pytest.raises(ValueError, match=rf"unsupported video format {fmt}; supported: {supported}$"):
         FrameLayout.from_caps(_caps(fmt, 640, 480))
+
+
+def _bottom_up(frame: np.ndarray, stride: int) -> bytes:
+    """The frame's rows stored last row first (a bottom-up layout: stride -stride, offset stride * (h - 1))."""
+    return _padded(frame[::-1], stride)
+
+
+@pytest.mark.parametrize(("w", "h", "c", "pad"), [(37, 45, 3, 13), (1, 1, 4, 0), (5, 3, 3, 1)])
+def test_a_bottom_up_layout_with_a_negative_stride_reads_the_rows_in_order(w, h, c, pad):
+    stride = w * c + pad
+    frame = _frame(np.random.default_rng(4), w, h, c)
+    data = bytearray(_bottom_up(frame, stride))
+    layout = FrameLayout("RGB" if c == 3 else "RGBA", w, h, c, -stride, stride * (h - 1))
+    arr = frame_array(memoryview(data), layout, writeable=True)
+    np.testing.assert_array_equal(arr, frame)
+    arr[0, 0] = 255  # the top row is the last one in memory
+    assert data[stride * (h - 1) : stride * (h - 1) + c] == b"\xff" * c
+
+
+@pytest.mark.parametrize(
+    ("layout", "size", "before"),
+    [
+        # pyosd's crash (issue #19): stride -row with offset 0 passed the size check and addressed the
+        # h - 1 rows before the buffer's start.
+        (FrameLayout("RGB", 37, 45, 3, -124, 0), 124 * 45, 124 * 44),
+        (FrameLayout("RGB", 37, 45, 3, -124, 124 * 44 - 1), 124 * 45, 1),  # one byte short of bottom-up
+        (FrameLayout("RGBA", 4, 2, 4, -16, 0), 32, 16),
+    ],
+)
+def test_a_negative_stride_reaching_before_the_buffer_raises_value_error(layout, size, before):
+    with pytest.raises(ValueError, match=rf"starts {before} bytes before the buffer"):
+        frame_array(memoryview(bytearray(size)), layout, writeable=True)
+
+
+@pytest.mark.parametrize(
+    ("layout", "size"),
+    [
+        (FrameLayout("RGB", 37, 45, 3, -124, 124 * 44 + 1), 124 * 44 + 111),  # the top row ends 1 byte past it
+        (FrameLayout("RGB", 37, 45, 3, -124, 124 * 45), 124 * 45),  # the offset alone is past the end
+    ],
+)
+def test_a_negative_stride_reaching_past_the_end_raises_value_error(layout, size):
+    with pytest.raises(ValueError, match=rf"holds {size} bytes"):
+        frame_array(memoryview(bytearray(size)), layout)
+
+
+@pytest.mark.parametrize("stride", [124, -124])
+def test_every_byte_a_view_addresses_is_inside_the_buffer(stride):
+    w, h, c = 37, 45, 3
+    for offset in range(0, 124 * 45, 31):
+        layout = FrameLayout("RGB", w, h, c, stride, offset)
+        data = bytearray(124 * 45)
+        try:
+            arr = frame_array(memoryview(data), layout)
+        except ValueError:
+            continue
+        base = np.frombuffer(data, np.uint8).ctypes.data
+        first = arr.ctypes.data + min(0, stride * (h - 1)) - base
+        last = arr.ctypes.data + max(0, stride * (h - 1)) + w * c - 1 - base
+        assert 0 <= first and last < len(data), (offset, first, last)

@@ -41,19 +41,39 @@ class FrameLayout:
             return self
         return FrameLayout(self.format, self.width, self.height, self.channels, meta.stride[0], meta.offset[0])
 
+    def span(self) -> tuple[int, int]:
+        """The first byte the frame's pixels use and one past the last, counted from the buffer's start.
+
+        Any stride sign: with a negative stride (bottom-up rows) the last row is the first in memory.
+        """
+        last_row = self.stride * (self.height - 1)
+        return self.offset + min(0, last_row), self.offset + max(0, last_row) + self.width * self.channels
+
 
 def frame_array(data: memoryview, layout: FrameLayout, *, writeable: bool = False) -> np.ndarray:
     """A (H, W, C) uint8 view of mapped memory honouring the row stride; no copy.
 
-    ``writeable=True`` needs memory mapped for writing.
+    The stride may be negative (a bottom-up layout: the first row last in memory, at ``offset``). Every byte
+    the view addresses is checked to lie inside ``data``. ``writeable=True`` needs memory mapped for writing.
+
+    Raises:
+        ValueError: the frame does not fit in ``data`` (it would start before it or end after it).
     """
-    need = layout.offset + layout.stride * (layout.height - 1) + layout.width * layout.channels
-    if len(data) < need:
+    start, end = layout.span()
+    if start < 0:
+        raise ValueError(
+            f"a {layout.width}x{layout.height} {layout.format} frame with stride {layout.stride} and offset "
+            f"{layout.offset} starts {-start} bytes before the buffer (a negative stride needs an offset of at "
+            f"least {layout.offset - start})"
+        )
+    if len(data) < end:
         raise ValueError(
             f"buffer holds {len(data)} bytes, a {layout.width}x{layout.height} {layout.format} frame "
-            f"with stride {layout.stride} needs {need}"
+            f"with stride {layout.stride} needs {end}"
+            + (f" (offset {layout.offset})" if layout.stride < 0 else "")
         )
     flat = np.frombuffer(data, dtype=np.uint8)
+    # as_strided does no bounds checks of its own: the checks above are all that keeps the view inside ``data``.
     return np.lib.stride_tricks.as_strided(
         flat[layout.offset :],
         shape=(layout.height, layout.width, layout.channels),
