@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
 import pytest
 
 from pyinfer.errors import ConfigError
 from pyinfer.labels import MAX_LABEL_BYTES, read_labels
+
+MAX_FILE_BYTES = 16 << 20  # pyinfer.labels.MAX_FILE_BYTES (not imported: the old code lacks it)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +73,107 @@ def test_a_directory_cannot_be_read(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot be read") as info:
         read_labels(tmp_path)
     assert info.value.missing is False
+
+
+def _read_in_thread(path, timeout_s: float = 10.0):
+    """read_labels(path) on a thread; returns the ConfigError it raised (fails if it raised nothing or hung).
+
+    A FIFO the old code opened blocks in open() until a writer comes: the test then opens the writing end
+    itself (so the thread finishes) and fails, rather than hanging the test run."""
+    outcome: list[BaseException | tuple[str, ...]] = []
+
+    def target():
+        try:
+            outcome.append(read_labels(path))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets end of file
+        thread.join(5.0)
+        pytest.fail(f"read_labels({path}) still blocked after {timeout_s} s")
+    [result] = outcome
+    assert isinstance(result, ConfigError), result
+    return result
+
+
+def test_a_fifo_is_refused_at_once_instead_of_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    err = _read_in_thread(fifo)
+    assert time.monotonic() - t0 < 5.0
+    assert re.search(r"labels file .*labels\.fifo cannot be read: it is a FIFO, not a regular file", str(err)), err
+    assert err.missing is False
+
+
+_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # the old code read /dev/zero until memory ran out
+from pyinfer.errors import ConfigError
+from pyinfer.labels import read_labels
+try:
+    read_labels(sys.argv[1])
+except ConfigError as exc:
+    print("ConfigError:", exc)
+"""
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_device_is_refused_without_reading_it(tmp_path, link):
+    path = "/dev/zero"
+    if link:  # a symbolic link to a device is the device
+        (tmp_path / "labels.txt").symlink_to(path)
+        path = str(tmp_path / "labels.txt")
+    # In a child with an address-space limit: an unbounded read must fail there, not take this machine's memory.
+    proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"ConfigError: labels file {path} cannot be read: it is a character device, not a regular file" in (
+        proc.stdout
+    ), proc.stdout
+
+
+def test_a_file_over_the_size_bound_is_refused(tmp_path):
+    path = tmp_path / "labels.txt"
+    with open(path, "wb") as f:
+        f.write(b"a\n")
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    err = _read_in_thread(path)
+    assert f"is larger than {MAX_FILE_BYTES} bytes" in str(err), err
+
+
+def test_a_file_at_the_size_bound_is_read(tmp_path):
+    path = tmp_path / "labels.txt"
+    line = b"x" * 99 + b"\n"
+    path.write_bytes(b"a\n" + b" " * (MAX_FILE_BYTES - 2 - len(line)) + line)
+    assert path.stat().st_size == MAX_FILE_BYTES
+    assert read_labels(path) == ("a", "x" * 99)
+
+
+def test_pyinfer_with_a_fifo_as_labels_file_posts_an_error_instead_of_blocking_start(fixed_model, tmp_path):
+    from pyinfer._gi import Gst
+    from support import run
+
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)
+    pipeline = Gst.parse_launch(
+        f"videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=64,height=48 ! "
+        f"pyinfer model-engine={fixed_model} labels-file={fifo} ! appsink name=sink"
+    )
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run(pipeline, 60)), daemon=True)
+    thread.start()
+    thread.join(90)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(30)
+        pytest.fail("set_state(PLAYING) blocked on the FIFO")
+    [res] = results
+    assert res.message == Gst.MessageType.ERROR
+    assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS), res.error.message
+    assert "not a regular file" in res.error.message and str(fifo) in res.error.message
