@@ -220,17 +220,68 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
                                                             "server.pem"))  # fmt: skip
-    ext = directory / "ext.cnf"
-    ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    # The extensions a strict verifier wants (Python 3.13 sets VERIFY_X509_STRICT): key usages on both
+    # certificates, key identifiers linking them.
+    ca_cnf, ext = directory / "ca.cnf", directory / "ext.cnf"
+    ca_cnf.write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = pyinfer test CA\n"
+        "[ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n"
+    )
+    ext.write_text(
+        "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid, issuer\n"
+    )
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-        "-subj", "/CN=pyinfer test CA")  # fmt: skip
+        "-config", str(ca_cnf), "-extensions", "ca")  # fmt: skip
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
         "-days", "2", "-extfile", str(ext))  # fmt: skip
     for path in (key, cert, ca):
         path.chmod(0o644)  # mosquitto drops to user mosquitto when started as root
     return {"ca": ca, "cert": cert, "key": key}
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (a hung broker, a firewall
+    that accepts and black-holes): connecting succeeds, every handshake waits for a reply that never comes."""
+
+    def __init__(self) -> None:
+        self.host = "127.0.0.1"
+        self._listener = socket.create_server((self.host, 0))
+        self._listener.settimeout(0.05)  # accept() polls, so close() can end the thread
+        self.port = self._listener.getsockname()[1]
+        self._accepted: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def conn_str(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def accepted(self) -> int:
+        return len(self._accepted)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # the listener was closed
+                return
+            self._accepted.append(conn)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._listener.close()
+        for conn in self._accepted:
+            conn.close()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from brokers.servers import Mosquitto, MqttConsumer, Redis, free_port, make_tls_files
+from brokers.servers import Mosquitto, MqttConsumer, Redis, SilentServer, free_port, make_tls_files
 from pyinfer.brokers import BrokerError, Endpoint, Message, make_transport, parse_target, read_config
 
 
@@ -207,3 +207,32 @@ def test_config_file_errors_name_the_file(tmp_path):
     other.write_text("[something]\nx = 1\n")
     with pytest.raises(BrokerError, match=r"no \[message-broker\] section"):
         read_config(other)
+
+
+@pytest.mark.parametrize("proto", ["mqtt", "redis", "kafka"])
+def test_a_broker_that_accepts_and_never_answers_fails_within_the_connect_timeout(proto):
+    # Issue #19: Redis waited for its command timeout (10 s) instead of connect-timeout (2 s) here.
+    server = SilentServer()
+    try:
+        transport = make_transport(proto, Endpoint(server.conn_str, "t", connect_timeout_s=2.0))
+        t0 = time.monotonic()
+        with pytest.raises(BrokerError, match=r"127\.0\.0\.1"):
+            transport.connect()
+        elapsed = time.monotonic() - t0
+        transport.close()
+        assert server.accepted >= 1  # the TCP connection was made: the wait was for the broker's answer
+        assert elapsed < 6.0, f"{proto} took {elapsed:.1f} s with connect-timeout 2 s"
+    finally:
+        server.close()
+
+
+def test_redis_commands_keep_their_own_timeout_after_a_quick_connect(redis_server):
+    transport = make_transport("redis", Endpoint(redis_server.conn_str, "s", {"timeout": "7"}, connect_timeout_s=2))
+    transport.connect()
+    try:
+        connection = transport._client.connection
+        assert connection.socket_timeout == 7
+        assert connection._sock.gettimeout() == 7
+        assert transport.publish(_messages(1)) == [None]
+    finally:
+        transport.close()

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from brokers.servers import Mosquitto, MqttConsumer, Redis, free_port
+from brokers.servers import Mosquitto, MqttConsumer, Redis, SilentServer, free_port
 from messages.expect import assert_matches
 from pyinfer._gi import Gst
 from pyinfer.detections import Detections
@@ -218,6 +218,23 @@ def test_an_unreachable_broker_at_start_is_an_error_without_a_hang(run_pipeline,
     assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.OPEN_WRITE)
     assert "cannot connect to" in res.error.message
     assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("proto", ["mqtt", "redis", "kafka"])
+def test_a_broker_that_never_answers_is_an_error_within_the_connect_timeout(run_pipeline, proto):
+    # Issue #19: with proto=redis, set_state blocked 10 s (the command timeout) with connect-timeout=2.
+    server = SilentServer()
+    try:
+        t0 = time.monotonic()
+        res = run_pipeline(_pipeline(f"proto={proto} conn-str={server.conn_str} connect-timeout=2"), timeout_s=30,
+                           feed=_feed(3))  # fmt: skip
+        elapsed = time.monotonic() - t0
+    finally:
+        server.close()
+    assert res.error is not None
+    assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.OPEN_WRITE), res.error.message
+    assert f"cannot connect to {proto}" in res.error.message
+    assert elapsed < 6.0, f"{proto} took {elapsed:.1f} s with connect-timeout=2"
 
 
 def test_with_retry_an_unreachable_broker_warns_and_delivers_once_it_comes_up(run_pipeline, tmp_path):

@@ -30,7 +30,8 @@ class RedisTransport(Transport):
 
     Config options (section ``[message-broker]``): ``username``, ``password``, ``db`` (0), ``maxlen``
     (trim the stream to about this many entries; 0: never), ``tls`` (true/false), ``ca-file``,
-    ``cert-file``, ``key-file``, ``tls-insecure`` (no certificate check), ``timeout`` (s per command, 10).
+    ``cert-file``, ``key-file``, ``tls-insecure`` (no certificate check), ``timeout`` (s per command once
+    connected, 10; connecting, with its handshake, is bounded by connect-timeout as MQTT and Kafka are).
     """
 
     name = "redis"
@@ -73,12 +74,15 @@ class RedisTransport(Transport):
                 "ssl_check_hostname": not self.insecure,
             }
         client = None
+        connect_timeout = self.endpoint.connect_timeout_s
         try:
-            # single_connection_client: one socket, opened here (so a refused connection fails here).
+            # single_connection_client: one socket, opened here (so a refused connection fails here). The
+            # handshake (TLS, AUTH, SELECT, the PING) runs under the connect timeout too: a server that accepts
+            # and never answers must not hold start for the command timeout.
             client = redis.Redis(
                 host=self.host, port=self.port, db=self.db,
                 username=opts.get("username"), password=opts.get("password"),
-                socket_connect_timeout=self.endpoint.connect_timeout_s, socket_timeout=self.timeout_s,
+                socket_connect_timeout=connect_timeout, socket_timeout=connect_timeout,
                 retry=Retry(NoBackoff(), 0),  # the publisher reconnects with its own backoff; no hidden waits
                 single_connection_client=True, **kwargs,
             )  # fmt: skip
@@ -87,6 +91,7 @@ class RedisTransport(Transport):
             if client is not None:
                 client.close()
             raise BrokerError(f"cannot connect to Redis {self.host}:{self.port}: {exc}") from exc
+        _set_command_timeout(client, self.timeout_s)
         self._client = client
 
     def publish(self, batch: Sequence[Message]) -> list[str | None]:
@@ -121,3 +126,23 @@ class RedisTransport(Transport):
         if client is not None:
             with contextlib.suppress(Exception):  # the socket may be gone already
                 client.close()
+
+
+def _set_command_timeout(client, timeout_s: float) -> None:
+    """From now on, wait up to ``timeout_s`` for each reply on ``client``'s one, connected socket.
+
+    redis-py has no public call for this: the connection keeps the timeout it reconnects with in
+    ``socket_timeout``, the open socket has its own, and its reply parser restores a third after reads with a
+    timeout of their own (``can_read``).
+    """
+    connection = client.connection
+    connection.socket_timeout = timeout_s
+    sock = getattr(connection, "_sock", None)
+    if sock is not None:
+        sock.settimeout(timeout_s)
+    parser = getattr(connection, "_parser", None)
+    buffer = getattr(parser, "_buffer", None)
+    if buffer is not None and hasattr(buffer, "socket_timeout"):  # the pure-Python RESP2/RESP3 parsers
+        buffer.socket_timeout = timeout_s
+    if hasattr(parser, "_socket_timeout"):  # the hiredis parser
+        parser._socket_timeout = timeout_s
