@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import time
 
@@ -147,3 +148,45 @@ def test_bad_publisher_settings_are_broker_errors(redis_server):
         Publisher(transport, drop_policy="random")
     with pytest.raises(BrokerError, match="queue-size"):
         Publisher(transport, queue_size=0)
+
+
+def _wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.mark.parametrize("reader_then", ["reads", "closes"])
+def test_a_message_still_being_sent_when_stop_gives_up_is_counted_once(tmp_path, reader_then):
+    # Issue #19: stop() counted the in-flight message as dropped, then the worker delivered it (published):
+    # published + dropped + failed came to one more than was put.
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that opening for appending does not wait
+    try:
+        pub = Publisher(make_transport("file", Endpoint(str(fifo), "t", connect_timeout_s=0.1)))
+        pub.connect_now()
+        pub.start()
+        payload = b"x" * (1 << 20)  # more than the pipe holds: the write blocks until the reader reads
+        pub.put(Message(payload))
+        time.sleep(0.3)  # the worker is inside the write
+        pub.stop(0.0)  # gives up on the worker after max_block_s + 1 s
+        assert pub.stats.published == 0
+        if reader_then == "reads":
+            os.set_blocking(reader, True)
+            got = 0
+            while got < len(payload) + 1:
+                got += len(os.read(reader, 1 << 16))
+        else:
+            os.close(reader)  # the write fails (broken pipe): the message is not sent again after stop
+            reader = None
+        settled = {"reads": lambda: pub.stats.published > 0, "closes": lambda: pub.queued == 0}[reader_then]
+        assert _wait_for(settled)
+        time.sleep(0.2)  # nothing more may be counted
+        expected = (1, 0, 0) if reader_then == "reads" else (0, 1, 0)
+        assert (pub.stats.published, pub.stats.dropped, pub.stats.failed) == expected
+        assert pub.queued == 0
+    finally:
+        if reader is not None:
+            os.close(reader)

@@ -263,11 +263,16 @@ class Publisher:
         if worker is not None:
             # The worker only blocks inside transport calls, each bounded by the transport's timeouts.
             worker.join(timeout=self.transport.max_block_s + 1.0)
+        alive = worker is not None and worker.is_alive()
         with self._cond:
-            self.stats.dropped += len(self._queue) + self._in_flight
+            self.stats.dropped += len(self._queue)
             self._queue.clear()
-            self._in_flight = 0
-        if worker is None or not worker.is_alive():  # else the (daemon) worker still uses it; it closes it
+            if not alive:
+                self.stats.dropped += self._in_flight  # (none: a finished worker settled its batch)
+                self._in_flight = 0
+            # else the batch in flight is the worker's: once its call returns it counts each message once,
+            # published, failed or (not confirmed: never sent again now) dropped
+        if not alive:  # else the (daemon) worker still uses the transport; it closes it
             self._close_transport()
 
     # -- worker side -------------------------------------------------------------------------------
@@ -288,7 +293,7 @@ class Publisher:
 
     def _settle(self, batch: list[Message], outcomes: Sequence[str | None], *, retry: bool) -> None:
         """Count the outcomes of the first ``len(outcomes)`` messages of ``batch``; with ``retry`` the rest
-        go back to the front of the queue (they were not confirmed)."""
+        go back to the front of the queue (they were not confirmed), or count as dropped once stopping."""
         with self._cond:
             for outcome in outcomes:
                 if outcome is None:
@@ -301,6 +306,9 @@ class Publisher:
                 message.attempts += 1
             keep = [m for m in back if m.attempts < self.max_attempts]
             self.stats.failed += len(back) - len(keep)
+            if self._stop.is_set():  # stopping: nothing is sent again (stop() counts only what is queued)
+                self.stats.dropped += len(keep)
+                keep = []
             self._queue.extendleft(reversed(keep))
             # While the batch was out, new messages may have filled the queue: apply the policy again.
             excess = len(self._queue) - self.queue_size
