@@ -7,6 +7,7 @@ pipeline's appsink; brokers are stopped and restarted mid-stream while the pipel
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -335,3 +336,47 @@ def test_gst_launch_runs_the_documented_pipeline_through_the_loader_shims(fixed_
     messages = [json.loads(line) for line in out.read_text().splitlines()]
     assert [m["frame_number"] for m in messages] == [0, 1, 2]
     assert all(len(m["objects"]) == 2 for m in messages)
+
+
+def test_a_connection_lost_after_stop_is_reported_with_the_file_path_and_counted_once(tmp_path):
+    # Issue #19: a warning from the worker after stop named the protocol ("no connection to file: ...")
+    # instead of the file.
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads: the pipe fills up
+    pipeline = _pipeline(f"proto=file conn-str={fifo} connect-timeout=0.1 flush-timeout=0")
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("sync", False)
+    sink.set_property("emit-signals", True)  # appsink posts EOS once its samples were pulled
+    sink.connect("new-sample", lambda appsink: (appsink.emit("pull-sample"), Gst.FlowReturn.OK)[1])
+    broker, bus = pipeline.get_by_name("broker"), pipeline.get_bus()
+    n = 400  # messages of a few hundred bytes: far more than the pipe holds, so the worker's write blocks
+    try:
+        pipeline.set_state(Gst.State.PLAYING)
+        _feed(n)(pipeline)
+        msg = bus.timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        assert msg is not None and msg.type == Gst.MessageType.EOS
+        t0 = time.monotonic()
+        pipeline.set_state(Gst.State.READY)  # stop gives up on the blocked worker
+        assert time.monotonic() - t0 < 5.0
+        os.close(reader)  # the blocked write fails: the worker, outliving stop, reports the lost connection
+        reader = None
+        texts = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            msg = bus.timed_pop_filtered(int(0.1 * Gst.SECOND), Gst.MessageType.WARNING)
+            if msg is not None:
+                texts.append(msg.parse_warning()[0].message)
+            if any("no connection" in t for t in texts) and broker.get_property("published") + broker.get_property(
+                "dropped"
+            ) + broker.get_property("failed") >= n:
+                break
+        lost = [t for t in texts if "no connection" in t]
+        assert lost, texts
+        assert f"no connection to file {fifo}:" in lost[0], lost[0]
+        counters = _counters(broker)
+        assert counters["published"] + counters["dropped"] + counters["failed"] == n, counters
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+        if reader is not None:
+            os.close(reader)

@@ -141,6 +141,7 @@ class MsgBrokerElement(GstBase.BaseTransform):
         self.set_in_place(True)
         self.set_passthrough(True)  # reads metadata only; transform_ip still runs on every buffer
         self._publisher: Publisher | None = None
+        self._where = ""  # the transport's description (proto and address), for messages to people
         self._stats = Stats()
         self._outage = False
         self._drop_warned_at = 0.0
@@ -174,6 +175,7 @@ class MsgBrokerElement(GstBase.BaseTransform):
             post_error(self, Gst.LibraryError.INIT, f"cannot set up proto {self.proto}: {exc}", format_exception(exc))
             return False
         self._stats = publisher.stats
+        self._where = transport.describe()
         self._outage = False
         self._drop_warned_at = 0.0
         self._lost_reported = (0, 0)
@@ -196,9 +198,10 @@ class MsgBrokerElement(GstBase.BaseTransform):
         return True
 
     def _on_state(self, connected: bool, reason: str) -> None:
-        """From the worker thread: the connection came up, or went (or stayed) down."""
-        publisher = self._publisher
-        where = publisher.transport.describe() if publisher is not None else self.proto
+        """From the worker thread: the connection came up, or went (or stayed) down.
+
+        Also after ``do_stop``: a worker that outlived stop (blocked in a transport call) reports here too.
+        """
         if connected:
             if self._outage:
                 self._outage = False
@@ -207,8 +210,11 @@ class MsgBrokerElement(GstBase.BaseTransform):
         if self._outage:
             return  # one WARNING per outage, not one per attempt
         self._outage = True
-        post_warning(self, Gst.ResourceError.WRITE, f"no connection to {where}: {reason}; reconnecting, messages "
-                     f"queue up to queue-size={self.queue_size}")  # fmt: skip
+        if self._publisher is not None:
+            then = f"reconnecting, messages queue up to queue-size={self.queue_size}"
+        else:
+            then = "stopped: messages not yet confirmed are dropped"
+        post_warning(self, Gst.ResourceError.WRITE, f"no connection to {self._where}: {reason}; {then}")
         self._post_status(False)
 
     def _post_status(self, connected: bool) -> None:
@@ -249,7 +255,7 @@ class MsgBrokerElement(GstBase.BaseTransform):
             self._lost_reported = lost
             post_warning(self, Gst.ResourceError.WRITE, f"{stats.dropped} message(s) dropped so far (queue full: "
                          f"queue-size={self.queue_size}, drop-policy={self.drop_policy}), {stats.failed} refused "
-                         f"or given up by {self.proto}")  # fmt: skip
+                         f"or given up by {self._where}")  # fmt: skip
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         if event.type == Gst.EventType.EOS:
