@@ -1,21 +1,24 @@
-# pyinfer: `make demo` runs the main job, `make test` the test suite. Both install what they need first
-# (Debian packages, then a virtualenv in .venv) and skip what is already there.
+# pyinfer: `make demo` runs the main job, `make test` the test suite (here, then in a Debian 13 root file system:
+# .ci/debian13.sh), `make test-fast` the suite here only. All install what they need first (Debian packages, then
+# a virtualenv in .venv) and skip what is already there.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # GStreamer + gst-python from Debian; PyGObject must match Debian's python3, hence --system-site-packages.
+# libpython3-dev: outside a Python process the gst-python loader opens the unversioned libpython3.X.so, which only
+# that package ships (without it every Python element vanishes). g++: torch.compile builds C++ kernels.
 APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi python3-gst-1.0 \
 	gstreamer1.0-python3-plugin-loader gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 python3-venv \
-	mosquitto redis-server libgstreamer-plugins-base1.0-dev gcc pkg-config
+	libpython3-dev mosquitto redis-server libgstreamer-plugins-base1.0-dev gcc g++ pkg-config
 # A tested torch/torchvision pair from the package index (CUDA builds; they run on the CPU too).
 # PIP_FIND_LINKS is cleared so a local CPU-only torch wheel without a matching torchvision is not picked.
 TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2
 DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
-.PHONY: setup demo test bench clean apt
+.PHONY: setup demo test test-fast test-debian13 bench clean apt
 # The native helpers (optional at run time, each self-tested against its Python reference before use):
 # pyinfer.meta.roi's metadata reader/writer (else the ctypes path) and pyinfer.track's tracker core (else NumPy).
 NATIVE_SO := src/pyinfer/meta/libroi_native.so
@@ -60,8 +63,26 @@ demo: setup
 	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
+# Hard limits, so that a hang cannot use up CI's time: the suite takes about 5 minutes on 2 cores.
+TEST_TIMEOUT ?= 1500
+# Both legs run even when the first fails; the exit status says whether both passed.
 test: setup
-	$(PY) -m pytest
+	@rc=0; rc13=0; \
+	echo "=== Debian 12 leg: $$(. /etc/os-release; echo $$PRETTY_NAME) (this machine)"; \
+	timeout --kill-after=30 $(TEST_TIMEOUT) $(PY) -m pytest || rc=$$?; \
+	echo "=== Debian 12 leg: exit $$rc"; \
+	echo "=== Debian 13 leg: GStreamer 1.26, Python 3.13, in a root file system (.ci/debian13.sh)"; \
+	bash .ci/debian13.sh || rc13=$$?; \
+	echo "=== Debian 13 leg: exit $$rc13"; \
+	[ $$rc = 0 ] && [ $$rc13 = 0 ]
+
+# The suite on this machine only (for development).
+test-fast: setup
+	timeout --kill-after=30 $(TEST_TIMEOUT) $(PY) -m pytest
+
+# The Debian 13 leg alone (needs no setup here).
+test-debian13:
+	bash .ci/debian13.sh
 
 bench: setup
 	$(PY) bench/cpu_pipeline.py

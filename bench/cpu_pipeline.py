@@ -125,7 +125,7 @@ def load_raw(path: Path):
 # -- pipelines ----------------------------------------------------------------------------------------------
 def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, timeout_s: float = 300.0) -> dict:
     """Fill appsrc with n_push buffers + EOS, play, time buffers at the sink from buffer ``skip`` on."""
-    from pyinfer._gi import Gst, GstVideo
+    from pyinfer._gi import Gst, GstVideo, copy_buffer
 
     pipeline = Gst.parse_launch(desc)
     src, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
@@ -153,7 +153,7 @@ def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, 
             raise RuntimeError(f"{desc}: could not start: {msg.parse_error()[0].message if msg else '?'}")
         dur = Gst.SECOND // FPS_CAPS
         for i in range(n_push):
-            b = bufs[i % len(bufs)].copy()  # shallow: shares the frame's memory
+            b = copy_buffer(bufs[i % len(bufs)])  # shallow: shares the frame's memory
             b.pts, b.duration = i * dur, dur
             src.emit("push-buffer", b)
             del b
@@ -203,7 +203,7 @@ def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:
     """The steps of the element's batch-1 path (``_infer_now``) timed one by one, median ms each."""
     import torch
 
-    from pyinfer._gi import Gst
+    from pyinfer._gi import Gst, copy_buffer
     from pyinfer.detections import Detections
     from pyinfer.elements._base import writable
     from pyinfer.frames.system import FrameLayout, frame_array
@@ -217,7 +217,7 @@ def breakdown_b1(engine, bufs: list, w: int, h: int, iters: int) -> dict:
     out = None
     n_dets = 0
     for i in range(iters + 2):
-        buf = bufs[i % len(bufs)].copy()
+        buf = copy_buffer(bufs[i % len(bufs)])
         t0 = time.perf_counter()
         _, info = buf.map(Gst.MapFlags.READ)
         frames = torch.from_numpy(frame_array(info.data, layout.for_buffer(buf)))[None]

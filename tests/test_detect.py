@@ -95,7 +95,7 @@ def test_detect_with_a_corrupt_model_reports_the_bus_error(scene_dir, tmp_path):
 
 
 def _decode(path) -> list[np.ndarray]:
-    from pyinfer._gi import Gst, ensure_init
+    from pyinfer._gi import Gst, ensure_init, structure
 
     ensure_init()
     pipeline = Gst.parse_launch(
@@ -109,8 +109,8 @@ def _decode(path) -> list[np.ndarray]:
             sample = sink.emit("pull-sample")
             if sample is None:
                 break
-            s = sample.get_caps().get_structure(0)
-            w, h = s.get_value("width"), s.get_value("height")
+            with structure(sample.get_caps()) as s:
+                w, h = s.get_value("width"), s.get_value("height")
             buf = sample.get_buffer()
             _ok, info = buf.map(Gst.MapFlags.READ)
             stride = len(info.data) // h

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pyinfer import doctor
+
 FAKES = Path(__file__).resolve().parent / "fakes"
 
 
@@ -40,3 +42,54 @@ def test_deepstream_self_test_says_not_run_and_why_without_deepstream():
     out = _doctor("--deepstream", fakes=True)
     assert out.returncode == 0, out.stderr
     assert "DeepStream self-test: not run: DeepStream elements absent (nvstreammux" in out.stdout
+
+
+class _Plugin:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def get_filename(self) -> str:
+        return self.filename
+
+
+class _Registry:
+    """What loader_state reads from a Gst.Registry: the loader by name, and every scanned plugin file."""
+
+    def __init__(self, loaded: bool, files: list[str]) -> None:
+        self.loaded, self.files = loaded, files
+
+    def find_plugin(self, name: str):
+        return _Plugin("libgstpython.so") if self.loaded and name == "python" else None
+
+    def get_plugin_list(self) -> list[_Plugin]:
+        return [_Plugin(f) for f in self.files]
+
+
+def _fake_loader(path: Path, wanted: bytes) -> Path:
+    # The strings as they sit in the real loaders: the linked soname, then the file opened at run time.
+    path.write_bytes(b"\x7fELF\0libpython3.13.so.1.0\0loading libpython by name: %s\0" + wanted + b"\0tail")
+    return path
+
+
+def test_libpython_wanted_reads_the_file_the_loader_opens_not_its_soname(tmp_path):
+    by_name = _fake_loader(tmp_path / "a.so", b"libpython3.13.so")
+    by_path = _fake_loader(tmp_path / "b.so", b"/usr/lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.so")
+    assert doctor.libpython_wanted(by_name) == ["libpython3.13.so"]
+    assert doctor.libpython_wanted(by_path) == ["/usr/lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.so"]
+
+
+def test_loader_state_names_the_missing_libpython_and_the_package(tmp_path):
+    loader = _fake_loader(tmp_path / "libgstpython.so", str(tmp_path / "gone" / "libpython3.13.so").encode())
+    state = doctor.loader_state(_Registry(loaded=False, files=["/x/libgstcoreelements.so", str(loader)]))
+    assert state.startswith(f"FAILED to load {loader}: it opens {tmp_path}/gone/libpython3.13.so, which is not")
+    assert "apt install libpython3-dev" in state and "registry" in state
+
+
+def test_loader_state_present_missing_or_failed_for_another_reason(tmp_path):
+    there = tmp_path / "libpython3.13.so"
+    there.write_bytes(b"")
+    loader = _fake_loader(tmp_path / "libgstpython.so", str(there).encode())
+    assert doctor.loader_state(_Registry(loaded=True, files=[])) == "present"
+    assert doctor.loader_state(_Registry(loaded=False, files=[])).startswith("MISSING (apt install gstreamer1.0-")
+    state = doctor.loader_state(_Registry(loaded=False, files=[str(loader)]))
+    assert state.startswith(f"FAILED to load {loader} (GST_DEBUG=python:6")

@@ -26,7 +26,7 @@ from common import command_line, machine_info, utc_now
 def run_pipeline(frames: list[np.ndarray], total: int, batch: int) -> dict:
     import torch
 
-    from pyinfer._gi import Gst
+    from pyinfer._gi import Gst, copy_buffer
     from pyinfer.zoo import get_model
 
     h, w, _ = frames[0].shape
@@ -54,7 +54,7 @@ def run_pipeline(frames: list[np.ndarray], total: int, batch: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     pipeline.set_state(Gst.State.PLAYING)
     for i in range(total):
-        b = bufs[i % len(bufs)].copy()  # shallow: shares the frame memory, own timestamps
+        b = copy_buffer(bufs[i % len(bufs)])  # shallow: shares the frame memory, own timestamps
         b.pts = i * Gst.SECOND // 30
         if src.emit("push-buffer", b) != Gst.FlowReturn.OK:
             break

@@ -512,7 +512,7 @@ def run_element(bufs: list, batch: int, n_push: int, skip: int, knobs: str, devi
     """appsrc (queued before PLAYING) -> pyinfer -> fakesink; frames/s from a probe on fakesink's sink pad."""
     import torch
 
-    from pyinfer._gi import Gst, GstVideo
+    from pyinfer._gi import Gst, GstVideo, copy_buffer
 
     desc = (
         f"appsrc name=src ! pyinfer name=infer model-engine=throughput:element_model decoder=yolov8 device={device} "
@@ -549,7 +549,7 @@ def run_element(bufs: list, batch: int, n_push: int, skip: int, knobs: str, devi
             raise RuntimeError(f"could not start: {msg.parse_error() if msg else '?'}")
         dur = Gst.SECOND // 30
         for i in range(n_push):
-            b = bufs[i % len(bufs)].copy()  # shallow: shares the frame's memory
+            b = copy_buffer(bufs[i % len(bufs)])  # shallow: shares the frame's memory
             b.pts, b.duration = i * dur, dur
             src.emit("push-buffer", b)
         src.emit("end-of-stream")

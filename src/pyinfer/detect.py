@@ -109,7 +109,7 @@ class _Progress:
 def run_detect(opts: DetectOptions) -> DetectResult:
     """Run the pipeline to the end. Raises RuntimeError with the bus error's text on failure."""
     import pyinfer
-    from pyinfer._gi import Gst
+    from pyinfer._gi import Gst, structure
     from pyinfer.jsonl import write_jsonl
     from pyinfer.meta.roi import read_detections
     from pyinfer.zoo import get_model
@@ -128,13 +128,13 @@ def run_detect(opts: DetectOptions) -> DetectResult:
 
     def on_buffer(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         buf = info.get_buffer()
-        caps = pad.get_current_caps()
-        s = caps.get_structure(0)
+        with structure(pad.get_current_caps()) as s:
+            width, height = s.get_value("width"), s.get_value("height")
         dets = read_detections(buf)
         pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
         if pts is not None:
             last_pts[0] = pts
-        records.append(frame_record(result.frames, pts, s.get_value("width"), s.get_value("height"), dets))
+        records.append(frame_record(result.frames, pts, width, height, dets))
         result.frames += 1
         result.detections += len(dets)
         return Gst.PadProbeReturn.OK

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import re
 import sys
+import sysconfig
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pyinfer import __version__
@@ -31,6 +35,50 @@ def _has(obj: Any, *path: str) -> bool:
             return False
         obj = getattr(obj, name)
     return True
+
+
+def libpython_wanted(loader: str | os.PathLike[str]) -> list[str]:
+    """The libpython files the gst-python plugin loader opens at run time, as written in its binary.
+
+    Outside a Python process (gst-launch-1.0, gst-plugin-scanner) the loader opens libpython itself: by full
+    path on 1.22 (``/usr/lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.so``), by name on 1.26
+    (``libpython3.13.so``). On Debian both come only with ``libpython3-dev``.
+    """
+    data = Path(loader).read_bytes()
+    return sorted({m.decode() for m in re.findall(rb"[\w/.+-]*libpython3\.\d+\.so(?![\w.])", data)})
+
+
+def _library_exists(name: str) -> bool:
+    """Whether ``name`` (a path, or a file name the dynamic loader searches for) exists."""
+    if os.path.isabs(name):
+        return os.path.exists(name)
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = [*os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep), sysconfig.get_config_var("LIBDIR") or ""]
+    for top in ("/usr/local/lib", "/usr/lib", "/lib", "/usr/lib64", "/lib64"):
+        dirs += [os.path.join(top, multiarch), top] if multiarch else [top]
+    return any(d and os.path.exists(os.path.join(d, name)) for d in dirs)
+
+
+def loader_state(registry: Any) -> str:
+    """The gst-python plugin loader's state in ``registry`` (a ``Gst.Registry``), with the fix when it failed."""
+    if registry.find_plugin("python") is not None:
+        return "present"
+    failed = next(
+        (f for f in (p.get_filename() for p in registry.get_plugin_list()) if f and "libgstpython" in f), None
+    )
+    if failed is None:
+        return "MISSING (apt install gstreamer1.0-python3-plugin-loader)"
+    try:
+        missing = [lib for lib in libpython_wanted(failed) if not _library_exists(lib)]
+    except OSError:
+        missing = []
+    retry = "then delete ~/.cache/gstreamer-1.0/registry.*.bin (GStreamer caches a failed plugin)"
+    if missing:
+        return (
+            f"FAILED to load {failed}: it opens {missing[0]}, which is not installed "
+            f"(apt install libpython3-dev); {retry}"
+        )
+    return f"FAILED to load {failed} (GST_DEBUG=python:6 gst-inspect-1.0 {failed} says why); {retry}"
 
 
 def deepstream_features() -> dict[str, bool]:
@@ -58,9 +106,7 @@ def report() -> Iterator[str]:
     ensure_init()
     yield f"pyinfer {__version__}  python {sys.version.split()[0]}  ({sys.executable})"
     yield f"GStreamer {Gst.version_string()}"
-    loader = Gst.Registry.get().find_plugin("python")
-    state = "present" if loader else "MISSING (apt install gstreamer1.0-python3-plugin-loader)"
-    yield f"gst-python plugin loader: {state}"
+    yield f"gst-python plugin loader: {loader_state(Gst.Registry.get())}"
     for mod in ("torch", "torchvision", "onnxruntime", "tensorrt", "pyservicemaker", "pyds"):
         yield f"{mod}: {'available' if importlib.util.find_spec(mod) else 'absent'}"
     torch, err = _import("torch")

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pyinfer._gi import Gst
+from pyinfer._gi import Gst, structure
 from support import FIXED_TABLE, FixedBoxes, run, save_torchscript
 
 N_FRAMES = 4000
@@ -37,10 +37,11 @@ class _Updates:
         bus.connect("sync-message::element", self._on)
 
     def _on(self, bus: Gst.Bus, msg: Gst.Message) -> None:
-        s = msg.get_structure()
-        if s is not None and s.get_name() == "pyinfer-model-updated":
+        with structure(msg) as s:
+            if s is None or s.get_name() != "pyinfer-model-updated":
+                return
             self.messages.append({k: s.get_value(k) for k in ("path", "ok", "reason", "first-frame", "model-id")})
-            self.event.set()
+        self.event.set()
 
     def wait(self, count: int, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyinfer._gi import GLib, GObject, Gst, GstBase, GstVideo
+from pyinfer._gi import GLib, GObject, Gst, GstBase, GstVideo, structure
 from pyinfer.detections import Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.messages import FrameHeader, MessageBuilder
@@ -190,11 +190,11 @@ class MsgConvElement(GstBase.BaseTransform):
         return True
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
-        s = incaps.get_structure(0)
         size = []
-        for name in ("width", "height"):
-            ok, value = s.get_int(name)
-            size.append(value if ok and value > 0 else None)
+        with structure(incaps) as s:
+            for name in ("width", "height"):
+                ok, value = s.get_int(name)
+                size.append(value if ok and value > 0 else None)
         self._size = (size[0], size[1])
         return True
 
