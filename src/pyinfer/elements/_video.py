@@ -26,6 +26,56 @@ SYSTEM_AND_NVMM_TEMPLATES = (
 )
 
 
+def describe_caps(caps: Gst.Caps) -> str:
+    """Caps for people, one alternative per structure: ``video/x-raw format I420``,
+    ``video/x-raw format RGB, BGR or video/x-raw(memory:NVMM) format RGB``."""
+    if caps.is_empty() or caps.is_any():
+        return str(caps)
+    texts: list[str] = []
+    for i in range(caps.get_size()):
+        s, features = caps.get_structure(i), caps.get_features(i)
+        text = s.get_name()
+        if features is not None and not features.is_any() and features.to_string() != "memory:SystemMemory":
+            text += f"({features.to_string()})"
+        formats = _formats(s)
+        if formats:
+            text += f" format {', '.join(formats)}"
+        if text not in texts:
+            texts.append(text)
+    return " or ".join(texts)
+
+
+def _formats(s: Gst.Structure) -> list[str]:
+    if not s.has_field("format"):
+        return []
+    value = s.get_value("format")
+    if isinstance(value, str):
+        return [value]
+    try:
+        return [str(value[i]) for i in range(len(value))]  # a GstValueList
+    except TypeError:
+        return []
+
+
+def _check_offered_caps(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+    """Sink pad probe: a CAPS event the pad cannot take gets an ERROR from the element naming the format.
+
+    The pad refuses such caps before any element code runs (its accept-caps check), so without this the
+    only message is upstream's "Internal data stream error" (not-negotiated). Queries are left alone: caps
+    and accept-caps queries also come from elements merely asking, and a "no" to them is no error. A
+    module-level function, not a bound method: the pad holding the element would be a reference cycle.
+    """
+    event = info.get_event()
+    if event is not None and event.type in (Gst.EventType.CAPS, Gst.EventType.STREAM_START):
+        element = pad.get_parent_element()
+        if isinstance(element, PackedVideoFilter):
+            if event.type == Gst.EventType.STREAM_START:
+                element._refused_caps = ""  # a new stream (or a restart): report refused caps again
+            else:
+                element._on_offered_caps(pad, event.parse_caps())
+    return Gst.PadProbeReturn.OK
+
+
 def is_nvmm(caps: Gst.Caps) -> bool:
     """Whether the (fixed) caps carry DeepStream's NVMM memory feature."""
     features = caps.get_features(0)
@@ -40,6 +90,24 @@ class PackedVideoFilter(GstBase.BaseTransform):
         self.set_in_place(True)
         self.set_passthrough(False)
         self._layout: FrameLayout | None = None
+        self._refused_caps = ""
+        self.sinkpad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, _check_offered_caps)
+
+    def _on_offered_caps(self, pad: Gst.Pad, caps: Gst.Caps) -> None:
+        """A CAPS event arrived (before the pad checks it): post an ERROR if this element cannot take it."""
+        if caps.can_intersect(pad.get_pad_template_caps()):
+            self._refused_caps = ""
+            return
+        offered = describe_caps(caps)
+        if offered == self._refused_caps:
+            return  # upstream sends the refused caps again with each buffer: one ERROR is enough
+        self._refused_caps = offered
+        post_error(
+            self, Gst.CoreError.NEGOTIATION,
+            f"cannot take {offered}: it accepts {describe_caps(pad.get_pad_template_caps())} (convert before "
+            f"it, e.g. with videoconvert)",
+            f"offered caps: {caps.to_string()}",
+        )  # fmt: skip
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         try:
