@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyinfer._gi import Gst, GstBase, GstVideo
+from pyinfer._gi import Gst, GstBase, GstVideo, structure
 from pyinfer.elements._base import post_error
 from pyinfer.frames.system import FORMATS, FrameLayout
 
@@ -33,11 +33,12 @@ def describe_caps(caps: Gst.Caps) -> str:
         return str(caps)
     texts: list[str] = []
     for i in range(caps.get_size()):
-        s, features = caps.get_structure(i), caps.get_features(i)
-        text = s.get_name()
+        features = caps.get_features(i)
+        with structure(caps, i) as s:
+            text = s.get_name()
+            formats = _formats(s)
         if features is not None and not features.is_any() and features.to_string() != "memory:SystemMemory":
             text += f"({features.to_string()})"
-        formats = _formats(s)
         if formats:
             text += f" format {', '.join(formats)}"
         if text not in texts:
