@@ -63,12 +63,14 @@ def test_native_is_used_on_pyinfer_metas_and_declines_foreign_ones():
     with writable(buf):
         roi.write_detections(buf, _detections(rng, 300, True), unique_id=2)  # beyond the initial capacity
         roi.write_frame_info(buf, inferred=True)
-    assert NATIVE.read(hash(buf)) == 300
+    scratch = NATIVE.acquire()
+    assert NATIVE.read(hash(buf), scratch) == 300
     assert roi._checked_native(NATIVE, buf, True) is not None
     with writable(buf):
         Gst_meta = roi.GstVideo.buffer_add_video_region_of_interest_meta(buf, "face", 1, 2, 3, 4)
         Gst_meta.id = 300  # a foreign meta without a detection param
-    assert NATIVE.read(hash(buf)) == -1
+    assert NATIVE.read(hash(buf), scratch) == -1
+    NATIVE.release(scratch)
     assert roi._checked_native(NATIVE, buf, True) is None
     assert len(roi.read_detections_checked(buf).detections) == 301  # read by the other paths
 

@@ -10,6 +10,12 @@ Only the exact representation pyinfer writes is handled here (doubles, ints, a s
 call that finds anything else returns ``None`` and :mod:`pyinfer.meta.roi` reads that meta through PyGObject,
 so results are the same in every case. :func:`load` returns ``None`` (PyGObject only) when a library or
 symbol is missing, the platform is not 64-bit, or the self-test against PyGObject fails.
+
+Threads: the :class:`RoiC` instance is shared by the process and holds nothing that a call changes. The
+variadic reads write into output :class:`Slots`, and each read holds a set of its own, taken from a free list
+(:meth:`RoiC.acquire`) and given back when done: ctypes releases the GIL during each C call, so two streaming
+threads sharing slots would read each other's values. (A free list, not ``threading.local``: GStreamer's
+streaming threads enter Python afresh for each buffer, which empties their thread-locals every time.)
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import struct
+import threading
 from ctypes import CFUNCTYPE, byref, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 
 G_TYPE_BOOLEAN = 5 << 2
@@ -48,7 +55,7 @@ def _lib(name: str) -> ctypes.CDLL:
 
 
 class RoiC:
-    """The C functions and precomputed argument tuples; one instance per process (see :func:`load`)."""
+    """The C functions; one instance per process (see :func:`load`), with a free list of :class:`Slots`."""
 
     def __init__(self) -> None:
         gst, video, glib = _lib("gstreamer-1.0"), _lib("gstvideo-1.0"), _lib("glib-2.0")
@@ -74,38 +81,23 @@ class RoiC:
         quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
         self.q_detection, self.q_tracking, self.q_frame = (quark(n) for n in (b"detection", b"tracking", b"frame"))
         self._gst = gst
-        self._new_protos: dict[tuple, object] = {}
-        # Output slots of the variadic reads, and their argument tuples (built once).
-        self.dbl = (c_double * 5)()
-        self.int1, self.int2, self.int3 = c_int(), c_int(), c_int()
-        self.u64 = c_uint64()
-        self.u64_at, self.int3_at = ctypes.addressof(self.u64), ctypes.addressof(self.int3)
-        dbl_at = [ctypes.addressof(self.dbl) + 8 * k for k in range(5)]
-        det = [a for k, f in enumerate(_DETECTION_FIELDS) for a in (f, G_TYPE_DOUBLE, dbl_at[k])]
-        cls = [b"class-id", G_TYPE_INT, ctypes.addressof(self.int1)]
-        uid = [b"unique-id", G_TYPE_INT, ctypes.addressof(self.int2)]
-        rot = [a for k, f in enumerate(_ROTATED_FIELDS) for a in (f, G_TYPE_DOUBLE, dbl_at[k])]
-        model = [b"model-id", G_TYPE_INT, ctypes.addressof(self.int3)]
-        frame = [b"inferred", G_TYPE_BOOLEAN, ctypes.addressof(self.int1), *uid, *model]
+        self._new_protos: dict[tuple, object] = {}  # filled under the GIL; a race only builds one twice
         # gst_structure_get without argtypes, on arguments converted once: ~1/3 cheaper per call than with.
         raw_get = gst.gst_structure_get
         raw_get.restype = c_int
-        self._s = c_void_p()
         self._raw_get = raw_get
-        self.args_det = self._preconvert((*det, *cls, None))
-        self.args_det_uid = self._preconvert((*det, *cls, *uid, None))
-        self.args_rot = self._preconvert((*rot, None))
-        self.args_frame = self._preconvert((*frame, None))
+        self._free: list[Slots] = []  # slots no read holds; list.pop and list.append are atomic
 
-    @staticmethod
-    def _preconvert(args: tuple) -> tuple:
-        """Variadic arguments as ctypes objects: names as char*, GTypes and out-pointers as gsize."""
-        return tuple(c_char_p(a) if isinstance(a, bytes) else None if a is None else c_size_t(a) for a in args)
+    def acquire(self) -> Slots:
+        """Output slots for one read, held by no other read until :meth:`release` gives them back."""
+        try:
+            return self._free.pop()
+        except IndexError:
+            return Slots(self._raw_get)
 
-    def get(self, s: int, args: tuple) -> bool:
-        """``gst_structure_get(s, *args)``: True if every field is there with the given type."""
-        self._s.value = s
-        return bool(self._raw_get(self._s, *args))
+    def release(self, slots: Slots) -> None:
+        """Give back slots from :meth:`acquire` (once), for the next read on any thread."""
+        self._free.append(slots)
 
     def new_structure(self, types: tuple[int, ...]) -> object:
         """``gst_structure_new(name, field, GType, value, ... NULL)`` for fields of these GTypes."""
@@ -168,13 +160,13 @@ class RoiC:
                     trk = trk or s
         return det, trk
 
-    def rotated(self, s: int) -> list[float] | bool | None:
+    def rotated(self, s: int, slots: Slots) -> list[float] | bool | None:
         """The rotated box of a detection param: ``None`` without ``angle-rad``, ``False`` if not doubles."""
         if not self.has_field(s, b"angle-rad"):
             return None
-        if not self.get(s, self.args_rot):
+        if not slots.get(s, slots.args_rot):
             return False
-        return self.dbl[:]
+        return slots.dbl[:]
 
     def label(self, s: int) -> str | None:
         raw = self.get_string(s, b"label")
@@ -198,6 +190,49 @@ class RoiC:
             raise RuntimeError("could not add ROI meta: the buffer is not writable")
         c_int.from_address(meta + _ID_OFFSET).value = roi_id
         return meta
+
+
+class Slots:
+    """Output slots of the variadic reads and their argument tuples (converted once); one read at a time.
+
+    ``get(s, args)`` fills ``dbl``/``int1``..``int3`` (``args_det``: left, top, width, height, confidence and
+    class-id; ``args_det_uid`` adds unique-id; ``args_rot``: the rotated box; ``args_frame``: inferred,
+    unique-id, model-id); ``u64_at`` and ``int3_at`` are out-pointers for the single-field getters.
+    """
+
+    __slots__ = (
+        "_raw_get", "_s", "args_det", "args_det_uid", "args_frame", "args_rot", "dbl", "int1", "int2", "int3",
+        "int3_at", "u64", "u64_at",
+    )  # fmt: skip
+
+    def __init__(self, raw_get: object) -> None:
+        self._raw_get = raw_get
+        self._s = c_void_p()
+        self.dbl = (c_double * 5)()
+        self.int1, self.int2, self.int3 = c_int(), c_int(), c_int()
+        self.u64 = c_uint64()
+        self.u64_at, self.int3_at = ctypes.addressof(self.u64), ctypes.addressof(self.int3)
+        dbl_at = [ctypes.addressof(self.dbl) + 8 * k for k in range(5)]
+        det = [a for k, f in enumerate(_DETECTION_FIELDS) for a in (f, G_TYPE_DOUBLE, dbl_at[k])]
+        cls = [b"class-id", G_TYPE_INT, ctypes.addressof(self.int1)]
+        uid = [b"unique-id", G_TYPE_INT, ctypes.addressof(self.int2)]
+        rot = [a for k, f in enumerate(_ROTATED_FIELDS) for a in (f, G_TYPE_DOUBLE, dbl_at[k])]
+        model = [b"model-id", G_TYPE_INT, ctypes.addressof(self.int3)]
+        frame = [b"inferred", G_TYPE_BOOLEAN, ctypes.addressof(self.int1), *uid, *model]
+        self.args_det = _preconvert((*det, *cls, None))
+        self.args_det_uid = _preconvert((*det, *cls, *uid, None))
+        self.args_rot = _preconvert((*rot, None))
+        self.args_frame = _preconvert((*frame, None))
+
+    def get(self, s: int, args: tuple) -> bool:
+        """``gst_structure_get(s, *args)``: True if every field is there with the given type."""
+        self._s.value = s
+        return bool(self._raw_get(self._s, *args))
+
+
+def _preconvert(args: tuple) -> tuple:
+    """Variadic arguments as ctypes objects: names as char*, GTypes and out-pointers as gsize."""
+    return tuple(c_char_p(a) if isinstance(a, bytes) else None if a is None else c_size_t(a) for a in args)
 
 
 def params_of(meta: int) -> int:
@@ -224,20 +259,23 @@ def c_value(value: object) -> object:
 
 
 _STATE: list = []  # [RoiC | None] once loaded
+_LOAD_LOCK = threading.Lock()
 
 
 def load() -> RoiC | None:
     """The fast path, or ``None`` where it cannot be used (PyGObject only); checked once per process."""
     if not _STATE:
-        c = None
-        try:
-            if ctypes.sizeof(c_void_p) == 8:
-                c = RoiC()
-                if not _self_test(c):
+        with _LOAD_LOCK:  # streaming threads may get here first together
+            if not _STATE:
+                c = None
+                try:
+                    if ctypes.sizeof(c_void_p) == 8:
+                        c = RoiC()
+                        if not _self_test(c):
+                            c = None
+                except (OSError, AttributeError, ValueError, TypeError):
                     c = None
-        except (OSError, AttributeError, ValueError, TypeError):
-            c = None
-        _STATE.append(c)
+                _STATE.append(c)
     return _STATE[0]
 
 

@@ -1,16 +1,25 @@
 """Loader of the native helper of :mod:`pyinfer.meta.roi` (``libroi_native.so``, built from ``roi_native.c``;
 not ``_roi_native.so``, which Python would import as an extension module in place of this one).
 
-``read(buf_ptr)`` reads a buffer's detection ROI metas (as :meth:`pyinfer.meta._roi_c.RoiC.select` selects
-them) in one C call into reused numpy arrays; ``set_tracks`` adds the ``tracking`` param to many metas in one
-call. :func:`load` returns ``None`` where the library is missing or cannot be loaded; :mod:`pyinfer.meta.roi`
-then uses its ctypes path. roi.py runs a self-test against that path before using this one.
+``read(buf_ptr, scratch)`` reads a buffer's detection ROI metas (as :meth:`pyinfer.meta._roi_c.RoiC.select`
+selects them) in one C call into reused numpy arrays (:class:`Scratch`); ``set_tracks`` adds the ``tracking``
+param to many metas in one call. :func:`load` returns ``None`` where the library is missing or cannot be
+loaded; :mod:`pyinfer.meta.roi` then uses its ctypes path. roi.py runs a self-test against that path before
+using this one.
+
+Threads: the C functions keep no state between calls (they write only into the arrays they are given), and
+each read holds a :class:`Scratch` of its own, taken from a free list (:meth:`RoiNative.acquire`), grown by
+that read alone and given back when done. Two streaming threads sharing one set of arrays would read each
+other's detections, and a thread growing them would free the arrays another thread's C call is writing into.
+(A free list, not ``threading.local``: GStreamer's streaming threads enter Python afresh for each buffer,
+which empties their thread-locals every time.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from ctypes import c_int, c_void_p
 from pathlib import Path
 
@@ -18,22 +27,21 @@ import numpy as np
 
 LIB_PATH = Path(__file__).with_name("libroi_native.so")
 F_ROT, F_TRACK, F_PRED, F_UID, F_MODEL_BAD = 1, 2, 4, 8, 16
+INITIAL_CAP = 256
 
 
-class RoiNative:
-    """The two C functions and the reused output arrays; one instance per process (see :func:`load`)."""
+class Scratch:
+    """Output arrays of ``pyinfer_roi_read``, for one read at a time.
 
-    def __init__(self, path: Path = LIB_PATH) -> None:
-        lib = ctypes.CDLL(str(path))
-        self._read = lib.pyinfer_roi_read
-        self._read.restype = c_int
-        self._read.argtypes = [c_void_p, c_int] + [c_void_p] * 9
-        self._set = lib.pyinfer_roi_set_tracks
-        self._set.restype = None
-        self._set.argtypes = [c_int, c_void_p, c_void_p, c_int]
-        self._grow(256)
+    ``ptrs`` (meta pointers, uint64), ``box`` ((cap, 5) float64: left, top, width, height, confidence), ``rot``
+    ((cap, 5) float64: the rotated box), ``cls``, ``uid``, ``model`` (int32), ``track`` (uint64), ``flags``
+    (uint8, ``F_*``) and ``labels`` (``const char *`` of each label, as uint64).
+    """
 
-    def _grow(self, cap: int) -> None:
+    def __init__(self, cap: int = INITIAL_CAP) -> None:
+        self.grow(cap)
+
+    def grow(self, cap: int) -> None:
         self.cap = cap
         self.ptrs = np.zeros(cap, np.uint64)
         self.box = np.zeros((cap, 5), np.float64)
@@ -45,14 +53,40 @@ class RoiNative:
         self.flags = np.zeros(cap, np.uint8)
         self.labels = np.zeros(cap, np.uint64)
         arrays = (self.ptrs, self.box, self.rot, self.cls, self.uid, self.model, self.track, self.flags, self.labels)
-        self._args = tuple(a.ctypes.data for a in arrays)
+        self.args = tuple(a.ctypes.data for a in arrays)
 
-    def read(self, buf: int) -> int:
-        """Fill the arrays from buffer pointer ``buf``: the count, or -1 where Python must read it."""
-        n = self._read(buf, self.cap, *self._args)
+
+class RoiNative:
+    """The two C functions; one instance per process (see :func:`load`), with a free list of :class:`Scratch`."""
+
+    def __init__(self, path: Path = LIB_PATH) -> None:
+        lib = ctypes.CDLL(str(path))
+        self._read = lib.pyinfer_roi_read
+        self._read.restype = c_int
+        self._read.argtypes = [c_void_p, c_int] + [c_void_p] * 9
+        self._set = lib.pyinfer_roi_set_tracks
+        self._set.restype = None
+        self._set.argtypes = [c_int, c_void_p, c_void_p, c_int]
+        self._free: list[Scratch] = []  # scratch no read holds; list.pop and list.append are atomic
+
+    def acquire(self) -> Scratch:
+        """Arrays for one read, held by no other read until :meth:`release` gives them back."""
+        try:
+            return self._free.pop()
+        except IndexError:
+            return Scratch()
+
+    def release(self, scratch: Scratch) -> None:
+        """Give back arrays from :meth:`acquire` (once), for the next read on any thread."""
+        self._free.append(scratch)
+
+    def read(self, buf: int, out: Scratch) -> int:
+        """Fill ``out`` (from :meth:`acquire`, growing it if needed) from buffer pointer ``buf``: the count, or
+        -1 where Python must read the buffer."""
+        n = self._read(buf, out.cap, *out.args)
         if n < -1:
-            self._grow(max(-2 - n, 2 * self.cap))
-            n = self._read(buf, self.cap, *self._args)
+            out.grow(max(-2 - n, 2 * out.cap))
+            n = self._read(buf, out.cap, *out.args)
         return n
 
     def set_tracks(self, metas: np.ndarray, track_ids: np.ndarray, predicted: bool) -> None:
@@ -64,16 +98,20 @@ class RoiNative:
 
 
 _STATE: list = []  # [RoiNative | None] once loaded
+_LOAD_LOCK = threading.Lock()
 
 
 def load() -> RoiNative | None:
     """The native helper, or ``None`` where it is not built or not loadable (or ``PYINFER_NO_NATIVE=1``)."""
     if not _STATE:
-        lib = None
-        if os.environ.get("PYINFER_NO_NATIVE") != "1" and ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists():
-            try:
-                lib = RoiNative()
-            except (OSError, AttributeError):
+        with _LOAD_LOCK:
+            if not _STATE:
                 lib = None
-        _STATE.append(lib)
+                usable = ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists()
+                if os.environ.get("PYINFER_NO_NATIVE") != "1" and usable:
+                    try:
+                        lib = RoiNative()
+                    except (OSError, AttributeError):
+                        lib = None
+                _STATE.append(lib)
     return _STATE[0]

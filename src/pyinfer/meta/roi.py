@@ -24,12 +24,20 @@ id :data:`FRAME_ID` (2**31 - 1), a zero-sized box at (0, 0), and a param ``frame
 :func:`read_detections` reads these back into :class:`~pyinfer.detections.Detections` (``extra`` gets
 ``unique_id`` and ``roi_id``); ROI metas of other producers without a ``detection`` param are read from
 their integer box with confidence 1 and class id -1.
+
+Threads: every function here may run on several threads at once (tee branches, pipelines sharing a process,
+pytracker/pyosd/pymsgconv, an appsink's callback), on different buffers or on one buffer they all read. Each
+result is the caller's own: a read on the C paths holds scratch space that no other read uses
+(:meth:`_roi_c.RoiC.acquire`, :meth:`_roi_native.RoiNative.acquire`) and copies out of it before returning.
+Writing (``write_*``, ``set_track_id*``) needs a writable buffer, which only one thread holds. See
+docs/metadata.md.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -303,8 +311,12 @@ def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
         s = c.param(_roi_c.params_of(hash(meta)), c.q_frame)
         if not s or not c.has_field(s, b"inferred"):
             return None
-        if c.get(s, c.args_frame):
-            return FrameInfo(bool(c.int1.value), c.int2.value, c.int3.value)
+        t = c.acquire()
+        try:
+            if t.get(s, t.args_frame):
+                return FrameInfo(bool(t.int1.value), t.int2.value, t.int3.value)
+        finally:
+            c.release(t)
     meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, FRAME_ID)
     if meta is None:
         return None
@@ -434,14 +446,19 @@ def _read_detections(buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections:
     rot = np.full((n, 5), np.nan, np.float32)
     names: dict[int, str] = {}
     out = (xyxy, conf, cls, uid, model_id, roi_id, track_id, rot)
-    for i in range(n):
-        if c is not None:
-            if _read_fast(c, recs[i], i, out, names):
-                continue
-            meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
-        else:
-            meta = metas[i]
-        _read_slow(meta, i, out, names)
+    t = c.acquire() if c is not None else None
+    try:
+        for i in range(n):
+            if c is not None:
+                if _read_fast(c, t, recs[i], i, out, names):
+                    continue
+                meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
+            else:
+                meta = metas[i]
+            _read_slow(meta, i, out, names)
+    finally:
+        if t is not None:
+            c.release(t)
     return _finish_read(out, names, labels)
 
 
@@ -490,27 +507,28 @@ def _read_slow(meta: GstVideo.VideoRegionOfInterestMeta, i: int, out: tuple, nam
         names.setdefault(-1, GLib.quark_to_string(meta.roi_type))
 
 
-def _read_fast(c, rec: tuple, i: int, out: tuple, names: dict[int, str]) -> bool:
-    """:func:`_read_slow` through the C API; False (nothing changed) where PyGObject must read the meta."""
+def _read_fast(c, t: _roi_c.Slots, rec: tuple, i: int, out: tuple, names: dict[int, str]) -> bool:
+    """:func:`_read_slow` through the C API (``t``: this read's slots); False (nothing changed) where
+    PyGObject must read the meta."""
     xyxy, conf, cls, uid, model_id, roi_id, track_id, rot = out
     _, roi_type, rid, _, x, y, w, h, params = rec
     det, trk = c.params2(params)
     tid = None
     if trk:
-        if c.get_uint64(trk, b"track-id", c.u64_at):
-            tid = c.u64.value
+        if c.get_uint64(trk, b"track-id", t.u64_at):
+            tid = t.u64.value
         elif c.has_field(trk, b"track-id"):
             return False
-    if det and c.get(det, c.args_det_uid):
-        left, top, width, height, score = c.dbl[:]
-        k, producer = c.int1.value, c.int2.value
-        if c.get_int(det, b"model-id", c.int3_at):
-            model = c.int3.value
+    if det and t.get(det, t.args_det_uid):
+        left, top, width, height, score = t.dbl[:]
+        k, producer = t.int1.value, t.int2.value
+        if c.get_int(det, b"model-id", t.int3_at):
+            model = t.int3.value
         elif c.has_field(det, b"model-id"):
             return False
         else:
             model = -1
-        box = c.rotated(det)
+        box = c.rotated(det, t)
         if box is False:
             return False
         label = None
@@ -612,27 +630,28 @@ def _checked_slow(meta: GstVideo.VideoRegionOfInterestMeta, names: dict[int, str
     return row, rot, track
 
 
-def _checked_fast(c, rec: tuple, names: dict[int, str], tracking: bool) -> tuple | str | None:
-    """:func:`_checked_slow` through the C API; None (nothing changed) where PyGObject must read the meta."""
+def _checked_fast(c, t: _roi_c.Slots, rec: tuple, names: dict[int, str], tracking: bool) -> tuple | str | None:
+    """:func:`_checked_slow` through the C API (``t``: this read's slots); None (nothing changed) where
+    PyGObject must read the meta."""
     _, roi_type, rid, _, x, y, w, h, params = rec
     det, trk = c.params2(params)
     track = (UNTRACKED_ID, False, False)
     if tracking and trk:
-        if not c.get_uint64(trk, b"track-id", c.u64_at):
+        if not c.get_uint64(trk, b"track-id", t.u64_at):
             return None
-        track = (c.u64.value, bool(c.get_boolean(trk, b"predicted", c.int3_at) and c.int3.value), True)
+        track = (t.u64.value, bool(c.get_boolean(trk, b"predicted", t.int3_at) and t.int3.value), True)
     if not det:
         if w == 0 or h == 0:
             return f"ROI {rid}: empty box {w}x{h} at ({x}, {y})"
         if -1 not in names:
             names[-1] = GLib.quark_to_string(roi_type) or ""
         return [float(x), float(y), float(w), float(h), 1.0, -1], None, track
-    if not c.get(det, c.args_det):
+    if not t.get(det, t.args_det):
         return None
-    row = c.dbl[:]
-    k = c.int1.value
+    row = t.dbl[:]
+    k = t.int1.value
     row.append(k)
-    rot = c.rotated(det)
+    rot = c.rotated(det, t)
     if rot is False:
         return None
     if k not in names:
@@ -680,28 +699,33 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
     else:
         metas = _roi_metas(buf)
         n = len(metas)
-    for i in range(n):
-        got = None
-        meta = None
-        if c is not None:
-            got = _checked_fast(c, recs[i], names, tracking)
+    t = c.acquire() if c is not None else None
+    try:
+        for i in range(n):
+            got = None
+            meta = None
+            if c is not None:
+                got = _checked_fast(c, t, recs[i], names, tracking)
+                if got is None:
+                    meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
+            else:
+                meta = metas[i]
             if got is None:
-                meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
-        else:
-            meta = metas[i]
-        if got is None:
-            got = _checked_slow(meta, names, tracking)
-        if isinstance(got, str):
-            problems.append(got)
-            continue
-        row, rot, track = got
-        ids.append(i if c is not None else meta.id)
-        ptrs.append(recs[i][0] if c is not None else 0)
-        wrappers.append(meta)
-        rows.append(row)
-        rot_rows.append(rot)
-        tracks.append(track)
-        n_tracked += track[2]
+                got = _checked_slow(meta, names, tracking)
+            if isinstance(got, str):
+                problems.append(got)
+                continue
+            row, rot, track = got
+            ids.append(i if c is not None else meta.id)
+            ptrs.append(recs[i][0] if c is not None else 0)
+            wrappers.append(meta)
+            rows.append(row)
+            rot_rows.append(rot)
+            tracks.append(track)
+            n_tracked += track[2]
+    finally:
+        if t is not None:
+            c.release(t)
     tracks = [tr[:2] for tr in tracks]
     if rows:
         # Values of the right types may still be out of range (NaN, negative sizes, scores above 1): checked
@@ -747,29 +771,32 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
 # -- the native helper (see _roi_native): first choice when built and its self-test passes ---------------------
 
 _NATIVE: list = []  # [RoiNative | None] once checked
+_NATIVE_LOCK = threading.Lock()
 
 
 def _native() -> _roi_native.RoiNative | None:
     """The native helper, or ``None`` (ctypes/PyGObject paths) where missing or its self-test fails."""
     if not _NATIVE:
-        nat = _roi_native.load()
-        if nat is not None and _fast() is not None:
-            _NATIVE.append(None)  # during the self-test: the reference reads use the other paths
-            try:
-                ok = _native_self_test(nat)
-            except Exception:  # any failure means: do not use it
-                ok = False
-            _NATIVE[0] = nat if ok else None
-        else:
-            _NATIVE.append(None)
+        with _NATIVE_LOCK:  # one self-test, even when streaming threads get here first together
+            if not _NATIVE:
+                nat = _roi_native.load()
+                if nat is not None and _fast() is not None:
+                    _NATIVE.append(None)  # during the self-test: the reference reads use the other paths
+                    try:
+                        ok = _native_self_test(nat)
+                    except Exception:  # any failure means: do not use it
+                        ok = False
+                    _NATIVE[0] = nat if ok else None
+                else:
+                    _NATIVE.append(None)
     return _NATIVE[0]
 
 
-def _native_names(nat: _roi_native.RoiNative, cls: np.ndarray) -> dict[int, str] | None:
+def _native_names(r: _roi_native.Scratch, cls: np.ndarray) -> dict[int, str] | None:
     """The label of each class id, from its first meta (as the other paths read it); None if not UTF-8."""
     names: dict[int, str] = {}
     uniq, first = np.unique(cls, return_index=True)
-    ptrs = nat.labels[first].tolist()
+    ptrs = r.labels[first].tolist()
     for k, ptr in zip(uniq.tolist(), ptrs):
         if not ptr:
             return None
@@ -782,28 +809,34 @@ def _native_names(nat: _roi_native.RoiNative, cls: np.ndarray) -> dict[int, str]
 
 def _read_native(nat: _roi_native.RoiNative, buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections | None:
     """:func:`read_detections` in one native call; None where the other paths must read the buffer."""
-    n = nat.read(hash(buf))
-    if n < 0:
-        return None
+    r = nat.acquire()
+    try:
+        n = nat.read(hash(buf), r)
+        return None if n < 0 else _native_detections(r, n, labels)
+    finally:
+        nat.release(r)  # nothing returned shares memory with r
+
+
+def _native_detections(r: _roi_native.Scratch, n: int, labels: tuple[str, ...]) -> Detections | None:
     if n == 0:
         return Detections.empty(labels=labels)
-    flags = nat.flags[:n]
+    flags = r.flags[:n]
     if ((flags & _roi_native.F_UID) == 0).any() or (flags & _roi_native.F_MODEL_BAD).any():
         return None
-    cls = nat.cls[:n].copy()
-    names = _native_names(nat, cls)
+    cls = r.cls[:n].copy()
+    names = _native_names(r, cls)
     if names is None:
         return None
-    box = nat.box[:n]
+    box = r.box[:n]
     xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
     track_id = np.full(n, UNTRACKED_ID, np.uint64)
     has_trk = (flags & _roi_native.F_TRACK) != 0
-    track_id[has_trk] = nat.track[:n][has_trk]
+    track_id[has_trk] = r.track[:n][has_trk]
     rot = np.full((n, 5), np.nan, np.float32)
     has_rot = (flags & _roi_native.F_ROT) != 0
-    rot[has_rot] = nat.rot[:n][has_rot]
+    rot[has_rot] = r.rot[:n][has_rot]
     out = (
-        xyxy, box[:, 4].astype(np.float32), cls, nat.uid[:n].astype(np.int64), nat.model[:n].astype(np.int64),
+        xyxy, box[:, 4].astype(np.float32), cls, r.uid[:n].astype(np.int64), r.model[:n].astype(np.int64),
         np.arange(n, dtype=np.int64), track_id, rot,
     )  # fmt: skip
     return _finish_read(out, names, labels)
@@ -811,31 +844,37 @@ def _read_native(nat: _roi_native.RoiNative, buf: Gst.Buffer, labels: tuple[str,
 
 def _checked_native(nat: _roi_native.RoiNative, buf: Gst.Buffer, tracking: bool) -> CheckedDetections | None:
     """:func:`read_detections_checked` in one native call; None where the other paths must read the buffer."""
-    n = nat.read(hash(buf))
-    if n < 0:
-        return None
+    r = nat.acquire()
+    try:
+        n = nat.read(hash(buf), r)
+        return None if n < 0 else _native_checked(r, n, buf, tracking)
+    finally:
+        nat.release(r)  # nothing returned shares memory with r
+
+
+def _native_checked(r: _roi_native.Scratch, n: int, buf: Gst.Buffer, tracking: bool) -> CheckedDetections | None:
     if n == 0:
         return CheckedDetections(Detections.empty(), RoiMetas(buf, [], [], []), [])
-    flags = nat.flags[:n]
-    cls = nat.cls[:n]
-    names = _native_names(nat, cls)
+    flags = r.flags[:n]
+    cls = r.cls[:n]
+    names = _native_names(r, cls)
     if names is None:
         return None
     box = np.empty((n, 6), np.float64)
-    box[:, :5] = nat.box[:n]
+    box[:, :5] = r.box[:n]
     box[:, 5] = cls
     has_rot = (flags & _roi_native.F_ROT) != 0
     rot_arr = np.zeros((n, 5), np.float64)
-    rot_arr[has_rot] = nat.rot[:n][has_rot]
+    rot_arr[has_rot] = r.rot[:n][has_rot]
     tid = np.full(n, UNTRACKED_ID, np.uint64)
     pred = np.zeros(n, bool)
     n_tracked = 0
     if tracking:
         has_trk = (flags & _roi_native.F_TRACK) != 0
-        tid[has_trk] = nat.track[:n][has_trk]
+        tid[has_trk] = r.track[:n][has_trk]
         pred = has_trk & ((flags & _roi_native.F_PRED) != 0)
         n_tracked = int(has_trk.sum())
-    ptrs = nat.ptrs[:n]
+    ptrs = r.ptrs[:n]
     problems: list[str] = []
     bad = ~np.isfinite(box).all(axis=1) | ~np.isfinite(rot_arr).all(axis=1)
     bad |= (box[:, 2] < 0) | (box[:, 3] < 0) | (rot_arr[:, 2] < 0) | (rot_arr[:, 3] < 0)

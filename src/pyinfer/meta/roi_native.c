@@ -6,6 +6,12 @@
  * its other paths), or -2 - total where the arrays hold fewer than `total` entries.
  *
  * pyinfer_roi_set_tracks: a `tracking` param (track-id guint64, predicted boolean) on each of n metas.
+ *
+ * Threads: both functions are reentrant. They keep no state between calls (the quarks are set once, under
+ * g_once) and write only into the arrays and metas they are given, so streaming threads may read at once,
+ * each into its own arrays (pyinfer.meta._roi_native gives each read its own). As with any GstBuffer, a
+ * buffer may be read by several threads at once (tee branches), but its metas are added only while it is
+ * writable, i.e. held by one thread.
  */
 #include <string.h>
 #include <gst/gst.h>
@@ -20,9 +26,11 @@
 static GQuark q_detection, q_tracking;
 
 static void init_quarks(void) {
-  if (!q_detection) {
+  static gsize done = 0;
+  if (g_once_init_enter(&done)) {
     q_tracking = g_quark_from_static_string("tracking");
     q_detection = g_quark_from_static_string("detection");
+    g_once_init_leave(&done, 1);
   }
 }
 
