@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pyinfer.backends.base import as_float32
-from pyinfer.decoders.base import DecodedBatch
+from pyinfer.decoders.base import DecodedBatch, nonfinite_warning
 from pyinfer.errors import ConfigError
 from pyinfer.ops.letterbox import PAD_VALUE, LetterboxGeometry, letterbox
 
@@ -229,11 +229,15 @@ def decode_fixed(
         max_det: detections kept per frame.
         iterations: fixed-point rounds.
 
+    Candidates with a NaN or infinite box or score are dropped and counted, as the plain decoder does
+    (:func:`pyinfer.decoders.base.finite_candidates`).
+
     Returns:
         (B, 1 + K, 6) float32, K = min(candidates, N, max_det). Row 0 of each frame: [count, overflow,
-        unconverged, 0, 0, 0]; rows 1..count: x1, y1, x2, y2 (frame pixels), score, class, best first; the rows
-        after them are 0. A frame with ``overflow`` (more than ``candidates`` boxes above the threshold) or
-        ``unconverged`` (NMS needed more rounds) must be decoded again by the plain decoder.
+        unconverged, nonfinite, 0, 0]; rows 1..count: x1, y1, x2, y2 (frame pixels), score, class, best first;
+        the rows after them are 0. A frame with ``overflow`` (more than ``candidates`` boxes above the
+        threshold) or ``unconverged`` (NMS needed more rounds) must be decoded again by the plain decoder;
+        ``nonfinite`` counts the candidates dropped for NaN or infinite values.
     """
     import torch
 
@@ -245,8 +249,13 @@ def decode_fixed(
     # The plain decoder sees the outputs cast to float32 (exact from fp16/bf16) and compares `scores > threshold`
     # in float32: cast the per-anchor best score (B x N, not B x (4 + nc) x N) and compare the same way.
     scores = scores.float()
-    above = scores > conf.to(scores.dtype)
+    # Candidates with a NaN/inf box or score take no slot, as in the plain decoder's finite_candidates (the same
+    # float32 sum: finite exactly when every value is; a float16 overflow is an inf there).
+    finite = (out[:, :4, :].sum(dim=1, dtype=torch.float32) + scores).abs() < float("inf")
+    suspect = ~(scores <= conf.to(scores.dtype))  # above the threshold, or NaN
+    above = suspect & finite
     count_above = above.sum(dim=1)
+    nonfinite = suspect.sum(dim=1) - count_above
     overflow = count_above > c
     # No top-k and no sort (a top-k over 8400 anchors is one block per frame, 54 us on an H200 whatever the batch,
     # half of the decode at batch 1): the boxes above the threshold take slots 0, 1, ... in anchor order (a prefix
@@ -262,7 +271,9 @@ def decode_fixed(
     box = out[:, :4, :].gather(2, idx.unsqueeze(1).expand(b, 4, c)).float()  # (B, 4, C) cx, cy, w, h
     cx, cy, w, h = box.unbind(1)
     x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-    # Pairwise IoU as torchvision's NMS kernel computes it; [j, i]: does better box j suppress box i?
+    # Pairwise IoU as torchvision's NMS kernel computes it; [j, i]: does better box j suppress box i? Boxes of
+    # other frames never meet here, and a huge box (cx=1e30) has IoU 0 (or NaN: no suppression) with the others,
+    # as in the plain decoder's NMS.
     iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(min=0)
     ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(min=0)
     inter = iw * ih
@@ -287,18 +298,24 @@ def decode_fixed(
     placed = torch.zeros((b, k + 1, 6), dtype=torch.float32, device=dev).scatter_(
         1, dest[:, :, None].expand(b, c, 6), rows
     )
-    head = torch.zeros((b, 1, 6), dtype=torch.float32, device=dev)
-    head[:, 0, 0] = count.float()
-    head[:, 0, 1] = overflow.float()
-    head[:, 0, 2] = unconverged.float()
-    return torch.cat((head, placed[:, :k]), dim=1)
+    zero = torch.zeros_like(count)
+    head = torch.stack((count, overflow.long(), unconverged.long(), nonfinite, zero, zero), dim=1)  # few kernels
+    return torch.cat((head.float()[:, None, :], placed[:, :k]), dim=1)
 
 
-def unpack_fixed(packed: np.ndarray, n: int) -> tuple[DecodedBatch, bool]:
-    """Host side of :func:`decode_fixed` for the first ``n`` frames; also whether any of them needs a redo."""
+def unpack_fixed(
+    packed: np.ndarray, n: int, where: str = "decoder yolov8 (in-graph): model output 0"
+) -> tuple[DecodedBatch, bool]:
+    """Host side of :func:`decode_fixed` for the first ``n`` frames; also whether any of them needs a redo.
+
+    A model that returned fewer than ``n`` frames gives a batch of the frames it has (the engine's
+    check_batch_size reports it); ``where`` names the output in the warning about NaN/inf candidates.
+    """
+    n = min(n, len(packed))
     head = packed[:n, 0]
     counts = head[:, 0].astype(np.int64)
     redo = bool((head[:, 1:3] != 0).any())
+    nonfinite = int(head[:, 3].sum())
     rows = packed[:n, 1:]
     sel = rows[np.arange(rows.shape[1])[None, :] < counts[:, None]]  # (M, 6), frame by frame
     batch = DecodedBatch(
@@ -307,6 +324,8 @@ def unpack_fixed(packed: np.ndarray, n: int) -> tuple[DecodedBatch, bool]:
         class_id=sel[:, 5].astype(np.int32),
         frame=np.repeat(np.arange(n, dtype=np.int64), counts),
         batch_size=n,
+        nonfinite=nonfinite,
+        warning=nonfinite_warning(where, nonfinite),
     )
     return batch, redo
 
@@ -468,33 +487,48 @@ class FastPath:
         max_detections: int = 300,
     ) -> Ticket:
         """Start a batch; on CUDA this returns as soon as the work is queued on the engine's stream."""
-        import torch
 
+        from pyinfer.ops.colour import YuvFrames
+
+        yuv = isinstance(frames, YuvFrames)
         n = int(frames.shape[0])
         ticket = Ticket(None, n, conf_threshold, iou_threshold, max_detections)
         if not self._instanced:
             ticket.result = self._infer_cpu(frames, channels, conf_threshold, iou_threshold, max_detections)
             return ticket
-        direct = self.direct and self._on_device(frames)
+        direct = (self.direct or yuv) and self._on_device(frames)  # YUV planes are always read where they are
+        if yuv and not direct:
+            raise ValueError(f"YUV frames must be on {self.device} (the engine moves them there)")
         inst = self._acquire(frames, channels, max_detections, direct)
         ticket.instance = inst
-        caller = torch.cuda.current_stream(self.device) if frames.is_cuda else None
+        try:
+            self._launch(inst, frames, yuv, n, channels, conf_threshold, iou_threshold)
+        except BaseException:
+            inst.busy = False  # a failed batch gives its instance back
+            raise
+        return ticket
+
+    def _launch(self, inst: _Instance, frames: Any, yuv: bool, n: int, channels: str, conf: float, iou: float) -> None:
+        """Queue one batch's work on the engine's stream (see :meth:`submit`)."""
+        import torch
+
+        caller = torch.cuda.current_stream(self.device) if frames.device.type == "cuda" else None
         with torch.inference_mode(), self._on_stream():
             if caller is not None:
                 # Frames made on the caller's stream: wait for them, and keep their memory until we are done.
                 self.stream.wait_stream(caller)
-                frames.record_stream(self.stream)
+                for t in (frames.y, frames.u, frames.v) if yuv else (frames,):
+                    t.record_stream(self.stream)
             if inst.frames is None:
                 self._letterbox_direct(frames, channels, inst.input[:n])
             else:
                 inst.frames[:n].copy_(frames, non_blocking=True)
-            self._set_thresholds(conf_threshold, iou_threshold)
+            self._set_thresholds(conf, iou)
             self._run(inst)
             if inst.packed is not None:
                 inst.host.copy_(inst.packed, non_blocking=True)  # the one device-to-host copy
             if inst.event is not None:
                 inst.event.record(self.stream)
-        return ticket
 
     def collect(self, ticket: Ticket) -> Any:
         """Wait for a submitted batch and return its decoded result."""

@@ -10,11 +10,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyinfer.accel import AccelSettings, FastPath, build_fast_path
 from pyinfer.backends import load_model
 from pyinfer.decoders import DecoderChoice, choose_decoder, get_decoder, hint_from_metadata
+from pyinfer.decoders.base import check_batch_size, check_classes
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError, DecodeError, DependencyError
 from pyinfer.labels import read_labels
@@ -27,6 +28,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InferParams:
+    """The per-batch inference parameters, defined once (the element's properties take their defaults here).
+
+    Attributes:
+        conf_threshold: drop detections scoring at or below this.
+        iou_threshold: class-aware NMS IoU threshold.
+        max_detections: keep at most this many detections per frame (highest confidence first).
+    """
+
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+
+
+DEFAULT_PARAMS = InferParams()
+
+
+@dataclass
+class Ticket:
+    """A batch submitted to :meth:`Engine.submit`; :meth:`Engine.collect` turns it into detections."""
+
+    n: int
+    params: InferParams
+    fast: object = None  # the FastPath's ticket
+    outputs: list | None = None  # plain path: the model's outputs (still being computed on a GPU)
+    geometry: object = None
+    slot: int = -1  # plain path: which input buffer of the ring the batch used
+    done: bool = False
+
+
+#: Batches the plain path lets be in flight at once (one model-input buffer each).
+PLAIN_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -142,7 +178,9 @@ class Engine:
         self.labels = labels
         self.input_width, self.input_height = input_size
         self.num_classes: int | None = 0
-        self._input: torch.Tensor | None = None
+        self._inputs: list = [None] * PLAIN_DEPTH  # the plain path's model-input buffers, one per batch in flight
+        self._busy = [False] * PLAIN_DEPTH
+        self._stream = None  # plain path on CUDA: the stream batches run on (so host work overlaps them)
         self.fast: FastPath | None = None  # the speed knobs' path (pyinfer.accel), None when all are off
 
     @classmethod
@@ -216,15 +254,16 @@ class Engine:
         frames: torch.Tensor,
         *,
         channels: str = "RGB",
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 300,
+        conf_threshold: float = DEFAULT_PARAMS.conf_threshold,
+        iou_threshold: float = DEFAULT_PARAMS.iou_threshold,
+        max_detections: int = DEFAULT_PARAMS.max_detections,
     ) -> list[Detections]:
-        """Detect objects in a batch of same-sized frames.
+        """Detect objects in a batch of same-sized frames (:meth:`submit` then :meth:`collect`).
 
         Args:
-            frames: (B, H, W, C) uint8 on the model's device (a strided view is fine).
-            channels: channel order of the frames (RGB, BGR, RGBA, BGRA, RGBx, BGRx).
+            frames: (B, H, W, C) uint8 (a strided view is fine), or 4:2:0 planes (pyinfer.ops.colour.YuvFrames);
+                on the model's device or in host memory (pinned is best).
+            channels: channel order of packed frames (RGB, BGR, RGBA, BGRA, RGBx, BGRx).
             conf_threshold: drop detections scoring at or below this.
             iou_threshold: class-aware NMS IoU threshold.
             max_detections: keep at most this many detections per frame.
@@ -232,30 +271,130 @@ class Engine:
         Returns:
             One Detections per frame, boxes in frame pixels.
         """
-        if self.fast is not None:  # with the fast path, frames may also be in (pinned) host memory
-            return self.fast.infer(
+        params = InferParams(conf_threshold, iou_threshold, max_detections)
+        return self.collect(self.submit(frames, channels=channels, params=params))
+
+    def submit(self, frames: Any, *, channels: str = "RGB", params: InferParams = DEFAULT_PARAMS) -> Ticket:
+        """Start a batch. On a GPU this returns once the work is queued: up to two batches may be in flight.
+
+        Frames in host memory are copied to the model's device here (asynchronously from pinned memory); the
+        caller keeps the frames unchanged until the batch is collected. Two strategies run behind this one call:
+        the fast path (pyinfer.accel: CUDA graphs, compile, fixed decode) when a speed knob is on, else the
+        plain letterbox -> forward, whose decode runs at :meth:`collect`.
+        """
+        import torch
+
+        from pyinfer.ops.colour import YuvFrames
+
+        n = len(frames) if isinstance(frames, YuvFrames) else int(frames.shape[0])
+        device = self.model.device
+        if isinstance(frames, YuvFrames):
+            channels = "RGB"  # the planes are converted to RGB as they are read
+            if frames.device != device:
+                frames = _yuv_to(frames, device)
+        if self.fast is not None:
+            if not isinstance(frames, YuvFrames) and frames.device != device and not self.fast.takes_host_frames:
+                frames = frames.to(device)
+            ticket = Ticket(n, params)
+            ticket.fast = self.fast.submit(
                 frames,
                 channels=channels,
-                conf_threshold=conf_threshold,
-                iou_threshold=iou_threshold,
-                max_detections=max_detections,
-            ).detections(self.labels)
-        x, geometry = letterbox(
-            frames,
-            self.input_width,
-            self.input_height,
-            out=self._input,
-            dtype=self.model.dtype,
-            channels=channels,
-            stretch=self.decoder.resize == "stretch",
-        )
-        self._input = x
-        outputs = self.model.forward(x)
-        batch = self.decoder.decode(
-            outputs,
-            geometry,
-            conf_threshold=conf_threshold,
-            iou_threshold=iou_threshold,
-            max_detections=max_detections,
-        )
-        return batch.detections(self.labels)
+                conf_threshold=params.conf_threshold,
+                iou_threshold=params.iou_threshold,
+                max_detections=params.max_detections,
+            )
+            return ticket
+        slot = self._free_slot()
+        ticket = Ticket(n, params, slot=slot)
+        stream = self._plain_stream()
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else _nullcontext()):
+            if stream is not None:
+                stream.wait_stream(torch.cuda.current_stream(device))
+            if not isinstance(frames, YuvFrames) and frames.device != device:
+                frames = frames.to(device, non_blocking=True)
+            x, geometry = letterbox(
+                frames,
+                self.input_width,
+                self.input_height,
+                out=self._inputs[slot],
+                dtype=self.model.dtype,
+                channels=channels,
+                stretch=self.decoder.resize == "stretch",
+            )
+            self._inputs[slot] = x
+            self._busy[slot] = True
+            try:
+                ticket.outputs = self.model.forward(x)
+            except BaseException:
+                self._busy[slot] = False  # a failed batch gives its input buffer back
+                raise
+            ticket.geometry = geometry
+        return ticket
+
+    def collect(self, ticket: Ticket) -> list[Detections]:
+        """Wait for a submitted batch and decode it: one Detections per frame, boxes in frame pixels."""
+        import torch
+
+        if ticket.done:
+            raise RuntimeError("this batch was collected already")
+        ticket.done = True
+        p = ticket.params
+        if ticket.fast is not None:
+            batch = self.fast.collect(ticket.fast)
+            check_batch_size(batch, ticket.n, model=self.model.path)
+            return batch.detections(self.labels)
+        try:
+            stream = self._stream
+            with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else _nullcontext()):
+                check_classes(self.decoder, ticket.outputs, self.num_classes, model=self.model.path)
+                batch = self.decoder.decode(
+                    ticket.outputs,
+                    ticket.geometry,
+                    conf_threshold=p.conf_threshold,
+                    iou_threshold=p.iou_threshold,
+                    max_detections=p.max_detections,
+                )
+            check_batch_size(batch, ticket.n, model=self.model.path)
+            return batch.detections(self.labels)
+        finally:
+            self._busy[ticket.slot] = False
+            ticket.outputs = None
+
+    def _free_slot(self) -> int:
+        for i, busy in enumerate(self._busy):
+            if not busy:
+                return i
+        raise RuntimeError(f"at most {PLAIN_DEPTH} batches may be in flight: collect one first")
+
+    def _plain_stream(self):
+        import torch
+
+        if self.model.device.type != "cuda" or not is_torch_native_model(self.model):
+            return None
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device=self.model.device)
+        return self._stream
+
+
+def is_torch_native_model(model) -> bool:
+    """Whether the model's forward runs torch kernels on the current stream (ONNX Runtime/TensorRT do not)."""
+    return getattr(model, "module", None) is not None
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _yuv_to(frames, device):
+    """YUV planes moved to ``device`` (asynchronously from pinned memory)."""
+    from pyinfer.ops.colour import YuvFrames
+
+    y = frames.y.to(device, non_blocking=True)
+    if frames.u.data_ptr() + 1 == frames.v.data_ptr() and frames.u.stride(-1) == 2:  # NV12: one interleaved plane
+        uv = frames.u.as_strided((*frames.u.shape, 2), (*frames.u.stride(), 1)).to(device, non_blocking=True)
+        return YuvFrames(y, uv[..., 0], uv[..., 1], frames.colour)
+    return YuvFrames(y, frames.u.to(device, non_blocking=True), frames.v.to(device, non_blocking=True), frames.colour)

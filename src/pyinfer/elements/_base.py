@@ -54,3 +54,38 @@ def writable(buf: Gst.Buffer) -> Iterator[Gst.Buffer]:
     finally:
         if refcount > 1:
             mini.refcount = refcount
+
+
+def is_running(element: Gst.Element) -> bool:
+    """Whether the element has started (PAUSED or PLAYING, or on its way there)."""
+    if getattr(element, "_started", False):
+        return True
+    return element.current_state > Gst.State.READY
+
+
+def ready_property(name: str, **spec: object) -> GObject.Property:
+    """A property that may change in the NULL and READY states only (``Gst.PARAM_MUTABLE_READY``).
+
+    GStreamer leaves enforcing the mutability flags to the element: a change asked for while the element
+    runs is refused with a WARNING on the bus naming the property, and the value stays. ``spec`` is what
+    ``GObject.Property`` takes (type, default, minimum, maximum, nick, blurb); the value is kept in
+    ``_<name with underscores>``.
+    """
+    attr = "_" + name.replace("-", "_")
+    default = spec.get("default")
+
+    def getter(self: Gst.Element) -> object:
+        return getattr(self, attr, default)
+
+    def setter(self: Gst.Element, value: object) -> None:
+        if is_running(self):
+            post_warning(
+                self, Gst.CoreError.STATE_CHANGE,
+                f"{name} can only change in the NULL or READY state: it stays {getter(self)!r} "
+                f"(asked for {value!r} while {self.current_state.value_nick.upper()})",
+            )  # fmt: skip
+            return
+        setattr(self, attr, value)
+
+    flags = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY
+    return GObject.Property(getter=getter, setter=setter, flags=flags, **spec)

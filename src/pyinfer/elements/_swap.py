@@ -105,16 +105,27 @@ class ModelSwapper:
             try:
                 engine = self._build(config)
                 error = None
-            except Exception as exc:  # every failure keeps the old model serving
+            except BaseException as exc:  # every failure keeps the old model serving; user code may even exit
                 engine, error = None, exc
             elapsed = time.perf_counter() - t0
+            replaced = None
             with self._cond:
                 self._loading = False
                 superseded = generation != self._generation or self._stopping
                 if engine is not None and not superseded:
-                    self._ready = (engine, LoadResult(path, True, "", elapsed, generation))
-                    continue
-            if error is not None:
+                    # A loaded model nobody took yet (no buffer flowed since) is superseded by this one: say so,
+                    # so every request gets its one answer.
+                    replaced, self._ready = self._ready, (engine, LoadResult(path, True, "", elapsed, generation))
+            if replaced is not None:
+                old = replaced[1]
+                log.info("model load of %s not used: superseded before it served", old.path)
+                self._on_failed(LoadResult(old.path, False, "superseded by a newer model-engine request before it "
+                                           "served a frame", old.load_time_s, old.generation))  # fmt: skip
+            if engine is not None and not superseded:
+                continue
+            if isinstance(error, SystemExit):
+                reason = f"the model's code called exit({error.code!r}) (SystemExit); pyinfer contained it"
+            elif error is not None:
                 reason = str(error) or type(error).__name__
             else:
                 reason = "superseded by a newer model-engine request"

@@ -14,13 +14,16 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from pyinfer._gi import GObject, Gst, GstBase
-from pyinfer.elements._base import format_exception, post_error, post_warning, writable
+from pyinfer._gi import GObject, Gst, GstBase, GstVideo, copy_buffer
+from pyinfer.elements._base import format_exception, post_error, post_warning, ready_property, writable
 from pyinfer.elements._swap import LoadResult, ModelSwapper
-from pyinfer.elements._video import SYSTEM_AND_NVMM_TEMPLATES, PackedVideoFilter, is_nvmm
+from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
+from pyinfer.engine import DEFAULT_PARAMS, InferParams
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
-from pyinfer.frames.system import mapped_frame
+from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
 from pyinfer.meta.roi import write_detections, write_frame_info
+from pyinfer.ops.colour import YUV_FORMATS
+from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 _RW = GObject.ParamFlags.READWRITE
-FLOW_DROPPED = Gst.FlowReturn.CUSTOM_SUCCESS  # GST_BASE_TRANSFORM_FLOW_DROPPED
 SKIP_WARNING_INTERVAL_S = 5.0  # on-error=skip posts at most one WARNING per this many seconds
 
 
@@ -43,10 +45,19 @@ class Settings:
     interval: int
 
 
-@dataclass
-class _Pending:
-    buf: Gst.Buffer
-    infer: bool
+_FORMAT_LIST = ", ".join(FORMATS)
+#: System memory: packed RGB-family and 4:2:0 YUV (what software decoders give); CUDA memory from NVIDIA's
+#: decoders (NV12) and converters; DeepStream's NVMM batches.
+CAPS = Gst.Caps.from_string(
+    f"video/x-raw, format=(string){{ {_FORMAT_LIST} }}, width=(int)[1, 32767], height=(int)[1, 32767]; "
+    f"video/x-raw({CUDA_FEATURE}), format=(string){{ {_FORMAT_LIST} }}, width=(int)[1, 32767], "
+    "height=(int)[1, 32767]"
+)
+CAPS.append(NVMM_CAPS.copy())
+TEMPLATES = (
+    Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, CAPS),
+    Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, CAPS),
+)
 
 
 class InferElement(PackedVideoFilter):
@@ -59,7 +70,7 @@ class InferElement(PackedVideoFilter):
         "Runs a PyTorch detector on video frames and attaches detections as region-of-interest metadata",
         "pyinfer developers",
     )
-    __gsttemplates__ = SYSTEM_AND_NVMM_TEMPLATES
+    __gsttemplates__ = TEMPLATES
 
     __gsignals__ = {  # noqa: RUF012 - PyGObject reads this class attribute
         # (path, ok, reason): a model-engine change while playing finished loading (ok) or failed.
@@ -82,40 +93,40 @@ class InferElement(PackedVideoFilter):
         if self._engine is not None:  # running: load beside the serving model
             self._swapper.request(self._model_path, self._engine_config())
 
-    backend = GObject.Property(
+    backend = ready_property(
+        "backend",
         type=str, default="auto", nick="Backend",
         blurb="Runtime: auto (from the model-engine extension), torchscript, export, module, onnx or tensorrt "
         "(tensorrt with an .onnx model builds an engine once and caches it beside the model)",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    precision = GObject.Property(
+    precision = ready_property(
+        "precision",
         type=str, default="fp32", nick="Precision",
         blurb="fp32 (the model as saved), fp16 or bf16: weights cast (torch backends) or TensorRT builder flags; "
         "ONNX runs in the precision it was exported in",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    cuda_graphs = GObject.Property(
+    cuda_graphs = ready_property(
+        "cuda-graphs",
         type=bool, default=False, nick="CUDA graphs",
         blurb="Capture letterbox, model and decode (with NMS) in one CUDA graph per input shape and replay it: one "
         "launch and one device-to-host copy per batch. Torch backends on CUDA; ignored on the CPU",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    compile = GObject.Property(
+    compile = ready_property(
+        "compile",
         type=str, default="off", nick="Compile",
         blurb="torch.compile of model, letterbox and decode: off, default, reduce-overhead (inductor kernels in "
         "CUDA graphs) or max-autotune. Costs tens of seconds per input shape at the first batch",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    channels_last = GObject.Property(
+    channels_last = ready_property(
+        "channels-last",
         type=bool, default=False, nick="Channels last",
         blurb="Model weights and input in NHWC memory order (faster fp16/bf16 convolutions on GPUs); torch backends",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    allow_pickle = GObject.Property(
+    allow_pickle = ready_property(
+        "allow-pickle",
         type=bool, default=False, nick="Allow pickle",
         blurb="Load model files that unpickle Python objects (torch.save checkpoints), which can run any code: "
         "only for files you trust",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
     labels_file = GObject.Property(
         type=str, default="", nick="Labels file",
@@ -124,23 +135,24 @@ class InferElement(PackedVideoFilter):
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     confidence_threshold = GObject.Property(
-        type=float, default=0.25, minimum=0.0, maximum=1.0, nick="Confidence threshold",
+        type=float, default=DEFAULT_PARAMS.conf_threshold, minimum=0.0, maximum=1.0, nick="Confidence threshold",
         blurb="Drop detections scoring at or below this", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     nms_iou_threshold = GObject.Property(
-        type=float, default=0.45, minimum=0.0, maximum=1.0, nick="NMS IoU threshold",
+        type=float, default=DEFAULT_PARAMS.iou_threshold, minimum=0.0, maximum=1.0, nick="NMS IoU threshold",
         blurb="Class-aware non-maximum suppression: drop boxes overlapping a better one by more than this IoU",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
-    device = GObject.Property(
+    device = ready_property(
+        "device",
         type=str, default="auto", nick="Device",
         blurb="Where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    batch_size = GObject.Property(
+    batch_size = ready_property(
+        "batch-size",
         type=int, default=1, minimum=1, maximum=1024, nick="Batch size",
-        blurb="Frames per model call; frames are held until the batch is full (or EOS), adding latency",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
+        blurb="Frames per model call; frames are held until the batch is full (or EOS, or batch-timeout), adding "
+        "latency that the element reports in LATENCY queries",
     )  # fmt: skip
     interval = GObject.Property(
         type=int, default=0, minimum=0, maximum=1_000_000, nick="Interval",
@@ -154,7 +166,7 @@ class InferElement(PackedVideoFilter):
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
     max_detections = GObject.Property(
-        type=int, default=300, minimum=1, maximum=100_000, nick="Max detections",
+        type=int, default=DEFAULT_PARAMS.max_detections, minimum=1, maximum=100_000, nick="Max detections",
         blurb="Keep at most this many detections per frame (highest confidence first)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
@@ -182,23 +194,23 @@ class InferElement(PackedVideoFilter):
         blurb="Model input height; 0: from the model's metadata", flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
-    meta = GObject.Property(
+    meta = ready_property(
+        "meta",
         type=str, default="auto", nick="Metadata writer",
         blurb="Where detections go: auto (NVMM caps: DeepStream NvDsObjectMeta through pyservicemaker, else pyds; "
         "system memory: ROI meta), roi, deepstream (pyservicemaker), pyds (legacy bindings)",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    mark_inferred = GObject.Property(
+    mark_inferred = ready_property(
+        "mark-inferred",
         type=bool, default=True, nick="Mark inferred",
         blurb="DeepStream: set NvDsFrameMeta.bInferDone on inferred frames, as nvinfer does, so nvtracker treats "
         "them as detector frames (through pyds, else a layout-checked ctypes write)",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    event_meta = GObject.Property(
+    event_meta = ready_property(
+        "event-meta",
         type=bool, default=False, nick="Event meta",
         blurb="DeepStream (pyservicemaker): also attach one NvDsEventMsgMeta per object for nvmsgconv's default "
         "payload mode",
-        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
 
     @GObject.Property(
@@ -241,6 +253,20 @@ class InferElement(PackedVideoFilter):
         engine = self._engine
         return str(engine.decoder_choice) if engine is not None else ""
 
+    batch_timeout = GObject.Property(
+        type=GObject.TYPE_INT64, default=0, minimum=-1, maximum=3_600_000_000, nick="Batch timeout",
+        blurb="Microseconds a partly filled batch waits for more frames before it is inferred as it is "
+        "(nvstreammux's batched-push-timeout): 0 (auto): live sources wait at most the time the batch takes "
+        "to fill at the caps' frame rate, other sources until the batch is full; -1: always until full",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    in_flight = ready_property(
+        "in-flight",
+        type=int, default=DEFAULT_DEPTH, minimum=1, maximum=8, nick="Batches in flight",
+        blurb="Batches submitted to the model and not yet collected: with 2, the GPU runs one batch while the "
+        "results of the one before are written and pushed (1: one batch at a time)",
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self._model_path = ""
         self._engine = None
@@ -249,14 +275,22 @@ class InferElement(PackedVideoFilter):
         self._model_id = 0
         self._skipped = 0
         self._last_skip_warning = 0.0
-        self._pending: list[_Pending] = []
-        self._staging = None
         self._frames_seen = 0
-        self._lock = threading.Lock()  # guards _pending against a flush from another thread
+        self._batches_seen = 0
+        self._lock = threading.RLock()  # the open batch: filled by the streaming thread, sealed by a timeout too
+        self._batch: _OpenBatch | None = None
+        self._pipe: InferPipeline | None = None
+        self._ring: StagingRing | None = None
+        self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
         self._meta_used = ""
-        self._batches_seen = 0
         self._last_warning: dict[str, float] = {}
+        self._started = False
+        self._live: bool | None = None  # upstream is live (asked at the first buffer)
+        self._frame_duration_ns = 0
+        self._batch_cost_ns = 0  # the slowest batch seen (wall time from submit to delivery), for LATENCY
+        self._reported_latency_ns = -1
+        self._push = _Pusher()
 
     # -- state -------------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -294,15 +328,15 @@ class InferElement(PackedVideoFilter):
         engine = Engine.build(cfg)
         layout = self._layout
         if layout is not None:  # validate on a batch shaped like the live frames
-            engine.check_frames(self.batch_size, layout.height, layout.width, layout.channels, layout.format)
+            fmt = "RGB" if layout.format in YUV_FORMATS else layout.format
+            channels = 3 if layout.format in YUV_FORMATS else layout.channels
+            engine.check_frames(self.batch_size, layout.height, layout.width, channels, fmt)
         return engine
 
     def _on_load_failed(self, result: LoadResult) -> None:
-        if result.reason.startswith("superseded"):
-            self._announce(result, first_frame=-1)
-            return
-        post_warning(self, Gst.ResourceError.OPEN_READ, f"model update to {result.path} failed, the previous model "
-                     f"keeps serving: {result.reason}")  # fmt: skip
+        if not result.reason.startswith("superseded"):
+            post_warning(self, Gst.ResourceError.OPEN_READ, f"model update to {result.path} failed, the previous "
+                         f"model keeps serving: {result.reason}")  # fmt: skip
         self._announce(result, first_frame=-1)
 
     def _announce(self, result: LoadResult, first_frame: int) -> None:
@@ -326,7 +360,6 @@ class InferElement(PackedVideoFilter):
         engine, result = ready
         self._engine = engine
         self._model_id = result.generation
-        self._staging = None
         log.info("model %s serving from frame %d, decoder %s", result.path, self._frames_seen, engine.decoder_choice)
         self._announce(result, first_frame=self._frames_seen)
 
@@ -336,6 +369,10 @@ class InferElement(PackedVideoFilter):
         if self.on_error not in ("fail", "skip"):
             post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
             return False
+        if self.meta not in ("auto", "roi", "deepstream", "pyds"):
+            msg = f"meta must be auto, roi, deepstream or pyds, not {self.meta!r}"
+            post_error(self, Gst.ResourceError.SETTINGS, msg)
+            return False
         cfg = self._engine_config()
         try:
             self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
@@ -343,49 +380,77 @@ class InferElement(PackedVideoFilter):
             code = _start_error_code(exc)
             post_error(self, code, str(exc), format_exception(exc))
             return False
-        except Exception as exc:  # a runtime failing in a way we did not foresee
-            post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {exc}", format_exception(exc))
-            return False
-        if self.meta not in ("auto", "roi", "deepstream", "pyds"):
-            msg = f"meta must be auto, roi, deepstream or pyds, not {self.meta!r}"
-            post_error(self, Gst.ResourceError.SETTINGS, msg)
+        except BaseException as exc:  # user code (a factory, a hook) may raise anything, exit too
+            post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {_describe(exc)}",
+                       format_exception(exc))  # fmt: skip
             return False
         self._frames_seen = 0
         self._batches_seen = 0
-        self._pending = []
-        self._staging = None
+        self._batch = None
         self._model_id = 0
         self._skipped = 0
         self._last_warning = {}
+        self._flow = Gst.FlowReturn.OK
+        self._live = None
+        self._batch_cost_ns = 0
+        self._reported_latency_ns = -1
+        self._pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle, name="pyinfer-worker")
+        self._started = True
         log.info("loaded %s on %s, decoder %s", cfg.model, self._engine.model.device, self._engine.decoder_choice)
         return True
 
     def do_stop(self) -> bool:
+        self._started = False
         self._swapper.stop()
+        pipe, self._pipe = self._pipe, None
         with self._lock:
-            self._pending = []
+            batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.drop()
+        if self._ring is not None:
+            self._ring.close()
+        if pipe is not None:
+            pipe.stop()
+        self._ring = None
         self._engine = None
-        self._staging = None
         self._layout = None
         self._ds = None
         return True
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
-        if not PackedVideoFilter.do_set_caps(self, incaps, outcaps):
-            return False
-        if not is_nvmm(incaps):
-            if self.meta in ("deepstream", "pyds"):
-                post_error(self, Gst.CoreError.NEGOTIATION, f"meta={self.meta} needs DeepStream NVMM caps "
-                           f"(video/x-raw(memory:NVMM),format=RGB), got {incaps.to_string()}")  # fmt: skip
+        if is_nvmm(incaps):
+            if self.meta == "roi":
+                post_error(self, Gst.CoreError.NEGOTIATION, "meta=roi cannot read NVMM frames: use meta=auto on "
+                           "DeepStream")  # fmt: skip
                 return False
-            self._ds = None
-            self._meta_used = "roi"
-            return True
-        if self.meta == "roi":
-            post_error(self, Gst.CoreError.NEGOTIATION, "meta=roi cannot read NVMM frames: use meta=auto on DeepStream")
+            layout = _nvmm_layout(incaps)
+            if layout is None:
+                return False
+            self._layout = layout
+            self._ring = None
+            return self._ds is not None or self._open_deepstream()
+        try:
+            layout = VideoLayout.from_caps(incaps)
+        except ValueError as exc:
+            post_error(self, Gst.CoreError.NEGOTIATION, str(exc))
             return False
-        if self._ds is None:
-            return self._open_deepstream()
+        if self.meta in ("deepstream", "pyds"):
+            post_error(self, Gst.CoreError.NEGOTIATION, f"meta={self.meta} needs DeepStream NVMM caps "
+                       f"(video/x-raw(memory:NVMM),format=RGB), got {incaps.to_string()}")  # fmt: skip
+            return False
+        engine = self._engine
+        if layout.memory == "cuda" and engine is not None and engine.model.device.type != "cuda":
+            post_error(self, Gst.CoreError.NEGOTIATION, f"frames in CUDA memory need the model on a GPU, but "
+                       f"it runs on {engine.model.device}: set device=cuda or put cudadownload before it")  # fmt: skip
+            return False
+        self._layout = layout
+        self._ring = None  # sized for the old frames
+        self._ds = None
+        self._meta_used = "roi"
+        rate = GstVideo.VideoInfo.new_from_caps(incaps)
+        self._frame_duration_ns = (
+            Gst.util_uint64_scale_int(Gst.SECOND, rate.fps_d, rate.fps_n) if rate is not None and rate.fps_n > 0 else 0
+        )
         return True
 
     def _open_deepstream(self) -> bool:
@@ -426,9 +491,167 @@ class InferElement(PackedVideoFilter):
             self._last_warning[key] = now
             post_warning(self, code, text)
 
-    # -- DeepStream batches ------------------------------------------------------------------------
-    def _ds_transform(self, buf: Gst.Buffer) -> Gst.FlowReturn:
-        """One NVMM batch from nvstreammux: all its frames in one model call, objects as NvDsObjectMeta."""
+    # -- events and queries ------------------------------------------------------------------------
+    def do_sink_event(self, event: Gst.Event) -> bool:
+        if event.type == Gst.EventType.FLUSH_START:
+            self._flush()
+        elif event.type == Gst.EventType.FLUSH_STOP:
+            self._flush()
+            self._flow = Gst.FlowReturn.OK
+        elif _serialized(event) and self._pipe is not None:
+            # EOS, caps, segment, gap, tags...: whatever comes next follows every frame before it. Held frames
+            # go out first (a partial batch is inferred as it is).
+            self._drain()
+        return GstBase.BaseTransform.do_sink_event(self, event)
+
+    def do_gst_base_transform_query(self, direction: Gst.PadDirection, query: Gst.Query) -> bool:  # vfunc "query"
+        if direction != Gst.PadDirection.SRC or query.type != Gst.QueryType.LATENCY:
+            return GstBase.BaseTransform.do_query(self, direction, query)
+        if not GstBase.BaseTransform.do_query(self, direction, query):
+            return False
+        live, lo, hi = query.parse_latency()
+        ours = self._latency_ns()
+        self._reported_latency_ns = ours
+        query.set_latency(live, lo + ours, hi + ours if hi != Gst.CLOCK_TIME_NONE else hi)
+        return True
+
+    def _latency_ns(self) -> int:
+        """What the element adds: frames held until their batch fills (or times out), and the batches in flight."""
+        frame = self._frame_duration_ns or _ASSUMED_FRAME_NS
+        hold = (self.batch_size - 1) * frame
+        timeout = self._timeout_ns()
+        if timeout is not None:
+            hold = min(hold, timeout)
+        cost = max(self._batch_cost_ns, frame)
+        return int(hold + self.in_flight * cost)
+
+    def _timeout_ns(self) -> int | None:
+        """How long a partial batch may wait, or None: until it is full."""
+        value = self.batch_timeout
+        if value < 0 or self.batch_size == 1:
+            return None
+        if value > 0:
+            return value * 1000
+        if not self._live:
+            return None
+        return self.batch_size * (self._frame_duration_ns or _ASSUMED_FRAME_NS)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.drop()
+        if self._pipe is not None:
+            self._pipe.flush()
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._seal()
+        if self._pipe is not None:
+            self._pipe.drain()
+
+    # -- buffers -----------------------------------------------------------------------------------
+    def do_submit_input_buffer(self, is_discont: bool, buf: Gst.Buffer) -> Gst.FlowReturn:
+        """Take the buffer: into the open batch, or (not inferred, nothing held) straight to the output queue.
+
+        Every buffer leaves through the worker (:meth:`_deliver`), in order; nothing is pushed from here, so
+        GstBaseTransform marks no buffer DISCONT for frames held in a batch.
+        """
+        if self._engine is None or self._layout is None or self._pipe is None:
+            return Gst.FlowReturn.FLUSHING
+        flow = self._flow
+        if flow != Gst.FlowReturn.OK:
+            return flow
+        buf = _owned(buf)
+        if self._ds is not None:
+            return self._ds_submit(buf)
+        if self._live is None:
+            self._live = _upstream_is_live(self)
+        settings = self._settings()
+        with self._lock:
+            batch = self._batch
+            if batch is None:
+                self._maybe_swap()  # a new model starts serving between two batches, never inside one
+                batch = self._batch = _OpenBatch(self._engine, settings, self._model_id)
+            infer = self._frames_seen % (settings.interval + 1) == 0
+            self._frames_seen += 1
+            if infer:
+                try:
+                    self._add_frame(batch, buf)
+                except Exception as exc:
+                    ret = self._failed(exc, 1)
+                    if ret != Gst.FlowReturn.OK:
+                        self._batch = None
+                        batch.drop()
+                        return ret
+                    infer = False
+            batch.items.append(_Item(buf, infer))
+            if batch.n_infer >= self.batch_size or batch.n_infer == 0:
+                self._seal()  # full; or nothing to infer in it: it goes out in its turn
+        return self._flow
+
+    def do_generate_output(self) -> tuple[Gst.FlowReturn, Gst.Buffer | None]:
+        return Gst.FlowReturn.OK, None  # buffers are pushed by the worker, in order
+
+    def _add_frame(self, batch: _OpenBatch, buf: Gst.Buffer) -> None:
+        """Map one frame and put it in the batch: staged (copied) or, when no copy is needed, kept mapped."""
+        engine = batch.engine
+        device = str(engine.model.device)
+        layout = self._layout
+        frame = map_frame(buf, layout, device if device.startswith("cuda") else "cuda")
+        if self.batch_size == 1 and (layout.memory == "cuda" or engine.model.device.type == "cpu"):
+            batch.mapped.append(frame)  # read where it is: the mapping stays open until the batch is delivered
+            batch.frames = frame.frames()
+            batch.n_infer += 1
+            return
+        try:
+            if batch.slot is None:
+                ring = self._staging_ring(engine, layout)
+                batch.ring, batch.slot = ring, ring.acquire()
+                if batch.slot is None:
+                    raise RuntimeError("the element is stopping")
+            StagingRing.put(batch.slot, batch.n_infer, frame.planes)
+        finally:
+            if layout.memory == "cuda":
+                batch.mapped.append(frame)  # the device-side copy runs asynchronously: keep the source mapped
+            else:
+                frame.close()
+        batch.n_infer += 1
+
+    def _staging_ring(self, engine, layout: VideoLayout) -> StagingRing:
+        device = engine.model.device
+        where = str(device) if layout.memory == "cuda" else "cpu"
+        key = (tuple(layout.plane_shapes()), self.batch_size, where, device.type == "cuda")
+        ring = self._ring
+        if ring is None or ring.key != key:
+            ring = StagingRing(layout.plane_shapes(), self.batch_size, device=where, pinned=device.type == "cuda",
+                               slots=self.in_flight + 2)  # fmt: skip
+            ring.key = key
+            self._ring = ring
+        return ring
+
+    def _seal(self) -> None:
+        """Hand the open batch to the worker (the caller holds ``_lock``)."""
+        batch, self._batch = self._batch, None
+        if batch is None or self._pipe is None:
+            return
+        job = batch.job(self._layout)
+        self._pipe.put(job)
+
+    def _on_idle(self) -> Job | None:
+        """The worker has nothing to do: a partial batch that waited past the timeout is inferred now."""
+        timeout = self._timeout_ns()
+        if timeout is None:
+            return None
+        with self._lock:
+            batch = self._batch
+            if batch is None or batch.n_infer == 0 or time.monotonic_ns() - batch.opened_ns < timeout:
+                return None
+            self._batch = None
+            return batch.job(self._layout)
+
+    def _ds_submit(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        """One NVMM batch from nvstreammux: its frames in one model call on the worker, objects as NvDsObjectMeta."""
         settings = self._settings()
         self._maybe_swap()
         infer = self._batches_seen % (settings.interval + 1) == 0  # nvinfer's interval counts batches
@@ -438,15 +661,89 @@ class InferElement(PackedVideoFilter):
         if ds.writer.options.unique_id != settings.unique_id:
             ds.writer.options = self._writer_options()
         engine = self._engine
+        layout = self._layout
 
         def run(tensors: list) -> list:
             return _infer_tensors(engine, tensors, settings)
 
-        layout = self._layout
-        try:
-            report = ds.process(buf, run if infer else None, layout.width, layout.height)
-        except Exception as exc:
-            return self._failed(exc, 1)
+        def call() -> object:
+            return ds.process(buf, run if infer else None, layout.width, layout.height)
+
+        self._pipe.put(Job(tokens=[_Item(buf, infer)], engine=_CallEngine(call), frames=(), context="ds"))
+        return self._flow
+
+    # -- the worker's side: metadata and pushes ----------------------------------------------------------
+    def _deliver(self, job: Job, detections: list | None, error: BaseException | None) -> None:
+        """On the worker: write the batch's metadata, then push its buffers in order."""
+        batch: _Sealed = job.context
+        if batch == "ds":
+            self._deliver_ds(job, detections, error)
+            return
+        settings = batch.settings
+        items = job.tokens
+        n = sum(item.infer for item in items)
+        if error is not None:
+            if self._failed(error, n) != Gst.FlowReturn.OK:
+                job.done()
+                self._flow = Gst.FlowReturn.ERROR
+                return
+            detections = None
+        elif detections is not None and len(detections) != n:
+            error = DecodeError(f"the model returned {len(detections)} results for a batch of {n} frames")
+            if self._failed(error, n) != Gst.FlowReturn.OK:
+                job.done()
+                self._flow = Gst.FlowReturn.ERROR
+                return
+            detections = None
+        job.done()  # frames unmapped, staging returned: only metadata is written from here on
+        dets = iter(detections or ())
+        for item in items:
+            inferred = item.infer and detections is not None
+            with writable(item.buf):
+                if inferred:
+                    try:
+                        write_detections(item.buf, next(dets), unique_id=settings.unique_id, model_id=batch.model_id)
+                    except Exception as exc:  # the frame still goes on, in its place
+                        if self._failed(exc, 1) != Gst.FlowReturn.OK:
+                            self._flow = Gst.FlowReturn.ERROR
+                            return
+                        inferred = False
+                write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id, model_id=batch.model_id)
+        if n:
+            self._note_cost(batch.opened_ns)
+        self._push_all(items)
+
+    def _deliver_ds(self, job: Job, report: object, error: BaseException | None) -> None:
+        job.done()
+        if error is not None and self._failed(error, 1) != Gst.FlowReturn.OK:
+            self._flow = Gst.FlowReturn.ERROR
+            return
+        if report is not None:
+            self._ds_warnings(report)
+        self._push_all(job.tokens)
+
+    def _push_all(self, items: list) -> None:
+        srcpad = self.get_static_pad("src")
+        while items:
+            item = items.pop(0)
+            ret = self._push(srcpad, item)
+            if ret != Gst.FlowReturn.OK:
+                if self._flow == Gst.FlowReturn.OK:
+                    self._flow = ret
+                items.clear()
+                return
+
+    def _note_cost(self, opened_ns: int) -> None:
+        """Keep the slowest batch's time in the element; a LATENCY message when it grew past what was reported."""
+        cost = time.monotonic_ns() - opened_ns - (self.batch_size - 1) * (self._frame_duration_ns or 0)
+        if cost <= self._batch_cost_ns:
+            return
+        self._batch_cost_ns = cost
+        if self._reported_latency_ns >= 0 and self._latency_ns() > self._reported_latency_ns * 1.2:
+            self._reported_latency_ns = self._latency_ns()
+            self.post_message(Gst.Message.new_latency(self))
+
+    def _ds_warnings(self, report) -> None:
         if report.no_batch_meta:
             self._warn_limited("no-batch-meta", Gst.StreamError.FORMAT, "NVMM buffer without NvDsBatchMeta "
                                "frames (n_frames == 0): pyinfer needs nvstreammux upstream; the buffer passes "
@@ -465,63 +762,10 @@ class InferElement(PackedVideoFilter):
         if report.labels_cut:
             self._warn_limited("labels", Gst.ResourceError.SETTINGS, f"labels longer than 127 bytes cut for "
                                f"NvDsObjectMeta: {sorted(report.labels_cut)[0][:40]!r}...")  # fmt: skip
-        return Gst.FlowReturn.OK
 
-    def on_layout_changed(self) -> None:
-        self._staging = None
-
-    # -- events ------------------------------------------------------------------------------------
-    def do_sink_event(self, event: Gst.Event) -> bool:
-        if event.type in (Gst.EventType.EOS, Gst.EventType.CAPS, Gst.EventType.SEGMENT, Gst.EventType.GAP):
-            # Held frames belong before whatever comes next. A failure is on the bus already; the event
-            # still goes on (so EOS can stop the pipeline).
-            self._flush_pending()
-        elif event.type == Gst.EventType.FLUSH_STOP:
-            with self._lock:
-                self._pending = []
-        return GstBase.BaseTransform.do_sink_event(self, event)
-
-    # -- buffers -----------------------------------------------------------------------------------
-    def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
-        if self._engine is None or self._layout is None:
-            return Gst.FlowReturn.FLUSHING
-        if self._ds is not None:
-            return self._ds_transform(buf)
-        settings = self._settings()
-        if not self._pending:
-            self._maybe_swap()  # a new model starts serving between two batches, never inside one
-        infer = self._frames_seen % (settings.interval + 1) == 0
-        self._frames_seen += 1
-        if self.batch_size == 1 and not self._pending:
-            if infer:
-                try:
-                    self._infer_now(buf, settings)
-                    return Gst.FlowReturn.OK
-                except Exception as exc:
-                    ret = self._failed(exc, 1)
-                    if ret != Gst.FlowReturn.OK:
-                        return ret
-            self._mark_not_inferred(buf, settings)
-            return Gst.FlowReturn.OK
-        with self._lock:
-            if infer:
-                try:
-                    self._stage(buf, sum(p.infer for p in self._pending))
-                except Exception as exc:
-                    ret = self._failed(exc, 1)
-                    if ret != Gst.FlowReturn.OK:
-                        self._pending = []
-                        return ret
-                    infer = False
-            self._pending.append(_Pending(buf, infer))
-            n_infer = sum(p.infer for p in self._pending)
-            if n_infer < self.batch_size and n_infer > 0:
-                return FLOW_DROPPED  # held: pushed with its batch
-            pending, self._pending = self._pending, []
-        return self._finish(pending, settings, current=buf)
-
-    def _failed(self, exc: Exception, frames: int) -> Gst.FlowReturn:
+    def _failed(self, exc: BaseException, frames: int) -> Gst.FlowReturn:
         """Apply the on-error policy to a failure that cost ``frames`` frames their detections."""
+        text = _describe(exc)
         if self.on_error == "skip":
             self._skipped += frames
             now = time.monotonic()
@@ -529,114 +773,165 @@ class InferElement(PackedVideoFilter):
                 self._last_skip_warning = now
                 post_warning(self, Gst.StreamError.DECODE if isinstance(exc, DecodeError) else Gst.LibraryError.FAILED,
                              f"inference failed, frames pass without detections (on-error=skip, "
-                             f"{self._skipped} skipped so far): {exc}", format_exception(exc))  # fmt: skip
+                             f"{self._skipped} skipped so far): {text}", format_exception(exc))  # fmt: skip
             return Gst.FlowReturn.OK
         if isinstance(exc, DecodeError):
-            post_error(self, Gst.StreamError.DECODE, str(exc), format_exception(exc))
+            post_error(self, Gst.StreamError.DECODE, text, format_exception(exc))
         else:
-            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {exc}", format_exception(exc))
+            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {text}", format_exception(exc))
         return Gst.FlowReturn.ERROR
 
-    def _infer_now(self, buf: Gst.Buffer, settings: Settings) -> None:
-        """Batch of one: the model reads the mapped frame directly when it runs on the CPU."""
-        import torch
 
-        engine = self._engine
-        with mapped_frame(buf, self._layout) as frame:
-            frames = torch.from_numpy(frame)[None]
-            if frames.device != engine.model.device:
-                frames = self._to_device(frames)
-            dets = engine.infer(
-                frames,
-                channels=self._layout.format,
-                conf_threshold=settings.confidence_threshold,
-                iou_threshold=settings.nms_iou_threshold,
-                max_detections=settings.max_detections,
-            )[0]
-            del frames
-        with writable(buf):
-            write_detections(buf, dets, unique_id=settings.unique_id, model_id=self._model_id)
-            write_frame_info(buf, inferred=True, unique_id=settings.unique_id, model_id=self._model_id)
+#: Frame duration assumed for latency when the caps give no frame rate.
+_ASSUMED_FRAME_NS = Gst.SECOND // 30
 
-    def _mark_not_inferred(self, buf: Gst.Buffer, settings: Settings) -> None:
-        with writable(buf):
-            write_frame_info(buf, inferred=False, unique_id=settings.unique_id, model_id=self._model_id)
 
-    def _to_device(self, frames):
-        import torch
+@dataclass
+class _Item:
+    buf: Gst.Buffer
+    infer: bool
 
-        if self._staging is None or self._staging.shape[1:] != frames.shape[1:]:
-            self._staging = torch.empty(
-                (max(self.batch_size, frames.shape[0]), *frames.shape[1:]), dtype=torch.uint8, pin_memory=True
-            )
-        n = frames.shape[0]
-        self._staging[:n].copy_(frames)
-        if self._engine.fast is not None and self._engine.fast.takes_host_frames:
-            return self._staging[:n]  # copied straight into the engine's device buffer, on its stream
-        return self._staging[:n].to(self._engine.model.device, non_blocking=True)
 
-    def _stage(self, buf: Gst.Buffer, slot: int) -> None:
-        """Copy one frame into the batch staging tensor (pinned when the model is on a GPU)."""
-        import torch
+@dataclass
+class _Sealed:
+    """What ``_deliver`` needs of a batch besides its buffers."""
 
-        layout = self._layout
-        shape = (self.batch_size, layout.height, layout.width, layout.channels)
-        if self._staging is None or tuple(self._staging.shape) != shape:
-            pin = self._engine.model.device.type == "cuda"
-            self._staging = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
-        with mapped_frame(buf, layout) as frame:
-            self._staging[slot].copy_(torch.from_numpy(frame))
+    settings: Settings
+    model_id: int
+    opened_ns: int
 
-    def _finish(self, pending: list[_Pending], settings: Settings, current: Gst.Buffer | None) -> Gst.FlowReturn:
-        """Infer the staged frames of ``pending``, attach metadata, push all but ``current`` in order."""
-        n = sum(p.infer for p in pending)
-        annotated = False
-        if n:
-            try:
-                self._annotate(pending, n, settings)
-                annotated = True
-            except Exception as exc:
-                ret = self._failed(exc, n)
-                if ret != Gst.FlowReturn.OK:
-                    return ret
-        for p in pending:
-            if not (p.infer and annotated):
-                self._mark_not_inferred(p.buf, settings)
-        srcpad = self.get_static_pad("src")
-        for p in pending:
-            if p.buf is current:
-                continue
-            ret = srcpad.push(p.buf)
-            if ret != Gst.FlowReturn.OK:
-                return ret
-        return Gst.FlowReturn.OK
 
-    def _annotate(self, pending: list[_Pending], n: int, settings: Settings) -> None:
-        engine = self._engine
-        frames = self._staging[:n]
-        if engine.model.device.type != "cpu" and not (engine.fast is not None and engine.fast.takes_host_frames):
-            frames = frames.to(engine.model.device, non_blocking=True)
-        dets = iter(
-            engine.infer(
-                frames,
-                channels=self._layout.format,
-                conf_threshold=settings.confidence_threshold,
-                iou_threshold=settings.nms_iou_threshold,
-                max_detections=settings.max_detections,
-            )
-        )
-        for p in pending:
-            if p.infer:
-                with writable(p.buf):
-                    write_detections(p.buf, next(dets), unique_id=settings.unique_id, model_id=self._model_id)
-                    write_frame_info(p.buf, inferred=True, unique_id=settings.unique_id, model_id=self._model_id)
+class _OpenBatch:
+    """The batch being filled on the streaming thread."""
 
-    def _flush_pending(self) -> Gst.FlowReturn:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        if not pending or self._engine is None:
-            return Gst.FlowReturn.OK
-        return self._finish(pending, self._settings(), current=None)
+    def __init__(self, engine, settings: Settings, model_id: int) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.model_id = model_id
+        self.items: list[_Item] = []
+        self.n_infer = 0
+        self.mapped: list = []  # frames read where they are (kept mapped until delivery)
+        self.frames = None  # batch of one read in place
+        self.ring: StagingRing | None = None
+        self.slot: list | None = None
+        self.opened_ns = time.monotonic_ns()
+
+    def job(self, layout) -> Job:
+        frames = None
+        if self.n_infer:
+            frames = _slot_frames(self.slot, self.n_infer, layout) if self.slot is not None else self.frames
+        s = self.settings
+        params = InferParams(s.confidence_threshold, s.nms_iou_threshold, s.max_detections)
+        channels = "RGB" if layout.format in YUV_FORMATS else layout.format
+        mapped, ring, slot = self.mapped, self.ring, self.slot
+        self.mapped, self.slot = [], None
+
+        def release() -> None:
+            for frame in mapped:
+                frame.close()
+            if slot is not None:
+                ring.release(slot)
+
+        return Job(
+            tokens=self.items, frames=frames, engine=self.engine, channels=channels, params=params, release=release,
+            context=_Sealed(self.settings, self.model_id, self.opened_ns),
+        )  # fmt: skip
+
+    def drop(self) -> None:
+        """Discard (a flush or a stop): unmap, return the staging slot, forget the buffers."""
+        for frame in self.mapped:
+            frame.close()
+        if self.slot is not None:
+            self.ring.release(self.slot)
+        self.mapped, self.slot, self.items = [], None, []
+
+
+def _slot_frames(slot: list, n: int, layout):
+    """The first ``n`` frames of a staging slot as the engine takes them."""
+    from pyinfer.ops.colour import YuvFrames
+
+    if layout.format == "NV12":
+        uv = slot[1][:n]
+        return YuvFrames(slot[0][:n, ..., 0], uv[..., 0], uv[..., 1], layout.colour)
+    if layout.format == "I420":
+        return YuvFrames(slot[0][:n, ..., 0], slot[1][:n, ..., 0], slot[2][:n, ..., 0], layout.colour)
+    return slot[0][:n]
+
+
+class _CallEngine:
+    """Runs a DeepStream batch (extraction, inference and metadata in one call) as a pipeline job."""
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    def submit(self, frames, *, channels: str, params) -> object:
+        return self._call()
+
+    @staticmethod
+    def collect(result: object) -> object:
+        return result
+
+
+def _nvmm_layout(caps: Gst.Caps):
+    from pyinfer.frames.system import FrameLayout
+
+    return FrameLayout.from_caps(caps)
+
+
+def _owned(buf: Gst.Buffer) -> Gst.Buffer:
+    """The buffer, or a shallow copy of it when someone else holds it too (a tee): metadata is only ever added
+    to a buffer no one else sees. Python's wrapper holds one reference of its own."""
+    if buf.mini_object.refcount > 2:
+        return copy_buffer(buf)
+    return buf
+
+
+def _serialized(event: Gst.Event) -> bool:
+    """GST_EVENT_IS_SERIALIZED: the event travels in order with the buffers (EOS, caps, segment, gap, tags...)."""
+    return bool(Gst.EventType.get_flags(event.type) & Gst.EventTypeFlags.SERIALIZED)
+
+
+def _upstream_is_live(element: Gst.Element) -> bool:
+    query = Gst.Query.new_latency()
+    if not element.get_static_pad("sink").peer_query(query):
+        return False
+    return bool(query.parse_latency()[0])
+
+
+def _describe(exc: BaseException) -> str:
+    """A failure as the bus shows it: its text, or its type when it has none (SystemExit(0), a bare raise)."""
+    text = str(exc)
+    name = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        return f"user code called exit({exc.code!r}) (SystemExit); pyinfer contained it"
+    if not text:
+        return name
+    return text if isinstance(exc, PyInferError) else f"{name}: {text}"
+
+
+class _Pusher:
+    """Pushes a buffer downstream handing over its only reference (so downstream may write to it in place).
+
+    PyGObject's ``Pad.push`` adds a reference for the call while the Python wrapper keeps its own, so a
+    downstream in-place element would see a shared buffer and copy it (pixels included, to draw). Here the
+    reference is taken in C, the wrapper dropped, and ``gst_pad_push`` gets the buffer as its one owner.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        lib = ctypes.CDLL("libgstreamer-1.0.so.0")
+        lib.gst_pad_push.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.gst_pad_push.restype = ctypes.c_int
+        lib.gst_mini_object_ref.argtypes = [ctypes.c_void_p]
+        lib.gst_mini_object_ref.restype = ctypes.c_void_p
+        self._lib = lib
+
+    def __call__(self, pad: Gst.Pad, item: _Item) -> Gst.FlowReturn:
+        ptr = hash(item.buf)
+        self._lib.gst_mini_object_ref(ptr)
+        item.buf = None  # the wrapper goes; the reference taken above is the one pushed
+        return Gst.FlowReturn(self._lib.gst_pad_push(hash(pad), ptr))
 
 
 def _infer_tensors(engine, tensors: list, settings: Settings) -> list:

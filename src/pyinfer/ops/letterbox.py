@@ -94,7 +94,9 @@ def letterbox(
     """Letterbox a batch of same-sized frames.
 
     Args:
-        frames: (B, H, W, C) uint8 frames, C >= 3, on any device; may be a strided view (padded rows).
+        frames: (B, H, W, C) uint8 frames, C >= 3, on any device; may be a strided view (padded rows). Or 4:2:0
+            YUV planes (:class:`pyinfer.ops.colour.YuvFrames`): converted to RGB pixel by pixel as the resize
+            gathers them (one step, any device).
         input_w: model input width.
         input_h: model input height.
         out: optional preallocated (B, 3, input_h, input_w) float output (reused between calls).
@@ -108,6 +110,8 @@ def letterbox(
     import torch
     import torch.nn.functional as F
 
+    from pyinfer.ops.colour import YuvFrames
+
     b, h, w, _ = frames.shape
     geo = LetterboxGeometry.compute(w, h, input_w, input_h, stretch=stretch)
     if dtype is None:
@@ -116,8 +120,9 @@ def letterbox(
         out = torch.empty((b, 3, input_h, input_w), dtype=dtype, device=frames.device)
     resize = (geo.resized_w, geo.resized_h) != (w, h)
     px, py = int(geo.pad_x), int(geo.pad_y)
-    if frames.device.type != "cpu":
-        # Off the CPU: read only the source pixels the resize uses, straight from uint8 (see resize_gather).
+    if frames.device.type != "cpu" or isinstance(frames, YuvFrames):
+        # Off the CPU (and for YUV planes anywhere): read only the source pixels the resize uses, straight from
+        # uint8 (see resize_gather).
         _fill_pad(out, px, py, geo.resized_w, geo.resized_h)
         picture = out[:, :, py : py + geo.resized_h, px : px + geo.resized_w]
         resize_gather(frames, geo.resized_w, geo.resized_h, channels, picture)
@@ -193,8 +198,12 @@ def resize_gather(frames: torch.Tensor, rw: int, rh: int, channels: str, out: to
     same result bit for bit), where converting the whole frame to float first moved ~20 MB per frame.
     (Where the two weights are not 0/1, the last bit may differ from torch's kernel, which may fuse
     multiply-adds.)
+    ``frames`` may also be YUV planes (:class:`pyinfer.ops.colour.YuvFrames`): each gathered source pixel is then
+    converted to RGB first (:func:`pyinfer.ops.colour.yuv_rgb_at`), so conversion and resize are one step.
     """
     import torch
+
+    from pyinfer.ops.colour import YuvFrames, yuv_rgb_at
 
     _, h, w, _ = frames.shape
     dev = frames.device
@@ -204,6 +213,8 @@ def resize_gather(frames: torch.Tensor, rw: int, rh: int, channels: str, out: to
     cc = c[None, None, :]
 
     def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        if isinstance(frames, YuvFrames):
+            return yuv_rgb_at(frames, yi, xi)  # (B, rh, rw, 3) uint8 RGB
         return frames[:, yi[:, None, None], xi[None, :, None], cc]  # (B, rh, rw, 3) uint8
 
     if ly is None and lx is None:

@@ -1,0 +1,331 @@
+"""Batches in flight: staged frames in, detections out in order, on one worker thread beside the streaming thread.
+
+:class:`InferPipeline` is the loop an element runs its engine through (GStreamer-free, so it is tested alone):
+
+- the caller (the element's streaming thread) fills a batch, seals it into a :class:`Job` (its tokens, e.g.
+  buffers, in order; the frames to infer, if any) and :meth:`~InferPipeline.put` s it; ``put`` blocks while
+  ``max_queued`` jobs wait, which bounds memory and passes back-pressure upstream;
+- the worker thread submits each job's frames to its engine (:meth:`pyinfer.engine.Engine.submit`: on a GPU it
+  returns once the work is queued) and keeps up to ``depth`` batches in flight: it collects the oldest when the
+  next one is submitted, or as soon as nothing else is waiting (a live stream is not held back for a batch
+  that is not coming);
+- every job is handed to ``deliver`` exactly once, in the order it was put, with its detections or the error
+  that cost them; a job with no frames (frames skipped by ``interval``) is delivered in its turn.
+
+All torch work of the element runs on the worker: one thread, so one OpenMP thread team on the CPU (a second
+live team makes every forward slower, see :func:`pyinfer.engine.on_fresh_thread`).
+
+:meth:`~InferPipeline.drain` waits until everything put so far is delivered (EOS, caps, a model swap);
+:meth:`~InferPipeline.flush` drops what is not delivered yet (a flushing seek); an ``idle`` callback lets the
+owner seal a partial batch that waited too long (``batch-timeout``) while the worker has nothing else to do.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfer.engine import DEFAULT_PARAMS, InferParams
+
+log = logging.getLogger(__name__)
+
+#: Batches a worker keeps submitted and not yet collected.
+DEFAULT_DEPTH = 2
+
+
+@dataclass
+class Job:
+    """One batch: the tokens to deliver in order, and the frames to infer (None: deliver without inference).
+
+    Attributes:
+        tokens: opaque items handed back to ``deliver`` in order (the element's buffers and their flags).
+        frames: the batch for ``engine.submit`` (a tensor or YUV planes), or None.
+        engine: the engine that runs it (a hot-swap takes effect between jobs).
+        channels: channel order of packed frames.
+        params: thresholds and limits for this batch.
+        release: called once the job is delivered or dropped (returns staging memory, unmaps frames).
+        context: anything the owner wants back in ``deliver``.
+    """
+
+    tokens: list
+    frames: Any = None
+    engine: Any = None
+    channels: str = "RGB"
+    params: InferParams = DEFAULT_PARAMS
+    release: Callable[[], None] | None = None
+    context: Any = None
+    ticket: Any = field(default=None, repr=False)
+    error: BaseException | None = field(default=None, repr=False)
+
+    def done(self) -> None:
+        """Run ``release`` once."""
+        release, self.release = self.release, None
+        if release is not None:
+            try:
+                release()
+            except Exception:  # a release must not stop the delivery of the jobs after it
+                log.exception("releasing a batch failed")
+
+
+class InferPipeline:
+    """A worker thread running jobs through their engines with up to ``depth`` in flight, delivering in order.
+
+    Args:
+        deliver: ``deliver(job, detections, error)`` on the worker thread: detections is a list (one per frame)
+            or None (no frames, or ``error`` cost them).
+        depth: batches submitted and not yet collected at most (1: one batch at a time).
+        max_queued: jobs waiting for the worker at most; ``put`` blocks beyond that.
+        idle: called by the worker when it has nothing queued nor in flight, at least every ``idle_period_s``;
+            returns a job to run (a partial batch that waited too long) or None.
+        idle_period_s: how often ``idle`` is polled while the worker waits.
+        name: the worker thread's name.
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[Job, list | None, BaseException | None], None],
+        *,
+        depth: int = DEFAULT_DEPTH,
+        max_queued: int = 1,
+        idle: Callable[[], Job | None] | None = None,
+        idle_period_s: float = 0.005,
+        name: str = "pyinfer-worker",
+    ) -> None:
+        if depth < 1 or max_queued < 1:
+            raise ValueError("depth and max_queued must be at least 1")
+        self._deliver = deliver
+        self.depth = depth
+        self.max_queued = max_queued
+        self._idle = idle
+        self._idle_period_s = idle_period_s
+        self._cond = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._in_flight: collections.deque[Job] = collections.deque()
+        self._busy = False  # the worker holds a job outside both deques (submitting or delivering it)
+        self._epoch = 0  # bumped by flush: jobs of an older epoch are dropped, not delivered
+        self._discard: list[Job] = []  # flushed jobs the worker finishes and releases
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the owner's side -------------------------------------------------------------------------------
+    def put(self, job: Job) -> bool:
+        """Queue a job (blocks while ``max_queued`` wait). False if the pipeline was flushed or stopped meanwhile."""
+        with self._cond:
+            epoch = self._epoch
+            while len(self._queue) >= self.max_queued and not self._stopping and epoch == self._epoch:
+                self._cond.wait()
+            if self._stopping or epoch != self._epoch:
+                job.done()
+                return False
+            self._queue.append(job)
+            self._cond.notify_all()
+            return True
+
+    def pending(self) -> int:
+        """Jobs put and not delivered yet."""
+        with self._cond:
+            return len(self._queue) + len(self._in_flight) + int(self._busy) + len(self._discard)
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every job put so far is delivered (or dropped by a flush); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not (self._queue or self._in_flight or self._busy or self._discard), timeout_s
+            )
+
+    def flush(self) -> None:
+        """Drop every job not delivered yet, and wake a blocked ``put``.
+
+        The worker finishes the dropped jobs' GPU work (their frames must outlive it) and runs their
+        ``release``, without delivering them. A job being delivered at this moment finishes (its pushes fail
+        with FLUSHING downstream).
+        """
+        with self._cond:
+            self._epoch += 1
+            self._discard.extend(self._queue)
+            self._discard.extend(self._in_flight)
+            self._queue.clear()
+            self._in_flight.clear()
+            self._cond.notify_all()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Flush, then end the worker thread."""
+        self.flush()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    # -- the worker -------------------------------------------------------------------------------------
+    def _next(self) -> tuple[str, Job | None, int]:
+        """What the worker does next: ("submit", job), ("collect", job) or ("stop", None)."""
+        with self._cond:
+            while True:
+                if self._discard:
+                    job = self._discard.pop(0)
+                    self._busy = True
+                    return "discard", job, self._epoch
+                if self._stopping:
+                    return "stop", None, self._epoch
+                if self._queue and len(self._in_flight) < self.depth:
+                    job = self._queue.popleft()
+                    self._busy = True
+                    self._cond.notify_all()  # a slot in the queue is free
+                    return "submit", job, self._epoch
+                if self._in_flight:  # full, or nothing else to submit: the oldest one's results go out now
+                    job = self._in_flight.popleft()
+                    self._busy = True
+                    return "collect", job, self._epoch
+                if self._idle is None:
+                    self._cond.wait()
+                    continue
+                self._cond.wait(self._idle_period_s)
+                if self._queue or self._in_flight or self._stopping:
+                    continue
+                self._cond.release()  # the owner's idle callback takes its own lock
+                try:
+                    job = self._idle()
+                finally:
+                    self._cond.acquire()
+                if job is not None:
+                    self._queue.append(job)
+
+    def _run(self) -> None:
+        while True:
+            action, job, epoch = self._next()
+            if action == "stop":
+                return
+            try:
+                if action == "discard":
+                    self._collect_quietly(job)
+                    job.done()
+                    continue
+                if action == "submit":
+                    self._submit(job)
+                    with self._cond:
+                        if epoch == self._epoch:
+                            self._in_flight.append(job)
+                            job = None
+                    if job is not None:  # flushed while it was being submitted
+                        self._collect_quietly(job)
+                        job.done()
+                    continue
+                detections, error = self._collect(job)
+                with self._cond:
+                    current = epoch == self._epoch
+                if current:
+                    try:
+                        self._deliver(job, detections, error)
+                    except BaseException:  # the worker must outlive a failing delivery
+                        log.exception("delivering a batch failed")
+                job.done()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    @staticmethod
+    def _submit(job: Job) -> None:
+        if job.frames is None:
+            return
+        try:
+            job.ticket = job.engine.submit(job.frames, channels=job.channels, params=job.params)
+        except BaseException as exc:  # handed to deliver (user code may raise anything)
+            job.error = exc
+
+    @staticmethod
+    def _collect(job: Job) -> tuple[list | None, BaseException | None]:
+        if job.error is not None or job.ticket is None:
+            return None, job.error
+        ticket, job.ticket = job.ticket, None
+        try:
+            return job.engine.collect(ticket), None
+        except BaseException as exc:  # handed to deliver
+            return None, exc
+
+    @staticmethod
+    def _collect_quietly(job: Job) -> None:
+        """Finish a dropped job's GPU work (its buffers must outlive it) without delivering it."""
+        if job.ticket is not None:
+            ticket, job.ticket = job.ticket, None
+            with contextlib.suppress(BaseException):  # dropped anyway
+                job.engine.collect(ticket)
+
+
+class StagingRing:
+    """Batch buffers that frames are gathered into, reused batch after batch.
+
+    One slot holds one batch: a (B, rows, cols, bytes per pixel) uint8 tensor per plane. Host frames for a GPU
+    engine go to pinned memory (the engine's copy to the device is then asynchronous and about 4x faster than
+    from pageable memory); CUDA frames to device memory (a device-side gather, no host round trip); frames
+    for a CPU engine to plain memory. Host copies run through NumPy, not torch: the caller is the streaming
+    thread, which must not start an OpenMP thread team of its own (see :class:`InferPipeline`).
+
+    Args:
+        plane_shapes: (rows, cols, bytes per pixel) of each plane of one frame.
+        batch: frames per slot.
+        device: "cpu" (host memory), or a CUDA device for frames that are on it.
+        pinned: host slots in page-locked memory.
+        slots: how many batches can be staged or in flight at once; :meth:`acquire` blocks beyond that.
+    """
+
+    def __init__(
+        self, plane_shapes: list[tuple[int, ...]], batch: int, *, device: str = "cpu", pinned: bool = False,
+        slots: int = DEFAULT_DEPTH + 2,
+    ) -> None:  # fmt: skip
+        self.plane_shapes = [tuple(s) for s in plane_shapes]
+        self.batch = batch
+        self.device = device
+        self.pinned = pinned and device == "cpu"
+        self._slots = slots
+        self._free: list[list] = []
+        self._made = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def acquire(self, timeout_s: float | None = None) -> list | None:
+        """A free slot (a list of plane tensors), or None if the ring was closed or the wait timed out."""
+        import torch
+
+        with self._cond:
+            if not self._free and self._made < self._slots:
+                self._made += 1
+                return [
+                    torch.empty((self.batch, *shape), dtype=torch.uint8, device=self.device, pin_memory=self.pinned)
+                    for shape in self.plane_shapes
+                ]
+            if not self._cond.wait_for(lambda: self._free or self._closed, timeout_s) or self._closed:
+                return None
+            return self._free.pop()
+
+    def release(self, slot: list) -> None:
+        """Give a slot back (its batch was delivered or dropped)."""
+        with self._cond:
+            if not self._closed:
+                self._free.append(slot)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiter; no slot is handed out after this."""
+        with self._cond:
+            self._closed = True
+            self._free.clear()
+            self._cond.notify_all()
+
+    @staticmethod
+    def put(slot: list, index: int, planes: list) -> None:
+        """Copy one frame's planes (torch views) into position ``index`` of ``slot``."""
+        import numpy as np
+
+        for dst, src in zip(slot, planes):
+            if dst.device.type == "cpu" and src.device.type == "cpu":
+                np.copyto(dst[index].numpy(), src.numpy())
+            else:
+                dst[index].copy_(src, non_blocking=True)
