@@ -24,17 +24,26 @@ TREE=/srv/pyinfer  # the copy of the working tree, inside ROOT
 RECIPE="pyinfer debian13 rootfs v1: debootstrap --variant=minbase $SUITE; make ca-certificates"
 STAMP=$ROOT/.pyinfer-rootfs
 
-# Hard limits, in seconds. A new machine needs about 1 min for the root, 4 min for make setup (torch is large).
-LIMIT_ROOTFS=${PYINFER_LIMIT_ROOTFS:-900}
-LIMIT_SETUP=${PYINFER_LIMIT_SETUP:-1800}
-LIMIT_TESTS=${PYINFER_LIMIT_TESTS:-1500}
+# Hard limits, in seconds: per step, and for the whole leg (no step runs past it). A new machine needs about
+# 1 min for the root, 4 min for make setup (torch is large); the tests about 5 min on 2 cores.
+LIMIT_ROOTFS=${PYINFER_LIMIT_ROOTFS:-600}
+LIMIT_SETUP=${PYINFER_LIMIT_SETUP:-1200}
+LIMIT_TESTS=${PYINFER_LIMIT_TESTS:-1200}
+DEADLINE=$((SECONDS + ${PYINFER_LIMIT_LEG:-2700}))
 
 log() { printf '[debian13 %(%H:%M:%S)T] %s\n' -1 "$*"; }
-die() { log "error: $*"; exit 1; }
+die() { log "error: $*" >&2; exit 1; }
+
+# limit SECONDS: the step's limit, cut to what is left of the leg's.
+limit() {
+    local left=$((DEADLINE - SECONDS))
+    [ "$left" -gt 0 ] || die "the leg ran out of time (PYINFER_LIMIT_LEG)"
+    echo $(($1 < left ? $1 : left))
+}
 
 if [ "$(id -u)" != 0 ]; then
-    exec sudo --preserve-env=CI,PYINFER_DEBIAN13_ROOT,PYINFER_LIMIT_ROOTFS,PYINFER_LIMIT_SETUP,PYINFER_LIMIT_TESTS \
-        "$0" "$@"
+    exec sudo --preserve-env=CI,PYINFER_DEBIAN13_ROOT,PYINFER_DEBIAN_MIRROR,PYINFER_DEBIAN_SECURITY_MIRROR \
+        --preserve-env=PYINFER_LIMIT_ROOTFS,PYINFER_LIMIT_SETUP,PYINFER_LIMIT_TESTS,PYINFER_LIMIT_LEG "$0" "$@"
 fi
 
 # The mirror this machine's apt uses for its own release, and its security mirror: from deb822 *.sources files
@@ -98,7 +107,7 @@ in_root() {
             PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY) envs+=("$name=${!name}") ;;
         esac
     done
-    timeout --kill-after=30 "$limit" unshare --mount --pid --fork --kill-child --propagation private \
+    timeout --kill-after=30 "$(limit "$limit")" unshare --mount --pid --fork --kill-child --propagation private \
         /bin/sh -ec '
             root=$1; shift
             mount -t proc proc "$root/proc"
@@ -136,8 +145,9 @@ build_rootfs() {
     log "building the Debian 13 root in $ROOT from $mirror (security: $security)"
     rm -rf "$ROOT"
     mkdir -p "$ROOT"
-    timeout "$LIMIT_ROOTFS" debootstrap --variant=minbase --include=ca-certificates,make "$SUITE" "$ROOT" "$mirror" \
-        > "$ROOT.debootstrap.log" 2>&1 || { tail -30 "$ROOT.debootstrap.log"; die "debootstrap failed"; }
+    timeout "$(limit "$LIMIT_ROOTFS")" debootstrap --variant=minbase --include=ca-certificates,make \
+        "$SUITE" "$ROOT" "$mirror" > "$ROOT.debootstrap.log" 2>&1 \
+        || { tail -30 "$ROOT.debootstrap.log"; die "debootstrap failed"; }
     rm -f "$ROOT/etc/apt/sources.list"
     {
         printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\n' "$mirror" "$SUITE" "$SUITE"
@@ -167,7 +177,7 @@ copy_tree() {
 
 mkdir -p "$(dirname "$ROOT")"
 exec 9> "$ROOT.lock"
-flock -w 3600 9 || die "another run holds $ROOT.lock"
+flock -w 600 9 || die "another run has held $ROOT.lock for 10 minutes"
 
 start=$SECONDS
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$RECIPE" ]; then
@@ -181,8 +191,10 @@ log "root file system ready: $((SECONDS - start)) s"
 step=$SECONDS
 copy_tree
 rm -rf "$ROOT/tmp" && mkdir -m 1777 "$ROOT/tmp"
+rm -rf "$ROOT/root/.cache/gstreamer-1.0"  # a plugin that failed before stays failed in GStreamer's cache
 # The Makefile's Debian packages first, their long dpkg log in a file.
-in_root "$LIMIT_SETUP" "cd $TREE && { make apt > /var/log/pyinfer-apt.log 2>&1 || { tail -n 40 /var/log/pyinfer-apt.log; exit 1; }; }"
+apt_log=/var/log/pyinfer-apt.log
+in_root "$LIMIT_SETUP" "cd $TREE && { make apt > $apt_log 2>&1 || { tail -n 40 $apt_log; exit 1; }; }"
 log "Debian packages: $((SECONDS - step)) s"
 step=$SECONDS
 in_root "$LIMIT_SETUP" "cd $TREE && make setup"
