@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from pyinfer._gi import Gst, GstVideo, copy_buffer, structure
@@ -56,3 +59,18 @@ def test_copy_buffer_holds_no_extra_reference(size):
     copy = copy_buffer(fresh)
     assert copy.mini_object.refcount == fresh.mini_object.refcount
     assert copy.get_size() == size
+
+
+def test_only_the_helper_calls_get_structure():
+    # Anywhere else, a get_structure() call works on 1.22 and breaks on gst-python 1.26 (or the reverse).
+    top = Path(__file__).resolve().parents[1]
+    helper = top / "src" / "pyinfer" / "_gi.py"
+    calls = [
+        f"{path.relative_to(top)}:{n}"
+        for folder in ("src", "tests", "bench", "train")
+        for path in sorted((top / folder).rglob("*.py"))
+        if path != helper
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\.get_structure\(", line)
+    ]
+    assert calls == [], "use pyinfer._gi.structure() instead"
