@@ -410,3 +410,58 @@ def test_frames_letterboxed_before_the_graph_and_frames_copied_into_it_give_the_
     assert inst.frames is not None and inst.input is None
     ref = engine.infer(frames)
     assert [len(d) for d in ref] == [len(d) for d in a.detections()]
+
+
+# -- non-finite and huge candidates ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("row", "value"),
+    [(2, float("inf")), (3, float("-inf")), (0, float("nan")), (4, float("nan"))],
+    ids=["w=inf", "h=-inf", "cx=nan", "score=nan"],
+)
+def test_fixed_decode_drops_non_finite_candidates_as_the_plain_decoder_does(row, value):
+    clean = clustered_outputs(25, 3, 4)
+    dirty = clean.clone()
+    anchors = (clean[:, 4:].max(dim=1).values < 0.1).nonzero()  # background anchors: (frame, anchor)
+    for f in (0, 2):
+        a = int(anchors[anchors[:, 0] == f][0, 1])
+        dirty[f, 4, a] = 0.95
+        dirty[f, row, a] = value
+    ref = YoloV8Decoder().decode([clean], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    plain = YoloV8Decoder().decode([dirty], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    packed = decode_fixed(dirty, torch.tensor(0.25), torch.tensor(0.45), geometry=GEO, candidates=512, max_det=300)
+    assert packed[:, 0, 3].tolist() == [1.0, 0.0, 1.0]  # dropped candidates, per frame
+    got, redo = unpack_fixed(packed.numpy(), 3)
+    assert not redo
+    assert np.isfinite(got.xyxy).all()
+    assert_same(ref, got)
+    assert_same(plain, got)
+    assert got.nonfinite == plain.nonfinite == 2
+    assert "NaN or infinite values in 2 candidates" in got.warning
+
+
+@pytest.mark.parametrize(("row", "value"), [(0, 1e30), (2, 1e30), (3, 3e38)], ids=["cx", "w", "h"])
+def test_fixed_decode_and_the_plain_decoder_agree_on_a_huge_box_and_it_changes_no_other_frame(row, value):
+    clean = clustered_outputs(26, 3, 80)
+    dirty = clean.clone()
+    a = int((clean[0, 4:].max(dim=0).values < 0.1).nonzero()[0, 0])  # a background anchor of frame 0
+    dirty[0, :4, a] = torch.tensor([300.0, 300.0, 20.0, 20.0])
+    dirty[0, 4 + 7, a] = 0.95
+    dirty[0, row, a] = value
+    ref = YoloV8Decoder().decode([clean], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    plain = YoloV8Decoder().decode([dirty], GEO, conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    packed = decode_fixed(dirty, torch.tensor(0.25), torch.tensor(0.45), geometry=GEO, candidates=512, max_det=300)
+    got, redo = unpack_fixed(packed.numpy(), 3)
+    assert not redo
+    ref_rows, got_rows = sorted_rows(ref), sorted_rows(got)
+    assert len(got_rows[0]) == len(ref_rows[0]) + 1  # the huge box is kept (on the frame's edge), nothing else moves
+    for a, g in zip(ref_rows[1:], got_rows[1:]):
+        np.testing.assert_array_equal(a, g)
+    assert_same(plain, got)
+    assert got.nonfinite == 0
+
+
+def test_unpack_fixed_of_fewer_frames_than_asked_gives_the_frames_it_has():
+    packed = decode_fixed(clustered_outputs(27, 1, 3), torch.tensor(0.25), torch.tensor(0.45), geometry=GEO,
+                          candidates=512, max_det=300)  # fmt: skip
+    got, _ = unpack_fixed(packed.numpy(), 2)
+    assert got.batch_size == 1 and len(got.split()) == 1

@@ -3,6 +3,11 @@
 A decoder turns the model's output tensors for a batch (on the model's device) into one
 :class:`DecodedBatch`: thresholding, NMS, per-frame top ``max_detections`` and undoing the letterbox all run
 on the device, then :func:`pack` makes **one** device-to-host copy for the whole batch.
+
+Candidates with NaN or infinite values (a float16 overflow gives ``w=inf``) are dropped before NMS
+(:func:`finite_candidates`): they would switch suppression off or reach the metadata. The batch counts them
+(``DecodedBatch.nonfinite``) and says so in ``DecodedBatch.warning``, naming the model output.
+:func:`check_classes` and :func:`check_batch_size` catch outputs that stop fitting mid-stream.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class DecodedBatch:
         batch_size: frames in the batch (frames without rows have empty slices).
         cxcywhr: (M, 5) float32 rotated boxes in frame pixels (angle in radians, clockwise), or None.
         extra: per-row arrays (M, ...), e.g. a classifier's top-k.
+        nonfinite: candidates (scoring above the threshold, or NaN) dropped because their box, score, angle or
+            class held NaN or an infinity: a problem of the model, never in ``xyxy``.
+        warning: "" when the outputs were sound; else a sentence for the user naming the decoder, the output
+            and the problem (an element posts it as a rate-limited WARNING).
     """
 
     xyxy: np.ndarray
@@ -74,6 +83,8 @@ class DecodedBatch:
     batch_size: int
     cxcywhr: np.ndarray | None = None
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
+    nonfinite: int = 0
+    warning: str = ""
 
     def split(self) -> list[slice]:
         """One slice per frame into the row arrays."""
@@ -122,6 +133,79 @@ def shapes(outputs: list[torch.Tensor]) -> str:
     return ", ".join(str(list(o.shape)) for o in outputs) if outputs else "no outputs"
 
 
+def source(name: str, outputs: list[torch.Tensor]) -> str:
+    """Where decoded values came from, for warnings: ``decoder yolov8: model output 0 [2, 84, 8400]``."""
+    if len(outputs) == 1:
+        return f"decoder {name}: model output 0 {list(outputs[0].shape)}"
+    return f"decoder {name}: model outputs {shapes(outputs)}"
+
+
+def finite_candidates(
+    scores: torch.Tensor, conf_threshold: float, *values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates to decode: score above the threshold and every value finite; and how many were dropped.
+
+    Args:
+        scores: (B, N) each anchor's (query's, row's) best score; NaN where the model gave NaN.
+        conf_threshold: candidates score above this.
+        values: the candidate's other values, each (B, N) or (B, N, k): box, angle, class index.
+
+    Returns:
+        (B, N) bool mask of the candidates to decode, and a 0-d int64 device tensor (no host sync): the anchors
+        scoring above the threshold (or NaN) whose score or values are NaN or infinite, which the mask leaves out.
+    """
+    import torch
+
+    # One float32 sum per candidate: NaN and infinities propagate through it, so it is finite exactly when every
+    # value is (or when values beyond ~1e38 overflow it: absurd boxes, dropped as well). A few elementwise
+    # passes, where isfinite().all() costs several per value; pyinfer.accel.decode_fixed does the same.
+    total = scores.float()
+    for v in values:
+        total = total + (v if v.ndim == scores.ndim else v.sum(dim=-1, dtype=torch.float32))
+    ok = total.abs() < float("inf")
+    suspect = ~(scores <= conf_threshold)  # above the threshold, or NaN
+    return suspect & ok, (suspect & ~ok).sum()
+
+
+def nonfinite_warning(where: str, count: int) -> str:
+    """The warning for ``count`` dropped non-finite candidates; "" for none."""
+    if count <= 0:
+        return ""
+    noun = "candidate" if count == 1 else "candidates"
+    return (
+        f"{where} holds NaN or infinite values in {count} {noun} (a float16 overflow, or a broken model): "
+        f"dropped, the other detections are kept"
+    )
+
+
+def check_classes(decoder: Decoder, outputs: list[torch.Tensor], expected: int | None, *, model: str) -> None:
+    """DecodeError when the outputs' class count is not ``expected`` (the count at warm-up; None or 0: unknown).
+
+    Labels and class ids are fixed when the model is loaded, so a model whose class count changes mid-stream
+    would be decoded with the wrong names (class 4 labelled '4').
+    """
+    if not expected:
+        return
+    got = decoder.num_classes(outputs)
+    if got is not None and got != expected:
+        classes = "class" if got == 1 else "classes"
+        raise DecodeError(
+            f"model {model} now returns {got} {classes} (outputs {shapes(outputs)}, decoder {decoder.name}) "
+            f"where it returned {expected} when it was loaded: the class count cannot change mid-stream"
+        )
+
+
+def check_batch_size(result: DecodedBatch | FrameList, frames: int, *, model: str) -> None:
+    """DecodeError unless the decoded ``result`` has one entry per input frame (``frames`` of them)."""
+    got = result.batch_size if isinstance(result, DecodedBatch) else len(result.frames)
+    if got != frames:
+        noun = "frame" if got == 1 else "frames"
+        raise DecodeError(
+            f"model {model} returned results for {got} {noun} for a batch of {frames}: a model must return one "
+            f"result per input frame (a model exported for a fixed batch size needs that batch-size)"
+        )
+
+
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """(N, 4) cx, cy, w, h -> (N, 4) x1, y1, x2, y2 (new tensor)."""
     import torch
@@ -159,6 +243,8 @@ def pack(
     *,
     cxcywhr: torch.Tensor | None = None,
     extra: Mapping[str, tuple[torch.Tensor, np.dtype]] | None = None,
+    nonfinite: torch.Tensor | None = None,
+    where: str = "",
 ) -> DecodedBatch:
     """Copy a decoded batch to the host in one transfer.
 
@@ -170,6 +256,9 @@ def pack(
         batch_size: frames in the batch.
         cxcywhr: optional (M, 5) rotated boxes.
         extra: name -> ((M,) or (M, k) tensor, host dtype) per-row attributes.
+        nonfinite: optional 0-d count of dropped non-finite candidates (:func:`finite_candidates`), copied in
+            the same transfer (as one extra row).
+        where: :func:`source` of the values, for the warning when ``nonfinite`` is not 0.
 
     Returns:
         The batch as host arrays.
@@ -185,8 +274,14 @@ def pack(
         t = tensor.float().reshape(len(xyxy), int(np.prod(tensor.shape[1:], dtype=np.int64)))  # -1 fails at 0 rows
         widths.append(t.shape[1])
         cols.append(t)
+    packed = torch.cat(cols, dim=1)
+    if nonfinite is not None:  # one more row, holding the count in every column
+        packed = torch.cat([packed, nonfinite.to(packed.dtype).expand(1, packed.shape[1])])
     # One device-to-host copy for the whole batch.
-    packed = torch.cat(cols, dim=1).cpu().numpy()
+    packed = packed.cpu().numpy()
+    dropped = 0
+    if nonfinite is not None:
+        dropped, packed = int(packed[-1, 0]), packed[:-1]
     at = 7
     rot = None
     if cxcywhr is not None:
@@ -205,4 +300,6 @@ def pack(
         batch_size=batch_size,
         cxcywhr=rot,
         extra=host_extra,
+        nonfinite=dropped,
+        warning=nonfinite_warning(where, dropped),
     )

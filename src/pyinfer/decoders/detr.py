@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import DecodedBatch, cap_per_frame, check_float, cxcywh_to_xyxy, pack, shapes
+from pyinfer.decoders.base import (
+    DecodedBatch,
+    cap_per_frame,
+    check_float,
+    cxcywh_to_xyxy,
+    finite_candidates,
+    pack,
+    shapes,
+    source,
+)
 from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -74,7 +83,8 @@ class DetrDecoder:
         best, cls = scores.max(dim=-1)  # sigmoid is monotonic: pick the class on logits, squash the winner only
         if logits:
             best = best.float().sigmoid()
-        frame_idx, query_idx = (best > conf_threshold).nonzero(as_tuple=True)
+        candidates, nonfinite = finite_candidates(best, conf_threshold, boxes)
+        frame_idx, query_idx = candidates.nonzero(as_tuple=True)
         best = best[frame_idx, query_idx].float()
         keep = cap_per_frame(torch.argsort(best, descending=True, stable=True), frame_idx, max_detections)
         frame_idx, query_idx, best = frame_idx[keep], query_idx[keep], best[keep]
@@ -83,4 +93,7 @@ class DetrDecoder:
         xyxy = cxcywh_to_xyxy(boxes[frame_idx, query_idx].float())
         xyxy[:, 0::2] *= in_w
         xyxy[:, 1::2] *= in_h
-        return pack(geometry.to_frame(xyxy), best, cls[frame_idx, query_idx], frame_idx, bsz)
+        return pack(
+            geometry.to_frame(xyxy), best, cls[frame_idx, query_idx], frame_idx, bsz,
+            nonfinite=nonfinite, where=source(self.name, outputs),
+        )  # fmt: skip

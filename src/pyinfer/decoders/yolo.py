@@ -1,18 +1,29 @@
 """YOLOv8 / YOLO11 heads as ultralytics exports them: one output ``[B, 4 + nc, N]``.
 
 Rows 0..3 are cx, cy, w, h in model-input pixels; rows 4.. are class scores after sigmoid (no
-objectness). Decoding is vectorised over the whole batch on the model's device: threshold, class-aware
-NMS (torchvision ``batched_nms`` with frame and class as the group), per-frame top ``max_det``, letterbox
-undone, one device-to-host copy for the batch. YOLOv5-style heads (:mod:`pyinfer.decoders.yolov5`) share
-the same path after their objectness is folded into the scores.
+objectness). Decoding is vectorised over the whole batch on the model's device: threshold (candidates with
+NaN or infinite values dropped and counted), class-aware NMS (:func:`pyinfer.ops.boxes.batched_nms`, frame
+and class as the group), per-frame top ``max_det``, letterbox undone, one device-to-host copy for the batch.
+YOLOv5-style heads (:mod:`pyinfer.decoders.yolov5`) share the same path after their objectness is folded
+into the scores.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import MAX_NMS, DecodedBatch, cap_per_frame, check_float, cxcywh_to_xyxy, pack
+from pyinfer.decoders.base import (
+    MAX_NMS,
+    DecodedBatch,
+    cap_per_frame,
+    check_float,
+    cxcywh_to_xyxy,
+    finite_candidates,
+    pack,
+    source,
+)
 from pyinfer.errors import DecodeError
+from pyinfer.ops.boxes import batched_nms
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +41,7 @@ def nms_decode(
     conf_threshold: float,
     iou_threshold: float,
     max_detections: int,
+    where: str = "",
 ) -> DecodedBatch:
     """Best class per candidate, threshold, class-aware NMS per frame, cap, undo the letterbox, copy to host.
 
@@ -40,26 +52,26 @@ def nms_decode(
         conf_threshold: keep candidates scoring above this.
         iou_threshold: suppress a box overlapping a better one of the same frame and class by more than this.
         max_detections: keep at most this many per frame.
+        where: :func:`~pyinfer.decoders.base.source` of the outputs, for the warning about NaN/inf candidates.
 
     Returns:
         The batch on the host.
     """
-    from torchvision.ops import batched_nms
-
     bsz, _, nc = class_scores.shape
-    scores, cls = class_scores.max(dim=-1)  # (B, N)
-    frame_idx, anchor_idx = (scores > conf_threshold).nonzero(as_tuple=True)
+    scores, cls = class_scores.max(dim=-1)  # (B, N); NaN where any class score is NaN (torch.max propagates it)
+    candidates, nonfinite = finite_candidates(scores, conf_threshold, boxes)
+    frame_idx, anchor_idx = candidates.nonzero(as_tuple=True)
     scores = scores[frame_idx, anchor_idx].float()
     if scores.numel() > MAX_NMS:
         top = scores.topk(MAX_NMS).indices
         frame_idx, anchor_idx, scores = frame_idx[top], anchor_idx[top], scores[top]
     cls = cls[frame_idx, anchor_idx]
     xyxy = cxcywh_to_xyxy(boxes[frame_idx, anchor_idx].float())
-    # float64: batched_nms separates groups by offsetting boxes by group * (max coordinate + 1); in float32 that
-    # offset (up to ~1e5 px for 80 classes x a few frames) would round the coordinates to ~0.01 px.
-    keep = batched_nms(xyxy.double(), scores.double(), frame_idx * nc + cls, iou_threshold)  # score-descending
+    keep = batched_nms(xyxy, scores, frame_idx * nc + cls, iou_threshold)  # score-descending
     keep = cap_per_frame(keep, frame_idx, max_detections)
-    return pack(geometry.to_frame(xyxy[keep]), scores[keep], cls[keep], frame_idx[keep], bsz)
+    return pack(
+        geometry.to_frame(xyxy[keep]), scores[keep], cls[keep], frame_idx[keep], bsz, nonfinite=nonfinite, where=where
+    )
 
 
 class YoloV8Decoder:
@@ -99,4 +111,5 @@ class YoloV8Decoder:
             conf_threshold=conf_threshold,
             iou_threshold=iou_threshold,
             max_detections=max_detections,
+            where=source(self.name, outputs),
         )

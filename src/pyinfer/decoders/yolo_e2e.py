@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import DecodedBatch, cap_per_frame, check_float, pack
+from pyinfer.decoders.base import DecodedBatch, cap_per_frame, check_float, finite_candidates, pack, source
 from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -58,16 +58,19 @@ class YoloE2EDecoder:
         self.num_classes(outputs)
         out = outputs[0]
         bsz = out.shape[0]
-        frame_idx, row_idx = (out[..., 4] > conf_threshold).nonzero(as_tuple=True)
+        candidates, nonfinite = finite_candidates(out[..., 4], conf_threshold, out)  # box, class, angle finite
+        frame_idx, row_idx = candidates.nonzero(as_tuple=True)
         rows = out[frame_idx, row_idx].float()
         scores = rows[:, 4]
         keep = torch.argsort(scores, descending=True, stable=True)
         keep = cap_per_frame(keep, frame_idx, max_detections)
         rows, scores, frame_idx = rows[keep], scores[keep], frame_idx[keep]
         cls = rows[:, 5].round()
+        where = source(self.name, outputs)
         if out.shape[2] == 6:
-            return pack(geometry.to_frame(rows[:, :4].clone()), scores, cls, frame_idx, bsz)
+            xyxy = geometry.to_frame(rows[:, :4].clone())
+            return pack(xyxy, scores, cls, frame_idx, bsz, nonfinite=nonfinite, where=where)
         rot = torch.cat([rows[:, :4], rows[:, 6:7]], dim=1)
         rot = geometry.to_frame_cxcywh(rot)
         xyxy = enclosing_xyxy(rot, geometry.frame_w, geometry.frame_h)
-        return pack(xyxy, scores, cls, frame_idx, bsz, cxcywhr=rot)
+        return pack(xyxy, scores, cls, frame_idx, bsz, cxcywhr=rot, nonfinite=nonfinite, where=where)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import MAX_NMS, DecodedBatch, cap_per_frame, check_float, pack
+from pyinfer.decoders.base import MAX_NMS, DecodedBatch, cap_per_frame, check_float, finite_candidates, pack, source
 from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -166,7 +166,9 @@ class YoloObbDecoder:
         pred = outputs[0].transpose(1, 2)  # (B, N, 4 + nc + 1)
         bsz = pred.shape[0]
         scores, cls = pred[..., 4 : 4 + nc].max(dim=-1)
-        frame_idx, anchor_idx = (scores > conf_threshold).nonzero(as_tuple=True)
+        # NaN/inf boxes or angles are dropped: their probiou is NaN, so they would suppress nothing and be kept.
+        candidates, nonfinite = finite_candidates(scores, conf_threshold, pred[..., :4], pred[..., -1])
+        frame_idx, anchor_idx = candidates.nonzero(as_tuple=True)
         scores = scores[frame_idx, anchor_idx].float()
         if scores.numel() > MAX_NMS:
             top = scores.topk(MAX_NMS).indices
@@ -178,4 +180,7 @@ class YoloObbDecoder:
         keep = cap_per_frame(keep, frame_idx, max_detections)
         rot = geometry.to_frame_cxcywh(rot[keep])
         xyxy = enclosing_xyxy(rot, geometry.frame_w, geometry.frame_h)
-        return pack(xyxy, scores[keep], cls[keep], frame_idx[keep], bsz, cxcywhr=rot)
+        return pack(
+            xyxy, scores[keep], cls[keep], frame_idx[keep], bsz,
+            cxcywhr=rot, nonfinite=nonfinite, where=source(self.name, outputs),
+        )  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import DecodedBatch, check_float
+from pyinfer.decoders.base import DecodedBatch, check_float, source
 from pyinfer.decoders.yolo import nms_decode
 from pyinfer.errors import DecodeError
 
@@ -56,4 +56,5 @@ class YoloV5Decoder:
             conf_threshold=conf_threshold,
             iou_threshold=iou_threshold,
             max_detections=max_detections,
+            where=source(self.name, outputs),
         )
