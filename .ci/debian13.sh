@@ -127,7 +127,8 @@ sync_host_files() {
     if ! diff -rq /usr/local/share/ca-certificates "$ROOT/usr/local/share/ca-certificates" >/dev/null 2>&1; then
         rm -rf "$ROOT/usr/local/share/ca-certificates"
         cp -a /usr/local/share/ca-certificates "$ROOT/usr/local/share/ca-certificates"
-        in_root 120 "update-ca-certificates >/dev/null"
+        # (openssl rehash warns about the bundle file itself: noise)
+        in_root 120 "update-ca-certificates 2>&1 >/dev/null | { grep -v 'skipping ca-certificates.crt' >&2 || :; }"
     fi
 }
 
