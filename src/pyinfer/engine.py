@@ -181,6 +181,7 @@ class Engine:
         self._inputs: list = [None] * PLAIN_DEPTH  # the plain path's model-input buffers, one per batch in flight
         self._busy = [False] * PLAIN_DEPTH
         self._stream = None  # plain path on CUDA: the stream batches run on (so host work overlaps them)
+        self.warnings: list[str] = []  # see take_warnings
         self.fast: FastPath | None = None  # the speed knobs' path (pyinfer.accel), None when all are off
 
     @classmethod
@@ -342,6 +343,7 @@ class Engine:
         if ticket.fast is not None:
             batch = self.fast.collect(ticket.fast)
             check_batch_size(batch, ticket.n, model=self.model.path)
+            self._note(batch)
             return batch.detections(self.labels)
         try:
             stream = self._stream
@@ -355,10 +357,21 @@ class Engine:
                     max_detections=p.max_detections,
                 )
             check_batch_size(batch, ticket.n, model=self.model.path)
+            self._note(batch)
             return batch.detections(self.labels)
         finally:
             self._busy[ticket.slot] = False
             ticket.outputs = None
+
+    def _note(self, batch) -> None:
+        if getattr(batch, "warning", ""):
+            self.warnings.append(batch.warning)
+            del self.warnings[:-8]  # the newest few, for whoever reports them (the element posts WARNINGs)
+
+    def take_warnings(self) -> list[str]:
+        """Warnings of the batches collected since the last call (e.g. NaN/inf candidates dropped), oldest first."""
+        out, self.warnings = self.warnings, []
+        return out
 
     def _free_slot(self) -> int:
         for i, busy in enumerate(self._busy):

@@ -24,6 +24,8 @@ def test_a_nan_candidate_is_dropped_and_the_stream_goes_on(run_pipeline, tmp_pat
     assert res.ok, res.error.message if res.error else res.message
     assert [len(d) for d in res.detections] == [2, 2, 2, 2]  # the NaN box is gone, the two good ones stay
     assert all(np.isfinite(d.xyxy).all() for d in res.detections)
+    assert len(res.warnings) == 1  # said once (rate-limited), naming the model's output
+    assert "model output 0" in res.warnings[0] and "NaN or infinite" in res.warnings[0]
 
 
 def test_a_model_returning_fewer_frames_than_the_batch_is_a_decode_error_naming_both(run_pipeline, tmp_path):

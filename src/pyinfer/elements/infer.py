@@ -696,6 +696,9 @@ class InferElement(PackedVideoFilter):
                 return
             detections = None
         job.done()  # frames unmapped, staging returned: only metadata is written from here on
+        take = getattr(job.engine, "take_warnings", None)
+        for text in take() if take is not None else ():
+            self._warn_limited("model-output", Gst.StreamError.DECODE, text)
         dets = iter(detections or ())
         for item in items:
             inferred = item.infer and detections is not None

@@ -166,7 +166,7 @@ class _CudaArray:
         self.__cuda_array_interface__ = {
             "shape": shape,
             "typestr": "|u1",
-            "data": (ptr, True),
+            "data": (ptr, False),  # read only in fact; torch takes a "read-only" device array less readily
             "strides": strides,
             "version": 3,
         }
