@@ -63,7 +63,7 @@ demo: setup
 	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
-# A hard limit, so that a hang cannot use up CI's time: the suite takes about 5 minutes on 2 cores. The Debian 13
+# A hard limit, so that a hang cannot use up CI's time: the suite takes 6 to 7 minutes on 2 cores. The Debian 13
 # leg has its own limits (.ci/debian13.sh: 45 minutes at most, all steps included).
 TEST_TIMEOUT ?= 1200
 # Both legs run even when the first fails; the exit status says whether both passed.

@@ -25,7 +25,7 @@ RECIPE="pyinfer debian13 rootfs v1: debootstrap --variant=minbase $SUITE; make c
 STAMP=$ROOT/.pyinfer-rootfs
 
 # Hard limits, in seconds: per step, and for the whole leg (no step runs past it). A new machine needs about
-# 1 min for the root, 4 min for make setup (torch is large); the tests about 5 min on 2 cores.
+# 1 min for the root, 4 min for make setup (torch is large); the tests 6 to 7 min on 2 cores.
 LIMIT_ROOTFS=${PYINFER_LIMIT_ROOTFS:-600}
 LIMIT_SETUP=${PYINFER_LIMIT_SETUP:-1200}
 LIMIT_TESTS=${PYINFER_LIMIT_TESTS:-1200}
