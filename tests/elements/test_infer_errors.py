@@ -112,9 +112,9 @@ def test_caps_it_cannot_handle_are_refused_at_link_time(fixed_model):
 
 def test_caps_it_cannot_handle_fail_negotiation_at_run_time(run_pipeline, fixed_model):
     res = run_pipeline(
-        "appsrc name=src is-live=false format=time caps=video/x-raw,format=NV12,width=64,height=48,framerate=30/1 "
+        "appsrc name=src is-live=false format=time caps=video/x-raw,format=GRAY8,width=64,height=48,framerate=30/1 "
         f"! pyinfer model-engine={fixed_model} ! appsink name=sink",
-        feed=lambda p: _push_blank(p.get_by_name("src"), 64 * 48 * 3 // 2),
+        feed=lambda p: _push_blank(p.get_by_name("src"), 64 * 48),
     )
     assert res.message == Gst.MessageType.ERROR
     assert "not-negotiated" in res.debug, res.debug

@@ -116,24 +116,34 @@ class _Body:
         return self.cx - hw, self.cy - hh, self.cx + hw, self.cy + hh
 
 
-def _interp_matrix(size: int, knots: int) -> np.ndarray:
-    """(size, knots) float32 weights that smoothstep-interpolate ``knots`` values over ``size`` pixels."""
+def _interp_taps(size: int, knots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smoothstep interpolation of ``knots`` values over ``size`` pixels: (first knot, its weight, the next's)."""
     pos = np.linspace(0.0, knots - 1.0, size)
     i = np.minimum(pos.astype(np.int64), knots - 2)
     f = pos - i
     f = f * f * (3.0 - 2.0 * f)  # smoothstep: no visible creases at the knots
-    w = np.zeros((size, knots), np.float32)
-    w[np.arange(size), i] = 1.0 - f
-    w[np.arange(size), i + 1] = f
-    return w
+    return i, (1.0 - f).astype(np.float32), f.astype(np.float32)
+
+
+def _blend(grid: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Interpolate ``grid`` along ``axis`` to ``size`` samples: two taps each, float32 multiply then add.
+
+    Elementwise on purpose: a matrix product (BLAS) sums in an order, and with fused multiply-adds, that depends
+    on the CPU's kernel, so the same seed gave other pixels on another CPU; this gives the same bits everywhere.
+    """
+    i, w0, w1 = _interp_taps(size, grid.shape[axis])
+    shape = [1] * grid.ndim
+    shape[axis] = size
+    a = np.take(grid, i, axis=axis)
+    b = np.take(grid, i + 1, axis=axis)
+    return a * w0.reshape(shape) + b * w1.reshape(shape)
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float, channels: int) -> np.ndarray:
     """(height, width, channels) float32 value noise in [0, 1] with features about ``cell`` pixels wide."""
     ky, kx = max(2, round(height / cell) + 2), max(2, round(width / cell) + 2)
     grid = rng.random((ky, kx, channels)).astype(np.float32)
-    tmp = np.tensordot(_interp_matrix(height, ky), grid, axes=(1, 0))  # (H, kx, C)
-    return np.tensordot(tmp, _interp_matrix(width, kx), axes=(1, 1)).transpose(0, 2, 1)  # (H, W, C)
+    return _blend(_blend(grid, 0, height), 1, width)  # (H, W, C)
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
