@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-batches", type=int, default=None, help="untimed batches per run (default 3, quick 1)")
     p.add_argument("--tiny-buffers", type=int, default=None, help="timed buffers per tiny run (default 600, quick 40)")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--pipelines-only", action="store_true",
+                   help="time only pipeline_b1 and pipeline_b4 once each and print their frames/s as JSON (what "
+                   "bench/element_ab.py runs in a child process per pyinfer version)")  # fmt: skip
     args = p.parse_args(argv)
     q = args.quick
     args.reps = args.reps or (3 if q else 5)
@@ -125,7 +128,12 @@ def load_raw(path: Path):
 # -- pipelines ----------------------------------------------------------------------------------------------
 def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, timeout_s: float = 300.0) -> dict:
     """Fill appsrc with n_push buffers + EOS, play, time buffers at the sink from buffer ``skip`` on."""
-    from pyinfer._gi import Gst, GstVideo, copy_buffer
+    from pyinfer._gi import Gst, GstVideo
+
+    try:
+        from pyinfer._gi import copy_buffer
+    except ImportError:  # an older pyinfer (bench/element_ab.py runs this file against one)
+        copy_buffer = Gst.Buffer.copy
 
     pipeline = Gst.parse_launch(desc)
     src, sink = pipeline.get_by_name("src"), pipeline.get_by_name("sink")
@@ -294,6 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     frames = render(args.seed, W, H, args.distinct)
     tiny_frames = render(args.seed + 1, TINY_W, TINY_H, min(args.distinct, 16))
     bufs, tiny_bufs = gst_buffers(frames), gst_buffers(tiny_frames)
+    if args.pipelines_only:
+        import json
+
+        out = {}
+        for b in (1, 4):
+            desc = (f"appsrc name=src ! pyinfer model-engine={model_path} device=cpu batch-size={b} "
+                    "! fakesink name=sink sync=false")  # fmt: skip
+            out[f"pipeline_b{b}"] = in_thread(
+                run_pipeline, desc, bufs, W, H, args.warmup_batches * b + args.frames, args.warmup_batches * b
+            )["fps"]
+        print(json.dumps(out), flush=True)
+        return 0
     prep = in_thread(prepare, frames, model_path, Path(tmp.name))
     engines, batches, lb_inputs, raw = prep["engines"], prep["batches"], prep["lb_inputs"], prep["raw"]
     tiny_path = prep["tiny_path"]
