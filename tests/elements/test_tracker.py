@@ -337,3 +337,12 @@ def test_the_docstring_pipeline_runs_with_interval_and_osd(run_pipeline, embedde
     )
     assert result.ok, result.error
     assert [f.inferred for f in result.frames] == [True, False, False, True, False, False]
+
+
+@pytest.mark.parametrize("memory", ["", "(memory:CUDAMemory)", "(memory:NVMM)"])
+def test_pytracker_takes_frames_in_any_memory_as_it_reads_only_metadata(memory):
+    # nvh264dec ! pyinfer ! pytracker keeps the frames in CUDA memory: pytracker must not force a download.
+    tracker = Gst.ElementFactory.make("pytracker", None)
+    caps = Gst.Caps.from_string(f"video/x-raw{memory},format=NV12,width=64,height=48,framerate=30/1")
+    assert tracker.get_static_pad("sink").query_accept_caps(caps)
+    assert tracker.get_static_pad("src").get_pad_template_caps().can_intersect(caps)

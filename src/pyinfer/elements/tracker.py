@@ -39,7 +39,8 @@ _RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
 
 # Any raw video in system memory: the tracker reads metadata only, never pixels.
-_CAPS = Gst.Caps.from_string("video/x-raw")
+# Metadata only: any raw video, in any memory (system, CUDA from NVIDIA decoders, ...): pixels are never read.
+_CAPS = Gst.Caps.from_string("video/x-raw(ANY)")
 _TEMPLATES = (
     Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _CAPS),
     Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
