@@ -10,14 +10,17 @@
 | ``classifier`` | :mod:`~pyinfer.decoders.classifier` | ``[B, nc]`` |
 | ``custom`` | :mod:`~pyinfer.decoders.custom` | anything: a ``postprocess=module:function`` hook |
 
-``auto`` (:mod:`~pyinfer.decoders.auto`) picks one of them and says why.
+``auto`` (:mod:`~pyinfer.decoders.auto`) picks one of them and says why. Every decoder checks at load that the
+outputs fit its layout, shapes and values (``num_classes`` on the warm-up batch), and
+:func:`~pyinfer.decoders.auto.check_fit` that the model's class names agree; a misfit is a DecodeError naming
+the decoder, the shapes and the decoder ``auto`` reads them as.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyinfer.decoders.auto import DecoderChoice, choose_decoder, hint_from_metadata
+from pyinfer.decoders.auto import DecoderChoice, check_fit, choose_decoder, hint_from_metadata
 from pyinfer.decoders.base import DecodedBatch, Decoder, FrameList
 from pyinfer.decoders.classifier import ClassifierDecoder
 from pyinfer.decoders.custom import CustomDecoder, HookError, PostprocessContext
@@ -36,6 +39,7 @@ __all__ = [
     "FrameList",
     "HookError",
     "PostprocessContext",
+    "check_fit",
     "choose_decoder",
     "get_decoder",
     "hint_from_metadata",

@@ -30,6 +30,9 @@ from pyinfer.errors import DecodeError
 if TYPE_CHECKING:
     import torch
 
+    from pyinfer.backends.base import LoadedModel
+    from pyinfer.decoders.base import Decoder
+
 #: End-to-end heads keep at most this many rows (ultralytics: max_det = 300); longer channels-last outputs
 #: are anchor grids (YOLOv5: 6300 at 320x320).
 MAX_E2E_ROWS = 1000
@@ -108,14 +111,9 @@ def choose_decoder(
             return DecoderChoice("classifier", f"auto: one output {got} = [B, nc]")
         if out.ndim == 3:
             _, a, b = out.shape
-            if num_names and a == 4 + num_names:
-                return DecoderChoice(
-                    "yolov8", f"auto: one output {got} = [B, 4+nc, N] with the model's {num_names} names"
-                )
-            if num_names and b == 5 + num_names:
-                return DecoderChoice(
-                    "yolov5", f"auto: one output {got} = [B, N, 5+nc] with the model's {num_names} names"
-                )
+            by_names = _by_names(outputs, num_names)
+            if by_names is not None:
+                return by_names
             if 6 < a <= MAX_E2E_ROWS and b == 6:
                 return DecoderChoice("yolo-e2e", f"auto: one output {got} = [B, K, 6] (end-to-end rows)")
             if 5 <= a < b:
@@ -134,4 +132,122 @@ def choose_decoder(
     raise DecodeError(
         f"decoder auto cannot tell the layout of outputs {got}; set decoder to one of yolov8, yolov5, yolo-e2e, "
         "yolo-obb, detr, classifier, or custom with postprocess=module:function"
+    )
+
+
+def _by_names(outputs: Sequence[torch.Tensor], num_names: int) -> DecoderChoice | None:
+    """Rule 4: one output whose class rows (``yolov8``) or columns (``yolov5``) count exactly the model's names."""
+    if not num_names or len(outputs) != 1 or outputs[0].ndim != 3:
+        return None
+    _, a, b = outputs[0].shape
+    got = shapes(list(outputs))
+    if a == 4 + num_names:
+        return DecoderChoice("yolov8", f"auto: one output {got} = [B, 4+nc, N] with the model's {num_names} names")
+    if b == 5 + num_names:
+        return DecoderChoice("yolov5", f"auto: one output {got} = [B, N, 5+nc] with the model's {num_names} names")
+    return None
+
+
+def _names_fit(outputs: Sequence[torch.Tensor], num_names: int) -> DecoderChoice | None:
+    """The layout whose class count is exactly the model's names: rule 4's, or ``[B, 4+nc+1, N]`` (``yolo-obb``).
+
+    Not a rule of ``auto`` (a YOLOv8 model may carry wrong names): used to tell a forced decoder what fits.
+    """
+    choice = _by_names(outputs, num_names)
+    one = len(outputs) == 1 and outputs[0].ndim == 3
+    if choice is None and num_names and one and outputs[0].shape[1] == 5 + num_names:
+        got = shapes(list(outputs))
+        reason = f"one output {got} = [B, 4+nc+1, N] (box, class scores, angle) with the model's {num_names} names"
+        choice = DecoderChoice("yolo-obb", reason)
+    return choice
+
+
+def _advice(
+    decoder: str,
+    outputs: Sequence[torch.Tensor],
+    *,
+    hint: str | None = None,
+    names: Sequence[str] = (),
+    output_names: Sequence[str] = (),
+) -> str:
+    """What to set instead of ``decoder``: what the model's metadata, its names or auto's shape rules point to."""
+    if hint and hint != decoder:
+        return f"the model's metadata names decoder {hint}: set decoder={hint}, or auto"
+    fit = _names_fit(outputs, len(names))
+    if fit is not None and fit.name != decoder:
+        return f"they look like {fit.name} ({fit.reason}): set decoder={fit.name}"
+    try:
+        choice: DecoderChoice | None = choose_decoder(outputs, output_names=output_names)
+    except DecodeError:
+        choice = None
+    if choice is not None and choice.name != decoder:
+        also = " (or yolo-obb, if the model gives rotated boxes: the same shape with an angle row)"
+        return (
+            f"they look like {choice.name} ({choice.reason}): set decoder={choice.name}"
+            f"{also if choice.name == 'yolov8' else ''}, or auto"
+        )
+    return (
+        "set decoder to the model's layout (yolov8, yolov5, yolo-e2e, yolo-obb, detr, classifier; auto reads the "
+        "model's metadata), or custom with postprocess=module:function"
+    )
+
+
+def misfit(decoder: str, outputs: Sequence[torch.Tensor], problem: str) -> DecodeError:
+    """The error for outputs that do not fit ``decoder``: what is wrong, and the decoder they look like.
+
+    Args:
+        decoder: the decoder's name.
+        outputs: the model's outputs.
+        problem: what does not fit, a sentence naming the expected layout and the shapes (or values) seen.
+
+    Returns:
+        A DecodeError (for the caller to raise) whose message ends with the likely right decoder, by auto's
+        shape rules; :func:`check_fit` asks again with the model's metadata and names. ``problem`` is kept as an
+        attribute for that.
+    """
+    exc = DecodeError(f"{problem}; {_advice(decoder, outputs)}")
+    exc.problem = problem  # type: ignore[attr-defined]
+    return exc
+
+
+def check_fit(decoder: Decoder, outputs: Sequence[torch.Tensor], model: LoadedModel | None = None) -> int | None:
+    """Check at load that ``outputs`` fit ``decoder``, and that the class names the model carries agree.
+
+    ``decoder.num_classes`` checks the layout (shapes, and at its first call the values). The names catch what
+    neither can: a YOLOv8 output ``[B, 4+80, N]`` read by ``yolo-obb`` is ``[B, 4+79+1, N]``, whose last class
+    row would pass for angles; the model's 80 names say otherwise. A mismatch no layout explains leaves the
+    names aside, as before (the engine reports class ids).
+
+    Args:
+        decoder: the decoder the engine will use.
+        outputs: the model's outputs for the warm-up batch.
+        model: the loaded model: its names (from its metadata, not a labels file), metadata and output names
+            make the advice precise. None checks the layout only.
+
+    Returns:
+        The class count (None when the decoder cannot tell). Raises DecodeError naming the decoder, the shapes,
+        what does not fit and the decoder that does.
+    """
+    outputs = list(outputs)
+    names: tuple[str, ...] = tuple(getattr(model, "names", ()) or ())
+    hint = None
+    if model is not None:
+        hint = getattr(model, "decoder", None) or hint_from_metadata(getattr(model, "metadata", None) or {})
+    output_names = tuple(getattr(model, "output_names", ()) or ())
+    try:
+        nc = decoder.num_classes(outputs)
+    except DecodeError as exc:
+        problem = getattr(exc, "problem", None)
+        if problem is None or model is None:
+            raise
+        advice = _advice(decoder.name, outputs, hint=hint, names=names, output_names=output_names)
+        raise DecodeError(f"{problem}; {advice}") from None
+    if nc is None or not names or nc == len(names):
+        return nc
+    fit = _names_fit(outputs, len(names))
+    if fit is None or fit.name == decoder.name:
+        return nc
+    raise DecodeError(
+        f"decoder {decoder.name} reads {nc} classes from outputs {shapes(outputs)}, but the model names "
+        f"{len(names)}; they look like {fit.name} ({fit.reason}): set decoder={fit.name}"
     )

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 #: Candidates kept per batch before NMS (ultralytics' ``max_nms``), so a badly calibrated model cannot stall NMS.
 MAX_NMS = 30000
+#: How far outside its range a probability or a normalised coordinate may stray before the outputs are refused
+#: at load as another layout: a misread layout puts pixel coordinates there, tens to hundreds.
+RANGE_SLACK = 0.5
 
 
 class Decoder(Protocol):
@@ -41,7 +44,9 @@ class Decoder(Protocol):
     def num_classes(self, outputs: list[torch.Tensor]) -> int | None:
         """Check the outputs fit this decoder (DecodeError naming expected and actual shapes); the class count.
 
-        None when the decoder cannot tell (a custom hook).
+        The first call, the engine's warm-up at load, also checks the values the layout bounds (probabilities,
+        normalised boxes) with :func:`out_of_range`, once: later calls check shapes only, so no batch pays a
+        device-to-host copy for it. None when the decoder cannot tell (a custom hook).
         """
         ...
 
@@ -126,6 +131,31 @@ def check_float(name: str, out: torch.Tensor) -> None:
     """DecodeError unless ``out`` is floating point."""
     if not out.is_floating_point():
         raise DecodeError(f"decoder {name} expects floating-point outputs; got {out.dtype}")
+
+
+def out_of_range(values: torch.Tensor, low: float, high: float) -> tuple[float, float] | None:
+    """The finite (min, max) of ``values`` when they leave [low - RANGE_SLACK, high + RANGE_SLACK], else None.
+
+    NaN and infinities are left to :func:`finite_candidates`. One device-to-host copy: decoders call this once,
+    at load (the warm-up batch), not per batch.
+    """
+    import torch
+
+    v = values.detach().float()
+    v = v[torch.isfinite(v)]
+    if v.numel() == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    return (lo, hi) if lo < low - RANGE_SLACK or hi > high + RANGE_SLACK else None
+
+
+def whole_numbers(values: torch.Tensor) -> bool:
+    """Whether the finite entries of ``values`` are whole numbers (class indices); one device-to-host copy."""
+    import torch
+
+    v = values.detach().float()
+    v = v[torch.isfinite(v)]
+    return bool(((v - v.round()).abs() <= 1e-3).all())
 
 
 def shapes(outputs: list[torch.Tensor]) -> str:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pyinfer.decoders.auto import misfit
 from pyinfer.decoders.base import DecodedBatch, check_float, pack
-from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
     import torch
@@ -33,12 +33,16 @@ TOP_K = 5
 def _scores(outputs: list[torch.Tensor]) -> torch.Tensor:
     """The (B, nc) scores, or DecodeError naming expected and actual shapes."""
     if len(outputs) < 1:
-        raise DecodeError("decoder classifier expects one output [B, nc]; the model returned none")
+        raise misfit("classifier", outputs, "decoder classifier expects one output [B, nc]; the model returned none")
     out = outputs[0]
     if out.ndim == 4 and out.shape[2:] == (1, 1):  # a 1x1 conv head: [B, nc, 1, 1]
         out = out.flatten(1)
     if out.ndim != 2 or out.shape[1] < 1:
-        raise DecodeError(f"decoder classifier expects an output of shape [B, nc] with nc >= 1; got {list(out.shape)}")
+        raise misfit(
+            "classifier",
+            outputs,
+            f"decoder classifier expects an output of shape [B, nc] with nc >= 1; got {list(out.shape)}",
+        )
     check_float("classifier", out)
     return out
 

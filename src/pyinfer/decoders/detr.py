@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyinfer.decoders.auto import misfit
 from pyinfer.decoders.base import (
     DecodedBatch,
     cap_per_frame,
     check_float,
     cxcywh_to_xyxy,
     finite_candidates,
+    out_of_range,
     pack,
     shapes,
     source,
 )
-from pyinfer.errors import DecodeError
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,9 @@ class DetrDecoder:
 
     name = "detr"
     resize = "stretch"
+
+    def __init__(self) -> None:
+        self._values_checked = False
 
     def _split(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(boxes (B, Q, 4), scores (B, Q, nc), scores_are_logits) or DecodeError."""
@@ -60,11 +64,28 @@ class DetrDecoder:
                     return b, a, True
                 if a.shape[2] == 4:
                     return a, b, True
-        raise DecodeError(f"decoder detr expects {_EXPECTED}; got {shapes(outputs)}")
+        raise misfit(self.name, outputs, f"decoder detr expects {_EXPECTED}; got {shapes(outputs)}")
 
     def num_classes(self, outputs: list[torch.Tensor]) -> int:
-        """Check the outputs fit this decoder and return the number of classes."""
-        return int(self._split(outputs)[1].shape[2])
+        """Check the outputs fit this decoder and return the number of classes.
+
+        The first call (the engine's warm-up) also checks the values: boxes are normalised to the input, so lie
+        in [0, 1] (and so do the scores of a one-output export). A YOLOv8 output ``[B, 84, 8400]`` has the shape
+        of 84 queries, but puts pixel coordinates where their boxes would be.
+        """
+        boxes, scores, logits = self._split(outputs)
+        if not self._values_checked:
+            for what, values in (("boxes", boxes), ("class scores", None if logits else scores)):
+                bad = None if values is None else out_of_range(values, 0.0, 1.0)
+                if bad is not None:
+                    raise misfit(
+                        self.name,
+                        outputs,
+                        f"decoder detr reads outputs {shapes(outputs)} as {boxes.shape[1]} queries, but their "
+                        f"{what} run from {bad[0]:.4g} to {bad[1]:.4g}, where DETR's normalised {what} lie in [0, 1]",
+                    )
+            self._values_checked = True
+        return int(scores.shape[2])
 
     def decode(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyinfer.decoders.auto import misfit
 from pyinfer.decoders.base import (
     MAX_NMS,
     DecodedBatch,
@@ -19,10 +20,11 @@ from pyinfer.decoders.base import (
     check_float,
     cxcywh_to_xyxy,
     finite_candidates,
+    out_of_range,
     pack,
+    shapes,
     source,
 )
-from pyinfer.errors import DecodeError
 from pyinfer.ops.boxes import batched_nms
 
 if TYPE_CHECKING:
@@ -80,16 +82,36 @@ class YoloV8Decoder:
     name = "yolov8"
     resize = "letterbox"
 
+    def __init__(self) -> None:
+        self._values_checked = False
+
     def num_classes(self, outputs: list[torch.Tensor]) -> int:
-        """Check the outputs fit this decoder and return the number of classes."""
+        """Check the outputs fit this decoder and return the number of classes.
+
+        The first call (the engine's warm-up) also checks the values: class scores lie in [0, 1]. A YOLOv5
+        output ``[B, 25200, 85]`` read this way would put pixel coordinates among the class scores.
+        """
         if len(outputs) < 1:
-            raise DecodeError("decoder yolov8 expects one output [B, 4+nc, N]; the model returned none")
+            raise misfit(self.name, outputs, "decoder yolov8 expects one output [B, 4+nc, N]; the model returned none")
         out = outputs[0]
         if out.ndim != 3 or out.shape[1] < 5:
-            raise DecodeError(
-                f"decoder yolov8 expects an output of shape [B, 4+nc, N] with nc >= 1; got {list(out.shape)}"
+            raise misfit(
+                self.name,
+                outputs,
+                f"decoder yolov8 expects an output of shape [B, 4+nc, N] with nc >= 1; got {list(out.shape)}",
             )
         check_float(self.name, out)
+        if not self._values_checked:
+            bad = out_of_range(out[:, 4:], 0.0, 1.0)
+            if bad is not None:
+                raise misfit(
+                    self.name,
+                    outputs,
+                    f"decoder yolov8 reads output {shapes(outputs)} as a box and {out.shape[1] - 4} class scores "
+                    f"for each of {out.shape[2]} anchors, but the values after the box run from {bad[0]:.4g} to "
+                    f"{bad[1]:.4g}, where scores lie in [0, 1]",
+                )
+            self._values_checked = True
         return int(out.shape[1] - 4)
 
     def decode(

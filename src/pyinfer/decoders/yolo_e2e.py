@@ -13,8 +13,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import DecodedBatch, cap_per_frame, check_float, finite_candidates, pack, source
-from pyinfer.errors import DecodeError
+from pyinfer.decoders.auto import misfit
+from pyinfer.decoders.base import (
+    DecodedBatch,
+    cap_per_frame,
+    check_float,
+    finite_candidates,
+    out_of_range,
+    pack,
+    shapes,
+    source,
+    whole_numbers,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -28,17 +38,45 @@ class YoloE2EDecoder:
     name = "yolo-e2e"
     resize = "letterbox"
 
+    def __init__(self) -> None:
+        self._values_checked = False
+
     def num_classes(self, outputs: list[torch.Tensor]) -> None:
-        """Check the outputs fit; end-to-end rows carry a class index, not per-class scores, so no class count."""
+        """Check the outputs fit; end-to-end rows carry a class index, not per-class scores, so no class count.
+
+        The first call (the engine's warm-up) also checks the values: scores in [0, 1], class indices whole
+        numbers. A two-class DETR output ``[B, 300, 6]`` has the shape, but a score where the class would be.
+        """
         if len(outputs) < 1:
-            raise DecodeError("decoder yolo-e2e expects one output [B, K, 6] (or [B, K, 7] rotated); got none")
+            raise misfit(
+                self.name, outputs, "decoder yolo-e2e expects one output [B, K, 6] (or [B, K, 7] rotated); got none"
+            )
         out = outputs[0]
         if out.ndim != 3 or out.shape[2] not in (6, 7):
-            raise DecodeError(
+            raise misfit(
+                self.name,
+                outputs,
                 f"decoder yolo-e2e expects an output of shape [B, K, 6] (x1, y1, x2, y2, score, class) or "
-                f"[B, K, 7] (cx, cy, w, h, score, class, angle); got {list(out.shape)}"
+                f"[B, K, 7] (cx, cy, w, h, score, class, angle); got {list(out.shape)}",
             )
         check_float(self.name, out)
+        if not self._values_checked:
+            bad = out_of_range(out[..., 4], 0.0, 1.0)
+            if bad is not None:
+                raise misfit(
+                    self.name,
+                    outputs,
+                    f"decoder yolo-e2e reads column 4 of output {shapes(outputs)} as scores, but it runs from "
+                    f"{bad[0]:.4g} to {bad[1]:.4g}, where scores lie in [0, 1]",
+                )
+            if not whole_numbers(out[..., 5]):
+                raise misfit(
+                    self.name,
+                    outputs,
+                    f"decoder yolo-e2e reads column 5 of output {shapes(outputs)} as class indices, but it holds "
+                    f"fractions",
+                )
+            self._values_checked = True
         return None
 
     def decode(

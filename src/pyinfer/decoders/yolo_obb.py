@@ -13,10 +13,21 @@ Boxes come back as ``cxcywhr`` in frame pixels (unclipped, as ultralytics' ``sca
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
-from pyinfer.decoders.base import MAX_NMS, DecodedBatch, cap_per_frame, check_float, finite_candidates, pack, source
-from pyinfer.errors import DecodeError
+from pyinfer.decoders.auto import misfit
+from pyinfer.decoders.base import (
+    MAX_NMS,
+    DecodedBatch,
+    cap_per_frame,
+    check_float,
+    finite_candidates,
+    out_of_range,
+    pack,
+    shapes,
+    source,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -137,17 +148,49 @@ class YoloObbDecoder:
     name = "yolo-obb"
     resize = "letterbox"
 
+    def __init__(self) -> None:
+        self._values_checked = False
+
     def num_classes(self, outputs: list[torch.Tensor]) -> int:
-        """Check the outputs fit this decoder and return the number of classes."""
+        """Check the outputs fit this decoder and return the number of classes.
+
+        The first call (the engine's warm-up) also checks the values: class scores in [0, 1], angles in radians
+        (within [-pi, pi]). A YOLOv8 output of the same shape passes both (its last class row looks like angles):
+        :func:`pyinfer.decoders.auto.check_fit` tells it by the model's class names.
+        """
         if len(outputs) < 1:
-            raise DecodeError("decoder yolo-obb expects one output [B, 4+nc+1, N]; the model returned none")
+            raise misfit(
+                self.name, outputs, "decoder yolo-obb expects one output [B, 4+nc+1, N]; the model returned none"
+            )
         out = outputs[0]
         if out.ndim != 3 or out.shape[1] < 6:
-            raise DecodeError(
+            raise misfit(
+                self.name,
+                outputs,
                 f"decoder yolo-obb expects an output of shape [B, 4+nc+1, N] (box, class scores, angle) with "
-                f"nc >= 1; got {list(out.shape)}"
+                f"nc >= 1; got {list(out.shape)}",
             )
         check_float(self.name, out)
+        if not self._values_checked:
+            nc = out.shape[1] - 5
+            bad = out_of_range(out[:, 4:-1], 0.0, 1.0)
+            if bad is not None:
+                raise misfit(
+                    self.name,
+                    outputs,
+                    f"decoder yolo-obb reads output {shapes(outputs)} as a box, {nc} class scores and an angle "
+                    f"for each of {out.shape[2]} anchors, but the class scores run from {bad[0]:.4g} to "
+                    f"{bad[1]:.4g}, where scores lie in [0, 1]",
+                )
+            bad = out_of_range(out[:, -1], -math.pi, math.pi)
+            if bad is not None:
+                raise misfit(
+                    self.name,
+                    outputs,
+                    f"decoder yolo-obb reads the last row of output {shapes(outputs)} as angles in radians, but "
+                    f"it runs from {bad[0]:.4g} to {bad[1]:.4g}",
+                )
+            self._values_checked = True
         return int(out.shape[1] - 5)
 
     def decode(
