@@ -177,3 +177,53 @@ def test_pyinfer_with_a_fifo_as_labels_file_posts_an_error_instead_of_blocking_s
     assert res.message == Gst.MessageType.ERROR
     assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS), res.error.message
     assert "not a regular file" in res.error.message and str(fifo) in res.error.message
+
+
+# One name per class: too few and too many are both refused (issue #18: 100 names for an 80-class model passed).
+
+
+@pytest.mark.parametrize(("names", "classes"), [(2, 3), (4, 3), (100, 80), (1, 2), (2, 1)])
+def test_a_name_count_other_than_the_class_count_is_a_config_error_naming_both(names, classes):
+    from pyinfer.labels import check_label_count  # here, not at the top: older code lacks it
+
+    labels = tuple(f"n{i}" for i in range(names))
+    with pytest.raises(ConfigError, match=rf"labels file l\.txt has {names} names? but the model has {classes} class"):
+        check_label_count(labels, classes, "l.txt")
+
+
+@pytest.mark.parametrize(("names", "classes"), [(3, 3), (80, 80), (5, None)])
+def test_one_name_per_class_or_an_unknown_class_count_passes(names, classes):
+    from pyinfer.labels import check_label_count
+
+    check_label_count(tuple(f"n{i}" for i in range(names)), classes, "l.txt")
+
+
+@pytest.mark.parametrize(("count", "fragments"), [(2, ("has 2 names", "3 classes")), (4, ("has 4 names", "3 classes"))])
+def test_pyinfer_refuses_a_labels_file_with_another_name_count_at_start(fixed_model, tmp_path, count, fragments):
+    # The 4-name case needs Engine.build to call labels.check_label_count (see the report of issue #18).
+    from pyinfer._gi import Gst
+    from support import run
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"name{i}\n" for i in range(count)))
+    res = run(
+        Gst.parse_launch(
+            f"videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=48 ! "
+            f"pyinfer model-engine={fixed_model} labels-file={labels} ! appsink name=sink"
+        )
+    )
+    assert res.message == Gst.MessageType.ERROR
+    assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS), res.error.message
+    assert all(f in res.error.message for f in fragments), res.error.message
+    assert str(labels) in res.error.message
+
+
+def test_the_engine_refuses_100_names_for_the_embedded_3_class_model(tmp_path):
+    # Needs Engine.build to call labels.check_label_count (see the report of issue #18).
+    from pyinfer.engine import Engine, EngineConfig
+    from pyinfer.zoo import get_model
+
+    labels = tmp_path / "coco-plus.txt"
+    labels.write_text("".join(f"name{i}\n" for i in range(100)))
+    with pytest.raises(ConfigError, match=r"has 100 names but the model has 3 classes"):
+        Engine.build(EngineConfig(model=str(get_model().path), device="cpu", labels_file=str(labels)))

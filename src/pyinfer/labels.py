@@ -42,6 +42,29 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     return names
 
 
+def check_label_count(labels: tuple[str, ...], num_classes: int | None, path: str | Path) -> None:
+    """ConfigError unless the labels file at ``path`` has one name per class of the model.
+
+    Too few names leave classes unnamed; too many mean the file belongs to another model (an 80-class COCO
+    file for a 3-class model), or to another decoder reading of this one's outputs. Either way every label
+    would be a guess, so both directions are refused, naming both counts.
+
+    Args:
+        labels: the names read from ``path``.
+        num_classes: the class count the decoder read from the model's outputs; None (end-to-end rows, a
+            custom hook: the decoder cannot tell) accepts any count.
+        path: the labels file, for the message.
+    """
+    if num_classes is None or len(labels) == num_classes:
+        return
+    names = "name" if len(labels) == 1 else "names"
+    classes = "class" if num_classes == 1 else "classes"
+    raise ConfigError(
+        f"labels file {path} has {len(labels)} {names} but the model has {num_classes} {classes}: "
+        f"give one name per class, in class order"
+    )
+
+
 def _read_text(path: str | Path) -> str:
     """The file's text, read only if it is a regular file of at most :data:`MAX_FILE_BYTES`.
 
