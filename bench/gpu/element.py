@@ -67,10 +67,10 @@ def _rate(stamps: list, skip: int) -> float:
     return (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
 
 
-def run_file(video: str, middle: str, loops: int, skip: int, timeout_s: float = 90) -> dict:
+def run_file(video: str, middle: str, loops: int, skip: int, timeout_s: float = 90, decoder: str = "nvh264dec") -> dict:
     """``filesrc ! qtdemux ! h264parse ! nvh264dec ! MIDDLE ! fakesink``, the file played ``loops`` times."""
     Gst = tp_gst()
-    desc = f"filesrc location={video} ! qtdemux ! h264parse ! nvh264dec ! {middle} ! fakesink name=sink sync=false"
+    desc = f"filesrc location={video} ! qtdemux ! h264parse ! {decoder} ! {middle} ! fakesink name=sink sync=false"
     pipeline = Gst.parse_launch(desc)
     stamps: list[float] = []
     counts: list[int] = []
@@ -83,10 +83,11 @@ def run_file(video: str, middle: str, loops: int, skip: int, timeout_s: float = 
             msg = bus.timed_pop_filtered(0, Gst.MessageType.ERROR)
             raise RuntimeError(f"could not preroll: {msg.parse_error() if msg else '?'}")
         seg = Gst.SeekFlags.SEGMENT
-        pipeline.seek(1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | seg, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
+        first = Gst.SeekFlags.FLUSH | (seg if loops > 1 else Gst.SeekFlags.NONE)
+        pipeline.seek(1.0, Gst.Format.TIME, first, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
         pipeline.set_state(Gst.State.PLAYING)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # a run that does not end in time is an error, not a result
             msg = bus.timed_pop_filtered(
                 Gst.SECOND, Gst.MessageType.SEGMENT_DONE | Gst.MessageType.ERROR | Gst.MessageType.EOS
             )
@@ -97,10 +98,16 @@ def run_file(video: str, middle: str, loops: int, skip: int, timeout_s: float = 
             if msg.type == Gst.MessageType.EOS:
                 break
             done += 1
-            if done >= loops:  # the last loop ends with EOS, so the element drains
-                pipeline.send_event(Gst.Event.new_eos())
-                continue
-            pipeline.seek(1.0, Gst.Format.TIME, seg, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
+            # The next loop; the last one is a plain (non-segment) seek, so the stream ends with a real EOS that
+            # the element drains on. (An EOS event sent into a segment-looping pipeline did not reach the bus in
+            # the first H200 run: each run then waited out its timeout.)
+            last = done >= loops - 1
+            flags = Gst.SeekFlags.NONE if last else seg
+            pipeline.seek(1.0, Gst.Format.TIME, flags, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1)
+            if last:
+                loops = 0  # no more SEGMENT_DONE expected
+        else:
+            raise RuntimeError(f"no EOS within {timeout_s} s ({len(stamps)} buffers reached the sink)")
     finally:
         pipeline.set_state(Gst.State.NULL)
     return {
