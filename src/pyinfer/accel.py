@@ -429,9 +429,12 @@ class FastPath:
         self._geometries: dict[tuple[int, int], LetterboxGeometry] = {}
         self._cpu_input: torch.Tensor | None = None
         self.stream = None
+        self.copy_stream = None
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
             self.stream = torch.cuda.Stream(device=self.device)
+            # Host frames are copied in on a stream of their own, so batch N+1's copy overlaps batch N's compute.
+            self.copy_stream = torch.cuda.Stream(device=self.device)
         self._conf = torch.zeros((), dtype=torch.float32, device=self.device)
         self._iou = torch.zeros((), dtype=torch.float32, device=self.device)
         self._thresholds: tuple[float, float] | None = None
@@ -521,6 +524,15 @@ class FastPath:
                     t.record_stream(self.stream)
             if inst.frames is None:
                 self._letterbox_direct(frames, channels, inst.input[:n])
+            elif self.copy_stream is not None and frames.device.type == "cpu":
+                # The instance is free (collected), so nothing reads its frame buffer: copy on the copy stream
+                # while the compute stream may still run the previous batch, and let the compute wait for it.
+                # The caller keeps the (pinned) host frames until this batch is collected.
+                with torch.cuda.stream(self.copy_stream):
+                    inst.frames[:n].copy_(frames, non_blocking=True)
+                    copied = torch.cuda.Event()
+                    copied.record(self.copy_stream)
+                self.stream.wait_event(copied)
             else:
                 inst.frames[:n].copy_(frames, non_blocking=True)
             self._set_thresholds(conf, iou)
