@@ -45,6 +45,7 @@ from pyinfer.backends.base import as_float32
 from pyinfer.decoders.base import DecodedBatch, nonfinite_warning
 from pyinfer.errors import ConfigError
 from pyinfer.ops.letterbox import PAD_VALUE, LetterboxGeometry, letterbox
+from pyinfer.params import DEFAULT_PARAMS
 
 if TYPE_CHECKING:
     import torch
@@ -466,9 +467,9 @@ class FastPath:
         frames: torch.Tensor,
         *,
         channels: str = "RGB",
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 300,
+        conf_threshold: float = DEFAULT_PARAMS.conf_threshold,
+        iou_threshold: float = DEFAULT_PARAMS.iou_threshold,
+        max_detections: int = DEFAULT_PARAMS.max_detections,
     ) -> Any:
         """Decode one batch of (B, H, W, C) uint8 frames; returns what the decoder's ``decode`` returns."""
         ticket = self.submit(
@@ -485,9 +486,9 @@ class FastPath:
         frames: torch.Tensor,
         *,
         channels: str = "RGB",
-        conf_threshold: float = 0.25,
-        iou_threshold: float = 0.45,
-        max_detections: int = 300,
+        conf_threshold: float = DEFAULT_PARAMS.conf_threshold,
+        iou_threshold: float = DEFAULT_PARAMS.iou_threshold,
+        max_detections: int = DEFAULT_PARAMS.max_detections,
     ) -> Ticket:
         """Start a batch; on CUDA this returns as soon as the work is queued on the engine's stream."""
 

@@ -20,6 +20,7 @@ from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError, DecodeError, DependencyError
 from pyinfer.labels import read_labels
 from pyinfer.ops.letterbox import letterbox
+from pyinfer.params import DEFAULT_PARAMS, InferParams
 
 if TYPE_CHECKING:
     import torch
@@ -30,22 +31,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class InferParams:
-    """The per-batch inference parameters, defined once (the element's properties take their defaults here).
-
-    Attributes:
-        conf_threshold: drop detections scoring at or below this.
-        iou_threshold: class-aware NMS IoU threshold.
-        max_detections: keep at most this many detections per frame (highest confidence first).
-    """
-
-    conf_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 300
-
-
-DEFAULT_PARAMS = InferParams()
 
 
 @dataclass

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyinfer.engine import DEFAULT_PARAMS, InferParams
+from pyinfer.params import DEFAULT_PARAMS, InferParams
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pyinfer._gi import GObject, Gst, GstBase, GstVideo, copy_buffer
 from pyinfer.elements._base import format_exception, post_error, post_warning, ready_property, writable
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
-from pyinfer.engine import DEFAULT_PARAMS, InferParams
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
 from pyinfer.meta.roi import write_detections, write_frame_info
 from pyinfer.ops.colour import YUV_FORMATS
+from pyinfer.params import DEFAULT_PARAMS, InferParams
 from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing
 
 log = logging.getLogger(__name__)
