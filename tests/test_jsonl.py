@@ -160,3 +160,30 @@ def test_rotated_boxes_are_written_as_cxcywhr_beside_the_enclosing_bbox():
     (obj,) = frame_record(0, 0, 100, 80, dets)["objects"]
     assert obj["bbox"] == [35.0, 30.0, 30.0, 20.0]
     assert obj["cxcywhr"] == pytest.approx([50.0, 40.0, 30.0, 10.0, math.radians(30)], abs=1e-4)
+
+
+def test_untracked_objects_have_a_null_track_id_and_tracked_ones_their_id(tmp_path):
+    # Issue #18: the untracked sentinel (2**64 - 1, DeepStream's UNTRACKED_OBJECT_ID) leaked into --json.
+    dets = _dets(3, 4)
+    dets = Detections(dets.xyxy, dets.confidence, dets.class_id, labels=dets.labels,
+                      extra={"track_id": np.array([7, 2**64 - 1, 12], np.uint64)})  # fmt: skip
+    path = tmp_path / "det.jsonl"
+    write_jsonl(path, [frame_record(0, 0, 640, 480, dets)])
+    assert [o["track_id"] for o in json.loads(path.read_text())["objects"]] == [7, None, 12]
+    from pyinfer.track.metrics import evaluate_tracking_records
+
+    truth = frame_record(0, 0, 640, 480, Detections(dets.xyxy, dets.confidence, dets.class_id,
+                                                    extra={"object_id": np.arange(3)}))  # fmt: skip
+    result = evaluate_tracking_records(read_jsonl(path), [truth])
+    assert (result.hypotheses, result.misses) == (2, 1)  # the untracked object is no hypothesis
+
+
+def test_the_streaming_writer_flushes_every_line_whole(tmp_path):
+    from pyinfer.jsonl import JsonLinesWriter  # here, not at the top: older code lacks it
+
+    path = tmp_path / "det.jsonl"
+    with JsonLinesWriter(path) as writer:
+        for frame in range(3):
+            writer.write({**GOOD, "frame": frame})
+            assert [r["frame"] for r in read_jsonl(path)] == list(range(frame + 1))  # readable at once
+    assert writer.count == 3

@@ -70,26 +70,48 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from pyinfer.detect import DetectOptions, run_detect
+    from pyinfer.errors import ConfigError
 
-    opts = DetectOptions(
-        input=args.input,
-        model_engine=args.model_engine,
-        labels_file=args.labels_file,
-        json_out=args.json,
-        video_out=args.video,
-        device=args.device,
-        batch_size=args.batch_size,
-        confidence_threshold=args.confidence_threshold,
-        progress=not args.quiet,
-        publish=args.publish,
-        track=args.track,
-    )
+    try:
+        opts = DetectOptions(
+            input=args.input,
+            model_engine=args.model_engine,
+            labels_file=args.labels_file,
+            json_out=args.json,
+            video_out=args.video,
+            device=args.device,
+            backend=args.backend,
+            precision=args.precision,
+            allow_pickle=args.allow_pickle,
+            batch_size=args.batch_size,
+            confidence_threshold=args.confidence_threshold,
+            nms_iou_threshold=args.nms_iou_threshold,
+            decoder=args.decoder,
+            postprocess=args.postprocess,
+            interval=args.interval,
+            input_width=args.input_width,
+            input_height=args.input_height,
+            progress=not args.quiet,
+            publish=args.publish,
+            track=args.track,
+        )
+    except ConfigError as exc:
+        print(f"pyinfer detect: {exc}", file=sys.stderr)
+        return 2
     try:
         result = run_detect(opts)
     except RuntimeError as exc:
         print(f"pyinfer detect: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the second Ctrl-C
+        print("pyinfer detect: stopped; the outputs may be incomplete", file=sys.stderr)
+        return 130
     print(result.summary())
+    if result.problem:
+        print(f"pyinfer detect: {result.problem}", file=sys.stderr)
+        return 1
+    if result.interrupted:
+        return 130  # as a shell reports a command ended by SIGINT; the outputs are complete up to that frame
     if args.truth and args.json:
         from pyinfer.evaluate import evaluate_files
 
@@ -131,7 +153,38 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranged(kind: type, name: str):
+    """An argparse type: ``kind`` within ``pyinfer.detect.RANGES[name]`` (the element property's range)."""
+    from pyinfer.detect import RANGES
+
+    low, high = RANGES[name]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not low <= value <= high:  # NaN fails both
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {low:g} to {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _device(text: str) -> str:
+    dev = text.strip().lower()
+    if dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()):
+        return dev
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda, cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pyinfer.backends import BACKENDS
+    from pyinfer.backends.base import PRECISIONS
+    from pyinfer.decoders import DECODER_NAMES
+    from pyinfer.zoo import EMBEDDED
+
     p = argparse.ArgumentParser(prog="pyinfer", description="Python inference elements for GStreamer.")
     p.add_argument("--version", action="version", version=f"pyinfer {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,16 +205,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rotated", action="store_true", help="spinning shapes; the truth adds rotated boxes (cxcywhr)")
     s.set_defaults(func=cmd_scene)
 
-    s = sub.add_parser("detect", help="run a video file through pyinfer; write JSON lines and/or an annotated MP4")
+    s = sub.add_parser(
+        "detect",
+        help="run a video file through pyinfer; write JSON lines and/or an annotated MP4",
+        description="Run a video file through pyinfer (and pytracker, pymsgconv/pymsgbroker); write JSON lines as "
+        "frames come and/or an annotated MP4. Ctrl-C ends the stream cleanly: the outputs hold every frame "
+        "before it (exit status 130). Options named like pyinfer's properties set them (gst-inspect-1.0 pyinfer).",
+    )
     s.add_argument("input", help="any file GStreamer can decode")
-    s.add_argument("--model-engine", default="", help="model file (default: the embedded shapes detector)")
-    s.add_argument("--labels-file", default="")
-    s.add_argument("--json", metavar="OUT.jsonl", help="detections, one JSON line per frame")
-    s.add_argument("--video", metavar="OUT.mp4", help="annotated H.264 MP4")
+    s.add_argument("--model-engine", default="", metavar="MODEL",
+                   help="a model file, package.module:callable, or an embedded model's name (pyinfer models: "
+                   f"{', '.join(EMBEDDED)}); default: the embedded shapes detector")  # fmt: skip
+    s.add_argument("--labels-file", default="", help="class names, one per line (one per class)")
+    s.add_argument("--json", metavar="OUT.jsonl", help="detections, one JSON line per frame, written as frames come")
+    s.add_argument("--video", metavar="OUT.mp4", help="annotated H.264 MP4 (odd sizes padded to even)")
     s.add_argument("--truth", metavar="TRUTH.jsonl", help="also evaluate against this ground truth")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--batch-size", type=int, default=1)
-    s.add_argument("--confidence-threshold", type=float, default=0.25)
+    s.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N (default: auto)")
+    s.add_argument("--backend", default="auto", choices=BACKENDS, help="default: auto, from the model's extension")
+    s.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="allow model files that unpickle Python objects (they can run any code)")  # fmt: skip
+    s.add_argument("--decoder", default="auto", choices=DECODER_NAMES, help="output decoder (default: auto)")
+    s.add_argument("--postprocess", default="", metavar="MODULE:FUNCTION",
+                   help="custom post-processing hook (implies --decoder custom under auto)")  # fmt: skip
+    s.add_argument("--input-width", type=_ranged(int, "input_width"), default=0, metavar="W",
+                   help="model input width (with --input-height); default: from the model's metadata")  # fmt: skip
+    s.add_argument("--input-height", type=_ranged(int, "input_height"), default=0, metavar="H")
+    s.add_argument("--batch-size", type=_ranged(int, "batch_size"), default=1, metavar="N", help="1 to 1024")
+    s.add_argument("--interval", type=_ranged(int, "interval"), default=0, metavar="N",
+                   help="frames skipped between inferences (0: every frame)")  # fmt: skip
+    s.add_argument("--confidence-threshold", type=_ranged(float, "confidence_threshold"), default=0.25,
+                   metavar="T", help="0 to 1 (default: 0.25)")  # fmt: skip
+    s.add_argument("--nms-iou-threshold", type=_ranged(float, "nms_iou_threshold"), default=0.45, metavar="T",
+                   help="0 to 1 (default: 0.45)")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--publish", metavar="TARGET", help="also publish one JSON message per frame (docs/messages.md): "
                    "a path or file:///path (JSON lines), mqtt://host:port/topic, redis://host:port/stream, "
@@ -189,8 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up): no traceback
+        print("pyinfer: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

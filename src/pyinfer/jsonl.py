@@ -6,8 +6,10 @@ Schema (the same for both)::
      "objects": [{"bbox": [left, top, width, height], "confidence": 0.97, "class_id": 1, "label": "square"}]}
 
 Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``,
-``"track_id"`` and the other ``Detections.extra`` fields. Rotated boxes add ``"cxcywhr"``: ``[cx, cy, w, h,
-angle]`` in pixels and radians (clockwise in image coordinates); ``bbox`` is then the enclosing box.
+``"track_id"`` (null for an object the tracker did not track) and the other ``Detections.extra`` fields.
+Rotated boxes add ``"cxcywhr"``: ``[cx, cy, w, h, angle]`` in pixels and radians (clockwise in image
+coordinates); ``bbox`` is then the enclosing box. ``pyinfer detect`` writes each line as its frame comes
+(:class:`JsonLinesWriter`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import numpy as np
 
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError
+
+#: ``extra["track_id"]`` of an untracked detection (pyinfer.meta.roi.UNTRACKED_ID, not imported: no GStreamer
+#: here); written as null.
+UNTRACKED_ID = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
@@ -41,15 +47,49 @@ def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detect
         for key, values in detections.extra.items():
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
+        if obj.get("track_id") == UNTRACKED_ID:
+            obj["track_id"] = None  # untracked (DeepStream's UNTRACKED_OBJECT_ID), as in pymsgconv's messages
         objects.append(obj)
     return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
+
+
+def dump_record(rec: dict[str, Any]) -> str:
+    """One record as its JSON line, newline included."""
+    return json.dumps(rec, separators=(",", ":")) + "\n"
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Write records, one JSON object per line."""
     with open(path, "w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            f.write(dump_record(rec))
+
+
+class JsonLinesWriter:
+    """Streams records to a file as they come, each line whole and flushed, so a reader (or an interrupted run)
+    never sees half a record. Opening the file is the check that it can be written: do it before the work.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.count = 0
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, rec: dict[str, Any]) -> None:
+        """Append one record and flush it to the file."""
+        self._file.write(dump_record(rec))  # one write per line: a line is in the file whole or not at all
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._file.close()
+
+    def __enter__(self) -> JsonLinesWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _validate(rec: Any, where: str) -> dict[str, Any]:
