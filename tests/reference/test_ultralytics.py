@@ -241,3 +241,17 @@ def test_boxes_map_back_to_the_frame_as_ultralytics_scale_boxes_does(fw, fh, iw,
     got_r = geo.to_frame_cxcywh(xywhr.clone())
     torch.testing.assert_close(got_r[:, :4], ref_r, rtol=0, atol=1e-9)
     torch.testing.assert_close(got_r[:, 4], xywhr[:, 4], rtol=0, atol=0)  # the angle is left alone
+
+
+@pytest.mark.parametrize("decoder", ["yolov5", "detr", "yolo-obb"])
+def test_a_yolov8n_onnx_export_forced_to_another_decoder_is_refused_naming_yolov8(reference_models, decoder):
+    # Issue #18: decoder=yolov5 gave class 7995 with confidence 57600; detr and yolo-obb were accepted too.
+    # The yolo-obb case needs Engine.warm_up to call pyinfer.decoders.check_fit (the model's 80 names).
+    from pyinfer.errors import DecodeError
+
+    built = reference_models(CASES[0], "onnx")  # YOLOv8n at 320x320: [1, 84, 2100]
+    with pytest.raises(DecodeError, match=rf"^decoder {decoder} reads .*\[1, 84, 2100\]") as err:
+        Engine.build(EngineConfig(model=built.exports["onnx"], device="cpu", decoder=decoder))
+    assert "set decoder=yolov8" in str(err.value)
+    engine = Engine.build(EngineConfig(model=built.exports["onnx"], device="cpu", decoder="yolov8"))
+    assert engine.num_classes == 80 and len(engine.labels) == 80  # the right pair still works
