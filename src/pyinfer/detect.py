@@ -397,7 +397,7 @@ def _run(pipeline, opts: DetectOptions, writer) -> DetectResult:
             break
     finally:
         end = time.perf_counter()
-        if in_main:
+        if in_main and previous is not None:  # None: a handler not set from Python, which stays
             signal.signal(signal.SIGINT, previous)
         pipeline.set_state(Gst.State.NULL)
     start = first_frame[0] if first_frame else end
