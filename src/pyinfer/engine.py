@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyinfer.accel import AccelSettings, FastPath, build_fast_path
 from pyinfer.backends import load_model
-from pyinfer.decoders import DecoderChoice, choose_decoder, get_decoder, hint_from_metadata
+from pyinfer.decoders import DecoderChoice, check_fit, choose_decoder, get_decoder, hint_from_metadata
 from pyinfer.decoders.base import check_batch_size, check_classes
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError, DecodeError, DependencyError
-from pyinfer.labels import read_labels
+from pyinfer.labels import check_label_count, read_labels
 from pyinfer.ops.letterbox import letterbox
 from pyinfer.params import DEFAULT_PARAMS, InferParams
 
@@ -197,8 +197,8 @@ class Engine:
         log.info("model %s: decoder %s", cfg.model, engine.decoder_choice)
         engine.fast = build_fast_path(engine.model, engine.decoder, size, accel)
         nc = engine.num_classes  # None: the decoder cannot tell (end-to-end rows, custom hook); the names stand
-        if nc is not None and cfg.labels_file and len(labels) < nc:
-            raise ConfigError(f"labels file {cfg.labels_file} has {len(labels)} names but the model has {nc} classes")
+        if cfg.labels_file:
+            check_label_count(labels, nc, cfg.labels_file)
         if nc is not None and not cfg.labels_file and len(labels) != nc:
             engine.labels = ()  # the model's own names do not fit its outputs: report class ids instead
         return engine
@@ -226,7 +226,7 @@ class Engine:
                 postprocess=self._postprocess,
             )
             self.decoder = get_decoder(self.decoder_choice.name, postprocess=self._postprocess)
-        self.num_classes = self.decoder.num_classes(outputs)
+        self.num_classes = check_fit(self.decoder, outputs, self.model)
 
     def check_frames(self, batch: int, height: int, width: int, channels: int, fmt: str) -> None:
         """Run one grey batch shaped like the live frames; raises if the model or decoder cannot take it."""
