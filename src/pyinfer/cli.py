@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from pyinfer import __version__
+from pyinfer.params import DEFAULT_PARAMS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -234,10 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_ranged(int, "batch_size"), default=1, metavar="N", help="1 to 1024")
     s.add_argument("--interval", type=_ranged(int, "interval"), default=0, metavar="N",
                    help="frames skipped between inferences (0: every frame)")  # fmt: skip
-    s.add_argument("--confidence-threshold", type=_ranged(float, "confidence_threshold"), default=0.25,
-                   metavar="T", help="0 to 1 (default: 0.25)")  # fmt: skip
-    s.add_argument("--nms-iou-threshold", type=_ranged(float, "nms_iou_threshold"), default=0.45, metavar="T",
-                   help="0 to 1 (default: 0.45)")  # fmt: skip
+    s.add_argument("--confidence-threshold", type=_ranged(float, "confidence_threshold"),
+                   default=DEFAULT_PARAMS.conf_threshold, metavar="T",
+                   help=f"0 to 1 (default: {DEFAULT_PARAMS.conf_threshold})")  # fmt: skip
+    s.add_argument("--nms-iou-threshold", type=_ranged(float, "nms_iou_threshold"),
+                   default=DEFAULT_PARAMS.iou_threshold, metavar="T",
+                   help=f"0 to 1 (default: {DEFAULT_PARAMS.iou_threshold})")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--publish", metavar="TARGET", help="also publish one JSON message per frame (docs/messages.md): "
                    "a path or file:///path (JSON lines), mqtt://host:port/topic, redis://host:port/stream, "
