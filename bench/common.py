@@ -78,7 +78,7 @@ def command_line() -> list[str]:
 def build_tiny_model(path: Path, size: int = 64, anchors_side: int = 4) -> Path:
     """A trivial detector: 1x1 conv + average pooling -> [B, 7, anchors_side**2], 3 classes, never detecting.
 
-    The class rows come out at -5 (below any confidence threshold), so the element's cost measured with it is
+    The class scores come out at 0 (at or below any confidence threshold), so the element's cost measured with it is
     buffer handling + letterbox + a near-free forward + an empty decode, with no metadata written.
     """
     import torch
@@ -90,7 +90,7 @@ def build_tiny_model(path: Path, size: int = 64, anchors_side: int = 4) -> Path:
             self.pool = torch.nn.AdaptiveAvgPool2d(anchors_side)
             with torch.no_grad():
                 self.conv.weight.zero_()
-                self.conv.bias.copy_(torch.tensor([8.0, 8.0, 4.0, 4.0, -5.0, -5.0, -5.0]))
+                self.conv.bias.copy_(torch.tensor([8.0, 8.0, 4.0, 4.0, 0.0, 0.0, 0.0]))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.pool(self.conv(x)).flatten(2)
