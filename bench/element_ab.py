@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [n[key] / o[key] for o, n in zip(runs["old"], runs["new"])]
         result["ratios_new_over_old"][key] = {"median": round(statistics.median(ratios), 3),
                                               "pairs": [round(r, 3) for r in ratios]}  # fmt: skip
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    from gi.repository import Gst
+
+    Gst.init(None)  # machine_info reads GStreamer's version
     date = time.strftime("%Y-%m-%d", time.gmtime())
     path = args.out or common.RESULTS_DIR / f"element-ab-cpu-{date}.json"
     common.write_json(path, {
