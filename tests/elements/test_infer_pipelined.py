@@ -90,7 +90,9 @@ def test_a_caps_change_mid_batch_drains_the_old_size_first(fixed_model):
 def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model):
     n = 40
     pipeline = Gst.parse_launch(
-        "videotestsrc ! video/x-raw,format=RGB,width=640,height=480,framerate=30/1 ! "
+        # identity sleep-time paces the source (20 ms a frame), so the mid-stream seek below always comes long
+        # before the stream's end (unpaced, all 40 frames could reach EOS before the test thread looked).
+        "videotestsrc ! video/x-raw,format=RGB,width=640,height=480,framerate=30/1 ! identity sleep-time=20000 ! "
         f"pyinfer model-engine={fixed_model} batch-size=4 ! appsink name=sink max-buffers=2"
     )
     flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE
@@ -108,7 +110,7 @@ def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model):
     def feed(p):
         deadline = time.monotonic() + 20
         while len(count) < 9 and time.monotonic() < deadline:  # seek once some frames went through
-            time.sleep(0.005)
+            time.sleep(0.001)
         assert seek()
 
     res = run(pipeline, feed=feed)
