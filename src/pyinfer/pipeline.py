@@ -127,11 +127,6 @@ class InferPipeline:
             self._cond.notify_all()
             return True
 
-    def pending(self) -> int:
-        """Jobs put and not delivered yet."""
-        with self._cond:
-            return len(self._queue) + len(self._in_flight) + int(self._busy) + len(self._discard)
-
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every job put so far is delivered (or dropped by a flush); False on timeout."""
         with self._cond:

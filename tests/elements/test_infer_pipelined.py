@@ -228,13 +228,18 @@ def test_user_code_that_exits_at_start_is_an_error_on_the_bus_not_the_end_of_the
         assert "SystemExit" in res.error.message
 
 
-def test_user_code_that_exits_during_a_hot_swap_keeps_the_old_model_serving(fixed_model):
-    frames = [np.full((48, 64, 3), 60, np.uint8) for _ in range(30)]
-    pipeline = Gst.parse_launch(f"appsrc name=src ! pyinfer name=infer model-engine={fixed_model} "
-                                "! appsink name=sink")  # fmt: skip
+def _swap_pipeline(model) -> tuple[Gst.Pipeline, Gst.Element, list]:
+    """appsrc ! pyinfer ! appsink, and the list its model-updated signals go to: (path, ok, reason)."""
+    pipeline = Gst.parse_launch(f"appsrc name=src ! pyinfer name=infer model-engine={model} ! appsink name=sink")
     infer = pipeline.get_by_name("infer")
     updates: list = []
     infer.connect("model-updated", lambda e, path, ok, reason: updates.append((path, ok, reason)))
+    return pipeline, infer, updates
+
+
+def test_user_code_that_exits_during_a_hot_swap_keeps_the_old_model_serving(fixed_model):
+    frames = [np.full((48, 64, 3), 60, np.uint8) for _ in range(30)]
+    pipeline, infer, updates = _swap_pipeline(fixed_model)
 
     def feed(p):
         infer.set_property("model-engine", "sys:exit")
@@ -255,11 +260,7 @@ def test_two_swap_requests_while_no_buffers_flow_get_one_answer_each(fixed_model
     second = tmp_path / "second.torchscript"
     shutil.copy(fixed_model, second)
     frames = [np.full((48, 64, 3), 60, np.uint8) for _ in range(6)]
-    pipeline = Gst.parse_launch(f"appsrc name=src ! pyinfer name=infer model-engine={fixed_model} "
-                                "! appsink name=sink")  # fmt: skip
-    infer = pipeline.get_by_name("infer")
-    updates: list = []
-    infer.connect("model-updated", lambda e, path, ok, reason: updates.append((path, ok, reason)))
+    pipeline, infer, updates = _swap_pipeline(fixed_model)
 
     def feed(p):
         for path in (fixed_model, second):  # both load before any buffer flows

@@ -56,6 +56,21 @@ def writable(buf: Gst.Buffer) -> Iterator[Gst.Buffer]:
             mini.refcount = refcount
 
 
+def describe_exception(exc: BaseException) -> str:
+    """A failure as the bus shows it: its text, or its type when it has none (SystemExit(0), a bare raise).
+
+    pyinfer's own errors are already sentences; others are prefixed with their type.
+    """
+    from pyinfer.errors import PyInferError
+
+    if isinstance(exc, SystemExit):
+        return f"user code called exit({exc.code!r}) (SystemExit); pyinfer contained it"
+    text = str(exc)
+    if not text:
+        return type(exc).__name__
+    return text if isinstance(exc, PyInferError) else f"{type(exc).__name__}: {text}"
+
+
 def is_running(element: Gst.Element) -> bool:
     """Whether the element has started (PAUSED or PLAYING, or on its way there)."""
     if getattr(element, "_started", False):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pyinfer.elements._base import describe_exception
+
 log = logging.getLogger(__name__)
 
 
@@ -123,11 +125,6 @@ class ModelSwapper:
                                            "served a frame", old.load_time_s, old.generation))  # fmt: skip
             if engine is not None and not superseded:
                 continue
-            if isinstance(error, SystemExit):
-                reason = f"the model's code called exit({error.code!r}) (SystemExit); pyinfer contained it"
-            elif error is not None:
-                reason = str(error) or type(error).__name__
-            else:
-                reason = "superseded by a newer model-engine request"
+            reason = describe_exception(error) if error is not None else "superseded by a newer model-engine request"
             log.info("model load of %s not used: %s", path, reason)
             self._on_failed(LoadResult(path, False, reason, elapsed, generation))

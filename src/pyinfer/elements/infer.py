@@ -15,7 +15,14 @@ import warnings
 from dataclasses import dataclass
 
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo, copy_buffer
-from pyinfer.elements._base import format_exception, post_error, post_warning, ready_property, writable
+from pyinfer.elements._base import (
+    describe_exception,
+    format_exception,
+    post_error,
+    post_warning,
+    ready_property,
+    writable,
+)
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
@@ -381,7 +388,7 @@ class InferElement(PackedVideoFilter):
             post_error(self, code, str(exc), format_exception(exc))
             return False
         except BaseException as exc:  # user code (a factory, a hook) may raise anything, exit too
-            post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {_describe(exc)}",
+            post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {describe_exception(exc)}",
                        format_exception(exc))  # fmt: skip
             return False
         self._frames_seen = 0
@@ -768,7 +775,7 @@ class InferElement(PackedVideoFilter):
 
     def _failed(self, exc: BaseException, frames: int) -> Gst.FlowReturn:
         """Apply the on-error policy to a failure that cost ``frames`` frames their detections."""
-        text = _describe(exc)
+        text = describe_exception(exc)
         if self.on_error == "skip":
             self._skipped += frames
             now = time.monotonic()
@@ -899,17 +906,6 @@ def _upstream_is_live(element: Gst.Element) -> bool:
     if not element.get_static_pad("sink").peer_query(query):
         return False
     return bool(query.parse_latency()[0])
-
-
-def _describe(exc: BaseException) -> str:
-    """A failure as the bus shows it: its text, or its type when it has none (SystemExit(0), a bare raise)."""
-    text = str(exc)
-    name = type(exc).__name__
-    if isinstance(exc, SystemExit):
-        return f"user code called exit({exc.code!r}) (SystemExit); pyinfer contained it"
-    if not text:
-        return name
-    return text if isinstance(exc, PyInferError) else f"{name}: {text}"
 
 
 class _Pusher:

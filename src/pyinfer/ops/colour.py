@@ -108,10 +108,6 @@ class YuvFrames:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def select(self, n: int) -> YuvFrames:
-        """The first ``n`` frames (views)."""
-        return YuvFrames(self.y[:n], self.u[:n], self.v[:n], self.colour)
-
     def to_rgb(self) -> torch.Tensor:
         """The whole frames as (B, H, W, 3) uint8 RGB (for tests and the CPU path)."""
         import torch
