@@ -172,7 +172,7 @@ def run_appsrc(bufs: list, caps, batch: int, knobs: str, n_push: int, skip: int)
             src.emit("push-buffer", b)
         src.emit("end-of-stream")
         pipeline.set_state(Gst.State.PLAYING)
-        msg = bus.timed_pop_filtered(300 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        msg = bus.timed_pop_filtered(90 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     finally:
         pipeline.set_state(Gst.State.NULL)
     if msg is None or msg.type != Gst.MessageType.EOS:
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     b,
                     knob,
                     attempt(
-                        f"raw compiled b{b}", lambda bb=b: tp.raw_graph(fn, lbs[bb], bb, timer, channels_last=True)
+                        f"raw compiled b{b}", lambda bb=b, f=fn: tp.raw_graph(f, lbs[bb], bb, timer, channels_last=True)
                     ),
                 )
     evaluate(data)

@@ -362,7 +362,7 @@ class Ticket:
 class FastPath:
     """Letterbox + model + decode with the speed knobs applied; one per engine (so one CUDA stream per element).
 
-    ``infer`` is synchronous. ``submit``/``collect`` let a caller keep up to PIPELINE_DEPTH batches in flight
+    ``infer`` is synchronous. ``submit``/``collect`` let a caller keep up to ``depth`` batches in flight
     (host work of one batch overlaps the GPU work of the next); frames handed to ``submit`` must stay unchanged
     until their batch is collected.
     """
@@ -376,6 +376,7 @@ class FastPath:
         *,
         fixed_decode: bool | None = None,
         direct: bool = True,
+        depth: int = PIPELINE_DEPTH,
     ):
         """Apply the knobs to ``model`` (channels_last converts its weights in place) and prepare the stream.
 
@@ -390,9 +391,13 @@ class FastPath:
                 the graph's static model input (the graph holds model + decode only), instead of being copied
                 whole into a static frame buffer first (100 MB per batch of 16 1080p frames). Frames elsewhere
                 (host memory) always take the copy, with the letterbox inside the graph.
+            depth: batches that may be submitted and not yet collected (one graph instance each per shape).
         """
         import torch
 
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self.depth = depth
         self.model = model
         self.decoder = decoder
         self.input_width, self.input_height = input_size
@@ -640,8 +645,8 @@ class FastPath:
             if not inst.busy:
                 inst.busy = True
                 return inst
-        if len(ring) >= PIPELINE_DEPTH:
-            raise RuntimeError(f"at most {PIPELINE_DEPTH} batches may be in flight: collect one first")
+        if len(ring) >= self.depth:
+            raise RuntimeError(f"at most {self.depth} batches may be in flight: collect one first")
         inst = self._capture(key)
         inst.busy = True
         ring.append(inst)
@@ -797,9 +802,10 @@ def _letterbox_into(
 
 
 def build_fast_path(
-    model: LoadedModel, decoder: Any, input_size: tuple[int, int], settings: AccelSettings
-) -> FastPath | None:
+    model: LoadedModel, decoder: Any, input_size: tuple[int, int], settings: AccelSettings, *,
+    depth: int = PIPELINE_DEPTH,
+) -> FastPath | None:  # fmt: skip
     """A FastPath when any knob is on, else None (the engine keeps its plain path)."""
     if not settings.active:
         return None
-    return FastPath(model, decoder, input_size, settings)
+    return FastPath(model, decoder, input_size, settings, depth=depth)

@@ -70,6 +70,7 @@ class EngineConfig:
         cuda_graphs: capture letterbox + model + decode in CUDA graphs (pyinfer.accel); ignored on the CPU.
         compile: torch.compile mode: off, default, reduce-overhead or max-autotune (pyinfer.accel).
         channels_last: model weights and input in NHWC memory order (pyinfer.accel).
+        in_flight: batches that may be submitted and not yet collected (the element's in-flight).
     """
 
     model: str
@@ -86,6 +87,7 @@ class EngineConfig:
     cuda_graphs: bool = False
     compile: str = "off"
     channels_last: bool = False
+    in_flight: int = PLAIN_DEPTH
 
 
 def resolve_device(device: str) -> str:
@@ -152,8 +154,12 @@ class Engine:
         input_size: tuple[int, int],
         *,
         postprocess: str = "",
+        in_flight: int = PLAIN_DEPTH,
     ):
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, not {in_flight}")
         self.model = model
+        self.depth = in_flight
         self._postprocess = postprocess
         # "auto" is decided in warm_up, from the model's outputs; a named decoder (or hook) is checked now.
         self.decoder_choice = DecoderChoice(decoder_name.strip().lower(), "set by the decoder property")
@@ -163,8 +169,8 @@ class Engine:
         self.labels = labels
         self.input_width, self.input_height = input_size
         self.num_classes: int | None = 0
-        self._inputs: list = [None] * PLAIN_DEPTH  # the plain path's model-input buffers, one per batch in flight
-        self._busy = [False] * PLAIN_DEPTH
+        self._inputs: list = [None] * in_flight  # the plain path's model-input buffers, one per batch in flight
+        self._busy = [False] * in_flight
         self._stream = None  # plain path on CUDA: the stream batches run on (so host work overlaps them)
         self.warnings: list[str] = []  # see take_warnings
         self.fast: FastPath | None = None  # the speed knobs' path (pyinfer.accel), None when all are off
@@ -192,10 +198,10 @@ class Engine:
                 f"model {cfg.model} carries no input size (imgsz) in its metadata: set input-width and input-height"
             )
         labels = read_labels(cfg.labels_file) if cfg.labels_file else model.names
-        engine = cls(model, cfg.decoder, labels, size, postprocess=cfg.postprocess)
+        engine = cls(model, cfg.decoder, labels, size, postprocess=cfg.postprocess, in_flight=cfg.in_flight)
         engine.warm_up()
         log.info("model %s: decoder %s", cfg.model, engine.decoder_choice)
-        engine.fast = build_fast_path(engine.model, engine.decoder, size, accel)
+        engine.fast = build_fast_path(engine.model, engine.decoder, size, accel, depth=cfg.in_flight)
         nc = engine.num_classes  # None: the decoder cannot tell (end-to-end rows, custom hook); the names stand
         if cfg.labels_file:
             check_label_count(labels, nc, cfg.labels_file)
@@ -362,7 +368,7 @@ class Engine:
         for i, busy in enumerate(self._busy):
             if not busy:
                 return i
-        raise RuntimeError(f"at most {PLAIN_DEPTH} batches may be in flight: collect one first")
+        raise RuntimeError(f"at most {self.depth} batches may be in flight: collect one first")
 
     def _plain_stream(self):
         import torch

@@ -284,21 +284,30 @@ class StagingRing:
         self._made = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._epoch = 0  # bumped by interrupt
 
     def acquire(self, timeout_s: float | None = None) -> list | None:
-        """A free slot (a list of plane tensors), or None if the ring was closed or the wait timed out."""
+        """A free slot (a list of plane tensors), or None (ring closed or interrupted, wait timed out)."""
         import torch
 
         with self._cond:
+            epoch = self._epoch
             if not self._free and self._made < self._slots:
                 self._made += 1
                 return [
                     torch.empty((self.batch, *shape), dtype=torch.uint8, device=self.device, pin_memory=self.pinned)
                     for shape in self.plane_shapes
                 ]
-            if not self._cond.wait_for(lambda: self._free or self._closed, timeout_s) or self._closed:
+            woken = self._cond.wait_for(lambda: self._free or self._closed or self._epoch != epoch, timeout_s)
+            if not woken or self._closed or self._epoch != epoch:
                 return None
             return self._free.pop()
+
+    def interrupt(self) -> None:
+        """Wake every waiting :meth:`acquire`, which returns None (a flush: the frame it was for is dropped)."""
+        with self._cond:
+            self._epoch += 1
+            self._cond.notify_all()
 
     def release(self, slot: list) -> None:
         """Give a slot back (its batch was delivered or dropped)."""

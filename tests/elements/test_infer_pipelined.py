@@ -29,7 +29,7 @@ def _probe_flags(pipeline: Gst.Pipeline, name: str = "sink") -> list[tuple[int, 
     return seen
 
 
-@pytest.mark.parametrize(("batch", "in_flight"), [(1, 1), (1, 2), (4, 1), (4, 2), (3, 2)])
+@pytest.mark.parametrize(("batch", "in_flight"), [(1, 1), (1, 2), (4, 1), (4, 2), (3, 2), (2, 3), (1, 8)])
 def test_batches_in_flight_deliver_every_frame_once_in_order_without_discont(fixed_model, batch, in_flight):
     n = 17  # not a multiple of the batch: EOS drains a partial one
     pipeline = Gst.parse_launch(
@@ -122,6 +122,43 @@ def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model):
     assert before == sorted(before) and len(set(before)) == len(before)
     for dets in res.detections:
         np.testing.assert_allclose(dets.xyxy, EXPECTED, atol=1e-3)
+
+
+@pytest.mark.parametrize(("batch", "in_flight"), [(1, 2), (4, 2), (2, 3)])
+def test_a_flushing_seek_while_prerolled_with_full_batches_in_flight_neither_deadlocks_nor_stalls(
+    fixed_model, batch, in_flight
+):
+    """Prerolled in PAUSED, the worker waits in a push the sink holds, and the streaming thread waits for room in
+    the pipeline: the FLUSH_START of a seek must reach the sink (it deadlocked on the element's lock), and the
+    interrupted push's FLUSHING must not outlive the flush (upstream then stopped without an error or EOS)."""
+    n = 30
+    pipeline = Gst.parse_launch(
+        "videotestsrc ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 ! "
+        f"pyinfer model-engine={fixed_model} batch-size={batch} in-flight={in_flight} ! fakesink name=sink"
+    )
+    seen = _probe_flags(pipeline)
+    pipeline.set_state(Gst.State.PAUSED)
+    try:
+        assert pipeline.get_state(10 * Gst.SECOND)[0] == Gst.StateChangeReturn.SUCCESS
+        time.sleep(0.3)  # the streaming thread fills the pipeline and waits for room
+        stop = n * Gst.SECOND // 30  # the seek ends the stream after n frames (num-buffers would count from start)
+        seeker = threading.Thread(
+            target=lambda: pipeline.seek(
+                1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH, Gst.SeekType.SET, 0, Gst.SeekType.SET, stop
+            )
+        )
+        seeker.start()
+        seeker.join(20)
+        assert not seeker.is_alive(), "the flushing seek deadlocked"
+        del seen[:]
+        pipeline.set_state(Gst.State.PLAYING)
+        msg = pipeline.get_bus().timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        assert msg is not None and msg.type == Gst.MessageType.EOS, msg.parse_error() if msg else "no EOS in 30 s"
+    finally:
+        if not pipeline.get_state(0)[0] == Gst.StateChangeReturn.ASYNC:
+            pipeline.set_state(Gst.State.NULL)
+    pts = [p for p, _ in seen]
+    assert pts == [i * Gst.SECOND // 30 for i in range(n)], pts  # after the seek: every frame once, in order
 
 
 def test_latency_query_reports_the_frames_a_batch_holds(fixed_model):

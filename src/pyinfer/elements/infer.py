@@ -327,6 +327,7 @@ class InferElement(PackedVideoFilter):
             cuda_graphs=self.cuda_graphs,
             compile=self.compile,
             channels_last=self.channels_last,
+            in_flight=self.in_flight,
         )
 
     def _build_engine(self, cfg):
@@ -410,12 +411,14 @@ class InferElement(PackedVideoFilter):
         self._started = False
         self._swapper.stop()
         pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.flush()  # wakes a streaming thread waiting for room while it holds the lock (see _flush)
+        if self._ring is not None:
+            self._ring.close()
         with self._lock:
             batch, self._batch = self._batch, None
         if batch is not None:
             batch.drop()
-        if self._ring is not None:
-            self._ring.close()
         if pipe is not None:
             pipe.stop()
         self._ring = None
@@ -504,6 +507,10 @@ class InferElement(PackedVideoFilter):
             self._flush()
         elif event.type == Gst.EventType.FLUSH_STOP:
             self._flush()
+            if self._pipe is not None:
+                # A push that was under way at FLUSH_START ends now (downstream is still flushing, so it fails at
+                # once): its FLUSHING must not outlive the flush as the element's flow.
+                self._pipe.drain()
             self._flow = Gst.FlowReturn.OK
         elif _serialized(event) and self._pipe is not None:
             # EOS, caps, segment, gap, tags...: whatever comes next follows every frame before it. Held frames
@@ -544,12 +551,20 @@ class InferElement(PackedVideoFilter):
         return self.batch_size * (self._frame_duration_ns or _ASSUMED_FRAME_NS)
 
     def _flush(self) -> None:
+        # Wake the streaming thread before taking the lock it may hold: it can be waiting for room in the pipeline
+        # or for a staging slot while the worker waits in a push that a prerolled sink holds until this
+        # FLUSH_START reaches it (a flushing seek in PAUSED deadlocked that way).
+        pipe, ring = self._pipe, self._ring
+        if pipe is not None:
+            pipe.flush()
+        if ring is not None:
+            ring.interrupt()
         with self._lock:
             batch, self._batch = self._batch, None
         if batch is not None:
             batch.drop()
-        if self._pipe is not None:
-            self._pipe.flush()
+        if pipe is not None:
+            pipe.flush()  # a batch sealed while the lock was awaited
 
     def _drain(self) -> None:
         with self._lock:
@@ -585,6 +600,10 @@ class InferElement(PackedVideoFilter):
             if infer:
                 try:
                     self._add_frame(batch, buf)
+                except _Flushing:  # a flush or a stop woke the wait for a staging slot
+                    self._batch = None
+                    batch.drop()
+                    return Gst.FlowReturn.FLUSHING
                 except Exception as exc:
                     ret = self._failed(exc, 1)
                     if ret != Gst.FlowReturn.OK:
@@ -616,7 +635,7 @@ class InferElement(PackedVideoFilter):
                 ring = self._staging_ring(engine, layout)
                 batch.ring, batch.slot = ring, ring.acquire()
                 if batch.slot is None:
-                    raise RuntimeError("the element is stopping")
+                    raise _Flushing()
             StagingRing.put(batch.slot, batch.n_infer, frame.planes)
         finally:
             if layout.memory == "cuda":
@@ -650,12 +669,16 @@ class InferElement(PackedVideoFilter):
         timeout = self._timeout_ns()
         if timeout is None:
             return None
-        with self._lock:
+        if not self._lock.acquire(blocking=False):  # the streaming thread is at the batch: it seals it itself
+            return None
+        try:
             batch = self._batch
             if batch is None or batch.n_infer == 0 or time.monotonic_ns() - batch.opened_ns < timeout:
                 return None
             self._batch = None
             return batch.job(self._layout)
+        finally:
+            self._lock.release()
 
     def _ds_submit(self, buf: Gst.Buffer) -> Gst.FlowReturn:
         """One NVMM batch from nvstreammux: its frames in one model call on the worker, objects as NvDsObjectMeta."""
@@ -854,6 +877,10 @@ class _OpenBatch:
         if self.slot is not None:
             self.ring.release(self.slot)
         self.mapped, self.slot, self.items = [], None, []
+
+
+class _Flushing(Exception):
+    """The wait for a staging slot was ended by a flush or a stop: the frame is dropped, not an error."""
 
 
 def _slot_frames(slot: list, n: int, layout):
