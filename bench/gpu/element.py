@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--loops", type=int, default=4, help="times the file is played per NVDEC run")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated variants to run (default: all)")
+    parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes of the pyinfer rows")
+    parser.add_argument("--profile", action="store_true", help="sample the threads' Python stacks (bench/sampler.py)")
     args = parser.parse_args(argv)
     t_start = time.monotonic()
     import torch
@@ -223,12 +226,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {variant:24s} b{batch:<3d} {knobs:9s} {r['frames_per_s']:10.1f} frames/s", flush=True)
             save()
 
+    only = {v for v in args.only.split(",") if v}
+    batches = [int(b) for b in args.batches.split(",")]
+
     def attempt(name: str, fn, *a):
+        variant = name.split(" ")[0]
+        if only and not any(name.startswith(o) or variant == o for o in only):
+            return None
         if time.monotonic() - t_start > args.budget_s:
             data["errors"].append({"what": name, "error": "skipped: budget"})
             return None
         print(f"[{time.monotonic() - t_start:6.1f} s] {name}", flush=True)
         try:
+            if args.profile and "pyinfer" in name:
+                from sampler import Sampler
+
+                with Sampler() as sampler:
+                    r = fn(*a)
+                print(sampler.text(18), flush=True)
+                return {**r, "profile": sampler.report(18)} if r is not None else None
             return fn(*a)
         except Exception as exc:
             data["errors"].append({"what": name, "error": f"{type(exc).__name__}: {exc}"[:1500],
@@ -263,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         if knob == "compiled" and args.no_compile:
             continue
         k = KNOBS[knob]
-        for b in (1, 16):
+        for b in batches:
             skip = 4 * b
             pinf = f"pyinfer model-engine=throughput:element_model decoder=yolov8 device=cuda batch-size={b} {k}"
             add("nvdec-pyinfer-cuda", b, knob, attempt(f"nvdec cuda pyinfer b{b} {knob}", run_file, args.video,
@@ -273,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     cuda_bufs, cuda_caps, b, k, max(600, 60 * b), skip))  # fmt: skip
             add("host-appsrc-pyinfer", b, knob, attempt(f"host appsrc pyinfer b{b} {knob}", run_appsrc,
                 host_bufs, host_caps, b, k, max(400, 40 * b), skip))  # fmt: skip
-        for b in (1, 16):  # last: a decode-only run into system memory did not finish in a first run
+        for b in batches:  # last: a decode-only run into system memory did not finish in a first run
             pinf = f"pyinfer model-engine=throughput:element_model decoder=yolov8 device=cuda batch-size={b} {k}"
             add("nvdec-pyinfer-system", b, knob, attempt(f"nvdec system pyinfer b{b} {knob}", run_file, args.video,
                 f"video/x-raw,format=NV12 ! {pinf}", 1, 4 * b, 40))  # fmt: skip
