@@ -22,6 +22,7 @@ class Sampler:
         self.counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.samples: collections.Counter = collections.Counter()
         self._stop = threading.Event()
+        self.enabled = threading.Event()  # samples are taken only while set (e.g. from the first timed buffer)
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
     def __enter__(self) -> Sampler:
@@ -35,6 +36,9 @@ class Sampler:
     def _run(self) -> None:
         me = threading.get_ident()
         while not self._stop.is_set():
+            if not self.enabled.is_set():
+                self.enabled.wait(0.05)
+                continue
             names = {t.ident: t.name for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
                 if ident == me:

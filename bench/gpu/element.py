@@ -44,11 +44,17 @@ KNOBS = {
 }
 
 
-def _probe(pipeline, stamps: list, counts: list):
+#: bench/sampler.py's Sampler of a --profile run: enabled at the first timed buffer.
+SAMPLER = None
+
+
+def _probe(pipeline, stamps: list, counts: list, skip: int = 0):
     from pyinfer.meta.roi import read_detections
 
     def probe(pad, info):
         stamps.append(time.perf_counter())
+        if SAMPLER is not None and len(stamps) == skip + 1:
+            SAMPLER.enabled.set()
         counts.append(len(read_detections(info.get_buffer())))
         return tp_gst().PadProbeReturn.OK
 
@@ -74,7 +80,7 @@ def run_file(video: str, middle: str, loops: int, skip: int, timeout_s: float = 
     pipeline = Gst.parse_launch(desc)
     stamps: list[float] = []
     counts: list[int] = []
-    _probe(pipeline, stamps, counts)
+    _probe(pipeline, stamps, counts, skip)
     bus = pipeline.get_bus()
     done = 0
     try:
@@ -159,7 +165,7 @@ def run_appsrc(bufs: list, caps, batch: int, knobs: str, n_push: int, skip: int)
             src.set_property(prop, 0)
     stamps: list[float] = []
     counts: list[int] = []
-    _probe(pipeline, stamps, counts)
+    _probe(pipeline, stamps, counts, skip)
     bus = pipeline.get_bus()
     try:
         if pipeline.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
@@ -192,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated variants to run (default: all)")
     parser.add_argument("--batches", default="1,16", help="comma-separated batch sizes of the pyinfer rows")
+    parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval (0: Python's)")
+    parser.add_argument("--push-scale", type=float, default=1.0, help="frames pushed by the appsrc rows, times")
     parser.add_argument("--profile", action="store_true", help="sample the threads' Python stacks (bench/sampler.py)")
     args = parser.parse_args(argv)
     t_start = time.monotonic()
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
     import torch
 
     tp.register_pyinfer()
@@ -211,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": tp.gpu_info(),
         "versions": {**tp.versions(), "gstreamer": Gst.version_string()},
         "precision": "fp16",
+        "switch_interval_s": sys.getswitchinterval(),
         "video": f"{args.video}: 1080p H.264 from pyinfer scene",
         "results": [],
         "errors": [],
@@ -241,8 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile and "pyinfer" in name:
                 from sampler import Sampler
 
+                global SAMPLER
                 with Sampler() as sampler:
-                    r = fn(*a)
+                    SAMPLER = sampler
+                    try:
+                        r = fn(*a)
+                    finally:
+                        SAMPLER = None
                 print(sampler.text(18), flush=True)
                 return {**r, "profile": sampler.report(18)} if r is not None else None
             return fn(*a)
@@ -286,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"video/x-raw(memory:CUDAMemory),format=NV12 ! {pinf}", loops, skip))  # fmt: skip
             if cuda_bufs:
                 add("cuda-appsrc-pyinfer", b, knob, attempt(f"cuda appsrc pyinfer b{b} {knob}", run_appsrc,
-                    cuda_bufs, cuda_caps, b, k, max(600, 60 * b), skip))  # fmt: skip
+                    cuda_bufs, cuda_caps, b, k, int(args.push_scale * max(600, 60 * b)), skip))  # fmt: skip
             add("host-appsrc-pyinfer", b, knob, attempt(f"host appsrc pyinfer b{b} {knob}", run_appsrc,
-                host_bufs, host_caps, b, k, max(400, 40 * b), skip))  # fmt: skip
+                host_bufs, host_caps, b, k, int(args.push_scale * max(400, 40 * b)), skip))  # fmt: skip
         for b in batches:  # last: a decode-only run into system memory did not finish in a first run
             pinf = f"pyinfer model-engine=throughput:element_model decoder=yolov8 device=cuda batch-size={b} {k}"
             add("nvdec-pyinfer-system", b, knob, attempt(f"nvdec system pyinfer b{b} {knob}", run_file, args.video,
