@@ -465,3 +465,36 @@ def test_unpack_fixed_of_fewer_frames_than_asked_gives_the_frames_it_has():
                           candidates=512, max_det=300)  # fmt: skip
     got, _ = unpack_fixed(packed.numpy(), 2)
     assert got.batch_size == 1 and len(got.split()) == 1
+
+
+# -- YUV frames: converted and letterboxed inside the instance (its graph on CUDA) ----------------------------
+def _yuv_frames(b: int, h: int, w: int, seed: int, colour=None):
+    from pyinfer.ops.colour import YuvColour, YuvFrames
+
+    g = torch.Generator().manual_seed(seed)
+    ch, cw = (h + 1) // 2, (w + 1) // 2
+    y = torch.randint(16, 236, (b, h, w), dtype=torch.uint8, generator=g)
+    uv = torch.randint(16, 241, (b, ch, cw, 2), dtype=torch.uint8, generator=g)  # NV12: interleaved, strided views
+    return YuvFrames(y, uv[..., 0], uv[..., 1], colour or YuvColour("bt709"))
+
+
+def test_yuv_frames_are_copied_into_static_planes_and_letterboxed_like_the_plain_path():
+    from pyinfer.ops.colour import YuvColour
+    from pyinfer.ops.letterbox import letterbox
+
+    table = clustered_outputs(26, 1, 3)[0]
+    engine, fast = plain_and_fast(table, AccelSettings(), fixed_decode=True)
+    seen: list[torch.Tensor] = []
+    inner = fast._model_fn
+    fast._model_fn = lambda x: (seen.append(x.clone()), inner(x))[1]
+    for seed, n in ((1, 3), (2, 3), (3, 2)):  # the second reuses the instance; the third is a partial batch
+        frames = _yuv_frames(n, 181, 321, seed)
+        got = fast.infer(frames)
+        want, _ = letterbox(frames, 640, 640, dtype=engine.model.dtype)
+        torch.testing.assert_close(seen[-1][:n], want, atol=0, rtol=0)
+        assert_same(got, fast.infer(frames))
+    ((key, ring),) = fast._instances.items()
+    assert key[0] == 3 and YuvColour("bt709") in key  # one instance: the colour is part of its shape
+    assert ring[0].frames.y.shape == (3, 181, 321) and ring[0].frames.u.is_contiguous()
+    fast.infer(_yuv_frames(3, 181, 321, 4, YuvColour("bt601", full_range=True)))
+    assert len(fast._instances) == 2  # another colour: another instance (another graph on CUDA)

@@ -180,3 +180,57 @@ def test_staging_copies_strided_host_planes_exactly():
     src = torch.arange(3 * 8 * 3, dtype=torch.uint8).reshape(3, 8, 3)[:, 2:6]  # padded rows
     StagingRing.put(slot, 1, [src])
     assert torch.equal(slot[0][1], src)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1080])
+def test_copies_on_the_copy_threads_give_every_row_of_every_plane(rows):
+    """A 1080p plane is split into row bands copied on several threads; small planes in one band."""
+    import torch
+
+    from pyinfer.pipeline import wait_all
+
+    shapes = [(rows, 1920, 3), ((rows + 1) // 2, 960, 2)]
+    ring = StagingRing(shapes, 3)
+    slot = ring.acquire()
+    for t in slot:
+        t.zero_()
+    gen = torch.Generator().manual_seed(rows)
+    full = [torch.randint(0, 256, (r, c + 5, p), dtype=torch.uint8, generator=gen) for r, c, p in shapes]
+    planes = [f[:, 5:] for f in full]  # padded rows, like a GstVideoMeta stride
+    futures = StagingRing.put_async(slot, 2, planes)
+    assert len(futures) >= (2 if rows == 1080 else 1)
+    wait_all(futures)
+    for dst, src in zip(slot, planes, strict=True):
+        assert torch.equal(dst[2], src)
+        assert not dst[:2].any()  # the other frames' places are untouched
+
+
+def test_a_failed_copy_is_raised_once_all_copies_ended():
+    from concurrent.futures import Future
+
+    from pyinfer.pipeline import wait_all
+
+    ok, bad = Future(), Future()
+    ok.set_result(None)
+    bad.set_exception(ValueError("copy failed"))
+    with pytest.raises(ValueError, match="copy failed"):
+        wait_all([bad, ok])
+    wait_all([bad, ok], quiet=True)
+
+
+def test_device_gather_of_several_frames_in_one_call():
+    import torch
+
+    ring = StagingRing([(3, 4, 1), (2, 2, 2)], 4)
+    slot = ring.acquire()
+    for t in slot:
+        t.zero_()
+    frames = [
+        (i, [torch.full((3, 4, 1), 10 + i, dtype=torch.uint8), torch.full((2, 2, 2), 20 + i, dtype=torch.uint8)])
+        for i in (0, 2, 3)
+    ]
+    StagingRing.put_many(slot, frames)
+    for i in range(4):
+        want = 0 if i == 1 else 1
+        assert torch.equal(slot[0][i], torch.full((3, 4, 1), (10 + i) * want, dtype=torch.uint8))
+        assert torch.equal(slot[1][i], torch.full((2, 2, 2), (20 + i) * want, dtype=torch.uint8))

@@ -505,8 +505,10 @@ class FastPath:
         if not self._instanced:
             ticket.result = self._infer_cpu(frames, channels, conf_threshold, iou_threshold, max_detections)
             return ticket
-        direct = (self.direct or yuv) and self._on_device(frames)  # YUV planes are always read where they are
-        if yuv and not direct:
+        # YUV planes are copied into the instance's static planes and converted + letterboxed inside its graph
+        # (one replay; read where they are, the conversion was dozens of eager kernels a batch).
+        direct = self.direct and not yuv and self._on_device(frames)
+        if yuv and not self._on_device(frames):
             raise ValueError(f"YUV frames must be on {self.device} (the engine moves them there)")
         inst = self._acquire(frames, channels, max_detections, direct)
         ticket.instance = inst
@@ -530,6 +532,11 @@ class FastPath:
                     t.record_stream(self.stream)
             if inst.frames is None:
                 self._letterbox_direct(frames, channels, inst.input[:n])
+            elif yuv:  # three device-side copies into the static planes, in one call
+                static = inst.frames
+                torch._foreach_copy_(
+                    [static.y[:n], static.u[:n], static.v[:n]], [frames.y, frames.u, frames.v], non_blocking=True
+                )
             elif self.copy_stream is not None and frames.device.type == "cpu":
                 # The instance is free (collected), so nothing reads its frame buffer: copy on the copy stream
                 # while the compute stream may still run the previous batch, and let the compute wait for it.
@@ -634,7 +641,8 @@ class FastPath:
     def _acquire(self, frames: torch.Tensor, channels: str, max_det: int, direct: bool = False) -> _Instance:
         """A free instance whose batch holds these frames (padding a partial batch), capturing one if needed."""
         n, h, w, c = (int(v) for v in frames.shape)
-        rest = (h, w, c, channels, max_det, direct, self.candidates)
+        colour = getattr(frames, "colour", None)  # YUV frames: the conversion is part of the graph
+        rest = (h, w, c, channels, max_det, direct, colour, self.candidates)
         fits = sorted((key for key in self._instances if key[1:] == rest and key[0] >= n), key=lambda key: key[0])
         key = fits[0] if fits else (n, *rest)
         ring = self._instances.pop(key, [])
@@ -683,7 +691,9 @@ class FastPath:
     def _capture(self, key: tuple) -> _Instance:
         import torch
 
-        b, h, w, c, channels, max_det, direct, _ = key
+        from pyinfer.ops.colour import YuvFrames
+
+        b, h, w, c, channels, max_det, direct, colour, _ = key
         geometry = self._geometry(w, h)
         inst = _Instance(frames=None, geometry=geometry, event=torch.cuda.Event() if self.cuda else None)
         with self._on_stream():  # grey until first use; made on the stream that uses them
@@ -692,6 +702,13 @@ class FastPath:
                 fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
                 grey = torch.full(shape, PAD_VALUE / 255.0, dtype=self.model.dtype, device=self.device)
                 inst.input = grey.contiguous(memory_format=fmt)
+            elif colour is not None:
+                ch, cw = (h + 1) // 2, (w + 1) // 2
+
+                def plane(shape: tuple, value: int) -> torch.Tensor:
+                    return torch.full(shape, value, dtype=torch.uint8, device=self.device)
+
+                inst.frames = YuvFrames(plane((b, h, w), 16), plane((b, ch, cw), 128), plane((b, ch, cw), 128), colour)
             else:
                 inst.frames = torch.full((b, h, w, c), PAD_VALUE, dtype=torch.uint8, device=self.device)
         inst.stage = lambda: self._stage(inst, channels, max_det)

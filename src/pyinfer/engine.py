@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
-
 @dataclass
 class Ticket:
     """A batch submitted to :meth:`Engine.submit`; :meth:`Engine.collect` turns it into detections."""
@@ -299,7 +297,7 @@ class Engine:
         slot = self._free_slot()
         ticket = Ticket(n, params, slot=slot)
         stream = self._plain_stream()
-        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else _nullcontext()):
+        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _nullcontext():
             if stream is not None:
                 stream.wait_stream(torch.cuda.current_stream(device))
             if not isinstance(frames, YuvFrames) and frames.device != device:
@@ -338,7 +336,7 @@ class Engine:
             return batch.detections(self.labels)
         try:
             stream = self._stream
-            with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else _nullcontext()):
+            with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _nullcontext():
                 check_classes(self.decoder, ticket.outputs, self.num_classes, model=self.model.path)
                 batch = self.decoder.decode(
                     ticket.outputs,

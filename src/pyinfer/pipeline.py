@@ -25,8 +25,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,8 @@ class Job:
         params: thresholds and limits for this batch.
         release: called once the job is delivered or dropped (returns staging memory, unmaps frames).
         context: anything the owner wants back in ``deliver``.
+        prepare: called on the worker just before ``engine.submit`` (waits for frame copies still running,
+            queues device-side gathers); what it raises costs the batch its detections, like a failed submit.
     """
 
     tokens: list
@@ -59,6 +63,7 @@ class Job:
     params: InferParams = DEFAULT_PARAMS
     release: Callable[[], None] | None = None
     context: Any = None
+    prepare: Callable[[], None] | None = None
     ticket: Any = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False)
 
@@ -231,6 +236,8 @@ class InferPipeline:
         if job.frames is None:
             return
         try:
+            if job.prepare is not None:
+                job.prepare()
             job.ticket = job.engine.submit(job.frames, channels=job.channels, params=job.params)
         except BaseException as exc:  # handed to deliver (user code may raise anything)
             job.error = exc
@@ -333,3 +340,66 @@ class StagingRing:
                 np.copyto(dst[index].numpy(), src.numpy())
             else:
                 dst[index].copy_(src, non_blocking=True)
+
+    @staticmethod
+    def put_many(slot: list, frames: list[tuple[int, list]]) -> None:
+        """Device-side gather of several frames' planes, ``(index, planes)`` each, in one call (CUDA frames).
+
+        Asynchronous, on the caller's current stream; one ``_foreach_copy_`` instead of a copy per plane and
+        frame (the Python cost of a batch of 16 NV12 frames: one call, not 32).
+        """
+        import torch
+
+        dst = [plane[index] for index, planes in frames for plane in slot[: len(planes)]]
+        src = [p for _, planes in frames for p in planes]
+        if dst:
+            torch._foreach_copy_(dst, src, non_blocking=True)
+
+    @staticmethod
+    def put_async(slot: list, index: int, planes: list) -> list[Future]:
+        """Copy one host frame's planes into ``slot`` on the copy threads; the futures of the copies.
+
+        A 1080p RGB frame is 6.2 MB: one thread copies it in about 0.6 ms, which bounded a stream of host
+        frames to about 1,700 frames/s. The copies run on up to :data:`COPY_THREADS` threads, a large plane
+        split into row bands, while the streaming thread goes on to the next frame.
+        """
+        import numpy as np
+
+        pool = _copy_pool()
+        futures = []
+        for dst, src in zip(slot, planes):
+            d, s = dst[index].numpy(), src.numpy()
+            rows = d.shape[0]
+            bands = max(1, min(COPY_THREADS, d.nbytes // _BAND_BYTES, rows))
+            step = -(-rows // bands)
+            for r in range(0, rows, step):
+                futures.append(pool.submit(np.copyto, d[r : r + step], s[r : r + step]))
+        return futures
+
+
+#: Threads that copy host frames into staging memory (NumPy releases the GIL while it copies).
+COPY_THREADS = max(2, min(8, (os.cpu_count() or 2) // 2))
+#: A plane is split into row bands of about this many bytes, one copy task each.
+_BAND_BYTES = 1 << 20
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _copy_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=COPY_THREADS, thread_name_prefix="pyinfer-copy")
+        return _POOL
+
+
+def wait_all(futures: list[Future], *, quiet: bool = False) -> None:
+    """Wait for every future; the first failure is raised once all are done (unless ``quiet``)."""
+    error = None
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None and not quiet:
+        raise error

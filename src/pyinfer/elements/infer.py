@@ -30,7 +30,7 @@ from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
 from pyinfer.meta.roi import write_detections, write_frame_info
 from pyinfer.ops.colour import YUV_FORMATS
 from pyinfer.params import DEFAULT_PARAMS, InferParams
-from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing
+from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing, wait_all
 
 log = logging.getLogger(__name__)
 
@@ -636,12 +636,12 @@ class InferElement(PackedVideoFilter):
                 batch.ring, batch.slot = ring, ring.acquire()
                 if batch.slot is None:
                     raise _Flushing()
-            StagingRing.put(batch.slot, batch.n_infer, frame.planes)
+            if layout.memory == "cuda":  # gathered on the device in one call when the batch is submitted
+                batch.gather.append((batch.n_infer, frame.planes))
+            else:  # copied on the copy threads while this thread takes the next frame
+                batch.copies += StagingRing.put_async(batch.slot, batch.n_infer, frame.planes)
         finally:
-            if layout.memory == "cuda":
-                batch.mapped.append(frame)  # the device-side copy runs asynchronously: keep the source mapped
-            else:
-                frame.close()
+            batch.mapped.append(frame)  # the copies read it after this returns: mapped until the batch is done
         batch.n_infer += 1
 
     def _staging_ring(self, engine, layout: VideoLayout) -> StagingRing:
@@ -843,8 +843,10 @@ class _OpenBatch:
         self.model_id = model_id
         self.items: list[_Item] = []
         self.n_infer = 0
-        self.mapped: list = []  # frames read where they are (kept mapped until delivery)
+        self.mapped: list = []  # frames read where they are, or still being copied (mapped until delivery)
         self.frames = None  # batch of one read in place
+        self.copies: list = []  # futures of host frames' copies into the staging slot
+        self.gather: list = []  # (index, planes) of CUDA frames to gather into the slot on submit
         self.ring: StagingRing | None = None
         self.slot: list | None = None
         self.opened_ns = time.monotonic_ns()
@@ -856,10 +858,16 @@ class _OpenBatch:
         s = self.settings
         params = InferParams(s.confidence_threshold, s.nms_iou_threshold, s.max_detections)
         channels = "RGB" if layout.format in YUV_FORMATS else layout.format
-        mapped, ring, slot = self.mapped, self.ring, self.slot
-        self.mapped, self.slot = [], None
+        mapped, ring, slot, copies, gather = self.mapped, self.ring, self.slot, self.copies, self.gather
+        self.mapped, self.slot, self.copies, self.gather = [], None, [], []
+
+        def prepare() -> None:  # on the worker, just before the batch is submitted
+            wait_all(copies)
+            if gather:
+                StagingRing.put_many(slot, gather)
 
         def release() -> None:
+            wait_all(copies, quiet=True)  # no copy may still write the slot or read the frame
             for frame in mapped:
                 frame.close()
             if slot is not None:
@@ -868,15 +876,17 @@ class _OpenBatch:
         return Job(
             tokens=self.items, frames=frames, engine=self.engine, channels=channels, params=params, release=release,
             context=_Sealed(self.settings, self.model_id, self.opened_ns),
+            prepare=prepare if copies or gather else None,
         )  # fmt: skip
 
     def drop(self) -> None:
         """Discard (a flush or a stop): unmap, return the staging slot, forget the buffers."""
+        wait_all(self.copies, quiet=True)
         for frame in self.mapped:
             frame.close()
         if self.slot is not None:
             self.ring.release(self.slot)
-        self.mapped, self.slot, self.items = [], None, []
+        self.mapped, self.slot, self.items, self.copies, self.gather = [], None, [], [], []
 
 
 class _Flushing(Exception):

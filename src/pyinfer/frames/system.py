@@ -69,8 +69,7 @@ def frame_array(data: memoryview, layout: FrameLayout, *, writeable: bool = Fals
     if len(data) < end:
         raise ValueError(
             f"buffer holds {len(data)} bytes, a {layout.width}x{layout.height} {layout.format} frame "
-            f"with stride {layout.stride} needs {end}"
-            + (f" (offset {layout.offset})" if layout.stride < 0 else "")
+            f"with stride {layout.stride} needs {end}" + (f" (offset {layout.offset})" if layout.stride < 0 else "")
         )
     flat = np.frombuffer(data, dtype=np.uint8)
     # as_strided does no bounds checks of its own: the checks above are all that keeps the view inside ``data``.

@@ -18,7 +18,9 @@ outside the buffer.
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -159,6 +161,30 @@ def _gst() -> ctypes.CDLL:
     return _LIB
 
 
+#: Plane views of CUDA memory by (device pointer, layout): decoders and upload elements recycle a pool of
+#: buffers, so the same few pointers come back frame after frame, and building a tensor from
+#: ``__cuda_array_interface__`` costs tens of microseconds. A view is only an address with a shape; it is used
+#: only while a buffer mapped at that address with that layout is mapped.
+_CUDA_VIEWS: collections.OrderedDict = collections.OrderedDict()
+_CUDA_VIEWS_MAX = 256
+_CUDA_VIEWS_LOCK = threading.Lock()
+
+
+def _cuda_views_get(key: tuple) -> list | None:
+    with _CUDA_VIEWS_LOCK:
+        planes = _CUDA_VIEWS.get(key)
+        if planes is not None:
+            _CUDA_VIEWS.move_to_end(key)
+        return planes
+
+
+def _cuda_views_put(key: tuple, planes: list) -> None:
+    with _CUDA_VIEWS_LOCK:
+        _CUDA_VIEWS[key] = planes
+        while len(_CUDA_VIEWS) > _CUDA_VIEWS_MAX:
+            _CUDA_VIEWS.popitem(last=False)
+
+
 class _CudaArray:
     """A device pointer with a shape, for ``torch.as_tensor`` (``__cuda_array_interface__`` version 3)."""
 
@@ -223,14 +249,19 @@ class MappedFrame:
         self._cinfo = info
         try:
             self.layout.check(int(info.size))
-            planes = []
-            for i, (rows, cols, px) in enumerate(self.layout.plane_shapes()):
-                offset, stride = self.layout.offsets[i], self.layout.strides[i]
-                if stride <= 0:
-                    raise FrameError(f"CUDA memory plane {i} has stride {stride}: pyinfer reads top-down planes")
-                arr = _CudaArray(int(info.data) + offset, (rows, cols, px), (stride, px, 1))
-                planes.append(torch.as_tensor(arr, device=device))
-            self.planes = planes
+            layout, base = self.layout, int(info.data)
+            key = (base, device, layout.format, layout.width, layout.height, layout.offsets, layout.strides)
+            planes = _cuda_views_get(key)
+            if planes is None:
+                planes = []
+                for i, (rows, cols, px) in enumerate(layout.plane_shapes()):
+                    offset, stride = layout.offsets[i], layout.strides[i]
+                    if stride <= 0:
+                        raise FrameError(f"CUDA memory plane {i} has stride {stride}: pyinfer reads top-down planes")
+                    arr = _CudaArray(base + offset, (rows, cols, px), (stride, px, 1))
+                    planes.append(torch.as_tensor(arr, device=device))
+                _cuda_views_put(key, planes)
+            self.planes = list(planes)
         except BaseException:
             self.close()
             raise
