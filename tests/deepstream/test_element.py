@@ -63,25 +63,69 @@ def test_each_detection_becomes_an_object_meta_with_the_fields_nvinfer_writes(ru
 
 def test_all_frames_of_a_batch_go_to_the_model_in_one_call(run_pipeline, embedded_model, monkeypatch):
     calls = []
-    original = Engine.infer
+    original = Engine.submit
 
     def counting(self, frames, **kw):
         calls.append(tuple(frames.shape))
         return original(self, frames, **kw)
 
-    monkeypatch.setattr(Engine, "infer", counting)
+    monkeypatch.setattr(Engine, "submit", counting)
     result = run_pipeline(_pipeline(embedded_model.path, "batch-size=5 num-batches=3"))
     assert result.ok, result.error
     live = [c for c in calls if c[1:] == (H, W, 3)]  # warm-up calls have other shapes
     assert live == [(5, H, W, 3)] * 3
 
 
-def test_no_wrapper_or_frame_tensor_outlives_the_transform(embedded_model):
-    pipeline = _pipeline(embedded_model.path, "batch-size=3 num-batches=3")
+def test_nvmm_batches_stay_in_flight_two_at_a_time_and_go_out_in_order(run_pipeline, embedded_model, monkeypatch):
+    """The read pass and submit of batch N+1 run before batch N is collected and written (issue #12)."""
+    import time
+
+    events: list[str] = []
+    submit, collect = Engine.submit, Engine.collect
+
+    def slow_submit(self, frames, **kw):
+        if frames.shape[1:] == (H, W, 3):
+            events.append("submit")
+            if events.count("submit") == 1:
+                time.sleep(0.5)  # the next batches queue up meanwhile
+        return submit(self, frames, **kw)
+
+    def logged_collect(self, ticket):
+        out = collect(self, ticket)
+        if events:
+            events.append("collect")
+        return out
+
+    monkeypatch.setattr(Engine, "submit", slow_submit)
+    monkeypatch.setattr(Engine, "collect", logged_collect)
+    pipeline = _pipeline(embedded_model.path, "batch-size=2 num-batches=4", "in-flight=2")
+    pts: list[int] = []
+    pipeline.get_by_name("out").get_static_pad("sink").add_probe(
+        Gst.PadProbeType.BUFFER, lambda pad, info: pts.append(info.get_buffer().pts) or Gst.PadProbeReturn.OK
+    )
+    result = run_pipeline(pipeline)
+    assert result.ok, result.error
+    assert events.count("submit") == events.count("collect") == 4
+    in_flight = max(events[: i + 1].count("submit") - events[: i + 1].count("collect") for i in range(len(events)))
+    assert in_flight == 2
+    assert len(pts) == 4 and pts == sorted(pts) and len(set(pts)) == 4
+    assert len(nvds.HISTORY) == 4 and all(len(bm.objects) > 0 for bm in nvds.HISTORY)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_no_wrapper_or_frame_tensor_outlives_its_batch(embedded_model, in_flight):
+    """A pushed buffer's pyservicemaker wrapper (which holds a reference) is gone when it is pushed. With one
+    batch at a time nothing else is alive then either; with two in flight the next batch's may be; at the end
+    nothing is left."""
+    import gc
+
+    pipeline = _pipeline(embedded_model.path, "batch-size=3 num-batches=3", f"in-flight={in_flight}")
     seen = []
 
     def probe(pad, info):
-        seen.append((len(nvds.LIVE_BUFFER_WRAPPERS), nvds.live_pixel_views()))
+        ptr = hash(info.get_buffer())
+        own = sum(w.ptr == ptr for w in list(nvds.LIVE_BUFFER_WRAPPERS))
+        seen.append((own, len(nvds.LIVE_BUFFER_WRAPPERS), nvds.live_pixel_views()))
         return Gst.PadProbeReturn.OK
 
     pipeline.get_by_name("infer").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
@@ -89,7 +133,13 @@ def test_no_wrapper_or_frame_tensor_outlives_the_transform(embedded_model):
 
     assert run(pipeline, 60).ok
     assert len(nvds.HISTORY) == 3 and all(len(bm.objects) > 0 for bm in nvds.HISTORY)
-    assert seen == [(0, 0)] * 3
+    assert [own for own, _, _ in seen] == [0] * 3
+    if in_flight == 1:
+        assert seen == [(0, 0, 0)] * 3
+    else:
+        assert all(live <= 1 and views <= 3 for _, live, views in seen)  # at most the next batch's
+    gc.collect()
+    assert (len(nvds.LIVE_BUFFER_WRAPPERS), nvds.live_pixel_views()) == (0, 0)
 
 
 def test_interval_skips_whole_batches_which_are_not_marked_inferred(run_pipeline, embedded_model):

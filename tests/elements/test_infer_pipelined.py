@@ -155,7 +155,7 @@ def test_a_flushing_seek_while_prerolled_with_full_batches_in_flight_neither_dea
         msg = pipeline.get_bus().timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
         assert msg is not None and msg.type == Gst.MessageType.EOS, msg.parse_error() if msg else "no EOS in 30 s"
     finally:
-        if not pipeline.get_state(0)[0] == Gst.StateChangeReturn.ASYNC:
+        if pipeline.get_state(0)[0] != Gst.StateChangeReturn.ASYNC:
             pipeline.set_state(Gst.State.NULL)
     pts = [p for p, _ in seen]
     assert pts == [i * Gst.SECOND // 30 for i in range(n)], pts  # after the seek: every frame once, in order

@@ -367,9 +367,11 @@ def test_a_connection_lost_after_stop_is_reported_with_the_file_path_and_counted
             msg = bus.timed_pop_filtered(int(0.1 * Gst.SECOND), Gst.MessageType.WARNING)
             if msg is not None:
                 texts.append(msg.parse_warning()[0].message)
-            if any("no connection" in t for t in texts) and broker.get_property("published") + broker.get_property(
-                "dropped"
-            ) + broker.get_property("failed") >= n:
+            if (
+                any("no connection" in t for t in texts)
+                and broker.get_property("published") + broker.get_property("dropped") + broker.get_property("failed")
+                >= n
+            ):
                 break
         lost = [t for t in texts if "no connection" in t]
         assert lost, texts

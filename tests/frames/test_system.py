@@ -186,4 +186,4 @@ def test_every_byte_a_view_addresses_is_inside_the_buffer(stride):
         base = np.frombuffer(data, np.uint8).ctypes.data
         first = arr.ctypes.data + min(0, stride * (h - 1)) - base
         last = arr.ctypes.data + max(0, stride * (h - 1)) + w * c - 1 - base
-        assert 0 <= first and last < len(data), (offset, first, last)
+        assert first >= 0 and last < len(data), (offset, first, last)

@@ -185,7 +185,7 @@ def _run_threads(frames, rounds: int, iterations: int) -> None:
                     key, got = (uid, which, kind), _read(kind, big if which == "big" else small)
                 if not _equal(got, want[key]):
                     failures.append(f"thread {uid}, read {i}: {key} differs from a lone read")
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        except BaseException as exc:
             errors.append(exc)
 
     for _ in range(rounds):  # fresh threads each round
@@ -236,7 +236,7 @@ def test_streaming_threads_of_two_pipelines_and_a_tee_read_exactly_their_own_det
                 exp = want[(*keys[i], kind)]
                 if not (_same(got[0], exp[0]) and got[1] == exp[1]):
                     failures.append(f"{name}, buffer {i}: {keys[i]} differs from a lone read")
-            except Exception as exc:  # noqa: BLE001 - reported by the test thread
+            except Exception as exc:
                 failures.append(f"{name}, buffer {i}: {exc!r}")
             return Gst.PadProbeReturn.OK
 

@@ -690,16 +690,10 @@ class InferElement(PackedVideoFilter):
         ds = self._ds
         if ds.writer.options.unique_id != settings.unique_id:
             ds.writer.options = self._writer_options()
-        engine = self._engine
-        layout = self._layout
-
-        def run(tensors: list) -> list:
-            return _infer_tensors(engine, tensors, settings)
-
-        def call() -> object:
-            return ds.process(buf, run if infer else None, layout.width, layout.height)
-
-        self._pipe.put(Job(tokens=[_Item(buf, infer)], engine=_CallEngine(call), frames=(), context="ds"))
+        params = InferParams(settings.confidence_threshold, settings.nms_iou_threshold, settings.max_detections)
+        job = Job(tokens=[_Item(buf, infer)], engine=_DsEngine(ds, self._engine, buf, infer), frames=(),
+                  params=params, context="ds")  # fmt: skip
+        self._pipe.put(job)
         return self._flow
 
     # -- the worker's side: metadata and pushes ----------------------------------------------------------
@@ -751,6 +745,9 @@ class InferElement(PackedVideoFilter):
         if error is not None and self._failed(error, 1) != Gst.FlowReturn.OK:
             self._flow = Gst.FlowReturn.ERROR
             return
+        take = getattr(job.engine, "take_warnings", None)
+        for text in take() if take is not None else ():
+            self._warn_limited("model-output", Gst.StreamError.DECODE, text)
         if report is not None:
             self._ds_warnings(report)
         self._push_all(job.tokens)
@@ -905,18 +902,54 @@ def _slot_frames(slot: list, n: int, layout):
     return slot[0][:n]
 
 
-class _CallEngine:
-    """Runs a DeepStream batch (extraction, inference and metadata in one call) as a pipeline job."""
+class _DsEngine:
+    """One NVMM batch as a pipeline job in two steps, so batches stay in flight as on the other paths.
 
-    def __init__(self, call) -> None:
-        self._call = call
+    ``submit`` runs the session's read pass (the surfaces as tensors) and submits them to the engine; ``collect``
+    collects the detections and runs the write pass (NvDsObjectMeta), returning the session's BatchReport.
+    Frames of one size (nvstreammux scales to one) go in one engine batch, gathered on their device; frames of
+    several sizes (the new muxer does not scale) are inferred one size after another, synchronously (the
+    worker keeps one engine slot free for the batch it submits, which these calls use in turn).
+    """
 
-    def submit(self, frames, *, channels: str, params) -> object:
-        return self._call()
+    def __init__(self, ds, engine, buf: Gst.Buffer, infer: bool) -> None:
+        self.ds, self.engine, self.buf, self.infer = ds, engine, buf, infer
+        self.take_warnings = getattr(engine, "take_warnings", None)
 
-    @staticmethod
-    def collect(result: object) -> object:
-        return result
+    def submit(self, frames, *, channels: str, params) -> tuple:
+        import torch
+
+        steps = self.ds.steps(self.buf, self.infer)
+        try:
+            tensors = next(steps)
+        except StopIteration as stop:
+            return (None, None, stop.value)
+        try:
+            shapes = {tuple(t.shape) for t in tensors}
+            if len(shapes) > 1:
+                return (steps, None, _infer_tensors(self.engine, tensors, params))
+            device = self.engine.model.device
+            batch = torch.stack(tensors) if len(tensors) > 1 else tensors[0][None]
+            if batch.device != device:
+                batch = batch.to(device, non_blocking=True)
+            channels = "RGB" if batch.shape[3] == 3 else "RGBA"
+            return (steps, self.engine.submit(batch, channels=channels, params=params), None)
+        except BaseException:
+            steps.close()  # releases what the read pass holds
+            raise
+
+    def collect(self, ticket: tuple) -> object:
+        steps, engine_ticket, ready = ticket
+        if steps is None:
+            return ready  # nothing was inferred: the report
+        try:
+            dets = self.engine.collect(engine_ticket) if engine_ticket is not None else ready
+            steps.send(list(dets))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+        raise RuntimeError("the DeepStream write pass did not end")
 
 
 def _nvmm_layout(caps: Gst.Caps):
@@ -970,7 +1003,7 @@ class _Pusher:
         return Gst.FlowReturn(self._lib.gst_pad_push(hash(pad), ptr))
 
 
-def _infer_tensors(engine, tensors: list, settings: Settings) -> list:
+def _infer_tensors(engine, tensors: list, params: InferParams) -> list:
     """Infer a DeepStream batch: (H, W, C) uint8 frames (strided views of the surfaces) -> Detections each.
 
     Frames of one size (nvstreammux scales to one) go to the model in one call, gathered on their device
@@ -991,9 +1024,9 @@ def _infer_tensors(engine, tensors: list, settings: Settings) -> list:
         dets = engine.infer(
             frames,
             channels="RGB" if shape[2] == 3 else "RGBA",
-            conf_threshold=settings.confidence_threshold,
-            iou_threshold=settings.nms_iou_threshold,
-            max_detections=settings.max_detections,
+            conf_threshold=params.conf_threshold,
+            iou_threshold=params.iou_threshold,
+            max_detections=params.max_detections,
         )
         for i, d in zip(idx, dets):
             out[i] = d

@@ -16,7 +16,7 @@ import ctypes
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,12 +197,33 @@ class DeepStreamSession:
         self, gst_buffer: Any, infer: Callable[[list[Any]], list[Detections]] | None, width: int, height: int
     ) -> BatchReport:
         """Run ``infer`` on all frames of the batch (None: an interval-skipped batch) and write the results."""
+        steps = self.steps(gst_buffer, infer is not None)
+        try:
+            tensors = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            steps.send(infer(tensors))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            steps.close()
+        raise RuntimeError("DeepStreamSession.steps did not end after the write pass")
+
+    def steps(self, gst_buffer: Any, infer: bool) -> Generator[list[Any], list[Detections], BatchReport]:
+        """The batch in two steps, so a caller can keep batches in flight between them.
+
+        The read pass yields the frames to infer (a list of (H, W, C) uint8 tensors; nothing is yielded when there
+        is nothing to infer), the caller sends back their Detections, in order, and the write pass writes them;
+        the generator returns the :class:`BatchReport`. DeepStream objects held between the two steps (the
+        pyservicemaker buffer wrapper, which holds a reference) are released when it ends or is closed.
+        """
         if self.api == "pyservicemaker":
             return self._process_sm(gst_buffer, infer)
         return self._process_pyds(gst_buffer, infer)
 
     # -- pyservicemaker ------------------------------------------------------------------------------
-    def _process_sm(self, gst_buffer: Any, infer: Callable | None) -> BatchReport:
+    def _process_sm(self, gst_buffer: Any, infer: bool) -> Generator[list[Any], list[Detections], BatchReport]:
         report = BatchReport()
         buf = self.sm.Buffer(gst_buffer)  # takes a ref: must die before we return
         try:
@@ -212,7 +233,7 @@ class DeepStreamSession:
             if n == 0:
                 report.no_batch_meta = True
                 return report
-            if infer is None:  # an interval-skipped batch: nothing to read or write
+            if not infer:  # an interval-skipped batch: nothing to read or write
                 return report
             refs: list[FrameRef] = []
             tensors: list[Any] = []
@@ -230,7 +251,7 @@ class DeepStreamSession:
                 refs.append(FrameRef(batch_id, fm.source_id, fm.frame_number, x.shape[1], x.shape[0]))
             results: dict[int, Detections] = {}
             if tensors:
-                dets = infer(tensors)
+                dets = yield tensors
                 results = {r.batch_id: d for r, d in zip(refs, dets)}
             del tensors
             sizes = {r.batch_id: (r.width, r.height) for r in refs}
@@ -279,7 +300,7 @@ class DeepStreamSession:
         return marked
 
     # -- pyds --------------------------------------------------------------------------------------
-    def _process_pyds(self, gst_buffer: Any, infer: Callable | None) -> BatchReport:
+    def _process_pyds(self, gst_buffer: Any, infer: bool) -> Generator[list[Any], list[Detections], BatchReport]:
         pyds = self.pyds
         report = BatchReport()
         ptr = hash(gst_buffer)
@@ -293,7 +314,7 @@ class DeepStreamSession:
         if not frames:
             report.no_batch_meta = True
             return report
-        if infer is None:
+        if not infer:
             return report
         tensors, kept, sizes = [], [], []
         for fm in frames:
@@ -307,7 +328,7 @@ class DeepStreamSession:
             sizes.append((x.shape[1], x.shape[0]))
         if not tensors:
             return report
-        dets = infer(tensors)
+        dets = yield tensors
         del tensors
         for fm, d, (w, h) in zip(kept, dets, sizes):
             report.merge(self.writer.write_frame(bm, fm, d, w, h))

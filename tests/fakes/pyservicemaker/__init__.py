@@ -234,6 +234,7 @@ class Buffer:
     def __init__(self, gst_buffer: Any = None):
         name = f"{type(gst_buffer).__module__}.{type(gst_buffer).__name__}"
         self._bm = None
+        self.ptr = hash(gst_buffer) if gst_buffer is not None else 0  # which GstBuffer it pins (for tests)
         if type(gst_buffer).__name__ == "Buffer" and "Gst" in name:  # the real type check, then a silent no-op
             self._bm = nvds.lookup(hash(gst_buffer))
             nvds.LIVE_BUFFER_WRAPPERS.add(self)
