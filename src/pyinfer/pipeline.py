@@ -365,10 +365,13 @@ class StagingRing:
         """
         import numpy as np
 
-        pool = _copy_pool()
-        futures = []
+        futures: list[Future] = []
         for dst, src in zip(slot, planes):
             d, s = dst[index].numpy(), src.numpy()
+            if d.nbytes < _BAND_BYTES:  # a small plane: copied here, faster than handing it to a thread
+                np.copyto(d, s)
+                continue
+            pool = _copy_pool()
             rows = d.shape[0]
             bands = max(1, min(COPY_THREADS, d.nbytes // _BAND_BYTES, rows))
             step = -(-rows // bands)
