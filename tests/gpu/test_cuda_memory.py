@@ -117,10 +117,10 @@ def test_gpu_colour_conversion_matches_videoconvert_on_the_decoded_frames():
         assert diff.max() <= 12
 
 
-def _detect(embedded_model, memory_caps: str, batch: int, in_flight: int = 2, limit: int | None = None):
+def _detect(embedded_model, memory_caps: str, batch: int, in_flight: int = 2, limit: int | None = None, knobs=""):
     samples = _pull(
         f"{DECODE} ! {memory_caps} ! pyinfer model-engine={embedded_model.path} "
-        f"labels-file={embedded_model.labels_file} device=cuda "
+        f"labels-file={embedded_model.labels_file} device=cuda {knobs} "
         f"batch-size={batch} in-flight={in_flight} ! appsink name=sink max-buffers=64",
         limit=limit,
         timeout_s=240,
@@ -161,3 +161,14 @@ def test_rgba_frames_uploaded_with_cudaupload_give_the_system_memory_detections(
     for a, b in zip(cuda, system, strict=True):
         assert a.class_id.tolist() == b.class_id.tolist()
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.05)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_cuda_graphs_on_nvdec_frames_give_the_plain_detections(embedded_model, batch):
+    """With cuda-graphs the NV12 planes are copied into the graph's static planes and converted inside it."""
+    _, plain = _detect(embedded_model, CUDA_NV12, batch, limit=48)
+    _, graphs = _detect(embedded_model, CUDA_NV12, batch, limit=48, knobs="cuda-graphs=true channels-last=true")
+    assert sum(len(d) for d in plain) > 80
+    for a, b in zip(plain, graphs, strict=True):
+        assert a.class_id.tolist() == b.class_id.tolist()
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.5)
