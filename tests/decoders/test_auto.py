@@ -139,13 +139,18 @@ def _start(model: str, extra: str = "") -> tuple[Gst.Pipeline, Gst.Element]:
 )
 def test_decoder_used_says_what_auto_picked_and_why(tmp_path, table, meta, used):
     pipeline, infer = _start(_fixed(tmp_path, "m", table, meta))
-    assert infer.get_property("decoder-used") == ""
+    assert [infer.get_property(p) for p in ("decoder-used", "device-used", "backend-used")] == ["", "", ""]
     pipeline.set_state(Gst.State.PAUSED)
     pipeline.get_state(Gst.CLOCK_TIME_NONE)
     try:
         assert infer.get_property("decoder-used") == used
+        import torch
+
+        assert infer.get_property("device-used") == ("cuda:0" if torch.cuda.is_available() else "cpu")  # auto
+        assert infer.get_property("backend-used") == "torchscript fp32"
     finally:
         pipeline.set_state(Gst.State.NULL)
+    assert infer.get_property("device-used") == ""
 
 
 def test_a_rotated_model_writes_rotated_boxes_into_the_metadata(tmp_path):

@@ -260,6 +260,28 @@ class InferElement(PackedVideoFilter):
         engine = self._engine
         return str(engine.decoder_choice) if engine is not None else ""
 
+    @GObject.Property(
+        type=str, nick="Device used",
+        blurb="Where the serving model runs, e.g. 'cuda:0' or 'cpu' (what device=auto chose); empty while stopped",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def device_used(self) -> str:
+        engine = self._engine
+        return str(engine.model.device) if engine is not None else ""
+
+    @GObject.Property(
+        type=str, nick="Backend used",
+        blurb="The runtime and precision of the serving model, e.g. 'onnx fp16' or 'torchscript fp32' (what "
+        "backend=auto chose from the file); empty while stopped",
+        flags=GObject.ParamFlags.READABLE,
+    )  # fmt: skip
+    def backend_used(self) -> str:
+        engine = self._engine
+        if engine is None:
+            return ""
+        model = engine.model
+        return f"{getattr(model, 'backend', '?')} {getattr(model, 'precision', '?')}"
+
     batch_timeout = GObject.Property(
         type=GObject.TYPE_INT64, default=0, minimum=-1, maximum=3_600_000_000, nick="Batch timeout",
         blurb="Microseconds a partly filled batch waits for more frames before it is inferred as it is "
