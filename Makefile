@@ -1,6 +1,7 @@
-# pyinfer: `make demo` runs the main job, `make test` the test suite (here, then in a Debian 13 root file system:
-# .ci/debian13.sh), `make test-fast` the suite here only. All install what they need first (Debian packages, then
-# a virtualenv in .venv) and skip what is already there.
+# pyinfer: `make demo` runs the main job, `make test` lint and type check, then the test suite (here, then in a
+# Debian 13 root file system: .ci/debian13.sh), `make lint` the lint and type check alone, `make test-fast` the
+# suite here only. All install what they need first (Debian packages, then a virtualenv in .venv) and skip what
+# is already there.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,7 +19,7 @@ TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2
 DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
-.PHONY: setup demo test test-fast test-debian13 bench clean apt
+.PHONY: setup demo lint test test-fast test-debian13 bench clean apt
 # The native helpers (optional at run time, each self-tested against its Python reference before use):
 # pyinfer.meta.roi's metadata reader/writer (else the ctypes path) and pyinfer.track's tracker core (else NumPy).
 NATIVE_SO := src/pyinfer/meta/libroi_native.so
@@ -63,11 +64,20 @@ demo: setup
 	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
+# Lint, format check and type check (ruff and mypy, pinned in the test extra; configured in pyproject.toml).
+# Runs once, here: the Debian 13 leg runs only the suite.
+LINT_DIRS := src tests bench train
+lint: setup
+	$(PY) -m ruff check $(LINT_DIRS)
+	$(PY) -m ruff format --check $(LINT_DIRS)
+	$(PY) -m mypy
+
 # A hard limit, so that a hang cannot use up CI's time: the suite takes 6 to 7 minutes on 2 cores. The Debian 13
 # leg has its own limits (.ci/debian13.sh: 45 minutes at most, all steps included).
 TEST_TIMEOUT ?= 1200
-# Both legs run even when the first fails; the exit status says whether both passed.
-test: setup
+# `make lint` first (a failure stops here). Both legs run even when the first fails; the exit status says whether
+# both passed.
+test: setup lint
 	@rc=0; rc13=0; \
 	echo "=== Debian 12 leg: $$(. /etc/os-release; echo $$PRETTY_NAME) (this machine)"; \
 	timeout --kill-after=30 $(TEST_TIMEOUT) $(PY) -m pytest || rc=$$?; \

@@ -272,7 +272,7 @@ def _pad_to_even_sizes(videobox) -> None:
         event = info.get_event()
         if event.type == Gst.EventType.CAPS:
             with structure(event.parse_caps()) as s:
-                width, height = s.get_value("width"), s.get_value("height")
+                width, height = s.get_value("width"), s.get_value("height")  # type: ignore[union-attr]  # caps have a structure
             # Negative borders add pixels; set before videobox sees these caps, so it negotiates the new size.
             videobox.set_property("right", -(width % 2))
             videobox.set_property("bottom", -(height % 2))
@@ -333,7 +333,7 @@ def _run(pipeline, opts: DetectOptions, writer) -> DetectResult:
     def on_buffer(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         buf = info.get_buffer()
         with structure(pad.get_current_caps()) as s:
-            width, height = s.get_value("width"), s.get_value("height")
+            width, height = s.get_value("width"), s.get_value("height")  # type: ignore[union-attr]  # caps have a structure
         dets = read_detections(buf)
         pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
         if pts is not None:

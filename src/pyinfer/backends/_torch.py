@@ -24,7 +24,7 @@ def frozen_weights(module: object) -> bool:
     if isinstance(module, torch.jit.ScriptModule):
         for node in module.inlined_graph.nodes():
             if node.kind() == "prim::Constant" and node.output().type().kind() == "TensorType":
-                value = node.output().toIValue()
+                value: Any = node.output().toIValue()  # a tensor here (TensorType)
                 if value.is_floating_point() and value.numel() > 1:
                     return True
         return False

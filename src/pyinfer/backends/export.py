@@ -106,7 +106,7 @@ def load_export(path: Path, device: str, *, precision: str = "fp32", allow_pickl
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, dev)
-    module = program.module()
+    module: torch.nn.Module = program.module()
     module, precision = cast(module, precision, dev, str(path))
     raw = extra["config.txt"]
     cfg = parse_config(raw.decode(errors="replace") if isinstance(raw, bytes) else raw)

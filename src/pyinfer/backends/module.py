@@ -43,7 +43,7 @@ def is_module_spec(text: str) -> bool:
     return _SPEC.match(text) is not None
 
 
-def resolve_factory(spec: str) -> Callable[[], Any]:
+def resolve_factory(spec: str) -> Callable[..., Any]:
     """Import the module a ``module:callable`` spec names and return the callable.
 
     Raises:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pyinfer.brokers.base import MAX_BATCH, BrokerError, ConnectionLost, Endpoint, Message, Transport
 from pyinfer.errors import DependencyError
@@ -49,7 +50,7 @@ class MqttTransport(Transport):
         self.ack_timeout_s = float(endpoint.number("ack-timeout", 10))
         self.tls = endpoint.flag("tls") or any(k in endpoint.options for k in ("ca-file", "cert-file"))
         endpoint.flag("tls-insecure")  # validate now: a typo is a settings error at start
-        self._client = None
+        self._client: Any = None  # a paho.mqtt Client once connected
         self._connect_result: str | None = None
 
     @property
@@ -112,7 +113,7 @@ class MqttTransport(Transport):
     def publish(self, batch: Sequence[Message]) -> list[str | None]:
         if self._client is None:
             raise ConnectionLost("not connected")
-        infos = []
+        infos: list = []
         for m in batch:
             info = self._client.publish(self.endpoint.topic, m.payload, qos=self.qos)
             if info.rc != self.mqtt.MQTT_ERR_SUCCESS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pyinfer.brokers.base import BrokerError, ConnectionLost, Endpoint, Message, Transport
 from pyinfer.errors import DependencyError
@@ -140,7 +141,7 @@ def _set_command_timeout(client, timeout_s: float) -> None:
     sock = getattr(connection, "_sock", None)
     if sock is not None:
         sock.settimeout(timeout_s)
-    parser = getattr(connection, "_parser", None)
+    parser: Any = getattr(connection, "_parser", None)
     buffer = getattr(parser, "_buffer", None)
     if buffer is not None and hasattr(buffer, "socket_timeout"):  # the pure-Python RESP2/RESP3 parsers
         buffer.socket_timeout = timeout_s

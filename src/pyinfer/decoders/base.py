@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -304,7 +304,7 @@ def pack(
         t = tensor.float().reshape(len(xyxy), int(np.prod(tensor.shape[1:], dtype=np.int64)))  # -1 fails at 0 rows
         widths.append(t.shape[1])
         cols.append(t)
-    packed = torch.cat(cols, dim=1)
+    packed: Any = torch.cat(cols, dim=1)  # a tensor, then its host copy (ndarray)
     if nonfinite is not None:  # one more row, holding the count in every column
         packed = torch.cat([packed, nonfinite.to(packed.dtype).expand(1, packed.shape[1])])
     # One device-to-host copy for the whole batch.

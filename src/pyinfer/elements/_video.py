@@ -35,7 +35,7 @@ def describe_caps(caps: Gst.Caps) -> str:
     for i in range(caps.get_size()):
         features = caps.get_features(i)
         with structure(caps, i) as s:
-            text = s.get_name()
+            text = s.get_name()  # type: ignore[union-attr]  # caps have a structure at every index below get_size()
             formats = _formats(s)
         if features is not None and not features.is_any() and features.to_string() != "memory:SystemMemory":
             text += f"({features.to_string()})"

@@ -116,6 +116,7 @@ class MsgConvElement(GstBase.BaseTransform):
     """Builds one JSON message per frame (or per object) from the frame's detections and attaches it."""
 
     __gtype_name__ = "PyMsgConv"
+    _message_per: str  # set in __init__ and by the property's setter
     __gstmetadata__ = (
         "Python message converter",
         "Filter/Metadata",
@@ -193,7 +194,7 @@ class MsgConvElement(GstBase.BaseTransform):
         size = []
         with structure(incaps) as s:
             for name in ("width", "height"):
-                ok, value = s.get_int(name)
+                ok, value = s.get_int(name)  # type: ignore[union-attr]  # negotiated caps have a structure
                 size.append(value if ok and value > 0 else None)
         self._size = (size[0], size[1])
         return True
@@ -233,7 +234,7 @@ class MsgConvElement(GstBase.BaseTransform):
                 inferred=None if info is None else info.inferred,
             )
             labels = _foreign_labels(buf, dets)
-            return self._builder.build(header, dets, per_object=self._message_per == "object", labels=labels)
+            return self._builder.build(header, dets, per_object=self._message_per == "object", labels=labels)  # type: ignore[union-attr]  # only called with a builder (do_transform_ip)
         except Exception as exc:  # metadata of another producer that does not follow the contract
             self._malformed += 1
             now = time.monotonic()

@@ -69,7 +69,7 @@ class OsdElement(PackedVideoFilter):
             dets = read.detections
             if len(dets) == 0:
                 return Gst.FlowReturn.OK
-            layout = self._layout.for_buffer(buf)
+            layout = self._layout.for_buffer(buf)  # type: ignore[union-attr]  # set by do_set_caps, before buffers
             # BaseTransform made the buffer writable; mapping it for writing copies memory shared with other
             # buffers (a tee, a pool) first, so only this branch sees the drawing.
             with writable(buf):

@@ -147,7 +147,7 @@ class TrackerElement(GstBase.BaseTransform):
     def __init__(self) -> None:
         self._iou_mode = "auto"
         self._backend = "auto"
-        self._tracker = None
+        self._tracker: Tracker | None = None
         super().__init__()
         self.set_in_place(True)
         self.set_passthrough(False)

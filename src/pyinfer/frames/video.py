@@ -229,7 +229,7 @@ class MappedFrame:
             self.close()
             raise
 
-    def _view(self, flat, i: int, shape: tuple[int, int, int]):
+    def _view(self, flat, i: int, shape: tuple[int, ...]):
         rows, cols, px = shape
         offset, stride = self.layout.offsets[i], self.layout.strides[i]
         if stride < 0:  # bottom-up rows: torch has no negative strides, so this plane is copied upright

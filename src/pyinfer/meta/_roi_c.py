@@ -25,6 +25,7 @@ import ctypes.util
 import struct
 import threading
 from ctypes import CFUNCTYPE, byref, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
+from typing import Any
 
 G_TYPE_BOOLEAN = 5 << 2
 G_TYPE_INT = 6 << 2
@@ -60,7 +61,7 @@ class RoiC:
     def __init__(self) -> None:
         gst, video, glib = _lib("gstreamer-1.0"), _lib("gstvideo-1.0"), _lib("glib-2.0")
 
-        def fn(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> object:
+        def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:  # ctypes prototypes: untyped
             return CFUNCTYPE(restype, *argtypes)((name, lib))
 
         api_type = fn(video, "gst_video_region_of_interest_meta_api_get_type", c_size_t)
@@ -81,7 +82,7 @@ class RoiC:
         quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
         self.q_detection, self.q_tracking, self.q_frame = (quark(n) for n in (b"detection", b"tracking", b"frame"))
         self._gst = gst
-        self._new_protos: dict[tuple, object] = {}  # filled under the GIL; a race only builds one twice
+        self._new_protos: dict[tuple, Any] = {}  # filled under the GIL; a race only builds one twice
         # gst_structure_get without argtypes, on arguments converted once: ~1/3 cheaper per call than with.
         raw_get = gst.gst_structure_get
         raw_get.restype = c_int
@@ -99,11 +100,11 @@ class RoiC:
         """Give back slots from :meth:`acquire` (once), for the next read on any thread."""
         self._free.append(slots)
 
-    def new_structure(self, types: tuple[int, ...]) -> object:
+    def new_structure(self, types: tuple[int, ...]) -> Any:
         """``gst_structure_new(name, field, GType, value, ... NULL)`` for fields of these GTypes."""
         proto = self._new_protos.get(types)
         if proto is None:
-            argtypes = [c_char_p]
+            argtypes: list[Any] = [c_char_p]
             for t in types:
                 argtypes += [c_char_p, c_size_t, _CTYPE[t]]
             argtypes.append(c_void_p)
@@ -131,10 +132,10 @@ class RoiC:
         out: list[tuple] = []
         count = len(metas)
         while len(out) < count:
-            rec = first.get(len(out))
-            if rec is None:
+            nxt = first.get(len(out))
+            if nxt is None:
                 break
-            out.append(rec)
+            out.append(nxt)
         return out, count
 
     def param(self, params: int, quark: int) -> int:
@@ -205,7 +206,7 @@ class Slots:
         "int3_at", "u64", "u64_at",
     )  # fmt: skip
 
-    def __init__(self, raw_get: object) -> None:
+    def __init__(self, raw_get: Any) -> None:
         self._raw_get = raw_get
         self._s = c_void_p()
         self.dbl = (c_double * 5)()
@@ -240,7 +241,7 @@ def params_of(meta: int) -> int:
     return c_size_t.from_address(meta + _ROI_OFFSET + _ROI.size - 8).value
 
 
-def gtype_of(value: object) -> int | None:
+def gtype_of(value: Any) -> int | None:
     """The GType PyGObject's ``Structure.set_value`` gives ``value``, where this module can write it."""
     t = type(value)
     if t is bool:

@@ -63,7 +63,7 @@ class RoiNative:
         lib = ctypes.CDLL(str(path))
         self._read = lib.pyinfer_roi_read
         self._read.restype = c_int
-        self._read.argtypes = [c_void_p, c_int] + [c_void_p] * 9
+        self._read.argtypes = [c_void_p, c_int, *[c_void_p] * 9]
         self._set = lib.pyinfer_roi_set_tracks
         self._set.restype = None
         self._set.argtypes = [c_int, c_void_p, c_void_p, c_int]

@@ -40,6 +40,7 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class RoiMetas(Sequence):
 
 def write_detections(
     buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
-) -> list:
+) -> Sequence:
     """Attach one ROI meta per detection to ``buf`` (which must be writable); returns the new metas.
 
     ``first_id`` numbers them from there (a writer adding to a frame that already has ``first_id`` metas).
@@ -145,7 +146,7 @@ def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
 
     Detections without a :data:`CLASSIFICATION_PARAM` param give an empty list.
     """
-    out = []
+    out: list[list[tuple[int, str, float]]] = []
     for meta in _roi_metas(buf):
         s = meta.get_param(CLASSIFICATION_PARAM)
         if s is None or not s.has_field("count"):
@@ -161,7 +162,7 @@ def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
 
 def _write_detections(
     buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
-) -> list:
+) -> Sequence:
     n = len(detections)
     metas: list = []
     if n == 0:
@@ -341,7 +342,7 @@ def set_track_id(meta: GstVideo.VideoRegionOfInterestMeta, track_id: int, **fiel
 _META_TYPE = GstVideo.VideoRegionOfInterestMeta
 
 
-def _set_track_fast(c, meta: int, track_id: object, fields: dict) -> bool:
+def _set_track_fast(c, meta: int, track_id: int, fields: dict) -> bool:
     """set_track_id through the C API; False (nothing added) where PyGObject must do it."""
     tid = int(track_id)
     if not 0 <= tid <= _roi_c.UINT64_MAX:
@@ -375,7 +376,9 @@ def set_track_ids(metas: Sequence, indices: Iterable[int], track_ids: Iterable[i
                 and (not track_ids or (min(track_ids) >= 0 and max(track_ids) <= _roi_c.UINT64_MAX))
             ):
                 ptrs = [metas.pointer(i) for i in indices]
-                nat.set_tracks(np.array(ptrs, np.uint64), np.array(track_ids, np.uint64), fields["predicted"])
+                nat.set_tracks(
+                    np.array(ptrs, np.uint64), np.array(track_ids, np.uint64), cast(bool, fields["predicted"])
+                )
                 return
     for i, track_id in zip(indices, track_ids):
         if c is not None and isinstance(metas, RoiMetas) and _set_track_fast(c, metas.pointer(i), track_id, fields):
@@ -394,7 +397,7 @@ def roi_metas(buf: Gst.Buffer) -> Sequence:
 
 def _roi_metas(buf: Gst.Buffer) -> list:
     count = buf.get_n_meta(_roi_api())
-    metas = []
+    metas: list = []
     i = 0
     # ROI metas are found by id; pyinfer numbers its detections 0..N-1. A foreign producer that leaves
     # every id at 0 is read as far as its first meta (the ids are how Python can walk them on 1.22).
@@ -449,7 +452,7 @@ def _read_detections(buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections:
     t = c.acquire() if c is not None else None
     try:
         for i in range(n):
-            if c is not None:
+            if c is not None and t is not None:
                 if _read_fast(c, t, recs[i], i, out, names):
                     continue
                 meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
@@ -457,7 +460,7 @@ def _read_detections(buf: Gst.Buffer, labels: tuple[str, ...]) -> Detections:
                 meta = metas[i]
             _read_slow(meta, i, out, names)
     finally:
-        if t is not None:
+        if c is not None and t is not None:
             c.release(t)
     return _finish_read(out, names, labels)
 
@@ -564,14 +567,14 @@ class CheckedDetections:
     """
 
     detections: Detections
-    metas: list
+    metas: Sequence  # a list, or the fast path's RoiMetas
     problems: list[str]
 
 
 _NUMBER_FIELDS = ("left", "top", "width", "height", "confidence")
 
 
-def _problem(fields: dict[str, object]) -> str | None:
+def _problem(fields: dict[str, Any]) -> str | None:
     """What is wrong with a detection's values (``None`` if nothing): types, finiteness, sizes, ranges."""
     for key, value in fields.items():
         if key == "class-id":
@@ -595,7 +598,7 @@ def _checked_slow(meta: GstVideo.VideoRegionOfInterestMeta, names: dict[int, str
     if s is None:
         if meta.w == 0 or meta.h == 0:
             return f"ROI {meta.id}: empty box {meta.w}x{meta.h} at ({meta.x}, {meta.y})"
-        row = [float(meta.x), float(meta.y), float(meta.w), float(meta.h), 1.0, -1]
+        row: list[Any] = [float(meta.x), float(meta.y), float(meta.w), float(meta.h), 1.0, -1]
         names.setdefault(-1, GLib.quark_to_string(meta.roi_type) or "")
     else:
         row = [s.get_value(k) for k in ("left", "top", "width", "height", "confidence", "class-id")]
@@ -703,8 +706,8 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
     try:
         for i in range(n):
             got = None
-            meta = None
-            if c is not None:
+            meta: Any = None
+            if c is not None and t is not None:
                 got = _checked_fast(c, t, recs[i], names, tracking)
                 if got is None:
                     meta = _get_meta_id(buf, i)  # the one _roi_metas finds: the first meta with id i
@@ -724,7 +727,7 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
             tracks.append(track)
             n_tracked += track[2]
     finally:
-        if t is not None:
+        if c is not None and t is not None:
             c.release(t)
     tracks = [tr[:2] for tr in tracks]
     if rows:
@@ -905,7 +908,7 @@ def _native_checked(r: _roi_native.Scratch, n: int, buf: Gst.Buffer, tracking: b
     m = len(ids)
     xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
     labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if min(names) >= 0 else ()
-    extra = {"roi_id": np.array(ids, np.int64)}
+    extra: dict[str, np.ndarray] = {"roi_id": np.array(ids, np.int64)}
     if n_tracked:
         extra["track_id"] = tid
         extra["predicted"] = pred.copy()
@@ -951,7 +954,7 @@ def _native_self_test(nat: _roi_native.RoiNative) -> bool:
                 return False
             ids = [2**63 + 5, 7]
             if use_native:
-                ptrs = [read.metas.pointer(i) for i in (1, 2)]
+                ptrs = [cast(RoiMetas, read.metas).pointer(i) for i in (1, 2)]
                 nat.set_tracks(np.array(ptrs, np.uint64), np.array(ids, np.uint64), False)
             else:
                 for i, t in zip((1, 2), ids):

@@ -10,6 +10,8 @@ Only training and tests import this module (it needs torch at import); the eleme
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch  # noqa: TID253 - architecture module, never imported by elements
 from torch import nn  # noqa: TID253
 from torch.nn import functional as F  # noqa: TID253
@@ -43,20 +45,21 @@ class ConvBnAct(nn.Module):
         """Fold the BatchNorm statistics into the conv weights (eval-time only)."""
         if not isinstance(self.bn, nn.BatchNorm2d):
             return
-        bn = self.bn
+        bn: Any = self.bn  # BatchNorm2d: running stats and affine weights are there (tracked, affine)
         std = (bn.running_var + bn.eps).sqrt()
         w = self.conv.weight * (bn.weight / std).reshape(-1, 1, 1, 1)
         b = bn.bias - bn.running_mean * bn.weight / std
         conv = nn.Conv2d(
             self.conv.in_channels,
             self.conv.out_channels,
-            self.conv.kernel_size,
-            self.conv.stride,
-            self.conv.padding,
+            # torch types these tuple[int, ...]; a 2-d conv's are pairs.
+            self.conv.kernel_size,  # type: ignore[arg-type]
+            self.conv.stride,  # type: ignore[arg-type]
+            self.conv.padding,  # type: ignore[arg-type]
             bias=True,
         ).to(w.device)
         conv.weight.copy_(w)
-        conv.bias.copy_(b)
+        conv.bias.copy_(b)  # type: ignore[union-attr]  # bias=True
         self.conv, self.bn = conv, nn.Identity()
 
 
@@ -242,10 +245,10 @@ class ShapesNet(nn.Module):
         # ultralytics' prior: ~5 objects per image spread over the level's cells, so early losses are small;
         # box logits start at softplus(1.0) ~ 1.3 strides of ltrb.
         for box, cls, s in zip(self.head.box, self.head.cls, STRIDES):
-            nn.init.constant_(box[-1].bias, 1.0)
-            nn.init.constant_(cls[-1].bias, float(torch.log(torch.tensor(5 / self.nc / (input_size / s) ** 2))))
+            nn.init.constant_(box[-1].bias, 1.0)  # type: ignore[index]  # nn.Sequential in an nn.ModuleList
+            nn.init.constant_(cls[-1].bias, float(torch.log(torch.tensor(5 / self.nc / (input_size / s) ** 2))))  # type: ignore[index]
 
-    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # four tensors; ShapesObbNet: five
         """Raw outputs for training.
 
         Args:

@@ -23,7 +23,7 @@ measures it on the same frames).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,7 @@ class YuvColour:
             raise ValueError(f"colour matrix {self.matrix!r} is not one of {', '.join(_KR_KB)}")
 
     @classmethod
-    def from_video_info(cls, info: object) -> YuvColour:
+    def from_video_info(cls, info: Any) -> YuvColour:
         """From a GstVideo.VideoInfo's colorimetry and chroma site (defaults as GStreamer fills them)."""
         from pyinfer._gi import GstVideo
 

@@ -175,6 +175,7 @@ def _taps(n_in: int, n_out: int, device: torch.device) -> tuple:
     if n_in == n_out or (n_in % n_out == 0 and (n_in // n_out) % 2 == 1):
         k = n_in // n_out
         # scale * (d + 0.5) - 0.5 = k * d + (k - 1) / 2 exactly: an integer, weight 0 on the second tap.
+        taps: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
         taps = (torch.arange(n_out, device=device) * k + (k - 1) // 2, None, None)
     else:
         # As area_pixel_compute_source_index: float32 scale = in / out, src = scale * (d + 0.5) - 0.5, >= 0.

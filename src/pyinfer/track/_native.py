@@ -172,7 +172,7 @@ class NativeByteTracker:
     def state(self) -> dict[str, np.ndarray]:
         """Every track's state (for tests): the arrays NumpyByteTracker keeps, same names without ``_``."""
         n = len(self)
-        out = {
+        out: dict[str, np.ndarray] = {
             "mean": np.zeros((n, 10)), "cov": np.zeros((n, 3, 5)), "id": np.zeros(n, np.uint64),
             "hits": np.zeros(n, np.int64), "missed": np.zeros(n, np.int64), "since": np.zeros(n, np.int64),
             "class": np.zeros(n, np.int32), "score": np.zeros(n, np.float32), "rotated": np.zeros(n, np.uint8),

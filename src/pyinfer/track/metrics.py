@@ -248,6 +248,7 @@ def evaluate_tracking_records(
             dets = record_detections(rec)
             ids = [o.get(key) for o in rec["objects"]]
             known = np.array([i is not None for i in ids], bool)
+            values: np.ndarray
             values = np.array([i if i is not None else 0 for i in ids], np.uint64 if dtype is np.uint64 else dtype)
             if dtype is np.uint64:
                 values[~known] = UNTRACKED_ID
