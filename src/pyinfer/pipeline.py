@@ -292,6 +292,7 @@ class StagingRing:
         self._cond = threading.Condition()
         self._closed = False
         self._epoch = 0  # bumped by interrupt
+        self.key: tuple | None = None  # what the owner made it for (shapes, batch, device), to tell when to remake it
 
     def acquire(self, timeout_s: float | None = None) -> list | None:
         """A free slot (a list of plane tensors), or None (ring closed or interrupted, wait timed out)."""

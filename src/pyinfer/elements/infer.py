@@ -721,10 +721,10 @@ class InferElement(PackedVideoFilter):
     # -- the worker's side: metadata and pushes ----------------------------------------------------------
     def _deliver(self, job: Job, detections: list | None, error: BaseException | None) -> None:
         """On the worker: write the batch's metadata, then push its buffers in order."""
-        batch: _Sealed = job.context
-        if batch == "ds":
+        if job.context == "ds":
             self._deliver_ds(job, detections, error)
             return
+        batch: _Sealed = job.context
         settings = batch.settings
         items = job.tokens
         n = sum(item.infer for item in items)
