@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyinfer._gi import Gst
+from pyinfer._gi import Gst, structure
 from pyinfer.evaluate import evaluate
 from pyinfer.frames.video import CUDA_FEATURE, VideoLayout, map_frame
 from pyinfer.jsonl import frame_record, read_jsonl
@@ -105,8 +105,8 @@ def test_gpu_colour_conversion_matches_videoconvert_on_the_decoded_frames():
         finally:
             frame.close()
         assert np.abs(got_gpu - cpu).max() <= 1
-        info = r.get_caps().get_structure(0)
-        w, h = info.get_value("width"), info.get_value("height")
+        with structure(r.get_caps()) as info:
+            w, h = info.get_value("width"), info.get_value("height")
         _ok, mi = r.get_buffer().map(Gst.MapFlags.READ)
         stride = len(mi.data) // h
         ref = np.frombuffer(mi.data, np.uint8).reshape(h, stride)[:, : w * 3].reshape(h, w, 3).astype(int)
