@@ -10,7 +10,7 @@ import numpy as np
 
 from pyinfer._gi import GLib, Gst, GstVideo
 from pyinfer.detections import Detections
-from pyinfer.meta.roi import FrameInfo, read_detections, read_frame_info
+from pyinfer.meta import FrameInfo, read_detections, read_frame_info
 
 
 @dataclass

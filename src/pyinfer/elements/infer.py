@@ -27,6 +27,7 @@ from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
+from pyinfer.meta import analytics as meta_analytics
 from pyinfer.meta.roi import write_detections, write_frame_info
 from pyinfer.ops.colour import YUV_FORMATS
 from pyinfer.params import DEFAULT_PARAMS, InferParams
@@ -205,7 +206,9 @@ class InferElement(PackedVideoFilter):
         "meta",
         type=str, default="auto", nick="Metadata writer",
         blurb="Where detections go: auto (NVMM caps: DeepStream NvDsObjectMeta through pyservicemaker, else pyds; "
-        "system memory: ROI meta), roi, deepstream (pyservicemaker), pyds (legacy bindings)",
+        "system or CUDA memory: GstAnalytics on GStreamer >= 1.24, else ROI meta), analytics (GstAnalytics), roi "
+        "(GstVideoRegionOfInterestMeta), both (analytics and roi), deepstream (pyservicemaker), pyds (legacy "
+        "bindings)",
     )  # fmt: skip
     mark_inferred = ready_property(
         "mark-inferred",
@@ -222,7 +225,8 @@ class InferElement(PackedVideoFilter):
 
     @GObject.Property(
         type=str, nick="Metadata writer in use",
-        blurb="What the negotiated caps selected: roi, or the DeepStream writer, frame access and bInferDone method",
+        blurb="What the negotiated caps selected: analytics, roi, analytics+roi, or the DeepStream writer, frame "
+        "access and bInferDone method",
         flags=GObject.ParamFlags.READABLE,
     )  # fmt: skip
     def meta_used(self) -> str:
@@ -313,6 +317,7 @@ class InferElement(PackedVideoFilter):
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
         self._meta_used = ""
+        self._meta_codec = "roi"
         self._last_warning: dict[str, float] = {}
         self._started = False
         self._live: bool | None = None  # upstream is live (asked at the first buffer)
@@ -399,9 +404,14 @@ class InferElement(PackedVideoFilter):
         if self.on_error not in ("fail", "skip"):
             post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
             return False
-        if self.meta not in ("auto", "roi", "deepstream", "pyds"):
-            msg = f"meta must be auto, roi, deepstream or pyds, not {self.meta!r}"
+        if self.meta not in ("auto", "analytics", "roi", "both", "deepstream", "pyds"):
+            msg = f"meta must be auto, analytics, roi, both, deepstream or pyds, not {self.meta!r}"
             post_error(self, Gst.ResourceError.SETTINGS, msg)
+            return False
+        if self.meta in ("analytics", "both") and not meta_analytics.available():
+            post_error(self, Gst.ResourceError.SETTINGS, f"meta={self.meta} needs GstAnalytics: GStreamer >= 1.24 "
+                       f"with libgstanalytics-1.0 (gstreamer1.0-plugins-bad); this is GStreamer "
+                       f"{Gst.version_string().split()[-1]}: use meta=roi or meta=auto")  # fmt: skip
             return False
         cfg = self._engine_config()
         try:
@@ -451,9 +461,9 @@ class InferElement(PackedVideoFilter):
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         if is_nvmm(incaps):
-            if self.meta == "roi":
-                post_error(self, Gst.CoreError.NEGOTIATION, "meta=roi cannot read NVMM frames: use meta=auto on "
-                           "DeepStream")  # fmt: skip
+            if self.meta in ("roi", "analytics", "both"):
+                post_error(self, Gst.CoreError.NEGOTIATION, f"meta={self.meta} cannot write to NVMM frames: use "
+                           "meta=auto on DeepStream")  # fmt: skip
                 return False
             layout = _nvmm_layout(incaps)
             if layout is None:
@@ -478,7 +488,9 @@ class InferElement(PackedVideoFilter):
         self._layout = layout
         self._ring = None  # sized for the old frames
         self._ds = None
-        self._meta_used = "roi"
+        codec = self.meta if self.meta != "auto" else ("analytics" if meta_analytics.available() else "roi")
+        self._meta_codec = codec
+        self._meta_used = {"both": "analytics+roi"}.get(codec, codec)
         rate = GstVideo.VideoInfo.new_from_caps(incaps)
         self._frame_duration_ns = (
             Gst.util_uint64_scale_int(Gst.SECOND, rate.fps_d, rate.fps_n) if rate is not None and rate.fps_n > 0 else 0
@@ -746,18 +758,30 @@ class InferElement(PackedVideoFilter):
         for text in take() if take is not None else ():
             self._warn_limited("model-output", Gst.StreamError.DECODE, text)
         dets = iter(detections or ())
+        codec = self._meta_codec
         for item in items:
             inferred = item.infer and detections is not None
             with writable(item.buf):
                 if inferred:
                     try:
-                        write_detections(item.buf, next(dets), unique_id=settings.unique_id, model_id=batch.model_id)
+                        frame_dets = next(dets)
+                        if codec != "roi":
+                            meta_analytics.write_detections(item.buf, frame_dets, unique_id=settings.unique_id,
+                                                            model_id=batch.model_id)  # fmt: skip
+                        if codec != "analytics":
+                            write_detections(item.buf, frame_dets, unique_id=settings.unique_id,
+                                             model_id=batch.model_id)  # fmt: skip
                     except Exception as exc:  # the frame still goes on, in its place
                         if self._failed(exc, 1) != Gst.FlowReturn.OK:
                             self._flow = Gst.FlowReturn.ERROR
                             return
                         inferred = False
-                write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id, model_id=batch.model_id)
+                if codec != "roi":
+                    meta_analytics.write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id,
+                                                    model_id=batch.model_id)  # fmt: skip
+                if codec != "analytics":
+                    write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id,
+                                     model_id=batch.model_id)  # fmt: skip
         if n:
             self._note_cost(batch.opened_ns)
         self._push_all(items)

@@ -1,7 +1,8 @@
 """``pymsgconv``: turns each frame's detection metadata into JSON messages (schema v1) attached to the buffer.
 
-The analogue of DeepStream's ``nvmsgconv``: it reads the detections (ROI metas, see ``pyinfer.meta.roi``),
-builds messages with :mod:`pyinfer.messages` and attaches their text as metadata for ``pymsgbroker``.
+The analogue of DeepStream's ``nvmsgconv``: it reads the detections (GstAnalytics or ROI metas, see
+``pyinfer.meta``), builds messages with :mod:`pyinfer.messages` and attaches their text as metadata for
+``pymsgbroker``.
 
 Example::
 
@@ -27,7 +28,7 @@ from pyinfer._gi import GLib, GObject, Gst, GstBase, GstVideo, structure
 from pyinfer.detections import Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.messages import FrameHeader, MessageBuilder
-from pyinfer.meta.roi import read_detections, read_frame_info
+from pyinfer.meta import has_detection_meta, read_detections, read_frame_info
 
 PAYLOAD_ID = 2**31 - 2  # below the frame record's id (2**31 - 1), far above detection ids 0..N-1
 PAYLOAD_ROI_TYPE = "pyinfer-payload"
@@ -41,16 +42,6 @@ TEMPLATES = (
     Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, _ANY),
     Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _ANY),
 )
-
-
-_ROI_API = None
-
-
-def _roi_api() -> object:
-    global _ROI_API
-    if _ROI_API is None:
-        _ROI_API = GstVideo.VideoRegionOfInterestMeta.get_info().api
-    return _ROI_API
 
 
 @dataclass(frozen=True)
@@ -104,6 +95,10 @@ def _foreign_labels(buf: Gst.Buffer, dets: Detections) -> list[str | None] | Non
     if foreign.size == 0:
         return None
     labels: list[str | None] = [None] * len(dets)
+    if "foreign_label" in dets.extra:  # GstAnalytics: the OD Mtd's type, read with the detections
+        for i in foreign.tolist():
+            labels[i] = str(dets.extra["foreign_label"][i]) or None
+        return labels
     roi_ids = dets.extra["roi_id"]
     for i in foreign.tolist():
         meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, int(roi_ids[i]))
@@ -217,7 +212,7 @@ class MsgConvElement(GstBase.BaseTransform):
 
     def _convert(self, buf: Gst.Buffer, index: int) -> list[str]:
         """The messages for ``buf``; none for a buffer without detection metadata or with malformed metadata."""
-        if buf.get_n_meta(_roi_api()) == 0:
+        if not has_detection_meta(buf):
             return []  # no metadata at all: the buffer passes untouched
         try:
             info = read_frame_info(buf)

@@ -20,7 +20,7 @@ from pyinfer.draw import draw_detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.frames.system import frame_array
-from pyinfer.meta.roi import read_detections_checked
+from pyinfer.meta import read_detections_checked
 
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
 

@@ -1,12 +1,19 @@
 """``pytracker``: multi-object tracking of the detections attached to each frame (ByteTrack-style).
 
-Adds a ``tracking`` param (``track-id``, guint64; ``predicted``, boolean) to the ROI meta of every detection
-that belongs to a confirmed track. On frames that pyinfer's frame record marks as not inferred (``interval``)
-it predicts the tracks and adds one ROI meta per confirmed track matched at the last inferred frame, with a
-``detection`` param like pyinfer's (the track's predicted box, last class, label and score, the frame
-record's unique-id and model-id) and a ``tracking`` param with ``predicted=true`` and
-``frames-since-update``. Frames without a frame record are treated as inferred. One element holds the
-tracks of one stream; they are forgotten at flush and stream start.
+Reads the detections of each frame from GstAnalytics object-detection Mtds when the buffer has them (any
+producer), else from ROI metas, and writes track ids where it read them:
+
+- GstAnalytics: one tracking Mtd (``tracking_id``; ``first_seen``, ``last_seen`` as PTS) per detection of a
+  confirmed track, related ``od RELATE_TO tracking``; a pyinfer ``meta=both`` frame's ROI metas get the same
+  ids as below;
+- ROI metas: a ``tracking`` param (``track-id``, guint64; ``predicted``, boolean).
+
+On frames that pyinfer's frame record marks as not inferred (``interval``) it predicts the tracks and adds one
+detection per confirmed track matched at the last inferred frame, written as pyinfer writes detections (the
+track's predicted box, last class, label and score, the frame record's unique-id and model-id) and flagged
+predicted (ROI: ``predicted=true`` and ``frames-since-update`` in the ``tracking`` param; GstAnalytics: the
+pyinfer Mtd's predicted flag and frames_since_update). Frames without a frame record are treated as
+inferred. One element holds the tracks of one stream; they are forgotten at flush and stream start.
 
 Example::
 
@@ -24,15 +31,9 @@ from pyinfer._gi import GObject, Gst, GstBase, GstVideo
 from pyinfer.detections import Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.errors import ConfigError
-from pyinfer.meta.roi import (
-    UNTRACKED_ID,
-    read_detections_checked,
-    read_frame_info,
-    roi_metas,
-    set_track_id,
-    set_track_ids,
-    write_detections,
-)
+from pyinfer.meta import analytics, read_detections_checked, read_frame_info
+from pyinfer.meta.roi import UNTRACKED_ID, roi_metas, set_track_id, set_track_ids, write_detections
+from pyinfer.meta.roi import read_frame_info as roi_frame_info
 from pyinfer.track.bytetrack import BACKENDS, IOU_MODES, ByteTracker, Tracker, TrackerConfig
 
 _RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
@@ -148,6 +149,7 @@ class TrackerElement(GstBase.BaseTransform):
         self._iou_mode = "auto"
         self._backend = "auto"
         self._tracker: Tracker | None = None
+        self._first_seen: dict[int, int] = {}  # track id -> PTS of its first report
         super().__init__()
         self.set_in_place(True)
         self.set_passthrough(False)
@@ -194,6 +196,7 @@ class TrackerElement(GstBase.BaseTransform):
     def do_sink_event(self, event: Gst.Event) -> bool:
         if event.type in (Gst.EventType.FLUSH_STOP, Gst.EventType.STREAM_START) and self._tracker is not None:
             self._tracker.reset()  # a seek or a new stream: old tracks would match unrelated objects
+            self._first_seen.clear()
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     # -- buffers -----------------------------------------------------------------------------------------
@@ -237,9 +240,41 @@ class TrackerElement(GstBase.BaseTransform):
                     self._labels[c] = dets.labels[c]
         ids = tracker.update(dets)
         tracked = np.flatnonzero(ids != UNTRACKED_ID).tolist()
-        if tracked:
-            with writable(buf):
-                set_track_ids(read.metas, tracked, ids[tracked].tolist(), predicted=False)
+        if not tracked:
+            return
+        track_ids = ids[tracked].tolist()
+        with writable(buf):
+            if isinstance(read, analytics.CheckedDetections):
+                pts = int(buf.pts)
+                firsts = [self._first_seen_pts(t, pts) for t in track_ids]
+                analytics.set_track_ids(buf, [read.metas[i] for i in tracked], track_ids, pts=pts, first_seen=firsts)
+                self._mirror_to_roi(buf, dets, tracked, track_ids)
+            else:
+                set_track_ids(read.metas, tracked, track_ids, predicted=False)
+
+    def _first_seen_pts(self, track_id: int, pts: int) -> int:
+        """The PTS at which ``track_id`` was first reported (for the tracking Mtd's first_seen)."""
+        first = self._first_seen.setdefault(track_id, pts)
+        if len(self._first_seen) > 65536:  # tracks long gone: keep the newest half
+            for key in list(self._first_seen)[:32768]:
+                del self._first_seen[key]
+        return first
+
+    @staticmethod
+    def _mirror_to_roi(buf: Gst.Buffer, dets: Detections, tracked: list[int], track_ids: list[int]) -> None:
+        """meta=both: the ROI metas pyinfer wrote beside the analytics get the same track ids."""
+        metas = roi_metas(buf)
+        if len(metas) == 0:
+            return
+        by_id = {int(m.id): m for m in metas}
+        index = dets.extra["roi_id"].tolist()
+        uid = dets.extra["unique_id"].tolist()
+        for i, tid in zip(tracked, track_ids):
+            meta = by_id.get(index[i])
+            if meta is not None and uid[i] >= 0:
+                s = meta.get_param("detection")
+                if s is not None and s.has_field("unique-id") and s.get_value("unique-id") == uid[i]:
+                    set_track_id(meta, tid, predicted=False)
 
     def _predict(self, buf: Gst.Buffer, tracker: Tracker, unique_id: int, model_id: int) -> None:
         pred = tracker.predict()
@@ -259,9 +294,16 @@ class TrackerElement(GstBase.BaseTransform):
         )  # fmt: skip
         if len(pred) == 0:
             return
-        first_id = len(roi_metas(buf))
         ids = pred.extra["track_id"].tolist()
         since = pred.extra["frames_since_update"].tolist()
+        if analytics.has_analytics(buf):
+            pts = int(buf.pts)
+            with writable(buf):
+                analytics.write_predicted(buf, pred, unique_id=unique_id, model_id=model_id, pts=pts,
+                                          first_seen=[self._first_seen_pts(t, pts) for t in ids])  # fmt: skip
+            if roi_frame_info(buf) is None:  # meta=both also has the ROI record: predict there too
+                return
+        first_id = len(roi_metas(buf))
         with writable(buf):
             metas = write_detections(buf, pred, unique_id=unique_id, model_id=model_id, first_id=first_id)
             for meta, track_id, age in zip(metas, ids, since):

@@ -1,7 +1,53 @@
-"""Metadata writers and readers. The public contract on plain GStreamer is :mod:`pyinfer.meta.roi`."""
+"""Metadata writers and readers.
+
+pyinfer writes detections in one of two representations on plain GStreamer (see README "Metadata contract"):
+:mod:`pyinfer.meta.analytics` (GstAnalytics, GStreamer >= 1.24) and :mod:`pyinfer.meta.roi`
+(``GstVideoRegionOfInterestMeta``, every version); :mod:`pyinfer.meta.deepstream` writes DeepStream's. The
+readers here take whichever a buffer carries, GstAnalytics first: companions (``pytracker``, ``pyosd``,
+``pymsgconv``) and user code read the same way whatever the producer wrote.
+"""
 
 from __future__ import annotations
 
-from pyinfer.meta.roi import read_detections, write_detections
+from typing import Any
 
-__all__ = ["read_detections", "write_detections"]
+from pyinfer._gi import Gst
+from pyinfer.detections import Detections
+from pyinfer.meta import analytics, roi
+from pyinfer.meta.roi import FrameInfo, write_detections
+
+__all__ = ["FrameInfo", "read_detections", "read_detections_checked", "read_frame_info", "write_detections"]
+
+
+def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections:
+    """The detections ``buf`` carries: its GstAnalytics object detections if it has any, else its ROI metas.
+
+    See :func:`pyinfer.meta.analytics.read_detections` and :func:`pyinfer.meta.roi.read_detections` for
+    ``extra``; both give ``unique_id``, ``model_id``, ``roi_id`` and, when tracked, ``track_id``.
+    """
+    if analytics.has_analytics(buf):
+        got = analytics.read_detections(buf, labels)
+        if got is not None:
+            return got
+    return roi.read_detections(buf, labels)
+
+
+def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Any:
+    """:func:`read_detections` leaving out malformed entries: an ``analytics.CheckedDetections`` (``metas``
+    are OD Mtd ids) or a ``roi.CheckedDetections`` (``metas`` are ROI metas)."""
+    if analytics.has_analytics(buf):
+        got = analytics.read_detections_checked(buf, tracking=tracking)
+        if got is not None:
+            return got
+    return roi.read_detections_checked(buf, tracking=tracking)
+
+
+def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
+    """pyinfer's frame record on ``buf`` (GstAnalytics frame Mtd first, then the ROI record), or None."""
+    info = analytics.read_frame_info(buf)
+    return info if info is not None else roi.read_frame_info(buf)
+
+
+def has_detection_meta(buf: Gst.Buffer) -> bool:
+    """``buf`` carries any detection metadata pyinfer reads (GstAnalytics or ROI metas)."""
+    return analytics.has_analytics(buf) or buf.get_n_meta(roi._roi_api()) > 0

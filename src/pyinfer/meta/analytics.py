@@ -1,0 +1,622 @@
+"""Detections as GstAnalytics metadata (GStreamer >= 1.24): pyinfer's metadata contract on current GStreamer.
+
+Everything lives in the buffer's one ``GstAnalyticsRelationMeta`` (added if the buffer has none; other
+producers' Mtds in it are kept). Per detection:
+
+- an **object-detection Mtd** (``GstAnalyticsODMtd``): ``obj_type`` the label's GQuark; ``x, y, w, h`` the box
+  in frame pixels as integers (left/top rounded down, right/bottom rounded up, clipped to the frame, as the
+  ROI contract); ``location_confidence_lvl`` the confidence. Rotated detections on GStreamer >= 1.26 are
+  *oriented* OD Mtds: ``x, y, w, h`` the unrotated rectangle around the rotated box's centre (rounded to
+  the nearest pixel) and ``r`` the angle in radians in [0, 2π), clockwise, about the centre; on 1.24 they
+  are the enclosing upright box and the rotated box is in the pyinfer Mtd only;
+- a **classification Mtd** (``GstAnalyticsClsMtd``), related ``od RELATE_TO cls``: the class (label quark,
+  confidence), or a classifier's top-k in descending order;
+- a **pyinfer detection Mtd** (type name ``pyinfer-detection``, :data:`DETECTION_MTD`), related
+  ``od RELATE_TO pyinfer``: what the standard Mtds cannot hold, as a packed little-endian C struct
+  (:data:`DETECTION_STRUCT`): ``class_id`` (int32), ``unique_id`` (int32: the producing element's
+  ``unique-id``), ``model_id`` (int32), ``flags`` (uint32: 1 rotated, 2 predicted by a tracker, 4
+  ``frames_since_update`` is set), ``index`` (int32: the detection's index in its producer's frame, the ROI
+  contract's ``id``), ``od_id`` (uint32: the OD Mtd it belongs to), ``frames_since_update`` (uint32), then
+  float64 ``left, top, width, height`` (the exact box) and ``rotated_cx, rotated_cy, rotated_width,
+  rotated_height, angle_rad``.
+- a tracker (``pytracker``) adds a **tracking Mtd** (``GstAnalyticsTrackingMtd``: ``tracking_id``,
+  ``first_seen``/``last_seen`` running PTS) related ``od RELATE_TO tracking``.
+
+Each frame that passed pyinfer also gets one **pyinfer frame Mtd** (``pyinfer-frame``, :data:`FRAME_STRUCT`:
+``inferred``, ``unique_id``, ``model_id`` as int32, then a reserved uint32), related to nothing: "no
+detections" versus "not inferred" for a tracker.
+
+Readers (:func:`read_detections`, :func:`read_detections_checked`) take every OD Mtd of the buffer, in id
+order. OD Mtds of other producers (no pyinfer Mtd) are read from their integer box and confidence, with class
+id -1 and the OD's type as label; a related classification Mtd gives the label where the OD has none. The
+pyinfer Mtd's exact box is used only while it still agrees with the OD's integer box: an element that scaled
+the frame (``videoscale`` transforms the OD Mtds, not pyinfer's) leaves the OD box authoritative.
+
+The API is reached through ctypes on ``libgstanalytics-1.0``, not PyGObject: GstAnalytics' introspection is
+incomplete there (``iterate()`` and ``exist()`` crash PyGObject 3.50, custom Mtd types cannot be defined), and a
+C call costs a fraction of a PyGObject call. :func:`available` says whether the library is there (GStreamer
+>= 1.24, the plugins-bad libraries installed) and passed its self-test.
+
+Threads: like :mod:`pyinfer.meta.roi`, every function may run on several threads at once on buffers they only
+read; writing needs a writable buffer, which one thread holds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    byref,
+    c_char_p,
+    c_float,
+    c_int,
+    c_size_t,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pyinfer._gi import Gst
+from pyinfer.detections import Detections
+from pyinfer.meta.roi import UNTRACKED_ID, FrameInfo
+
+DETECTION_MTD = "pyinfer-detection"
+FRAME_MTD = "pyinfer-frame"
+#: The pyinfer detection Mtd's data: class_id, unique_id, model_id, flags, index, od_id, frames_since_update,
+#: then left, top, width, height, rotated_cx, rotated_cy, rotated_width, rotated_height, angle_rad.
+DETECTION_STRUCT = struct.Struct("<iiiIiII4x9d")
+#: The pyinfer frame Mtd's data: inferred, unique_id, model_id, reserved.
+FRAME_STRUCT = struct.Struct("<iiiI")
+FLAG_ROTATED, FLAG_PREDICTED, FLAG_AGE = 1, 2, 4
+REL_RELATE_TO = 1 << 3
+CLOCK_TIME_NONE = 0xFFFF_FFFF_FFFF_FFFF
+_TWO_PI = 2 * math.pi
+
+
+class Mtd(Structure):
+    """``GstAnalyticsMtd``: a handle (id, relation meta)."""
+
+    _fields_ = [("id", c_uint), ("meta", c_void_p)]
+
+
+class _MtdImpl(Structure):
+    """``GstAnalyticsMtdImpl``: name, transform function, 20 reserved pointers."""
+
+    _fields_ = [("name", c_char_p), ("transform", c_void_p), ("reserved", c_void_p * 20)]
+
+
+def _lib(name: str) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(f"lib{name}.so.0")
+    except OSError:
+        found = ctypes.util.find_library(name)
+        if found is None:
+            raise
+        return ctypes.CDLL(found)
+
+
+class _Api:
+    """The C functions of libgstanalytics-1.0 (and two of libgstreamer); one instance per process."""
+
+    def __init__(self) -> None:
+        an, gst, glib = _lib("gstanalytics-1.0"), _lib("gstreamer-1.0"), _lib("glib-2.0")
+
+        def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
+            return CFUNCTYPE(restype, *argtypes)((name, lib))
+
+        def optional(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
+            try:
+                return fn(lib, name, restype, *argtypes)
+            except AttributeError:
+                return None
+
+        P = POINTER(Mtd)
+        self.get_meta = fn(an, "gst_buffer_get_analytics_relation_meta", c_void_p, c_void_p)
+        self.add_meta = fn(an, "gst_buffer_add_analytics_relation_meta", c_void_p, c_void_p)
+        self.add_od = fn(an, "gst_analytics_relation_meta_add_od_mtd", c_int, c_void_p, c_uint32, c_int, c_int,
+                         c_int, c_int, c_float, P)  # fmt: skip
+        # 1.26: oriented boxes
+        self.add_oriented_od = optional(an, "gst_analytics_relation_meta_add_oriented_od_mtd", c_int, c_void_p,
+                                        c_uint32, c_int, c_int, c_int, c_int, c_float, c_float, P)  # fmt: skip
+        self.od_location = fn(an, "gst_analytics_od_mtd_get_location", c_int, P, POINTER(c_int), POINTER(c_int),
+                              POINTER(c_int), POINTER(c_int), POINTER(c_float))  # fmt: skip
+        self.od_oriented_location = optional(an, "gst_analytics_od_mtd_get_oriented_location", c_int, P,
+                                             POINTER(c_int), POINTER(c_int), POINTER(c_int), POINTER(c_int),
+                                             POINTER(c_float), POINTER(c_float))  # fmt: skip
+        self.od_obj_type = fn(an, "gst_analytics_od_mtd_get_obj_type", c_uint32, P)
+        self.od_type = fn(an, "gst_analytics_od_mtd_get_mtd_type", c_size_t)()
+        self.add_cls = fn(an, "gst_analytics_relation_meta_add_cls_mtd", c_int, c_void_p, c_size_t,
+                          POINTER(c_float), POINTER(c_uint32), P)  # fmt: skip
+        self.cls_length = fn(an, "gst_analytics_cls_mtd_get_length", c_size_t, P)
+        self.cls_level = fn(an, "gst_analytics_cls_mtd_get_level", c_float, P, c_size_t)
+        self.cls_quark = fn(an, "gst_analytics_cls_mtd_get_quark", c_uint32, P, c_size_t)
+        self.cls_type = fn(an, "gst_analytics_cls_mtd_get_mtd_type", c_size_t)()
+        self.add_tracking = fn(an, "gst_analytics_relation_meta_add_tracking_mtd", c_int, c_void_p, c_uint64,
+                               c_uint64, P)  # fmt: skip
+        self.tracking_info = fn(an, "gst_analytics_tracking_mtd_get_info", c_int, P, POINTER(c_uint64),
+                                POINTER(c_uint64), POINTER(c_uint64), POINTER(c_int))  # fmt: skip
+        self.tracking_last_seen = fn(an, "gst_analytics_tracking_mtd_update_last_seen", c_int, P, c_uint64)
+        self.tracking_type = fn(an, "gst_analytics_tracking_mtd_get_mtd_type", c_size_t)()
+        self.set_relation = fn(an, "gst_analytics_relation_meta_set_relation", c_int, c_void_p, c_int, c_uint,
+                               c_uint)  # fmt: skip
+        self.get_relation = fn(an, "gst_analytics_relation_meta_get_relation", c_int, c_void_p, c_uint, c_uint)
+        self.iterate = fn(an, "gst_analytics_relation_meta_iterate", c_int, c_void_p, POINTER(c_void_p),
+                          c_size_t, P)  # fmt: skip
+        self.related = fn(an, "gst_analytics_relation_meta_get_direct_related", c_int, c_void_p, c_uint, c_int,
+                          c_size_t, POINTER(c_void_p), P)  # fmt: skip
+        self.add_mtd = fn(an, "gst_analytics_relation_meta_add_mtd", c_void_p, c_void_p, c_void_p, c_size_t, P)
+        self.mtd_data = fn(an, "gst_analytics_relation_meta_get_mtd_data", c_void_p, c_void_p, c_uint)
+        self.is_writable = fn(gst, "gst_mini_object_is_writable", c_int, c_void_p)
+        self.buffer_size = fn(gst, "gst_buffer_get_size", c_size_t, c_void_p)
+        self.quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
+        self.quark_to_string = fn(glib, "g_quark_to_string", c_char_p, c_uint32)
+        # The custom Mtd types: their address is their type; kept for the life of the process.
+        self._impls = (_MtdImpl(DETECTION_MTD.encode()), _MtdImpl(FRAME_MTD.encode()))
+        self.det_type = ctypes.addressof(self._impls[0])
+        self.frame_type = ctypes.addressof(self._impls[1])
+        self.oriented = self.add_oriented_od is not None and self.od_oriented_location is not None
+        self._labels: dict[int, str] = {}  # quark -> label (quarks are never freed)
+        self._quarks: dict[str, int] = {}
+
+    def label_quark(self, label: str) -> int:
+        q = self._quarks.get(label)
+        if q is None:
+            q = self._quarks[label] = self.quark(label.encode())
+        return q
+
+    def quark_label(self, quark: int) -> str:
+        s = self._labels.get(quark)
+        if s is None:
+            raw = self.quark_to_string(quark) if quark else None
+            s = raw.decode(errors="replace") if raw else ""
+            if quark:
+                self._labels[quark] = s
+        return s
+
+    def related_one(self, meta: int, mtd_id: int, mtd_type: int) -> Mtd | None:
+        """The first Mtd of ``mtd_type`` that ``mtd_id`` RELATE_TO, or None."""
+        state, out = c_void_p(0), Mtd()
+        if self.related(meta, mtd_id, REL_RELATE_TO, mtd_type, byref(state), byref(out)):
+            return out
+        return None
+
+    def all_of(self, meta: int, mtd_type: int) -> list[Mtd]:
+        state, out, found = c_void_p(0), Mtd(), []
+        while self.iterate(meta, byref(state), mtd_type, byref(out)):
+            found.append(Mtd(out.id, out.meta))
+        return found
+
+
+_API: _Api | None = None
+_LOADED = False
+_LOAD_LOCK = threading.Lock()
+
+
+def _api() -> _Api | None:
+    global _API, _LOADED
+    if _LOADED:
+        return _API
+    with _LOAD_LOCK:
+        if not _LOADED:
+            _API = _load()
+            _LOADED = True
+    return _API
+
+
+def _load() -> _Api | None:
+    if not Gst.is_initialized():
+        Gst.init(None)
+    if (Gst.version()[0], Gst.version()[1]) < (1, 24):
+        return None
+    try:
+        api = _Api()
+    except (OSError, AttributeError):
+        return None
+    return api if _self_test(api) else None
+
+
+def _self_test(api: _Api) -> bool:
+    """A buffer's C pointer is ``hash()`` of its PyGObject wrapper, and a round trip gives back what was written."""
+    buf = Gst.Buffer.new_allocate(None, 7, None)
+    if api.buffer_size(hash(buf)) != 7:
+        return False
+    dets = Detections(np.array([[1.25, 2.5, 30.0, 40.75]], np.float32), np.array([0.5], np.float32),
+                      np.array([3], np.int32), labels=("a", "b", "c", "d"))  # fmt: skip
+    try:
+        _write(api, buf, dets, unique_id=7, model_id=2, first_index=0)
+        got = _read(api, buf, (), checked=False, tracking=True)
+    except Exception:
+        return False
+    return (
+        got is not None
+        and len(got.detections) == 1
+        and got.detections.label(0) == "d"
+        and (np.array_equal(got.detections.xyxy, dets.xyxy) and int(got.detections.extra["unique_id"][0]) == 7)
+    )
+
+
+def available() -> bool:
+    """GstAnalytics can be written and read here (GStreamer >= 1.24 with libgstanalytics, self-test passed)."""
+    return _api() is not None
+
+
+def oriented_available() -> bool:
+    """Oriented object-detection Mtds exist (GStreamer >= 1.26)."""
+    api = _api()
+    return api is not None and api.oriented
+
+
+def _require() -> _Api:
+    api = _api()
+    if api is None:
+        raise RuntimeError(
+            f"GstAnalytics metadata needs GStreamer >= 1.24 with libgstanalytics-1.0 (gstreamer1.0-plugins-bad); "
+            f"this is GStreamer {Gst.version_string().split()[-1]}"
+        )
+    return api
+
+
+def has_analytics(buf: Gst.Buffer) -> bool:
+    """``buf`` carries a GstAnalytics relation meta with at least one object-detection or pyinfer Mtd."""
+    api = _api()
+    if api is None:
+        return False
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return False
+    state, out = c_void_p(0), Mtd()
+    return bool(api.iterate(meta, byref(state), api.od_type, byref(out))) or bool(
+        api.iterate(meta, byref(c_void_p(0)), api.frame_type, byref(out))
+    )
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+
+def _relation_meta(api: _Api, buf: Gst.Buffer) -> int:
+    ptr = hash(buf)
+    if not api.is_writable(ptr):
+        raise RuntimeError("could not add analytics meta: the buffer is not writable")
+    meta = api.get_meta(ptr) or api.add_meta(ptr)
+    if not meta:
+        raise RuntimeError("could not add the analytics relation meta")
+    return meta
+
+
+def write_detections(
+    buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_index: int = 0
+) -> list[int]:
+    """Add the Mtds of the module docs for each detection to ``buf`` (writable); returns the OD Mtd ids.
+
+    ``first_index`` numbers the detections from there (the ROI contract's ``first_id``). A classifier's top-k
+    (``extra["topk_class_id"]`` / ``extra["topk_confidence"]``) becomes the classification Mtd.
+    """
+    return _write(_require(), buf, detections, unique_id=unique_id, model_id=model_id, first_index=first_index)
+
+
+def _write(api: _Api, buf: Gst.Buffer, dets: Detections, *, unique_id: int, model_id: int,
+           first_index: int, predicted: bool = False, ages: Sequence[int] | None = None) -> list[int]:  # fmt: skip
+    n = len(dets)
+    if n == 0:
+        return []
+    meta = _relation_meta(api, buf)
+    xyxy = dets.xyxy.astype(np.float64)
+    ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).tolist()
+    conf = dets.confidence.astype(np.float64).tolist()
+    cls = dets.class_id.tolist()
+    rot = None if dets.cxcywhr is None else dets.cxcywhr.astype(np.float64).tolist()
+    topk = None
+    if "topk_class_id" in dets.extra and "topk_confidence" in dets.extra:
+        topk = (
+            np.asarray(dets.extra["topk_class_id"]).reshape(n, -1).tolist(),
+            np.asarray(dets.extra["topk_confidence"], np.float64).reshape(n, -1).tolist(),
+        )
+    n_labels = len(dets.labels)
+    od, cls_mtd, pmtd = Mtd(), Mtd(), Mtd()
+    ids = []
+    size = DETECTION_STRUCT.size
+    for i in range(n):
+        left, top, width, height = ltwh[i]
+        label = dets.label(i)
+        q = api.label_quark(label)
+        flags = 0
+        r5 = (math.nan,) * 5
+        if rot is not None:
+            r5 = tuple(rot[i])
+            flags |= FLAG_ROTATED
+        if rot is not None and api.oriented:
+            cx, cy, rw, rh, angle = r5
+            x0, y0 = round(cx - rw / 2), round(cy - rh / 2)
+            ok = api.add_oriented_od(meta, q, x0, y0, round(rw), round(rh), angle % _TWO_PI, conf[i], byref(od))
+        else:
+            x0, y0 = math.floor(left), math.floor(top)
+            w, h = math.ceil(left + width) - x0, math.ceil(top + height) - y0
+            ok = api.add_od(meta, q, x0, y0, w, h, conf[i], byref(od))
+        if not ok:
+            raise RuntimeError("could not add an object-detection Mtd")
+        if topk is not None:
+            quarks = [api.label_quark(dets.labels[c] if 0 <= c < n_labels else str(c)) for c in topk[0][i]]
+            levels = topk[1][i]
+        else:
+            quarks, levels = [q], [conf[i]]
+        k = len(quarks)
+        if not api.add_cls(meta, k, (c_float * k)(*levels), (c_uint32 * k)(*quarks), byref(cls_mtd)):
+            raise RuntimeError("could not add a classification Mtd")
+        age = -1 if ages is None else int(ages[i])
+        if predicted:
+            flags |= FLAG_PREDICTED
+        if age >= 0:
+            flags |= FLAG_AGE
+        data = api.add_mtd(meta, api.det_type, size, byref(pmtd))
+        if not data:
+            raise RuntimeError("could not add the pyinfer detection Mtd")
+        packed = DETECTION_STRUCT.pack(
+            int(cls[i]), unique_id, model_id, flags, first_index + i, od.id, max(age, 0) & 0xFFFFFFFF,
+            left, top, width, height, *r5,
+        )  # fmt: skip
+        ctypes.memmove(data, packed, size)
+        api.set_relation(meta, REL_RELATE_TO, od.id, cls_mtd.id)
+        api.set_relation(meta, REL_RELATE_TO, od.id, pmtd.id)
+        ids.append(od.id)
+    return ids
+
+
+def write_frame_info(buf: Gst.Buffer, *, inferred: bool, unique_id: int = 0, model_id: int = 0) -> None:
+    """Add the pyinfer frame Mtd (see the module docs) to ``buf`` (which must be writable)."""
+    api = _require()
+    meta = _relation_meta(api, buf)
+    out = Mtd()
+    data = api.add_mtd(meta, api.frame_type, FRAME_STRUCT.size, byref(out))
+    if not data:
+        raise RuntimeError("could not add the pyinfer frame Mtd")
+    ctypes.memmove(data, FRAME_STRUCT.pack(int(bool(inferred)), unique_id, model_id, 0), FRAME_STRUCT.size)
+
+
+def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
+    """The first pyinfer frame Mtd of ``buf``, or None."""
+    api = _api()
+    if api is None:
+        return None
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return None
+    state, out = c_void_p(0), Mtd()
+    if not api.iterate(meta, byref(state), api.frame_type, byref(out)):
+        return None
+    inferred, uid, mid, _ = FRAME_STRUCT.unpack(ctypes.string_at(api.mtd_data(meta, out.id), FRAME_STRUCT.size))
+    return FrameInfo(bool(inferred), uid, mid)
+
+
+# -- tracking ----------------------------------------------------------------------------------------------
+
+
+def set_track_ids(
+    buf: Gst.Buffer, od_ids: Iterable[int], track_ids: Iterable[int], *, pts: int = CLOCK_TIME_NONE,
+    first_seen: Iterable[int] | None = None,
+) -> None:  # fmt: skip
+    """Add a tracking Mtd with each track id, related ``od RELATE_TO tracking``, to the OD Mtd ids given.
+
+    ``first_seen``: each track's first PTS (``pts`` where not given); ``last_seen`` is ``pts``.
+    """
+    api = _require()
+    meta = _relation_meta(api, buf)
+    od_ids, track_ids = list(od_ids), list(track_ids)
+    firsts = [pts] * len(od_ids) if first_seen is None else list(first_seen)
+    out = Mtd()
+    for od_id, tid, first in zip(od_ids, track_ids, firsts):
+        if not 0 <= int(tid) <= UNTRACKED_ID:
+            raise ValueError(f"track id {tid} is not an unsigned 64-bit integer")
+        if not api.add_tracking(meta, int(tid), int(first), byref(out)):
+            raise RuntimeError("could not add a tracking Mtd")
+        if pts != CLOCK_TIME_NONE:
+            api.tracking_last_seen(byref(out), pts)
+        api.set_relation(meta, REL_RELATE_TO, od_id, out.id)
+
+
+def write_predicted(
+    buf: Gst.Buffer, detections: Detections, *, unique_id: int, model_id: int, pts: int = CLOCK_TIME_NONE,
+    first_seen: Iterable[int] | None = None,
+) -> list[int]:  # fmt: skip
+    """A tracker's predicted boxes (``extra["track_id"]``, ``extra["frames_since_update"]``): OD, cls and pyinfer
+    Mtds flagged predicted, and their tracking Mtds."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    first_index = 0
+    if meta:
+        first_index = len(api.all_of(meta, api.od_type))
+    ages = detections.extra["frames_since_update"].tolist() if "frames_since_update" in detections.extra else None
+    ids = _write(api, buf, detections, unique_id=unique_id, model_id=model_id, first_index=first_index,
+                 predicted=True, ages=ages)  # fmt: skip
+    set_track_ids(buf, ids, detections.extra["track_id"].tolist(), pts=pts, first_seen=first_seen)
+    return ids
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckedDetections:
+    """What :func:`read_detections_checked` read: the well-formed detections, their OD Mtd ids, the problems."""
+
+    detections: Detections
+    metas: list[int]
+    problems: list[str]
+
+
+def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections | None:
+    """The detections of ``buf``'s OD Mtds (see the module docs), or None if it has no analytics meta.
+
+    ``extra`` has ``unique_id`` (-1 for other producers), ``model_id``, ``roi_id`` (the pyinfer index, or the
+    OD Mtd id), ``mtd_id`` (the OD Mtd id), and ``track_id`` (uint64, :data:`UNTRACKED_ID` where none) and
+    ``predicted`` when any detection is tracked.
+    """
+    api = _api()
+    if api is None:
+        return None
+    got = _read(api, buf, labels, checked=False, tracking=True)
+    return None if got is None else got.detections
+
+
+def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> CheckedDetections | None:
+    """:func:`read_detections`, leaving out (and naming in ``problems``) OD Mtds with impossible values."""
+    api = _api()
+    if api is None:
+        return None
+    return _read(api, buf, (), checked=True, tracking=tracking)
+
+
+def _problem(conf: float, w: int, h: int, record: tuple | None) -> str | None:
+    if not math.isfinite(conf) or not 0.0 <= conf <= 1.0:
+        return f"confidence {conf!r} is not in [0, 1]"
+    if w < 0 or h < 0:
+        return f"negative size {w}x{h}"
+    if record is not None:
+        values = record[7:11]
+        if not all(math.isfinite(v) for v in values) or values[2] < 0 or values[3] < 0:
+            return f"pyinfer Mtd box {values!r} is not a finite box"
+    return None
+
+
+def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
+          tracking: bool) -> CheckedDetections | None:  # fmt: skip
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return None
+    ods = api.all_of(meta, api.od_type)
+    rows: list[tuple] = []
+    problems: list[str] = []
+    kept: list[int] = []
+    names: dict[int, str] = {}
+    x, y, w, h, r, conf = c_int(), c_int(), c_int(), c_int(), c_float(), c_float()
+    tid, first, last, lost = c_uint64(), c_uint64(), c_uint64(), c_int()
+    size = DETECTION_STRUCT.size
+    for od in ods:
+        ref = byref(od)
+        if api.oriented:
+            api.od_oriented_location(ref, byref(x), byref(y), byref(w), byref(h), byref(r), byref(conf))
+        else:
+            api.od_location(ref, byref(x), byref(y), byref(w), byref(h), byref(conf))
+            r.value = 0.0
+        p = api.related_one(meta, od.id, api.det_type)
+        record = None
+        if p is not None:
+            record = DETECTION_STRUCT.unpack(ctypes.string_at(api.mtd_data(meta, p.id), size))
+        if checked:
+            problem = _problem(conf.value, w.value, h.value, record)
+            if problem is not None:
+                problems.append(f"object-detection Mtd {od.id}: {problem}")
+                continue
+        label = api.quark_label(api.od_obj_type(ref))
+        if not label:
+            c = api.related_one(meta, od.id, api.cls_type)
+            if c is not None and api.cls_length(byref(c)) > 0:
+                label = api.quark_label(api.cls_quark(byref(c), 0))
+        track = (UNTRACKED_ID, False)
+        if tracking:
+            t = api.related_one(meta, od.id, api.tracking_type)
+            if t is not None and api.tracking_info(byref(t), byref(tid), byref(first), byref(last), byref(lost)):
+                track = (tid.value, bool(record is not None and record[3] & FLAG_PREDICTED))
+        rows.append((od.id, x.value, y.value, w.value, h.value, r.value, conf.value, label, record, track))
+        kept.append(od.id)
+    m = len(rows)
+    xyxy = np.empty((m, 4), np.float32)
+    confidence = np.empty(m, np.float32)
+    class_id = np.full(m, -1, np.int32)
+    uid = np.full(m, -1, np.int64)
+    model_id = np.full(m, -1, np.int64)
+    roi_id = np.empty(m, np.int64)
+    mtd_id = np.empty(m, np.int64)
+    track_id = np.full(m, UNTRACKED_ID, np.uint64)
+    predicted = np.zeros(m, bool)
+    rot = np.full((m, 5), np.nan, np.float32)
+    for i, (od_id, x0, y0, w0, h0, r0, c0, label, record, track) in enumerate(rows):
+        mtd_id[i] = roi_id[i] = od_id
+        confidence[i] = c0
+        track_id[i], predicted[i] = track
+        if r0 and api.oriented:  # oriented OD: the enclosing box of the rotated rectangle
+            cx, cy = x0 + w0 / 2, y0 + h0 / 2
+            ca, sa = abs(math.cos(r0)), abs(math.sin(r0))
+            hw, hh = (w0 * ca + h0 * sa) / 2, (w0 * sa + h0 * ca) / 2
+            box = (cx - hw, cy - hh, cx + hw, cy + hh)
+            rot[i] = (cx, cy, w0, h0, r0)
+        else:
+            box = (x0, y0, x0 + w0, y0 + h0)
+        if record is not None:
+            cid, u, mid, flags, index, _od, _age, left, top, width, height = record[:11]
+            exact = (left, top, left + width, top + height)
+            if flags & FLAG_ROTATED and r0 and api.oriented:  # compare the rotated boxes themselves
+                rcx, rcy, rw, rh, _angle = record[11:16]
+                agree = _agrees((rcx - rw / 2, rcy - rh / 2, rcx + rw / 2, rcy + rh / 2), (x0, y0, x0 + w0, y0 + h0))
+            else:
+                agree = _agrees(exact, box)
+            if agree:
+                box = exact
+                if flags & FLAG_ROTATED:
+                    rot[i] = record[11:16]
+            class_id[i], uid[i], model_id[i], roi_id[i] = cid, u, mid, index
+            names.setdefault(cid, label)
+        else:
+            names.setdefault(-1, label)
+        xyxy[i] = box
+    if not labels and names and min(names) >= 0:
+        labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
+    extra: dict[str, np.ndarray] = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id, "mtd_id": mtd_id}
+    if (track_id != UNTRACKED_ID).any():
+        extra["track_id"] = track_id
+        extra["predicted"] = predicted
+    foreign = [row[7] for row in rows if row[8] is None]
+    if foreign:
+        extra["foreign_label"] = np.array([row[7] if row[8] is None else "" for row in rows], dtype=object)
+    has_rot = ~np.isnan(rot[:, 4])
+    cxcywhr = None
+    if has_rot.any():
+        ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        aligned = np.concatenate([ltwh[:, :2] + ltwh[:, 2:] / 2, ltwh[:, 2:], np.zeros((m, 1), np.float32)], axis=1)
+        cxcywhr = np.where(has_rot[:, None], rot, aligned).astype(np.float32)
+    dets = Detections(xyxy, confidence, class_id, cxcywhr=cxcywhr, labels=labels, extra=extra)
+    return CheckedDetections(dets, kept, problems)
+
+
+def _agrees(exact: tuple, box: tuple) -> bool:
+    """The exact float box still rounds to (or lies within a pixel of) the integer box."""
+    return all(abs(a - b) <= 1.0 for a, b in zip(exact, box))
+
+
+def object_labels(buf: Gst.Buffer, mtd_ids: Sequence[int]) -> list[str]:
+    """The OD type (label) of each OD Mtd id of ``buf``."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    out = []
+    for i in mtd_ids:
+        m = Mtd(int(i), meta)
+        out.append(api.quark_label(api.od_obj_type(byref(m))) if meta else "")
+    return out
+
+
+def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
+    """Each OD Mtd's related classification: ``(class id or -1, label, confidence)`` in the Mtd's order."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return []
+    out = []
+    for od in api.all_of(meta, api.od_type):
+        c = api.related_one(meta, od.id, api.cls_type)
+        entries: list[tuple[int, str, float]] = []
+        if c is not None:
+            for k in range(api.cls_length(byref(c))):
+                entries.append((-1, api.quark_label(api.cls_quark(byref(c), k)), float(api.cls_level(byref(c), k))))
+        out.append(entries)
+    return out
