@@ -353,3 +353,51 @@ def test_meta_auto_writes_roi_where_gstreamer_has_no_analytics(embedded_model):
     assert result.ok, result.error
     used = pipeline.get_by_name("infer").get_property("meta-used")
     assert used == ("analytics" if analytics.available() else "roi")
+
+
+@needs_analytics
+def test_companions_track_and_report_another_producers_detections():
+    """pytracker and pymsgconv on OD Mtds written through GStreamer's own API (no pyinfer Mtds): track ids,
+    labels from the OD type and the related classification, messages with both."""
+    import json
+
+    from pyinfer.elements.msgconv import read_payloads
+
+    GstAnalytics = _gst_analytics()
+    from gi.repository import GLib
+
+    w, h, n = 320, 240, 10
+    pipeline = Gst.parse_launch(
+        f"appsrc name=src caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 format=time ! "
+        "pytracker ! pymsgconv frame-interval=1 ! appsink name=sink"
+    )
+    messages = []
+
+    def probe(pad, info):
+        messages.extend(json.loads(t) for t in read_payloads(info.get_buffer()).texts)
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+
+    def feed(p):
+        src = p.get_by_name("src")
+        for i in range(n):
+            buf = Gst.Buffer.new_allocate(None, w * h * 3, None)
+            buf.pts, buf.duration = i * Gst.SECOND // 30, Gst.SECOND // 30
+            rmeta = GstAnalytics.buffer_add_analytics_relation_meta(buf)
+            ok1, _ = rmeta.add_od_mtd(GLib.quark_from_string("dog"), 10 + 2 * i, 20, 60, 40, 0.9)
+            ok2, od = rmeta.add_od_mtd(0, 200 - 2 * i, 100, 50, 50, 0.8)
+            ok3, cls = rmeta.add_one_cls_mtd(0.8, GLib.quark_from_string("cat"))
+            assert ok1 and ok2 and ok3 and rmeta.set_relation(GstAnalytics.RelTypes.RELATE_TO, od.id, cls.id)
+            src.emit("push-buffer", buf)
+        src.emit("end-of-stream")
+
+    result = run(pipeline, 60, feed=feed)
+    assert result.ok, result.error
+    assert len(messages) == n
+    for m in messages:
+        assert sorted(o["label"] for o in m["objects"]) == ["cat", "dog"]
+        assert all(o["class_id"] == -1 and o["producer_id"] is None for o in m["objects"])
+    late = messages[-1]["objects"]
+    assert all(o["track_id"] is not None for o in late)  # confirmed tracks by the last frame
+    assert len({o["track_id"] for o in late}) == 2
