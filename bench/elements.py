@@ -97,8 +97,8 @@ def bench_library(axis: list, rotated: list, frame: np.ndarray) -> dict[str, flo
         # Frames without inference; fewer than max-age (30), so every track is still predicted at the last one.
         out["tracker_predict" + suffix] = per_frame_ms(lambda _, t=tracker: t.predict(), range(20))
     canvas = frame.copy()
-    ids = {"track_id": np.arange(1, OBJECTS + 1, dtype=np.uint64)}
-    tracked = [Detections(d.xyxy, d.confidence, d.class_id, d.cxcywhr, d.labels, ids) for d in rotated]
+    ids = np.arange(1, OBJECTS + 1, dtype=np.uint64)
+    tracked = [Detections(d.xyxy, d.confidence, d.class_id, d.cxcywhr, d.labels, tracker_id=ids) for d in rotated]
     draw_detections(canvas, tracked[0])  # glyph cache warm, as after the first frames of a stream
     out["draw_100_rotated_tracked"] = per_frame_ms(lambda d: draw_detections(canvas, d), tracked)
     return out

@@ -63,9 +63,10 @@ def detections(seed: int = 0):
     lt = rng.uniform(0, [W - 20, H - 20], (OBJECTS, 2)).astype(np.float32)
     wh = rng.uniform(4, 20, (OBJECTS, 2)).astype(np.float32)
     extra = {"unique_id": np.full(OBJECTS, 15), "model_id": np.zeros(OBJECTS, np.int64),
-             "roi_id": np.arange(OBJECTS), "track_id": np.arange(OBJECTS, dtype=np.uint64)}  # fmt: skip
+             "roi_id": np.arange(OBJECTS)}  # fmt: skip
     return Detections(np.concatenate([lt, lt + wh], 1), rng.random(OBJECTS).astype(np.float32),
-                      rng.integers(0, 3, OBJECTS).astype(np.int32), labels=("a", "b", "c"), extra=extra)  # fmt: skip
+                      rng.integers(0, 3, OBJECTS).astype(np.int32), labels=("a", "b", "c"), extra=extra,
+                      tracker_id=np.arange(OBJECTS, dtype=np.uint64))  # fmt: skip
 
 
 def time_calls(fn, n: int) -> float:

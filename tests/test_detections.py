@@ -150,3 +150,20 @@ def test_detections_are_frozen():
     dets = _dets(2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         dets.labels = ("x",)
+
+
+def test_tracker_id_is_a_typed_field_with_one_sentinel():
+    from pyinfer.detections import UNTRACKED_ID
+
+    xyxy = np.zeros((3, 4), np.float32)
+    d = Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32),
+                   tracker_id=np.array([5, UNTRACKED_ID, 7], np.uint64))  # fmt: skip
+    assert d.tracked().tolist() == [True, False, True]
+    assert d[[2, 1]].tracker_id.tolist() == [7, UNTRACKED_ID]
+    assert Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32)).tracked().tolist() == [False] * 3
+    with pytest.raises(TypeError, match="uint64"):
+        Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32), tracker_id=np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="tracker_id"):
+        Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32), tracker_id=np.array([1], np.uint64))
+    with pytest.raises(ValueError, match="tracker_id field"):
+        Detections(xyxy, np.ones(3, np.float32), np.zeros(3, np.int32), extra={"track_id": np.zeros(3, np.uint64)})

@@ -166,7 +166,7 @@ def test_untracked_objects_have_a_null_track_id_and_tracked_ones_their_id(tmp_pa
     # Issue #18: the untracked sentinel (2**64 - 1, DeepStream's UNTRACKED_OBJECT_ID) leaked into --json.
     dets = _dets(3, 4)
     dets = Detections(dets.xyxy, dets.confidence, dets.class_id, labels=dets.labels,
-                      extra={"track_id": np.array([7, 2**64 - 1, 12], np.uint64)})  # fmt: skip
+                      tracker_id=np.array([7, 2**64 - 1, 12], np.uint64))  # fmt: skip
     path = tmp_path / "det.jsonl"
     write_jsonl(path, [frame_record(0, 0, 640, 480, dets)])
     assert [o["track_id"] for o in json.loads(path.read_text())["objects"]] == [7, None, 12]

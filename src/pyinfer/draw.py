@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pyinfer.detections import UNTRACKED_ID as _UNTRACKED
 from pyinfer.detections import Detections
 
 #: Distinct, readable colours (RGB), one per class id modulo the palette size.
@@ -24,7 +25,6 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )  # fmt: skip
-_UNTRACKED = 0xFFFF_FFFF_FFFF_FFFF  # pyinfer.meta.roi.UNTRACKED_ID (not imported: this module has no GStreamer)
 _FLAT = 1e-6  # radians: a rotated box closer than this to axis-aligned is drawn as one
 
 
@@ -90,7 +90,7 @@ def _order(fmt: str) -> list[int]:
 
 def _tag_parts(detections: Detections, i: int) -> tuple[str, str]:
     """The tag of detection ``i`` in two parts: ``#track label`` (stable over frames) and `` confidence``."""
-    track = detections.extra.get("track_id")
+    track = detections.tracker_id
     head = detections.label(i)
     if track is not None and int(track[i]) != _UNTRACKED:
         head = f"#{int(track[i])} {head}"
@@ -109,7 +109,7 @@ def draw_detections(frame: np.ndarray, detections: Detections, fmt: str = "RGB",
 
     Args:
         frame: (H, W, C) uint8, writable, any strides; C >= 3 (a fourth channel is left as it is).
-        detections: boxes in frame pixels; ``extra["track_id"]`` and ``extra["predicted"]`` are shown when
+        detections: boxes in frame pixels; ``tracker_id`` and ``extra["predicted"]`` are shown when
             present (predicted boxes get 1-pixel lines and no confidence).
         fmt: the pixel format (``RGB``, ``BGRx``, ...): only the channel order matters.
         thickness: line width in pixels.

@@ -21,12 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pyinfer.detections import Detections
+from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import ConfigError
-
-#: ``extra["track_id"]`` of an untracked detection (pyinfer.meta.roi.UNTRACKED_ID, not imported: no GStreamer
-#: here); written as null.
-UNTRACKED_ID = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
@@ -47,8 +43,9 @@ def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detect
         for key, values in detections.extra.items():
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
-        if obj.get("track_id") == UNTRACKED_ID:
-            obj["track_id"] = None  # untracked (DeepStream's UNTRACKED_OBJECT_ID), as in pymsgconv's messages
+        if detections.tracker_id is not None:
+            tid = int(detections.tracker_id[i])
+            obj["track_id"] = None if tid == UNTRACKED_ID else tid  # null: untracked, as in pymsgconv's messages
         objects.append(obj)
     return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
 

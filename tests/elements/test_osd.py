@@ -19,11 +19,12 @@ from support import run
 GREY = 128
 
 
-def _dets(xyxy, cls=(1,), conf=(0.87,), cxcywhr=None, extra=None) -> Detections:
+def _dets(xyxy, cls=(1,), conf=(0.87,), cxcywhr=None, extra=None, tracker_id=None) -> Detections:
     return Detections(
         np.asarray(xyxy, np.float32).reshape(-1, 4), np.asarray(conf, np.float32), np.asarray(cls, np.int32),
         cxcywhr=None if cxcywhr is None else np.asarray(cxcywhr, np.float32).reshape(-1, 5),
         labels=("a", "b", "c"), extra=extra or {},
+        tracker_id=None if tracker_id is None else np.asarray(tracker_id, np.uint64),
     )  # fmt: skip
 
 
@@ -136,15 +137,16 @@ def test_malformed_metadata_is_skipped_with_a_warning_and_counted_while_good_box
 
 
 def test_tags_carry_track_id_label_and_confidence_and_predicted_boxes_no_score():
-    extra = {"track_id": np.array([7, UNTRACKED_ID, 9], np.uint64), "predicted": np.array([False, False, True])}
-    tracked = _dets([[0, 0, 5, 5]] * 3, cls=(0, 1, 2), conf=(0.5, 0.25, 0.75), extra=extra)
+    extra = {"predicted": np.array([False, False, True])}
+    tracked = _dets([[0, 0, 5, 5]] * 3, cls=(0, 1, 2), conf=(0.5, 0.25, 0.75), extra=extra,
+                    tracker_id=[7, UNTRACKED_ID, 9])  # fmt: skip
     assert [label_text(tracked, i) for i in range(3)] == ["#7 a 0.50", "b 0.25", "#9 c"]
     assert text_mask("#7 a 0.50").shape[1] > text_mask("a 0.50").shape[1]
 
 
 def test_predicted_boxes_are_drawn_thin():
     frame = np.full((60, 80, 3), GREY, np.uint8)
-    dets = _dets([10, 30, 60, 50], extra={"track_id": np.array([3], np.uint64), "predicted": np.array([True])})
+    dets = _dets([10, 30, 60, 50], extra={"predicted": np.array([True])}, tracker_id=[3])
     draw_detections(frame, dets, thickness=3)
     assert (frame[50, 35] == PALETTE[1]).all() and (frame[49, 35] == GREY).all()
     solid = np.full((60, 80, 3), GREY, np.uint8)

@@ -70,7 +70,7 @@ def test_interval_2_frames_are_predicted_by_the_tracker_and_idf1_stays_high(scen
     assert len(skipped) == SCENE_FRAMES - math.ceil(SCENE_FRAMES / 3)
     predicted = sum(len(result.detections[i]) for i in skipped)
     assert predicted > 0.8 * sum(len(scene[1][i]) for i in skipped)  # skipped frames carry predicted boxes
-    assert all((result.detections[i].extra["track_id"] != UNTRACKED_ID).all() for i in skipped if predicted)
+    assert all((result.detections[i].tracker_id != UNTRACKED_ID).all() for i in skipped if predicted)
     assert metrics.idf1 >= 0.9, metrics
     assert metrics.mota >= 0.8, metrics
 
@@ -122,7 +122,7 @@ def test_rotated_detections_keep_their_angle_and_stable_ids(run_pipeline):
     pipeline = Gst.parse_launch("appsrc name=src ! pytracker ! appsink name=sink")
     result = run_pipeline(pipeline, feed=lambda p: _push_with_metadata(p.get_by_name("src"), dets))
     assert result.ok, result.error
-    ids = np.stack([d.extra["track_id"] for d in result.detections])  # (frames, 3), in the order written
+    ids = np.stack([d.tracker_id for d in result.detections])  # (frames, 3), in the order written
     assert ids[0].tolist() == [1, 2, 3]
     assert (ids == ids[0]).all()  # the sticks cross around frame 33 without swapping
     for sent, got in zip(dets, result.detections):
@@ -145,7 +145,7 @@ def test_native_and_numpy_backends_give_the_same_ids_in_a_pipeline(run_pipeline)
         assert tracker.get_property("backend-used") == ""  # stopped again
     assert len(results["native"]) == len(results["numpy"]) == 40
     for k, (a, b) in enumerate(zip(results["native"], results["numpy"])):
-        assert a.extra["track_id"].tolist() == b.extra["track_id"].tolist(), k
+        assert a.tracker_id.tolist() == b.tracker_id.tolist(), k
         np.testing.assert_allclose(a.cxcywhr, b.cxcywhr, rtol=0, atol=1e-4)
 
 
@@ -195,7 +195,7 @@ def test_skipped_frames_get_predicted_rotated_boxes_marked_predicted():
     assert len(records) == 30
     for k, (info, got, tracking, boxes) in enumerate(records):
         assert info.inferred == inferred[k]
-        assert got.extra["track_id"].tolist() == [1, 2, 3], k
+        assert got.tracker_id.tolist() == [1, 2, 3], k
         assert [t.get_value("predicted") for t in tracking] == [not inferred[k]] * 3
         if inferred[k]:
             continue
@@ -264,7 +264,7 @@ def test_malformed_metadata_is_skipped_with_a_warning_and_counted():
     assert pipeline.get_by_name("tracker").get_property("skipped-metas") == 12
     assert len(result.warnings) == 1  # rate-limited: one per 5 s
     assert "malformed" in result.warnings[0] and "ROI 1" in result.warnings[0]
-    assert [r.detections.extra["track_id"].tolist() for r in out] == [[1]] * 4  # the good one is tracked
+    assert [r.detections.tracker_id.tolist() for r in out] == [[1]] * 4  # the good one is tracked
     assert all(len(r.problems) == 3 for r in out)  # the bad ones pass on, untouched
 
 
@@ -302,7 +302,7 @@ def test_stream_start_and_flush_forget_the_tracks(event):
         src.emit("end-of-stream")
 
     result_holder = []
-    _collect(pipeline, "out", lambda buf: result_holder.append(int(read_detections(buf).extra["track_id"][0])))
+    _collect(pipeline, "out", lambda buf: result_holder.append(int(read_detections(buf).tracker_id[0])))
     result = run(pipeline, 30, feed)
     assert result.ok, result.error
     ids = result_holder

@@ -40,7 +40,7 @@ def assert_matches(message: dict, dets: Detections, *, frame_number: int, pts_ns
         assert obj["producer_id"] == (unique_id if unique_id >= 0 else None)
         model_id = int(dets.extra["model_id"][i])
         assert obj["model_id"] == (model_id if model_id >= 0 else None)
-        track = int(dets.extra["track_id"][i]) if "track_id" in dets.extra else UNTRACKED
+        track = int(dets.tracker_id[i]) if dets.tracker_id is not None else UNTRACKED
         assert obj["track_id"] == (None if track == UNTRACKED else track)
         if dets.cxcywhr is None:
             assert obj["rotated_bbox"] is None

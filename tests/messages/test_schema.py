@@ -33,14 +33,13 @@ def _dets(rotated: bool = False, tracked: bool = True) -> Detections:
         "model_id": np.array([2, -1], np.int64),
         "roi_id": np.array([0, 1], np.int64),
     }
-    if tracked:
-        extra["track_id"] = np.array([42, UNTRACKED], np.uint64)
+    tracker_id = np.array([42, UNTRACKED], np.uint64) if tracked else None
     cxcywhr = None
     if rotated:
         cxcywhr = np.array([[60.5, 120.25, 80.0, 40.0, math.radians(30)], [320.25, 65.0625, 40.5, 50.125, 0.0]],
                            np.float32)  # fmt: skip
     return Detections(xyxy, np.array([0.9731, 0.5], np.float32), np.array([1, 0], np.int32), cxcywhr=cxcywhr,
-                      labels=("circle", "square"), extra=extra)  # fmt: skip
+                      labels=("circle", "square"), extra=extra, tracker_id=tracker_id)  # fmt: skip
 
 
 def _build(dets: Detections, **kw) -> list[dict]:
@@ -174,8 +173,9 @@ def test_any_finite_detections_make_schema_valid_messages(boxes, seed, per_objec
     n = len(boxes)
     ltwh = np.array(boxes, np.float32).reshape(n, 4)
     xyxy = np.concatenate([ltwh[:, :2], ltwh[:, :2] + ltwh[:, 2:]], axis=1)
-    extra = {"track_id": rng.integers(0, 2**63, n, dtype=np.uint64), "unique_id": rng.integers(-1, 99, n)}
-    dets = Detections(xyxy, rng.random(n).astype(np.float32), rng.integers(-1, 5, n).astype(np.int32), extra=extra)
+    extra = {"unique_id": rng.integers(-1, 99, n)}
+    dets = Detections(xyxy, rng.random(n).astype(np.float32), rng.integers(-1, 5, n).astype(np.int32), extra=extra,
+                      tracker_id=rng.integers(0, 2**63, n, dtype=np.uint64))  # fmt: skip
     texts = MessageBuilder().build(_header(), dets, per_object=per_object)
     assert len(texts) == (n if per_object else 1)
     for text in texts:

@@ -72,7 +72,7 @@ def test_written_detections_read_back_exactly(rotated):
     assert got.extra["model_id"].tolist() == [3, 3, 3]
     assert got.extra["roi_id"].tolist() == [0, 1, 2]
     assert got.extra["mtd_id"].tolist() == ids
-    assert "track_id" not in got.extra
+    assert got.tracker_id is None
     if rotated:
         np.testing.assert_array_equal(got.cxcywhr, dets.cxcywhr)
     else:
@@ -172,7 +172,7 @@ def test_track_ids_are_tracking_mtds_related_to_the_objects():
     ids = analytics.write_detections(buf, _dets())
     analytics.set_track_ids(buf, [ids[0], ids[2]], [41, 2**64 - 2], pts=buf.pts, first_seen=[Gst.SECOND, buf.pts])
     got = read_detections(buf)
-    assert got.extra["track_id"].tolist() == [41, roi.UNTRACKED_ID, 2**64 - 2]
+    assert got.tracker_id.tolist() == [41, roi.UNTRACKED_ID, 2**64 - 2]
     assert got.extra["predicted"].tolist() == [False, False, False]
     rmeta = GstAnalytics.buffer_get_analytics_relation_meta(buf)
     tracks = [m for m in rmeta if isinstance(m, GstAnalytics.TrackingMtd)]
@@ -241,7 +241,7 @@ def test_pyinfer_writes_analytics_by_default_and_companions_read_it(embedded_mod
     assert all(has and n_roi == 0 for has, n_roi, _ in seen)  # analytics only (the payload is not a detection)
     total = sum(len(d) for _, _, d in seen)
     assert total >= len(frames)  # the scene has objects in every frame
-    tracked = [d for _, _, d in seen if "track_id" in d.extra]
+    tracked = [d for _, _, d in seen if d.tracker_id is not None]
     assert tracked, "pytracker wrote no tracking Mtds"
     assert all(f is not None and f.inferred for f in result.frames)
 
@@ -264,8 +264,10 @@ def test_meta_both_writes_the_same_detections_twice_and_tracks_both(embedded_mod
     for a, r in seen:
         np.testing.assert_array_equal(a.xyxy, r.xyxy)
         np.testing.assert_array_equal(a.class_id, r.class_id)
-        assert a.extra.get("track_id", np.array([])).tolist() == r.extra.get("track_id", np.array([])).tolist()
-    assert any("track_id" in a.extra for a, _ in seen)
+        assert (a.tracker_id is None) == (r.tracker_id is None)
+        if a.tracker_id is not None:
+            assert a.tracker_id.tolist() == r.tracker_id.tolist()
+    assert any(a.tracker_id is not None for a, _ in seen)
 
 
 @needs_analytics
@@ -280,7 +282,7 @@ def test_interval_frames_get_predicted_analytics_detections(embedded_model):
     assert any(len(d) for d in predicted)
     for d in predicted:
         if len(d):
-            assert d.extra["predicted"].all() and (d.extra["track_id"] != roi.UNTRACKED_ID).all()
+            assert d.extra["predicted"].all() and (d.tracker_id != roi.UNTRACKED_ID).all()
 
 
 @needs_analytics

@@ -181,7 +181,7 @@ def test_axis_aligned_detections_read_back_without_rotation_or_track_ids():
     dets = _random_detections(np.random.default_rng(5), 3, 100, 100, ("a",))
     back = read_detections(_write(dets))
     assert back.cxcywhr is None
-    assert "track_id" not in back.extra
+    assert back.tracker_id is None
 
 
 def test_track_ids_set_on_existing_metas_are_read_back_as_uint64():
@@ -190,8 +190,8 @@ def test_track_ids_set_on_existing_metas_are_read_back_as_uint64():
     set_track_id(metas[0], 2**40 + 7, age=3)
     set_track_id(metas[2], 5)
     back = read_detections(buf)
-    assert back.extra["track_id"].dtype == np.uint64
-    assert back.extra["track_id"].tolist() == [2**40 + 7, UNTRACKED_ID, 5]
+    assert back.tracker_id.dtype == np.uint64
+    assert back.tracker_id.tolist() == [2**40 + 7, UNTRACKED_ID, 5]
     assert metas[0].get_param("tracking").get_value("age") == 3
 
 

@@ -228,7 +228,7 @@ def test_set_track_ids_by_pointer_matches_set_track_id(slow):
                 roi.set_track_ids(read.metas, range(0, 20, 3), [i * 7 for i in range(0, 20, 3)], predicted=False)
         bufs.append(buf)
     assert dump(bufs[0], range(20)) == dump(bufs[1], range(20))
-    assert roi.read_detections(bufs[0]).extra["track_id"][::3].tolist() == [i * 7 for i in range(0, 20, 3)]
+    assert roi.read_detections(bufs[0]).tracker_id[::3].tolist() == [i * 7 for i in range(0, 20, 3)]
 
 
 @pytest.mark.parametrize(

@@ -121,4 +121,4 @@ def test_forced_fallback_gives_the_same_results(no_native):
     assert prob_a == prob_b
     _same_detections(det_a, det_b)
     _same_detections(chk_a, chk_b)
-    assert det_a.extra["track_id"][::2].tolist() == list(range(100, 113))
+    assert det_a.tracker_id[::2].tolist() == list(range(100, 113))

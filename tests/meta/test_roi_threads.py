@@ -146,7 +146,7 @@ def _expected(frames) -> dict[tuple, tuple]:
             assert len(dets) == p[size]
             assert (dets.extra["unique_id"] == uid).all()
             assert (dets.cxcywhr is not None) == p["rotated"]
-            assert ("track_id" in dets.extra) == p["tracked"]
+            assert (dets.tracker_id is not None) == p["tracked"]
             assert want[uid, size, 0][1] == roi.FrameInfo(not p["rotated"], uid, p["model_id"])
     assert want["shared", 0][0].extra["unique_id"].tolist() == [101] * 40 + [202] * 12
     return want

@@ -108,7 +108,7 @@ def test_predict_moves_tracks_matched_at_the_last_inference_and_counts_frames():
     tracker.update(_dets([_box(150, 100)]))  # the second object is missed now: lost, not predicted
     first = tracker.predict()
     second = tracker.predict()
-    assert first.extra["track_id"].tolist() == [1] == second.extra["track_id"].tolist()
+    assert first.tracker_id.tolist() == [1] == second.tracker_id.tolist()
     assert second.extra["frames_since_update"].tolist() == [2]
     cx = (second.xyxy[0, 0] + second.xyxy[0, 2]) / 2
     assert cx == pytest.approx(160, abs=1.5)  # 150 + 2 frames * 5 px
@@ -130,7 +130,7 @@ def test_rotated_objects_keep_ids_and_the_representation_flips_do_not_disturb_th
         assert ids.tolist() == [1, 2], k
     state = tracker.tracks()
     assert state.cxcywhr is not None
-    got = state.cxcywhr[np.argsort(state.extra["track_id"])]
+    got = state.cxcywhr[np.argsort(state.tracker_id)]
     np.testing.assert_allclose(got[:, 2:4], [[60, 16], [60, 16]], atol=1.0)
     assert (np.abs(got[:, 4]) <= math.pi / 2).all()  # reported in [-pi/2, pi/2): a half turn is the same box
     error = (got[:, 4] - np.array([0.05 * 39, -0.05 * 39]) + math.pi / 2) % math.pi - math.pi / 2

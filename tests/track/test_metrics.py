@@ -15,11 +15,10 @@ from pyinfer.track.metrics import evaluate_tracking, evaluate_tracking_records, 
 def _frame(boxes, ids, key, cls=None) -> Detections:
     xyxy = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(xyxy)
-    dtype = np.uint64 if key == "track_id" else np.int64
-    return Detections(
-        xyxy, np.ones(n, np.float32), np.zeros(n, np.int32) if cls is None else np.asarray(cls, np.int32),
-        extra={key: np.asarray(ids, dtype)} if n else {},
-    )  # fmt: skip
+    cls_arr = np.zeros(n, np.int32) if cls is None else np.asarray(cls, np.int32)
+    if key == "track_id":
+        return Detections(xyxy, np.ones(n, np.float32), cls_arr, tracker_id=np.asarray(ids, np.uint64) if n else None)
+    return Detections(xyxy, np.ones(n, np.float32), cls_arr, extra={key: np.asarray(ids, np.int64)} if n else {})
 
 
 A, B = [0, 0, 10, 10], [100, 0, 110, 10]
@@ -104,7 +103,7 @@ def test_frame_count_mismatch_and_missing_ids_are_config_errors():
     with pytest.raises(ConfigError, match="frames of hypotheses"):
         evaluate_tracking([], _truth(1))
     no_ids = Detections(np.array([A], np.float32), np.ones(1, np.float32), np.zeros(1, np.int32))
-    with pytest.raises(ConfigError, match="track_id"):
+    with pytest.raises(ConfigError, match="tracker_id"):
         evaluate_tracking([no_ids], _truth(1))
 
 

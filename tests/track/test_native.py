@@ -54,7 +54,7 @@ def _run_both(frames, cfg: TrackerConfig, *, predict_every: int = 0, configs=Non
 
 
 def _assert_same_detections(got: Detections, want: Detections) -> None:
-    np.testing.assert_array_equal(got.extra["track_id"], want.extra["track_id"])
+    np.testing.assert_array_equal(got.tracker_id, want.tracker_id)
     np.testing.assert_array_equal(got.extra["frames_since_update"], want.extra["frames_since_update"])
     np.testing.assert_array_equal(got.class_id, want.class_id)
     np.testing.assert_array_equal(got.confidence, want.confidence)

@@ -28,12 +28,12 @@ import time
 import numpy as np
 
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo
-from pyinfer.detections import Detections
+from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.errors import ConfigError
 from pyinfer.meta import analytics, read_detections_checked, read_frame_info
-from pyinfer.meta.roi import UNTRACKED_ID, roi_metas, set_track_id, set_track_ids, write_detections
 from pyinfer.meta.roi import read_frame_info as roi_frame_info
+from pyinfer.meta.roi import roi_metas, set_track_id, set_track_ids, write_detections
 from pyinfer.track.bytetrack import BACKENDS, IOU_MODES, ByteTracker, Tracker, TrackerConfig
 
 _RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
@@ -291,10 +291,11 @@ class TrackerElement(GstBase.BaseTransform):
             xyxy[visible], pred.confidence[visible], cls,
             cxcywhr=None if pred.cxcywhr is None else pred.cxcywhr[visible], labels=labels,
             extra={k: v[visible] for k, v in pred.extra.items()},
+            tracker_id=None if pred.tracker_id is None else pred.tracker_id[visible],
         )  # fmt: skip
-        if len(pred) == 0:
+        if len(pred) == 0 or pred.tracker_id is None:
             return
-        ids = pred.extra["track_id"].tolist()
+        ids = pred.tracker_id.tolist()
         since = pred.extra["frames_since_update"].tolist()
         if analytics.has_analytics(buf):
             pts = int(buf.pts)

@@ -28,13 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from pyinfer.detections import Detections
+from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import PyInferError
 
 SCHEMA_VERSION = "1.0"
 MESSAGE_TYPES = ("frame", "object")
-#: track_id of an untracked detection in ``Detections.extra`` (DeepStream's UNTRACKED_OBJECT_ID); null in messages.
-UNTRACKED_ID = 0xFFFF_FFFF_FFFF_FFFF
 _BOX_DECIMALS = 3  # 1/1000 px: far below any detector's precision, keeps messages short
 _SCORE_DECIMALS = 6
 
@@ -82,7 +80,8 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
 
     Args:
         detections: one frame's detections. ``extra`` may hold ``roi_id`` (the object's ``index``),
-            ``unique_id`` and ``model_id`` (-1: unknown) and ``track_id`` (uint64, :data:`UNTRACKED_ID`: none).
+            ``unique_id`` and ``model_id`` (-1: unknown); ``tracker_id`` (uint64, :data:`UNTRACKED_ID`: none) gives
+            ``track_id``.
         labels: per-detection labels that replace ``detections.label(i)`` where not None (e.g. the ROI
             type of another producer's meta, which has no class id).
 
@@ -111,8 +110,8 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
     producer = _optional_ids(extra.get("unique_id"), n)
     model = _optional_ids(extra.get("model_id"), n)
     tracks: list[int | None] = [None] * n
-    if "track_id" in extra:
-        tracks = [None if t == UNTRACKED_ID else t for t in extra["track_id"].astype(np.uint64).tolist()]
+    if detections.tracker_id is not None:
+        tracks = [None if t == UNTRACKED_ID else t for t in detections.tracker_id.tolist()]
     rotated: list[dict[str, float] | None] = [None] * n
     if detections.cxcywhr is not None:
         rot = detections.cxcywhr.astype(np.float64)

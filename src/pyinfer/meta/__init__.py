@@ -23,7 +23,7 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     """The detections ``buf`` carries: its GstAnalytics object detections if it has any, else its ROI metas.
 
     See :func:`pyinfer.meta.analytics.read_detections` and :func:`pyinfer.meta.roi.read_detections` for
-    ``extra``; both give ``unique_id``, ``model_id``, ``roi_id`` and, when tracked, ``track_id``.
+    ``extra``; both give ``unique_id``, ``model_id``, ``roi_id`` and, when tracked, ``tracker_id``.
     """
     if analytics.has_analytics(buf):
         got = analytics.read_detections(buf, labels)

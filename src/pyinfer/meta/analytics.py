@@ -69,8 +69,8 @@ from typing import Any
 import numpy as np
 
 from pyinfer._gi import Gst
-from pyinfer.detections import Detections
-from pyinfer.meta.roi import UNTRACKED_ID, FrameInfo
+from pyinfer.detections import UNTRACKED_ID, Detections
+from pyinfer.meta.roi import FrameInfo
 
 DETECTION_MTD = "pyinfer-detection"
 FRAME_MTD = "pyinfer-frame"
@@ -429,8 +429,8 @@ def write_predicted(
     buf: Gst.Buffer, detections: Detections, *, unique_id: int, model_id: int, pts: int = CLOCK_TIME_NONE,
     first_seen: Iterable[int] | None = None,
 ) -> list[int]:  # fmt: skip
-    """A tracker's predicted boxes (``extra["track_id"]``, ``extra["frames_since_update"]``): OD, cls and pyinfer
-    Mtds flagged predicted, and their tracking Mtds."""
+    """A tracker's predicted boxes (``tracker_id``, ``extra["frames_since_update"]``): OD, cls and pyinfer Mtds
+    flagged predicted, and their tracking Mtds."""
     api = _require()
     meta = api.get_meta(hash(buf))
     first_index = 0
@@ -439,7 +439,9 @@ def write_predicted(
     ages = detections.extra["frames_since_update"].tolist() if "frames_since_update" in detections.extra else None
     ids = _write(api, buf, detections, unique_id=unique_id, model_id=model_id, first_index=first_index,
                  predicted=True, ages=ages)  # fmt: skip
-    set_track_ids(buf, ids, detections.extra["track_id"].tolist(), pts=pts, first_seen=first_seen)
+    if detections.tracker_id is None:
+        raise ValueError("predicted detections need tracker_id")
+    set_track_ids(buf, ids, detections.tracker_id.tolist(), pts=pts, first_seen=first_seen)
     return ids
 
 
@@ -459,8 +461,8 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     """The detections of ``buf``'s OD Mtds (see the module docs), or None if it has no analytics meta.
 
     ``extra`` has ``unique_id`` (-1 for other producers), ``model_id``, ``roi_id`` (the pyinfer index, or the
-    OD Mtd id), ``mtd_id`` (the OD Mtd id), and ``track_id`` (uint64, :data:`UNTRACKED_ID` where none) and
-    ``predicted`` when any detection is tracked.
+    OD Mtd id), ``mtd_id`` (the OD Mtd id), and ``predicted`` when any detection is tracked; ``tracker_id``
+    (uint64, :data:`UNTRACKED_ID` where none) then too.
     """
     api = _api()
     if api is None:
@@ -573,8 +575,9 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
     extra: dict[str, np.ndarray] = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id, "mtd_id": mtd_id}
+    tracker_id = None
     if (track_id != UNTRACKED_ID).any():
-        extra["track_id"] = track_id
+        tracker_id = track_id
         extra["predicted"] = predicted
     foreign = [row[7] for row in rows if row[8] is None]
     if foreign:
@@ -585,7 +588,7 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
         ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
         aligned = np.concatenate([ltwh[:, :2] + ltwh[:, 2:] / 2, ltwh[:, 2:], np.zeros((m, 1), np.float32)], axis=1)
         cxcywhr = np.where(has_rot[:, None], rot, aligned).astype(np.float32)
-    dets = Detections(xyxy, confidence, class_id, cxcywhr=cxcywhr, labels=labels, extra=extra)
+    dets = Detections(xyxy, confidence, class_id, cxcywhr=cxcywhr, labels=labels, extra=extra, tracker_id=tracker_id)
     return CheckedDetections(dets, kept, problems)
 
 

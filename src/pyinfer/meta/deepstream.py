@@ -129,7 +129,7 @@ def _rows(dets: Detections, width: int, height: int, *, rotation_field: bool) ->
 
 
 #: Detections.extra keys that are bookkeeping, not attributes of the object.
-_NOT_ATTRIBUTES = frozenset({"unique_id", "model_id", "roi_id", "track_id"})
+_NOT_ATTRIBUTES = frozenset({"unique_id", "model_id", "roi_id", "mtd_id", "predicted", "foreign_label"})
 
 
 def _attributes(dets: Detections) -> list[dict] | None:

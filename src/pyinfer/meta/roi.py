@@ -45,7 +45,7 @@ from typing import Any, cast
 import numpy as np
 
 from pyinfer._gi import GLib, GObject, Gst, GstVideo
-from pyinfer.detections import Detections
+from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.meta import _roi_c, _roi_native
 
 PARAM_NAME = "detection"
@@ -55,8 +55,6 @@ CLASSIFICATION_PARAM = "classification"
 FRAME_PARAM = "frame"
 FRAME_ROI_TYPE = "pyinfer-frame"
 FRAME_ID = 2**31 - 1  # the frame record's ROI id: out of the 0..N-1 range of detections
-#: object_id of an untracked detection, as DeepStream's UNTRACKED_OBJECT_ID.
-UNTRACKED_ID = 0xFFFF_FFFF_FFFF_FFFF
 _ROI_API = None
 
 
@@ -419,7 +417,7 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
 
     Returns:
         Detections with ``extra["unique_id"]`` (producer id, -1 if unknown), ``extra["model_id"]`` and
-        ``extra["roi_id"]``; ``extra["track_id"]`` (uint64, :data:`UNTRACKED_ID` where none) when a tracker
+        ``extra["roi_id"]``; ``tracker_id`` (uint64, :data:`UNTRACKED_ID` where none) when a tracker
         set any; ``cxcywhr`` when any detection is rotated.
     """
     if _fast() is not None and (nat := _native()) is not None:
@@ -471,8 +469,7 @@ def _finish_read(out: tuple, names: dict[int, str], labels: tuple[str, ...]) -> 
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
     extra = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id}
-    if (track_id != UNTRACKED_ID).any():
-        extra["track_id"] = track_id
+    tracker_id = track_id if (track_id != UNTRACKED_ID).any() else None
     has_rot = ~np.isnan(rot[:, 4])
     cxcywhr = None
     if has_rot.any():
@@ -480,7 +477,7 @@ def _finish_read(out: tuple, names: dict[int, str], labels: tuple[str, ...]) -> 
         ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
         aligned = np.concatenate([ltwh[:, :2] + ltwh[:, 2:] / 2, ltwh[:, 2:], np.zeros((n, 1), np.float32)], axis=1)
         cxcywhr = np.where(has_rot[:, None], rot, aligned).astype(np.float32)
-    return Detections(xyxy, conf, cls, cxcywhr=cxcywhr, labels=labels, extra=extra)
+    return Detections(xyxy, conf, cls, cxcywhr=cxcywhr, labels=labels, extra=extra, tracker_id=tracker_id)
 
 
 _ROTATED_FIELDS = ("rotated-cx", "rotated-cy", "rotated-width", "rotated-height", "angle-rad")
@@ -560,8 +557,8 @@ class CheckedDetections:
     """What :func:`read_detections_checked` read from one buffer.
 
     Attributes:
-        detections: the well-formed detections, in ROI id order; ``extra`` has ``roi_id``, and ``track_id``
-            (uint64, :data:`UNTRACKED_ID` where none) and ``predicted`` (bool) when any meta is tracked.
+        detections: the well-formed detections, in ROI id order; ``extra`` has ``roi_id``; ``tracker_id``
+            (uint64, :data:`UNTRACKED_ID` where none) and ``extra["predicted"]`` (bool) when any meta is tracked.
         metas: the ROI meta of each detection (aligned with ``detections``), e.g. for :func:`set_track_id`.
         problems: one line per skipped (malformed) ROI meta, naming its id and what is wrong.
     """
@@ -757,8 +754,9 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
     xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
     labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if names and min(names) >= 0 else ()
     extra = {"roi_id": np.array(ids, np.int64)}
+    tracker_id = None
     if n_tracked:
-        extra["track_id"] = np.array([tr[0] for tr in tracks], np.uint64)
+        tracker_id = np.array([tr[0] for tr in tracks], np.uint64)
         extra["predicted"] = np.array([tr[1] for tr in tracks], bool)
     cxcywhr = None
     has_rot = np.array([r is not None for r in rot_rows])
@@ -766,8 +764,9 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
         aligned = np.concatenate([box[:, :2] + box[:, 2:4] / 2, box[:, 2:4], np.zeros((n, 1))], axis=1)
         cxcywhr = np.where(has_rot[:, None], rot_arr, aligned).astype(np.float32)
     dets = Detections(
-        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra
-    )
+        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra,
+        tracker_id=tracker_id,
+    )  # fmt: skip
     return CheckedDetections(dets, good, problems)
 
 
@@ -909,16 +908,18 @@ def _native_checked(r: _roi_native.Scratch, n: int, buf: Gst.Buffer, tracking: b
     xyxy = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], axis=1).astype(np.float32)
     labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1)) if min(names) >= 0 else ()
     extra: dict[str, np.ndarray] = {"roi_id": np.array(ids, np.int64)}
+    tracker_id = None
     if n_tracked:
-        extra["track_id"] = tid
+        tracker_id = tid
         extra["predicted"] = pred.copy()
     cxcywhr = None
     if has_rot.any():
         aligned = np.concatenate([box[:, :2] + box[:, 2:4] / 2, box[:, 2:4], np.zeros((m, 1))], axis=1)
         cxcywhr = np.where(has_rot[:, None], rot_arr, aligned).astype(np.float32)
     dets = Detections(
-        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra
-    )
+        xyxy, box[:, 4].astype(np.float32), box[:, 5].astype(np.int32), cxcywhr=cxcywhr, labels=labels, extra=extra,
+        tracker_id=tracker_id,
+    )  # fmt: skip
     return CheckedDetections(dets, good, problems)
 
 
@@ -926,8 +927,12 @@ def _same_detections(a: Detections, b: Detections) -> bool:
     arrays = [(getattr(a, k), getattr(b, k)) for k in ("xyxy", "confidence", "class_id")]
     if (a.cxcywhr is None) != (b.cxcywhr is None) or a.labels != b.labels or a.extra.keys() != b.extra.keys():
         return False
+    if (a.tracker_id is None) != (b.tracker_id is None):
+        return False
     if a.cxcywhr is not None:
         arrays.append((a.cxcywhr, b.cxcywhr))
+    if a.tracker_id is not None:
+        arrays.append((a.tracker_id, b.tracker_id))
     arrays += [(a.extra[k], b.extra[k]) for k in a.extra]
     return all(x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in arrays)
 

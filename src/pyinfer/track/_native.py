@@ -223,7 +223,7 @@ def compare(a, b, frames: list[Detections], *, predict_every: int = 4) -> str | 
             return f"frame {k}: ids {ia.tolist()} != {ib.tolist()}"
         if k % predict_every == predict_every - 1:
             pa, pb = a.predict(), b.predict()
-            if not np.array_equal(pa.extra["track_id"], pb.extra["track_id"]):
+            if not np.array_equal(pa.tracker_id, pb.tracker_id):
                 return f"frame {k}: predicted ids differ"
             if not np.allclose(pa.xyxy, pb.xyxy, rtol=0, atol=1e-3):
                 return f"frame {k}: predicted boxes differ"

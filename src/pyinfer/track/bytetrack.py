@@ -34,14 +34,15 @@ from typing import Protocol
 
 import numpy as np
 
+from pyinfer.detections import UNTRACKED_ID as _UNTRACKED
 from pyinfer.detections import Detections
 from pyinfer.errors import ConfigError
 from pyinfer.ops.rotated import enclosing_xyxy, rotated_iou, xyxy_to_cxcywhr
 from pyinfer.track import kalman
 from pyinfer.track.assignment import greedy_match
 
-#: Track id of a detection that belongs to no confirmed track (same value as ``pyinfer.meta.roi.UNTRACKED_ID``).
-UNTRACKED_ID = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+#: Track id of a detection that belongs to no confirmed track (:data:`pyinfer.detections.UNTRACKED_ID`).
+UNTRACKED_ID = np.uint64(_UNTRACKED)
 IOU_MODES = ("auto", "axis", "rotated")
 LOW_MATCH_IOU = 0.5  # ByteTrack's second association (its 1 - 0.5 distance)
 TENTATIVE_MATCH_IOU = 0.3  # ByteTrack's unconfirmed association (its 1 - 0.7 distance)
@@ -248,7 +249,7 @@ class NumpyByteTracker:
 
         Returns:
             Detections (boxes of the predicted tracks, their last class and score; ``cxcywhr`` when any of
-            them is rotated) with ``extra["track_id"]`` (uint64) and ``extra["frames_since_update"]`` (int64).
+            them is rotated) with ``tracker_id`` (uint64) and ``extra["frames_since_update"]`` (int64).
         """
         self._advance()
         keep = self._since <= self.config.max_age
@@ -316,7 +317,8 @@ def track_detections(
         confidence=score.copy(),
         class_id=cls.copy(),
         cxcywhr=boxes.astype(np.float32) if rotated.any() else None,
-        extra={"track_id": track_id.copy(), "frames_since_update": since.copy()},
+        extra={"frames_since_update": since.copy()},
+        tracker_id=track_id.astype(np.uint64),
     )
 
 

@@ -3,7 +3,7 @@
 Both sides are sequences of per-frame :class:`~pyinfer.detections.Detections` aligned by frame: the truth
 with ``extra["object_id"]`` (as :func:`pyinfer.jsonl.record_detections` reads scene truth, or
 :func:`truth_detections` builds from :class:`~pyinfer.scene.SceneObject`), the tracker's output with
-``extra["track_id"]`` (detections without an id, :data:`~pyinfer.track.UNTRACKED_ID`, are not hypotheses).
+``tracker_id`` (detections without an id, :data:`~pyinfer.track.UNTRACKED_ID`, are not hypotheses).
 
 Definitions (Bernardin & Stiefelhagen 2008; Ristani et al. 2016, as py-motmetrics computes them):
 
@@ -104,6 +104,10 @@ def truth_detections(objects: Sequence[Any]) -> Detections:
 def _ids(dets: Detections, key: str, side: str, frame: int) -> np.ndarray:
     if len(dets) == 0:
         return np.zeros(0, np.int64)
+    if key == "tracker_id":
+        if dets.tracker_id is None:
+            raise ConfigError(f"{side} frame {frame}: detections carry no tracker_id")
+        return dets.tracker_id
     if key not in dets.extra:
         raise ConfigError(f"{side} frame {frame}: detections carry no {key!r}")
     return dets.extra[key]
@@ -129,7 +133,7 @@ def evaluate_tracking(
     """Score a tracker's output against ground truth, frame by frame.
 
     Args:
-        hypotheses: per frame, the tracker's detections with ``extra["track_id"]``.
+        hypotheses: per frame, the tracker's detections with ``tracker_id``.
         truth: per frame, the truth with ``extra["object_id"]``; as many frames as ``hypotheses``.
         iou_threshold: the IoU a (truth, hypothesis) pair needs to match.
         class_aware: pairs must also have the same class.
@@ -149,7 +153,7 @@ def evaluate_tracking(
     truth_totals: dict[int, int] = {}
     hyp_totals: dict[int, int] = {}
     for frame, (hyp, gt) in enumerate(zip(hypotheses, truth)):
-        hyp_ids = _ids(hyp, "track_id", "hypotheses", frame)
+        hyp_ids = _ids(hyp, "tracker_id", "hypotheses", frame)
         keep = hyp_ids != UNTRACKED_ID if hyp_ids.dtype == np.uint64 else np.ones(len(hyp_ids), bool)
         if not keep.all():
             hyp, hyp_ids = hyp[keep], hyp_ids[keep]
@@ -254,9 +258,14 @@ def evaluate_tracking_records(
                 values[~known] = UNTRACKED_ID
             elif not known.all():
                 raise ConfigError(f"frame {rec['frame']}: truth objects need {key!r}")
-            out[rec["frame"]] = Detections(
-                dets.xyxy, dets.confidence, dets.class_id, extra={key: values} if len(dets) else {}
-            )
+            if dtype is np.uint64:
+                out[rec["frame"]] = Detections(
+                    dets.xyxy, dets.confidence, dets.class_id, tracker_id=values if len(dets) else None
+                )
+            else:
+                out[rec["frame"]] = Detections(
+                    dets.xyxy, dets.confidence, dets.class_id, extra={key: values} if len(dets) else {}
+                )
         return out
 
     preds = by_frame(pred_records, "track_id", np.uint64)
