@@ -128,7 +128,7 @@ def load_raw(path: Path):
 # -- pipelines ----------------------------------------------------------------------------------------------
 def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, timeout_s: float = 300.0) -> dict:
     """Fill appsrc with n_push buffers + EOS, play, time buffers at the sink from buffer ``skip`` on."""
-    from pyinfer._gi import Gst, GstVideo
+    from pyinfer._gi import Gst
 
     try:
         from pyinfer._gi import copy_buffer
@@ -144,13 +144,14 @@ def run_pipeline(desc: str, bufs: list, w: int, h: int, n_push: int, skip: int, 
     for prop in ("max-bytes", "max-buffers", "max-time"):
         if src.find_property(prop) is not None:
             src.set_property(prop, 0)  # unlimited: the whole run is queued before PLAYING
-    roi_api = GstVideo.VideoRegionOfInterestMeta.get_info().api
+    from pyinfer.meta import read_detections  # whichever metadata the element wrote (GstAnalytics or ROI)
+
     stamps: list[float] = []
     metas = [0]
 
     def probe(pad, info):
         stamps.append(time.perf_counter())
-        metas[0] += info.get_buffer().get_n_meta(roi_api)
+        metas[0] += len(read_detections(info.get_buffer()))
         return Gst.PadProbeReturn.OK
 
     sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)

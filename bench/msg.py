@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyinfer
     from pyinfer._gi import Gst
     from pyinfer.messages import FrameHeader, MessageBuilder
-    from pyinfer.meta.roi import read_detections
+    from pyinfer.meta import read_detections
 
     pyinfer.register()
     dets = detections()

@@ -67,7 +67,7 @@ def main() -> int:
 
     pyinfer.register()
     from pyinfer._gi import Gst
-    from pyinfer.meta.roi import read_detections
+    from pyinfer.meta import read_detections
 
     model = build_model(Path(tempfile.mkdtemp()) / "soak.torchscript")
     pipeline = Gst.parse_launch(

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def track(frames: list[np.ndarray], interval: int, tracker_props: str) -> tuple[list, float]:
     """Run the frames through pyinfer ! pytracker; returns the read-back detections per frame and seconds."""
     from pyinfer._gi import Gst
-    from pyinfer.meta.roi import read_detections
+    from pyinfer.meta import read_detections
     from pyinfer.zoo import get_model
 
     h, w, _ = frames[0].shape

@@ -182,27 +182,44 @@ def test_staging_copies_strided_host_planes_exactly():
     assert torch.equal(slot[0][1], src)
 
 
-@pytest.mark.parametrize("rows", [1, 7, 1080])
-def test_copies_on_the_copy_threads_give_every_row_of_every_plane(rows):
-    """A 1080p plane is split into row bands copied on several threads; small planes in one band."""
+@pytest.mark.parametrize(("rows", "batch"), [(1, 3), (7, 3), (1080, 1), (1080, 3)])
+def test_copies_on_the_copy_threads_give_every_row_of_every_plane(rows, batch):
+    """A 1080p plane of a batch of one is split into row bands copied on several threads; small planes in one band."""
     import torch
 
     from pyinfer.pipeline import wait_all
 
     shapes = [(rows, 1920, 3), ((rows + 1) // 2, 960, 2)]
-    ring = StagingRing(shapes, 3)
+    ring = StagingRing(shapes, batch)
     slot = ring.acquire()
     for t in slot:
         t.zero_()
     gen = torch.Generator().manual_seed(rows)
     full = [torch.randint(0, 256, (r, c + 5, p), dtype=torch.uint8, generator=gen) for r, c, p in shapes]
     planes = [f[:, 5:] for f in full]  # padded rows, like a GstVideoMeta stride
-    futures = StagingRing.put_async(slot, 2, planes)
-    assert len(futures) >= (2 if rows == 1080 else 0)  # small planes are copied at once, on the caller's thread
+    index = batch - 1
+    futures = StagingRing.put_async(slot, index, planes)
+    if rows == 1080 and batch == 1:
+        assert len(futures) >= 2  # bands of the 6 MB plane (small planes are copied at once, on the caller's thread)
     wait_all(futures)
     for dst, src in zip(slot, planes, strict=True):
-        assert torch.equal(dst[2], src)
-        assert not dst[:2].any()  # the other frames' places are untouched
+        assert torch.equal(dst[index], src)
+        assert not dst[:index].any()  # the other frames' places are untouched
+
+
+def test_a_batch_that_keeps_the_copy_threads_busy_copies_each_large_plane_in_one_task():
+    """At batch >= COPY_THREADS the frames themselves spread the copies: no bands (fewer tasks under the GIL)."""
+    import torch
+
+    from pyinfer.pipeline import COPY_THREADS, wait_all
+
+    shapes = [(1080, 1920, 3)]
+    slot = StagingRing(shapes, COPY_THREADS).acquire()
+    src = torch.randint(0, 256, shapes[0], dtype=torch.uint8)
+    futures = StagingRing.put_async(slot, 0, [src])
+    assert len(futures) == 1
+    wait_all(futures)
+    assert torch.equal(slot[0][0], src)
 
 
 def test_a_failed_copy_is_raised_once_all_copies_ended():

@@ -49,7 +49,7 @@ SAMPLER = None
 
 
 def _probe(pipeline, stamps: list, counts: list, skip: int = 0):
-    from pyinfer.meta.roi import read_detections
+    from pyinfer.meta import read_detections
 
     def probe(pad, info):
         stamps.append(time.perf_counter())

@@ -319,7 +319,7 @@ def run_detect(opts: DetectOptions) -> DetectResult:
 
 def _run(pipeline, opts: DetectOptions, writer) -> DetectResult:
     from pyinfer._gi import Gst, structure
-    from pyinfer.meta.roi import read_detections
+    from pyinfer.meta import read_detections
 
     result = DetectResult()
     last_pts = [0]

@@ -361,8 +361,11 @@ class StagingRing:
         """Copy one host frame's planes into ``slot`` on the copy threads; the futures of the copies.
 
         A 1080p RGB frame is 6.2 MB: one thread copies it in about 0.6 ms, which bounded a stream of host
-        frames to about 1,700 frames/s. The copies run on up to :data:`COPY_THREADS` threads, a large plane
-        split into row bands, while the streaming thread goes on to the next frame.
+        frames to about 1,700 frames/s. The copies run on up to :data:`COPY_THREADS` threads while the streaming
+        thread goes on to the next frame. A large plane is split into row bands only as far as the batch does
+        not keep the threads busy by itself: a batch of 16 frames gives them 16 copies, so each frame is one
+        task (each task is Python run under the GIL on the way in and out, beside the streaming thread and
+        the worker; 6 bands a frame made 96 of them per batch), while a frame of a batch of 1 is cut in bands.
         """
         import numpy as np
 
@@ -374,7 +377,8 @@ class StagingRing:
                 continue
             pool = _copy_pool()
             rows = d.shape[0]
-            bands = max(1, min(COPY_THREADS, d.nbytes // _BAND_BYTES, rows))
+            per_frame = -(-COPY_THREADS // max(1, int(dst.shape[0])))  # the slot's batch shares the threads
+            bands = max(1, min(per_frame, d.nbytes // _BAND_BYTES, rows))
             step = -(-rows // bands)
             for r in range(0, rows, step):
                 futures.append(pool.submit(np.copyto, d[r : r + step], s[r : r + step]))

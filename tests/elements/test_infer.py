@@ -173,7 +173,7 @@ def test_every_frame_carries_a_frame_record_saying_whether_it_was_inferred(run_p
 def test_a_classifier_model_attaches_its_top_k_to_the_frame_detection(run_pipeline, tmp_path):
     import torch
 
-    from pyinfer.meta.roi import read_classifications
+    from pyinfer.meta import read_classifications
     from support import save_torchscript
 
     class ColourClassifier(torch.nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pyinfer._gi import Gst
-from pyinfer.meta.roi import read_detections, read_frame_info
+from pyinfer.meta import read_detections, read_frame_info
 from support import push_frames, run
 
 EXPECTED = np.array([[160, 80, 240, 160], [440, 290, 560, 350]], np.float32)  # FIXED_TABLE on 640x480

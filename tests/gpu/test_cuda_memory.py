@@ -23,7 +23,7 @@ from pyinfer._gi import Gst, structure
 from pyinfer.evaluate import evaluate
 from pyinfer.frames.video import CUDA_FEATURE, VideoLayout, map_frame
 from pyinfer.jsonl import frame_record, read_jsonl
-from pyinfer.meta.roi import read_detections
+from pyinfer.meta import read_detections
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO = Path(os.environ.get("PYINFER_GPU_VIDEO", ROOT / ".gpu-data" / "scene" / "video.mp4"))

@@ -14,7 +14,14 @@ import pytest
 
 from pyinfer._gi import Gst
 from pyinfer.detections import Detections
-from pyinfer.meta import analytics, read_detections, read_detections_checked, read_frame_info, roi
+from pyinfer.meta import (
+    analytics,
+    read_classifications,
+    read_detections,
+    read_detections_checked,
+    read_frame_info,
+    roi,
+)
 from support import push_frames, run
 
 GST_VERSION = Gst.version()[:2]
@@ -92,9 +99,12 @@ def test_gstreamer_reads_the_standard_mtds_pyinfer_wrote():
     analytics.write_detections(buf, dets, unique_id=1)
     rmeta = GstAnalytics.buffer_get_analytics_relation_meta(buf)
     assert rmeta is not None
-    ods = [m for m in rmeta if isinstance(m, GstAnalytics.ODMtd)]
-    clss = [m for m in rmeta if isinstance(m, GstAnalytics.ClsMtd)]
+    mtds = list(rmeta)  # gst-python's iterator raises KeyError on unknown Mtd types: pyinfer registers its own
+    ods = [m for m in mtds if isinstance(m, GstAnalytics.ODMtd)]
+    clss = [m for m in mtds if isinstance(m, GstAnalytics.ClsMtd)]
     assert len(ods) == 3 and len(clss) == 3
+    names = [GstAnalytics.mtd_type_get_name(m.get_mtd_type()) for m in mtds]
+    assert names.count("pyinfer-detection") == 3
     for i, od in enumerate(ods):
         ok, x, y, w, h, conf = od.get_location()
         assert ok
@@ -140,6 +150,24 @@ def _foreign_buffer(conf_second: float = 0.4) -> Gst.Buffer:
     assert ok
     assert rmeta.set_relation(GstAnalytics.RelTypes.RELATE_TO, od2.id, cls.id)
     return buf
+
+
+@needs_analytics
+def test_a_classifiers_top_k_is_the_classification_mtd_with_class_ids():
+    buf = _buffer()
+    d = _dets()
+    topk = Detections(d.xyxy, d.confidence, d.class_id, labels=d.labels, extra={
+        "topk_class_id": np.array([[2, 0, 1], [0, 2, 1], [1, 0, 2]]),
+        "topk_confidence": np.array([[0.9, 0.05, 0.05], [0.75, 0.2, 0.05], [0.3, 0.3, 0.4]]),
+    })  # fmt: skip
+    analytics.write_detections(buf, topk)
+    got = read_classifications(buf)
+    assert [[c for c, _, _ in e] for e in got] == [[2, 0, 1], [0, 2, 1], [1, 0, 2]]
+    assert [e[0][1] for e in got] == ["car", "person", "bike"]
+    assert got[1][1][2] == pytest.approx(0.2)
+    plain = _buffer()
+    analytics.write_detections(plain, _dets())
+    assert read_classifications(plain) == [[], [], []]  # a detector: no top-k, as the ROI reader
 
 
 @needs_analytics

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -51,6 +52,18 @@ class Settings:
     max_detections: int
     unique_id: int
     interval: int
+
+
+#: The properties a Settings snapshot reads (GObject names).
+_SETTINGS_PROPERTIES = frozenset(
+    ("confidence-threshold", "nms-iou-threshold", "max-detections", "unique-id", "interval")
+)
+
+
+def _on_notify(element: InferElement, pspec: GObject.ParamSpec) -> None:
+    """A property changed: the next :meth:`InferElement._settings` reads them again."""
+    if pspec.name in _SETTINGS_PROPERTIES:
+        element._settings_generation += 1
 
 
 _FORMAT_LIST = ", ".join(FORMATS)
@@ -325,16 +338,27 @@ class InferElement(PackedVideoFilter):
         self._batch_cost_ns = 0  # the slowest batch seen (wall time from submit to delivery), for LATENCY
         self._reported_latency_ns = -1
         self._push = _Pusher()
+        self._settings_generation = 0
+        self._settings_cache: tuple[int, Settings] | None = None
+        self.connect("notify", _on_notify)  # a module function: no reference cycle through the signal
 
     # -- state -------------------------------------------------------------------------------------
     def _settings(self) -> Settings:
-        return Settings(
+        """The per-batch properties, read once after each change (``notify``), not at every buffer."""
+        generation = self._settings_generation
+        cached = self._settings_cache
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        settings = Settings(
             confidence_threshold=self.confidence_threshold,
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
             unique_id=self.unique_id,
             interval=self.interval,
         )
+        # Stamped with the generation read before the properties: a change during the reads makes it stale at once.
+        self._settings_cache = (generation, settings)
+        return settings
 
     def _engine_config(self):
         from pyinfer.engine import EngineConfig
@@ -628,7 +652,7 @@ class InferElement(PackedVideoFilter):
             batch = self._batch
             if batch is None:
                 self._maybe_swap()  # a new model starts serving between two batches, never inside one
-                batch = self._batch = _OpenBatch(self._engine, settings, self._model_id)
+                batch = self._batch = _OpenBatch(self._engine, settings, self._model_id, self.batch_size)
             infer = self._frames_seen % (settings.interval + 1) == 0
             self._frames_seen += 1
             if infer:
@@ -656,10 +680,9 @@ class InferElement(PackedVideoFilter):
     def _add_frame(self, batch: _OpenBatch, buf: Gst.Buffer) -> None:
         """Map one frame and put it in the batch: staged (copied) or, when no copy is needed, kept mapped."""
         engine = batch.engine
-        device = str(engine.model.device)
         layout = self._layout
-        frame = map_frame(buf, layout, device if device.startswith("cuda") else "cuda")
-        if self.batch_size == 1 and (layout.memory == "cuda" or engine.model.device.type == "cpu"):
+        frame = map_frame(buf, layout, batch.map_device)
+        if batch.read_in_place and (layout.memory == "cuda" or batch.on_cpu):
             batch.mapped.append(frame)  # read where it is: the mapping stays open until the batch is delivered
             batch.frames = frame.frames()
             batch.n_infer += 1
@@ -880,7 +903,7 @@ class _Sealed:
 class _OpenBatch:
     """The batch being filled on the streaming thread."""
 
-    def __init__(self, engine, settings: Settings, model_id: int) -> None:
+    def __init__(self, engine, settings: Settings, model_id: int, batch_size: int) -> None:
         self.engine = engine
         self.settings = settings
         self.model_id = model_id
@@ -893,6 +916,10 @@ class _OpenBatch:
         self.ring: StagingRing | None = None
         self.slot: list | None = None
         self.opened_ns = time.monotonic_ns()
+        device = engine.model.device
+        self.on_cpu = device.type == "cpu"
+        self.map_device = "cuda" if self.on_cpu else str(device)  # where CUDA memory frames are viewed from
+        self.read_in_place = batch_size == 1  # a batch of one frame is read where it is, when the engine can
 
     def job(self, layout) -> Job:
         frames = None
@@ -1004,10 +1031,20 @@ def _nvmm_layout(caps: Gst.Caps):
     return FrameLayout.from_caps(caps)
 
 
+def _refcount(buf: Gst.Buffer) -> int:
+    """GstMiniObject.refcount, read in place (the PyGObject field read costs about ten times more)."""
+    return ctypes.c_int.from_address(hash(buf) + _REFCOUNT_OFFSET).value
+
+
+#: Offset of GstMiniObject.refcount: it follows the GType (a gsize).
+_REFCOUNT_OFFSET = ctypes.sizeof(ctypes.c_size_t)
+
+
 def _owned(buf: Gst.Buffer) -> Gst.Buffer:
     """The buffer, or a shallow copy of it when someone else holds it too (a tee): metadata is only ever added
-    to a buffer no one else sees. Python's wrapper holds one reference of its own."""
-    if buf.mini_object.refcount > 2:
+    to a buffer no one else sees. The buffer comes with its one reference (held by Python's wrapper); the
+    count is read in place, as reading ``buf.mini_object`` through PyGObject adds a reference while it reads."""
+    if _refcount(buf) > 1:
         return copy_buffer(buf)
     return buf
 
@@ -1024,29 +1061,39 @@ def _upstream_is_live(element: Gst.Element) -> bool:
     return bool(query.parse_latency()[0])
 
 
+#: GstFlowReturn by value (the push returns a C int; making the enum from it costs more than the lookup).
+_FLOWS: dict[int, Gst.FlowReturn] = {}
+
+
 class _Pusher:
     """Pushes a buffer downstream handing over its only reference (so downstream may write to it in place).
 
     PyGObject's ``Pad.push`` adds a reference for the call while the Python wrapper keeps its own, so a
     downstream in-place element would see a shared buffer and copy it (pixels included, to draw). Here the
     reference is taken in C, the wrapper dropped, and ``gst_pad_push`` gets the buffer as its one owner.
+    The reference is taken with the GIL held (``PyDLL``: it returns at once, and letting other threads run
+    there only meant waiting for the GIL again); the push releases it, as downstream may block or call Python.
     """
 
     def __init__(self) -> None:
-        import ctypes
-
         lib = ctypes.CDLL("libgstreamer-1.0.so.0")
         lib.gst_pad_push.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.gst_pad_push.restype = ctypes.c_int
-        lib.gst_mini_object_ref.argtypes = [ctypes.c_void_p]
-        lib.gst_mini_object_ref.restype = ctypes.c_void_p
-        self._lib = lib
+        held = ctypes.PyDLL("libgstreamer-1.0.so.0")
+        held.gst_mini_object_ref.argtypes = [ctypes.c_void_p]
+        held.gst_mini_object_ref.restype = ctypes.c_void_p
+        self._push = lib.gst_pad_push
+        self._ref = held.gst_mini_object_ref
 
     def __call__(self, pad: Gst.Pad, item: _Item) -> Gst.FlowReturn:
         ptr = hash(item.buf)
-        self._lib.gst_mini_object_ref(ptr)
+        self._ref(ptr)
         item.buf = None  # the wrapper goes; the reference taken above is the one pushed
-        return Gst.FlowReturn(self._lib.gst_pad_push(hash(pad), ptr))
+        ret = self._push(hash(pad), ptr)
+        flow = _FLOWS.get(ret)
+        if flow is None:
+            flow = _FLOWS[ret] = Gst.FlowReturn(ret)
+        return flow
 
 
 def _infer_tensors(engine, tensors: list, params: InferParams) -> list:

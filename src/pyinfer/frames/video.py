@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import threading
-import warnings
 from dataclasses import dataclass
 
 from pyinfer._gi import Gst, GstVideo
@@ -96,12 +95,17 @@ class VideoLayout:
 
     def for_buffer(self, buf: Gst.Buffer) -> VideoLayout:
         """The layout of ``buf``: its GstVideoMeta (if any) gives the plane offsets and strides."""
-        meta = GstVideo.buffer_get_video_meta(buf)
-        if meta is None:
+        return self.for_pointer(hash(buf))
+
+    def for_pointer(self, ptr: int) -> VideoLayout:
+        """:meth:`for_buffer` for a GstBuffer's address (one C call, the GIL kept: see :func:`_gst`)."""
+        meta = _gst().gst_buffer_get_video_meta(ptr)
+        if not meta:
             return self
+        meta = meta.contents
         n = len(self.offsets)
-        offsets = tuple(int(meta.offset[i]) for i in range(n))
-        strides = tuple(int(meta.stride[i]) for i in range(n))
+        offsets = tuple(meta.offset[:n])
+        strides = tuple(meta.stride[:n])
         if offsets == self.offsets and strides == self.strides:
             return self
         return VideoLayout(self.format, self.width, self.height, offsets, strides, self.memory, self.colour)
@@ -144,45 +148,75 @@ class _GstMapInfo(ctypes.Structure):
     ]
 
 
-_LIB: ctypes.CDLL | None = None
+class _GstVideoMeta(ctypes.Structure):
+    """The head of GstVideoMeta (gst/video/gstvideometa.h) up to the plane strides."""
+
+    _fields_ = [
+        ("meta_flags", ctypes.c_uint),  # GstMeta
+        ("meta_info", ctypes.c_void_p),
+        ("buffer", ctypes.c_void_p),
+        ("flags", ctypes.c_int),
+        ("format", ctypes.c_int),
+        ("id", ctypes.c_int),
+        ("width", ctypes.c_uint),
+        ("height", ctypes.c_uint),
+        ("n_planes", ctypes.c_uint),
+        ("offset", ctypes.c_size_t * 4),
+        ("stride", ctypes.c_int * 4),
+    ]
 
 
-def _gst() -> ctypes.CDLL:
+_LIB: ctypes.PyDLL | None = None
+
+
+def _gst() -> ctypes.PyDLL:
+    """map, unmap, memory count and video meta of a buffer, called with the GIL held.
+
+    These calls return at once, so they need not let other Python threads run; through ``ctypes.CDLL`` each one
+    released the GIL and took it back, which on a busy pipeline (streaming thread, worker and copy threads all
+    running Python) meant waiting for another thread to give it back, several times per frame.
+    """
     global _LIB
     if _LIB is None:
-        lib = ctypes.CDLL("libgstreamer-1.0.so.0")
+        lib = ctypes.PyDLL("libgstreamer-1.0.so.0")
         lib.gst_buffer_map.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GstMapInfo), ctypes.c_int]
         lib.gst_buffer_map.restype = ctypes.c_int
         lib.gst_buffer_unmap.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GstMapInfo)]
         lib.gst_buffer_unmap.restype = None
         lib.gst_buffer_n_memory.argtypes = [ctypes.c_void_p]
         lib.gst_buffer_n_memory.restype = ctypes.c_uint
+        video = ctypes.PyDLL("libgstvideo-1.0.so.0")
+        lib.gst_buffer_get_video_meta = video.gst_buffer_get_video_meta
+        lib.gst_buffer_get_video_meta.argtypes = [ctypes.c_void_p]
+        lib.gst_buffer_get_video_meta.restype = ctypes.POINTER(_GstVideoMeta)
         _LIB = lib
     return _LIB
 
 
-#: Plane views of CUDA memory by (device pointer, layout): decoders and upload elements recycle a pool of
-#: buffers, so the same few pointers come back frame after frame, and building a tensor from
-#: ``__cuda_array_interface__`` costs tens of microseconds. A view is only an address with a shape; it is used
-#: only while a buffer mapped at that address with that layout is mapped.
-_CUDA_VIEWS: collections.OrderedDict = collections.OrderedDict()
-_CUDA_VIEWS_MAX = 256
-_CUDA_VIEWS_LOCK = threading.Lock()
+#: Plane views by (address, mapped size, device, layout): decoders, upload elements and buffer pools recycle their
+#: buffers, so the same few addresses come back frame after frame, and building the views (a tensor from
+#: ``__cuda_array_interface__``: tens of microseconds; host memory: a NumPy array, a tensor and a strided view
+#: per plane, with the extent check) costs more than the rest of the frame's mapping. A view is only an address
+#: with a shape; it is used only while a buffer mapped at that address with that layout is mapped, and a key is
+#: only made for a layout whose extent was checked against that mapped size.
+_VIEWS: collections.OrderedDict = collections.OrderedDict()
+_VIEWS_MAX = 256
+_VIEWS_LOCK = threading.Lock()
 
 
-def _cuda_views_get(key: tuple) -> list | None:
-    with _CUDA_VIEWS_LOCK:
-        planes = _CUDA_VIEWS.get(key)
+def _views_get(key: tuple) -> list | None:
+    with _VIEWS_LOCK:
+        planes = _VIEWS.get(key)
         if planes is not None:
-            _CUDA_VIEWS.move_to_end(key)
+            _VIEWS.move_to_end(key)
         return planes
 
 
-def _cuda_views_put(key: tuple, planes: list) -> None:
-    with _CUDA_VIEWS_LOCK:
-        _CUDA_VIEWS[key] = planes
-        while len(_CUDA_VIEWS) > _CUDA_VIEWS_MAX:
-            _CUDA_VIEWS.popitem(last=False)
+def _views_put(key: tuple, planes: list) -> None:
+    with _VIEWS_LOCK:
+        _VIEWS[key] = planes
+        while len(_VIEWS) > _VIEWS_MAX:
+            _VIEWS.popitem(last=False)
 
 
 class _CudaArray:
@@ -202,9 +236,9 @@ class MappedFrame:
     """One buffer mapped for reading; ``planes`` are uint8 torch views of it, valid until :meth:`close`."""
 
     def __init__(self, buf: Gst.Buffer, layout: VideoLayout, device: str = "cuda") -> None:
-        self.layout = layout.for_buffer(buf)
         self._buf = buf
-        self._info: object = None
+        self._ptr = hash(buf)  # the GstBuffer's address
+        self.layout = layout.for_pointer(self._ptr)
         self._cinfo: _GstMapInfo | None = None
         if layout.memory == "cuda":
             self._map_cuda(device)
@@ -212,22 +246,33 @@ class MappedFrame:
             self._map_system()
 
     def _map_system(self) -> None:
-        import numpy as np
-        import torch
-
-        ok, info = self._buf.map(Gst.MapFlags.READ)
-        if not ok:
+        info = _GstMapInfo()
+        if not _gst().gst_buffer_map(self._ptr, ctypes.byref(info), int(Gst.MapFlags.READ)):
             raise FrameError("could not map the buffer for reading")
-        self._info = info
+        self._cinfo = info
         try:
-            self.layout.check(len(info.data))
-            with warnings.catch_warnings():  # read-only memory, read only: torch's warning does not apply
-                warnings.simplefilter("ignore", UserWarning)
-                flat = torch.from_numpy(np.frombuffer(info.data, dtype=np.uint8))
-            self.planes = [self._view(flat, i, shape) for i, shape in enumerate(self.layout.plane_shapes())]
+            layout, base, size = self.layout, int(info.data or 0), int(info.size)
+            key = (base, size, "cpu", layout.format, layout.width, layout.height, layout.offsets, layout.strides)
+            planes = _views_get(key) if base else None
+            if planes is None:
+                layout.check(size)
+                planes = self._system_planes(base, size)
+                if all(stride > 0 for stride in layout.strides):  # not copies (see _view): kept for the next time
+                    _views_put(key, planes)
+            self.planes = list(planes)
         except BaseException:
             self.close()
             raise
+
+    def _system_planes(self, base: int, size: int) -> list:
+        import numpy as np
+        import torch
+
+        if size == 0:
+            flat = torch.empty(0, dtype=torch.uint8)
+        else:
+            flat = torch.from_numpy(np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(base)))
+        return [self._view(flat, i, shape) for i, shape in enumerate(self.layout.plane_shapes())]
 
     def _view(self, flat, i: int, shape: tuple[int, ...]):
         rows, cols, px = shape
@@ -240,7 +285,7 @@ class MappedFrame:
     def _map_cuda(self, device: str) -> None:
         import torch
 
-        lib, ptr = _gst(), hash(self._buf)
+        lib, ptr = _gst(), self._ptr
         if lib.gst_buffer_n_memory(ptr) != 1:
             raise FrameError(f"a CUDA memory buffer with {lib.gst_buffer_n_memory(ptr)} memories (pyinfer reads one)")
         info = _GstMapInfo()
@@ -248,11 +293,11 @@ class MappedFrame:
             raise FrameError("could not map the CUDA memory buffer for reading (GST_MAP_CUDA)")
         self._cinfo = info
         try:
-            self.layout.check(int(info.size))
-            layout, base = self.layout, int(info.data)
-            key = (base, device, layout.format, layout.width, layout.height, layout.offsets, layout.strides)
-            planes = _cuda_views_get(key)
+            layout, base, size = self.layout, int(info.data), int(info.size)
+            key = (base, size, device, layout.format, layout.width, layout.height, layout.offsets, layout.strides)
+            planes = _views_get(key)
             if planes is None:
+                layout.check(size)
                 planes = []
                 for i, (rows, cols, px) in enumerate(layout.plane_shapes()):
                     offset, stride = layout.offsets[i], layout.strides[i]
@@ -260,7 +305,7 @@ class MappedFrame:
                         raise FrameError(f"CUDA memory plane {i} has stride {stride}: pyinfer reads top-down planes")
                     arr = _CudaArray(base + offset, (rows, cols, px), (stride, px, 1))
                     planes.append(torch.as_tensor(arr, device=device))
-                _cuda_views_put(key, planes)
+                _views_put(key, planes)
             self.planes = list(planes)
         except BaseException:
             self.close()
@@ -281,12 +326,9 @@ class MappedFrame:
     def close(self) -> None:
         """Unmap (the views must not be used after this)."""
         self.planes = []
-        if self._info is not None:
-            info, self._info = self._info, None
-            self._buf.unmap(info)
         if self._cinfo is not None:
             cinfo, self._cinfo = self._cinfo, None
-            _gst().gst_buffer_unmap(hash(self._buf), ctypes.byref(cinfo))
+            _gst().gst_buffer_unmap(self._ptr, ctypes.byref(cinfo))
         self._buf = None
 
 

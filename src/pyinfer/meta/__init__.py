@@ -16,7 +16,15 @@ from pyinfer.detections import Detections
 from pyinfer.meta import analytics, roi
 from pyinfer.meta.roi import FrameInfo, write_detections
 
-__all__ = ["FrameInfo", "read_detections", "read_detections_checked", "read_frame_info", "write_detections"]
+__all__ = [
+    "FrameInfo",
+    "has_detection_meta",
+    "read_classifications",
+    "read_detections",
+    "read_detections_checked",
+    "read_frame_info",
+    "write_detections",
+]
 
 
 def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections:
@@ -46,6 +54,14 @@ def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
     """pyinfer's frame record on ``buf`` (GstAnalytics frame Mtd first, then the ROI record), or None."""
     info = analytics.read_frame_info(buf)
     return info if info is not None else roi.read_frame_info(buf)
+
+
+def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
+    """Per detection, a classifier's top-k as ``(class_id, label, confidence)``, best first (GstAnalytics first,
+    then ROI metas); detections of a detector give empty lists."""
+    if analytics.has_analytics(buf):
+        return analytics.read_classifications(buf)
+    return roi.read_classifications(buf)
 
 
 def has_detection_meta(buf: Gst.Buffer) -> bool:

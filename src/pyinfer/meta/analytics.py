@@ -16,9 +16,10 @@ producers' Mtds in it are kept). Per detection:
   (:data:`DETECTION_STRUCT`): ``class_id`` (int32), ``unique_id`` (int32: the producing element's
   ``unique-id``), ``model_id`` (int32), ``flags`` (uint32: 1 rotated, 2 predicted by a tracker, 4
   ``frames_since_update`` is set), ``index`` (int32: the detection's index in its producer's frame, the ROI
-  contract's ``id``), ``od_id`` (uint32: the OD Mtd it belongs to), ``frames_since_update`` (uint32), then
-  float64 ``left, top, width, height`` (the exact box) and ``rotated_cx, rotated_cy, rotated_width,
-  rotated_height, angle_rad``.
+  contract's ``id``), ``od_id`` (uint32: the OD Mtd it belongs to), ``frames_since_update`` (uint32),
+  ``n_topk`` (uint32), then float64 ``left, top, width, height`` (the exact box) and ``rotated_cx,
+  rotated_cy, rotated_width, rotated_height, angle_rad``, then ``n_topk`` int32: a classifier's top-k class
+  ids, in the classification Mtd's order (0 for a detector).
 - a tracker (``pytracker``) adds a **tracking Mtd** (``GstAnalyticsTrackingMtd``: ``tracking_id``,
   ``first_seen``/``last_seen`` running PTS) related ``od RELATE_TO tracking``.
 
@@ -47,6 +48,7 @@ import ctypes
 import ctypes.util
 import math
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from ctypes import (
@@ -75,8 +77,9 @@ from pyinfer.meta.roi import FrameInfo
 DETECTION_MTD = "pyinfer-detection"
 FRAME_MTD = "pyinfer-frame"
 #: The pyinfer detection Mtd's data: class_id, unique_id, model_id, flags, index, od_id, frames_since_update,
-#: then left, top, width, height, rotated_cx, rotated_cy, rotated_width, rotated_height, angle_rad.
-DETECTION_STRUCT = struct.Struct("<iiiIiII4x9d")
+#: n_topk, then left, top, width, height, rotated_cx, rotated_cy, rotated_width, rotated_height, angle_rad;
+#: followed by n_topk int32: a classifier's top-k class ids, in the classification Mtd's order.
+DETECTION_STRUCT = struct.Struct("<iiiIiIII9d")
 #: The pyinfer frame Mtd's data: inferred, unique_id, model_id, reserved.
 FRAME_STRUCT = struct.Struct("<iiiI")
 FLAG_ROTATED, FLAG_PREDICTED, FLAG_AGE = 1, 2, 4
@@ -158,6 +161,7 @@ class _Api:
                           c_size_t, POINTER(c_void_p), P)  # fmt: skip
         self.add_mtd = fn(an, "gst_analytics_relation_meta_add_mtd", c_void_p, c_void_p, c_void_p, c_size_t, P)
         self.mtd_data = fn(an, "gst_analytics_relation_meta_get_mtd_data", c_void_p, c_void_p, c_uint)
+        self.mtd_size = fn(an, "gst_analytics_mtd_get_size", c_size_t, P)
         self.is_writable = fn(gst, "gst_mini_object_is_writable", c_int, c_void_p)
         self.buffer_size = fn(gst, "gst_buffer_get_size", c_size_t, c_void_p)
         self.quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
@@ -224,7 +228,33 @@ def _load() -> _Api | None:
         api = _Api()
     except (OSError, AttributeError):
         return None
-    return api if _self_test(api) else None
+    if not _self_test(api):
+        return None
+    _register_with_pygobject(api)
+    return api
+
+
+def _register_with_pygobject(api: _Api) -> None:
+    """Let PyGObject iterate relation metas holding pyinfer's Mtds.
+
+    gst-python's GstAnalytics override (1.24-1.26) looks every Mtd type up in a dict of the standard ones and
+    raises KeyError on any other type, so ``for mtd in relation_meta`` would fail on a buffer pyinfer wrote
+    (as on any producer's custom Mtds). Registering pyinfer's types there makes them come out as plain
+    ``GstAnalytics.Mtd`` handles (``GstAnalytics.mtd_type_get_name(mtd.get_mtd_type())`` names them).
+    """
+    try:
+        import gi
+
+        gi.require_version("GstAnalytics", "1.0")
+        from gi.repository import GstAnalytics  # noqa: F401  (loads the override)
+    except (ImportError, ValueError):
+        return
+    override = sys.modules.get("gi.overrides.GstAnalytics")
+    types = getattr(override, "__mtd_types__", None)
+    if not isinstance(types, dict):
+        return
+    for t in (api.det_type, api.frame_type):
+        types.setdefault(t, lambda rmeta, mtd_id, t=t: rmeta.get_mtd(mtd_id, t))
 
 
 def _self_test(api: _Api) -> bool:
@@ -326,7 +356,6 @@ def _write(api: _Api, buf: Gst.Buffer, dets: Detections, *, unique_id: int, mode
     n_labels = len(dets.labels)
     od, cls_mtd, pmtd = Mtd(), Mtd(), Mtd()
     ids = []
-    size = DETECTION_STRUCT.size
     for i in range(n):
         left, top, width, height = ltwh[i]
         label = dets.label(i)
@@ -359,14 +388,15 @@ def _write(api: _Api, buf: Gst.Buffer, dets: Detections, *, unique_id: int, mode
             flags |= FLAG_PREDICTED
         if age >= 0:
             flags |= FLAG_AGE
-        data = api.add_mtd(meta, api.det_type, size, byref(pmtd))
-        if not data:
-            raise RuntimeError("could not add the pyinfer detection Mtd")
+        topk_ids = [] if topk is None else [int(c) for c in topk[0][i]]
         packed = DETECTION_STRUCT.pack(
             int(cls[i]), unique_id, model_id, flags, first_index + i, od.id, max(age, 0) & 0xFFFFFFFF,
-            left, top, width, height, *r5,
-        )  # fmt: skip
-        ctypes.memmove(data, packed, size)
+            len(topk_ids), left, top, width, height, *r5,
+        ) + struct.pack(f"<{len(topk_ids)}i", *topk_ids)  # fmt: skip
+        data = api.add_mtd(meta, api.det_type, len(packed), byref(pmtd))
+        if not data:
+            raise RuntimeError("could not add the pyinfer detection Mtd")
+        ctypes.memmove(data, packed, len(packed))
         api.set_relation(meta, REL_RELATE_TO, od.id, cls_mtd.id)
         api.set_relation(meta, REL_RELATE_TO, od.id, pmtd.id)
         ids.append(od.id)
@@ -485,7 +515,7 @@ def _problem(conf: float, w: int, h: int, record: tuple | None) -> str | None:
     if w < 0 or h < 0:
         return f"negative size {w}x{h}"
     if record is not None:
-        values = record[7:11]
+        values = record[8:12]
         if not all(math.isfinite(v) for v in values) or values[2] < 0 or values[3] < 0:
             return f"pyinfer Mtd box {values!r} is not a finite box"
     return None
@@ -503,7 +533,7 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
     names: dict[int, str] = {}
     x, y, w, h, r, conf = c_int(), c_int(), c_int(), c_int(), c_float(), c_float()
     tid, first, last, lost = c_uint64(), c_uint64(), c_uint64(), c_int()
-    size = DETECTION_STRUCT.size
+    fixed = DETECTION_STRUCT.size
     for od in ods:
         ref = byref(od)
         if api.oriented:
@@ -514,7 +544,7 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
         p = api.related_one(meta, od.id, api.det_type)
         record = None
         if p is not None:
-            record = DETECTION_STRUCT.unpack(ctypes.string_at(api.mtd_data(meta, p.id), size))
+            record = _record(api, meta, p, fixed)
         if checked:
             problem = _problem(conf.value, w.value, h.value, record)
             if problem is not None:
@@ -556,17 +586,17 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
         else:
             box = (x0, y0, x0 + w0, y0 + h0)
         if record is not None:
-            cid, u, mid, flags, index, _od, _age, left, top, width, height = record[:11]
+            cid, u, mid, flags, index, _od, _age, _k, left, top, width, height = record[:12]
             exact = (left, top, left + width, top + height)
             if flags & FLAG_ROTATED and r0 and api.oriented:  # compare the rotated boxes themselves
-                rcx, rcy, rw, rh, _angle = record[11:16]
+                rcx, rcy, rw, rh, _angle = record[12:17]
                 agree = _agrees((rcx - rw / 2, rcy - rh / 2, rcx + rw / 2, rcy + rh / 2), (x0, y0, x0 + w0, y0 + h0))
             else:
                 agree = _agrees(exact, box)
             if agree:
                 box = exact
                 if flags & FLAG_ROTATED:
-                    rot[i] = record[11:16]
+                    rot[i] = record[12:17]
             class_id[i], uid[i], model_id[i], roi_id[i] = cid, u, mid, index
             names.setdefault(cid, label)
         else:
@@ -608,18 +638,46 @@ def object_labels(buf: Gst.Buffer, mtd_ids: Sequence[int]) -> list[str]:
     return out
 
 
+def _record(api: _Api, meta: int, mtd: Mtd, fixed: int) -> tuple | None:
+    """The pyinfer detection Mtd's fixed fields, or None if it is too short to hold them."""
+    if api.mtd_size(byref(mtd)) < fixed:
+        return None
+    return DETECTION_STRUCT.unpack(ctypes.string_at(api.mtd_data(meta, mtd.id), fixed))
+
+
+def _topk_ids(api: _Api, meta: int, mtd: Mtd) -> list[int]:
+    """The top-k class ids after the pyinfer detection Mtd's fixed fields (none if they do not fit)."""
+    fixed = DETECTION_STRUCT.size
+    size = api.mtd_size(byref(mtd))
+    if size < fixed:
+        return []
+    raw = ctypes.string_at(api.mtd_data(meta, mtd.id), size)
+    k = DETECTION_STRUCT.unpack_from(raw)[7]
+    if size < fixed + 4 * k:
+        return []
+    return list(struct.unpack_from(f"<{k}i", raw, fixed))
+
+
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
-    """Each OD Mtd's related classification: ``(class id or -1, label, confidence)`` in the Mtd's order."""
+    """Per OD Mtd (id order), a classifier's top-k as ``(class_id, label, confidence)``, best first.
+
+    pyinfer's detections carry one only when a classifier wrote a top-k (else an empty list, as the ROI
+    reader); other producers' classification Mtds are given with class id -1.
+    """
     api = _require()
     meta = api.get_meta(hash(buf))
     if not meta:
         return []
     out = []
     for od in api.all_of(meta, api.od_type):
-        c = api.related_one(meta, od.id, api.cls_type)
         entries: list[tuple[int, str, float]] = []
-        if c is not None:
-            for k in range(api.cls_length(byref(c))):
-                entries.append((-1, api.quark_label(api.cls_quark(byref(c), k)), float(api.cls_level(byref(c), k))))
+        p = api.related_one(meta, od.id, api.det_type)
+        ids = _topk_ids(api, meta, p) if p is not None else None
+        c = api.related_one(meta, od.id, api.cls_type)
+        if c is not None and ids != []:
+            n = api.cls_length(byref(c))
+            for k in range(n):
+                cid = ids[k] if ids is not None and k < len(ids) else -1
+                entries.append((cid, api.quark_label(api.cls_quark(byref(c), k)), float(api.cls_level(byref(c), k))))
         out.append(entries)
     return out
