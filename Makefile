@@ -20,18 +20,18 @@ DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
 .PHONY: setup demo lint test test-fast test-debian13 bench clean apt
-# The native helpers (optional at run time, each self-tested against its Python reference before use):
-# pyinfer.meta.roi's metadata reader/writer (else the ctypes path) and pyinfer.track's tracker core (else NumPy).
-NATIVE_SO := src/pyinfer/meta/libroi_native.so
-TRACK_SO := src/pyinfer/track/libtrack_native.so
-setup: $(VENV)/.installed $(NATIVE_SO) $(TRACK_SO)
+# The C helpers (optional at run time, each ABI-checked when it loads): pyinfer.meta.roi's metadata reader/writer
+# (else the ctypes path) and pyinfer.track's tracker core (else NumPy). setup.py builds them as extensions of the
+# package; the editable install puts them beside their sources, under Python's extension suffix.
+EXT_SUFFIX := $(shell /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+NATIVE_SRC := setup.py src/pyinfer/meta/roi_native.c src/pyinfer/track/track_native.c
+NATIVE_LIBS := src/pyinfer/meta/roi_native$(EXT_SUFFIX) src/pyinfer/track/track_native$(EXT_SUFFIX)
+setup: $(VENV)/.installed $(NATIVE_LIBS)
 
-$(NATIVE_SO): src/pyinfer/meta/roi_native.c | apt
-	cc -O2 -Wall -shared -fPIC -o $@ $< $$(pkg-config --cflags --libs gstreamer-video-1.0)
-
-# -ffp-contract=off: no fused multiply-add, so the C tracker's arithmetic is NumPy's, bit for bit.
-$(TRACK_SO): src/pyinfer/track/track_native.c | apt
-	cc -O2 -Wall -Wextra -ffp-contract=off -shared -fPIC -o $@ $< -lm
+# The install below builds them; this builds them again where a C file or setup.py changed, or where they are
+# missing (a fresh copy of the tree beside an existing .venv, as in .ci/debian13.sh).
+$(NATIVE_LIBS) &: $(NATIVE_SRC) | $(VENV)/.installed
+	PIP_FIND_LINKS= $(PY) -m pip install -q --no-deps -e .
 
 apt:
 	@if ! dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -qv "install ok installed" \

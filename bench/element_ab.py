@@ -6,8 +6,8 @@ Each run is a child process (``bench/cpu_pipeline.py --pipelines-only``) with ``
 version's median frames/s and the median of the per-pair ratios new/old. Issue #12: the pipelined element must
 not be slower than the synchronous one at batch 1 and 4.
 
-    git worktree add /tmp/pyinfer-old <commit> && make -C /tmp/pyinfer-old src/pyinfer/meta/libroi_native.so \\
-        src/pyinfer/track/libtrack_native.so
+    git worktree add /tmp/pyinfer-old <commit> && (cd /tmp/pyinfer-old && $OLDPWD/.venv/bin/python setup.py -q \\
+        build_ext --inplace)   # before setup.py: make -C /tmp/pyinfer-old src/pyinfer/meta/libroi_native.so ...
     .venv/bin/python bench/element_ab.py --old /tmp/pyinfer-old/src --new src --reps 5
 """
 

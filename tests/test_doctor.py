@@ -28,6 +28,18 @@ def test_doctor_reports_versions_loader_and_missing_deepstream():
     assert "pyservicemaker: absent" in out.stdout and "pyds: absent" in out.stdout
     assert "pyservicemaker.Buffer.extract (zero-copy frames): no" in out.stdout
     assert "element nvstreammux: absent" in out.stdout
+    assert "native metadata helper: in use (" in out.stdout and "native tracker core: in use (" in out.stdout
+
+
+def test_native_helper_lines_say_why_a_helper_is_not_in_use(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYINFER_NO_NATIVE", raising=False)
+    missing = tmp_path / "track_native.cpython-311-x86_64-linux-gnu.so"
+    assert doctor._native_state(False, missing, "NumPy tracker").startswith("not built (NumPy tracker path;")
+    missing.write_bytes(b"")
+    assert "did not load or failed its ABI check" in doctor._native_state(False, missing, "NumPy tracker")
+    assert doctor._native_state(True, missing, "NumPy tracker") == f"in use ({missing})"
+    monkeypatch.setenv("PYINFER_NO_NATIVE", "1")
+    assert doctor._native_state(False, missing, "NumPy tracker").startswith("not in use: PYINFER_NO_NATIVE=1")
 
 
 def test_doctor_detects_binding_features_by_attribute():

@@ -99,6 +99,17 @@ def deepstream_features() -> dict[str, bool]:
     }
 
 
+def _native_state(used: bool, path: Path, fallback: str) -> str:
+    """One C helper's line: in use (and which file), or why not and what runs instead."""
+    if used:
+        return f"in use ({path})"
+    if os.environ.get("PYINFER_NO_NATIVE") == "1":
+        return f"not in use: PYINFER_NO_NATIVE=1 ({fallback} path)"
+    if not path.exists():
+        return f"not built ({fallback} path; `make setup` or `pip install` builds {path.name})"
+    return f"not in use: {path} did not load or failed its ABI check, see the log ({fallback} path)"
+
+
 def report() -> Iterator[str]:
     """The doctor's lines."""
     from pyinfer._gi import Gst, ensure_init
@@ -116,11 +127,15 @@ def report() -> Iterator[str]:
         yield f"torch {torch.__version__}, CUDA {where}"
     else:
         yield f"torch: cannot import ({err})"
+    from pyinfer.meta import _roi_native as meta_native
     from pyinfer.meta import roi
     from pyinfer.track import _native as track_native
 
-    yield f"native metadata helper: {'in use' if roi._native() is not None else 'not in use (ctypes/PyGObject path)'}"
-    track = "in use" if track_native.load() is not None else "not in use (NumPy tracker; `make setup` builds it)"
+    meta = _native_state(meta_native.load() is not None, meta_native.LIB_PATH, "ctypes/PyGObject")
+    if meta_native.load() is not None and roi._native() is None:  # it works on top of the ctypes path
+        meta = "not in use: the ctypes path it works with is not usable here (PyGObject path)"
+    yield f"native metadata helper: {meta}"
+    track = _native_state(track_native.load() is not None, track_native.LIB_PATH, "NumPy tracker")
     yield f"native tracker core: {track}"
     from pyinfer.frames.deepstream import deepstream_version
 

@@ -146,6 +146,10 @@ def _same_detections(a: Detections, b: Detections) -> None:
     assert (a.cxcywhr is None) == (b.cxcywhr is None)
     if a.cxcywhr is not None:
         np.testing.assert_array_equal(a.cxcywhr, b.cxcywhr)
+    assert (a.tracker_id is None) == (b.tracker_id is None)
+    if a.tracker_id is not None:
+        assert a.tracker_id.dtype == b.tracker_id.dtype
+        np.testing.assert_array_equal(a.tracker_id, b.tracker_id)
     assert a.labels == b.labels
     assert a.extra.keys() == b.extra.keys()
     for k in a.extra:

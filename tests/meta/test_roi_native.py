@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+
 import numpy as np
 import pytest
 
 from meta.test_roi_fast import _detections, _outcome, _same_detections, _scene, dump
 from pyinfer._gi import Gst
+from pyinfer.detections import Detections
 from pyinfer.elements._base import writable
 from pyinfer.meta import _roi_c, _roi_native, roi
 
@@ -31,9 +34,79 @@ _NATIVE_FN = roi._native
 
 
 def test_native_helper_is_built_and_loaded():
-    assert _roi_native.LIB_PATH.exists(), f"{_roi_native.LIB_PATH} not built (make setup builds it)"
-    assert _roi_native.load() is not None
-    assert NATIVE is not None, "the native helper failed its self-test"
+    assert _roi_native.LIB_PATH.exists(), f"{_roi_native.LIB_PATH} not built (make setup / pip install builds it)"
+    assert _roi_native.LIB_PATH.name[len("roi_native") :] in importlib.machinery.EXTENSION_SUFFIXES
+    assert _roi_native.load() is not None, "the native helper did not load or failed its ABI check (see the log)"
+    assert NATIVE is not None, "the native helper loaded, but the ctypes path it works with did not"
+
+
+def test_the_helper_answers_the_abi_python_expects():
+    # The ROI meta's layout as GStreamer's headers give it, against what _roi_c reads from memory.
+    assert [NATIVE.abi(k) for k in range(len(_roi_native.ABI) + 1)] == [*_roi_native.ABI, -1]
+    assert _roi_native.ABI[1:] == (8, 16, 20, 48, 56)
+
+
+def test_a_helper_with_another_abi_is_kept_out_and_logged(monkeypatch, caplog):
+    monkeypatch.setattr(_roi_native, "_STATE", [])
+    monkeypatch.setattr(_roi_native, "ABI", (2, *_roi_native.ABI[1:]))
+    assert _roi_native.load() is None
+    assert "not used (ctypes path instead)" in caplog.text
+    assert f"ABI answers [1, {', '.join(map(str, _roi_native.ABI[1:]))}], expected [2, " in caplog.text
+    monkeypatch.setattr(roi, "_NATIVE", [])
+    assert roi._native() is None
+    buf = Gst.Buffer.new_allocate(None, 16, None)
+    with writable(buf):
+        roi.write_detections(buf, _detections(np.random.default_rng(3), 5, True))
+    assert len(roi.read_detections(buf)) == 5  # through the other paths
+
+
+@pytest.mark.parametrize("rotated", [False, True], ids=["axis", "rotated"])
+def test_native_reads_and_writes_pyinfer_metas_itself_and_as_the_other_paths_do(rotated, no_native):
+    """pyinfer's own metas (what the library once self-tested when it loaded): the native paths take them (no
+    fallback), and read and write exactly what the ctypes paths do: labels beyond ASCII, the frame record, track
+    ids at both ends of uint64, predicted or not."""
+    labels = ("a", "bé")
+    xyxy = np.array([[1.5, 2.25, 30.0, 40.5], [100.0, 50.0, 120.0, 90.0], [0.0, 0.0, 5.0, 5.0]], np.float32)
+    cxcywhr = np.array([[15, 20, 10, 8, 0.3], [110, 70, 5, 9, -1.2], [2.5, 2.5, 2, 2, 0]], np.float32)
+    dets = Detections(xyxy, np.array([0.9, 0.5, 0.25], np.float32), np.array([1, 0, 1], np.int32),
+                      cxcywhr=cxcywhr if rotated else None, labels=labels)  # fmt: skip
+    bufs = []
+    for use_native in (True, False):
+        buf = Gst.Buffer.new_allocate(None, 16, None)
+        with writable(buf):
+            metas = roi.write_detections(buf, dets, unique_id=4)
+            roi.write_frame_info(buf, inferred=True, unique_id=4)
+            roi.set_track_id(metas[0], 2**64 - 2, predicted=True)
+            if use_native:
+                read = roi._checked_native(NATIVE, buf, True)
+                assert read is not None, "the native reader declined pyinfer's own metas"
+                ptrs = [read.metas.pointer(i) for i in (1, 2)]
+                NATIVE.set_tracks(np.array(ptrs, np.uint64), np.array([2**63 + 5, 7], np.uint64), False)
+            else:
+                with no_native:
+                    read = roi.read_detections_checked(buf, tracking=True)
+                    roi.set_track_ids(read.metas, [1, 2], [2**63 + 5, 7], predicted=False)
+            assert read.problems == []
+        bufs.append((buf, read))
+    (nbuf, nread), (rbuf, rread) = bufs
+    _same_detections(nread.detections, rread.detections)
+    assert {hash(m) for m in nread.metas}.isdisjoint(hash(m) for m in rread.metas)  # two buffers, two sets of metas
+    for tracking in (True, False):
+        a = roi._checked_native(NATIVE, nbuf, tracking)
+        assert a is not None
+        with no_native:
+            b = roi.read_detections_checked(nbuf, tracking=tracking)
+        _same_detections(a.detections, b.detections)
+        assert a.problems == b.problems
+        assert [hash(m) for m in a.metas] == [hash(m) for m in b.metas]
+    got = roi._read_native(NATIVE, nbuf, ())
+    assert got is not None
+    with no_native:
+        _same_detections(got, roi.read_detections(nbuf))
+        _same_detections(got, roi.read_detections(rbuf))
+    assert got.tracker_id.tolist() == [2**64 - 2, 2**63 + 5, 7]
+    assert got.labels == labels and (got.cxcywhr is not None) == rotated
+    assert dump(nbuf, [0, 1, 2, roi.FRAME_ID]) == dump(rbuf, [0, 1, 2, roi.FRAME_ID])  # params, serialized
 
 
 @pytest.mark.parametrize("seed", range(60))

@@ -1,11 +1,13 @@
-"""Loader of the native helper of :mod:`pyinfer.meta.roi` (``libroi_native.so``, built from ``roi_native.c``;
-not ``_roi_native.so``, which Python would import as an extension module in place of this one).
+"""Loader of the native helper of :mod:`pyinfer.meta.roi`: ``roi_native.c``, built by setup.py as an extension of
+the package (``roi_native.cpython-311-x86_64-linux-gnu.so``, found by :func:`pyinfer._clib.library_path`) and
+loaded with ctypes; not named ``_roi_native``, which Python would import in place of this module.
 
 ``read(buf_ptr, scratch)`` reads a buffer's detection ROI metas (as :meth:`pyinfer.meta._roi_c.RoiC.select`
 selects them) in one C call into reused numpy arrays (:class:`Scratch`); ``set_tracks`` adds the ``tracking``
 param to many metas in one call. :func:`load` returns ``None`` where the library is missing or cannot be
-loaded; :mod:`pyinfer.meta.roi` then uses its ctypes path. roi.py runs a self-test against that path before
-using this one.
+loaded, or where its ABI answers (``pyinfer_roi_abi``: interface version, pointer size, the layout of
+``GstVideoRegionOfInterestMeta`` that :mod:`pyinfer.meta._roi_c` assumes) differ from :data:`ABI`;
+:mod:`pyinfer.meta.roi` then uses its ctypes path. tests/meta/test_roi_native.py compares the two paths.
 
 Threads: the C functions keep no state between calls (they write only into the arrays they are given), and
 each read holds a :class:`Scratch` of its own, taken from a free list (:meth:`RoiNative.acquire`), grown by
@@ -18,15 +20,24 @@ which empties their thread-locals every time.)
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
-from ctypes import c_int, c_void_p
+from ctypes import c_int, c_int64, c_void_p
 from pathlib import Path
 
 import numpy as np
 
-LIB_PATH = Path(__file__).with_name("libroi_native.so")
+from pyinfer._clib import abi_problem, library_path
+from pyinfer.meta import _roi_c
+
+LIB_PATH = library_path(Path(__file__).parent, "roi_native")
 F_ROT, F_TRACK, F_PRED, F_UID, F_MODEL_BAD = 1, 2, 4, 8, 16
+#: What ``pyinfer_roi_abi(0, 1, ...)`` must answer: the interface version (``PYINFER_ROI_ABI``, with the ``F_*``
+#: flags and the signatures below), the pointer size, ``sizeof(GstMeta)``, the offsets of the ROI meta's ``id``
+#: and ``params`` and its size, as :mod:`pyinfer.meta._roi_c` reads them.
+ABI = (1, 8, _roi_c._ROI_OFFSET, _roi_c._ID_OFFSET, _roi_c._ROI_OFFSET + _roi_c._ROI.size - 8,
+       _roi_c._ROI_OFFSET + _roi_c._ROI.size)  # fmt: skip
 INITIAL_CAP = 256
 
 
@@ -61,6 +72,9 @@ class RoiNative:
 
     def __init__(self, path: Path = LIB_PATH) -> None:
         lib = ctypes.CDLL(str(path))
+        self.abi = lib.pyinfer_roi_abi
+        self.abi.restype = c_int64
+        self.abi.argtypes = [c_int]
         self._read = lib.pyinfer_roi_read
         self._read.restype = c_int
         self._read.argtypes = [c_void_p, c_int, *[c_void_p] * 9]
@@ -99,10 +113,12 @@ class RoiNative:
 
 _STATE: list = []  # [RoiNative | None] once loaded
 _LOAD_LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 def load() -> RoiNative | None:
-    """The native helper, or ``None`` where it is not built or not loadable (or ``PYINFER_NO_NATIVE=1``)."""
+    """The native helper, or ``None`` where it is not built, not loadable or fails its ABI check (logged), or
+    ``PYINFER_NO_NATIVE=1``."""
     if not _STATE:
         with _LOAD_LOCK:
             if not _STATE:
@@ -111,7 +127,11 @@ def load() -> RoiNative | None:
                 if os.environ.get("PYINFER_NO_NATIVE") != "1" and usable:
                     try:
                         lib = RoiNative()
-                    except (OSError, AttributeError):
+                        problem = abi_problem(lib.abi, ABI)
+                    except (OSError, AttributeError) as exc:
+                        lib, problem = None, f"cannot load it: {exc}"
+                    if problem:
+                        _log.warning("native metadata helper %s not used (ctypes path instead): %s", LIB_PATH, problem)
                         lib = None
                 _STATE.append(lib)
     return _STATE[0]

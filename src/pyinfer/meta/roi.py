@@ -770,27 +770,20 @@ def _read_detections_checked(buf: Gst.Buffer, tracking: bool) -> CheckedDetectio
     return CheckedDetections(dets, good, problems)
 
 
-# -- the native helper (see _roi_native): first choice when built and its self-test passes ---------------------
+# -- the native helper (see _roi_native): first choice when built and its ABI check passes ---------------------
 
 _NATIVE: list = []  # [RoiNative | None] once checked
 _NATIVE_LOCK = threading.Lock()
 
 
 def _native() -> _roi_native.RoiNative | None:
-    """The native helper, or ``None`` (ctypes/PyGObject paths) where missing or its self-test fails."""
+    """The native helper, or ``None`` (ctypes/PyGObject paths) where it is missing or fails its ABI check, or
+    the ctypes path it works with is not usable. tests/meta/test_roi_native.py compares it with those paths."""
     if not _NATIVE:
-        with _NATIVE_LOCK:  # one self-test, even when streaming threads get here first together
+        with _NATIVE_LOCK:
             if not _NATIVE:
                 nat = _roi_native.load()
-                if nat is not None and _fast() is not None:
-                    _NATIVE.append(None)  # during the self-test: the reference reads use the other paths
-                    try:
-                        ok = _native_self_test(nat)
-                    except Exception:  # any failure means: do not use it
-                        ok = False
-                    _NATIVE[0] = nat if ok else None
-                else:
-                    _NATIVE.append(None)
+                _NATIVE.append(nat if nat is not None and _fast() is not None else None)
     return _NATIVE[0]
 
 
@@ -921,71 +914,3 @@ def _native_checked(r: _roi_native.Scratch, n: int, buf: Gst.Buffer, tracking: b
         tracker_id=tracker_id,
     )  # fmt: skip
     return CheckedDetections(dets, good, problems)
-
-
-def _same_detections(a: Detections, b: Detections) -> bool:
-    arrays = [(getattr(a, k), getattr(b, k)) for k in ("xyxy", "confidence", "class_id")]
-    if (a.cxcywhr is None) != (b.cxcywhr is None) or a.labels != b.labels or a.extra.keys() != b.extra.keys():
-        return False
-    if (a.tracker_id is None) != (b.tracker_id is None):
-        return False
-    if a.cxcywhr is not None:
-        arrays.append((a.cxcywhr, b.cxcywhr))
-    if a.tracker_id is not None:
-        arrays.append((a.tracker_id, b.tracker_id))
-    arrays += [(a.extra[k], b.extra[k]) for k in a.extra]
-    return all(x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f") for x, y in arrays)
-
-
-def _native_self_test(nat: _roi_native.RoiNative) -> bool:
-    """Read and write pyinfer's metas natively and through the ctypes path; the native helper is used only
-    where both give the same."""
-    labels = ("a", "bé")
-    xyxy = np.array([[1.5, 2.25, 30.0, 40.5], [100.0, 50.0, 120.0, 90.0], [0.0, 0.0, 5.0, 5.0]], np.float32)
-    conf = np.array([0.9, 0.5, 0.25], np.float32)
-    cls = np.array([1, 0, 1], np.int32)
-    for rotated in (False, True):
-        cxcywhr = None
-        if rotated:
-            cxcywhr = np.array([[15, 20, 10, 8, 0.3], [110, 70, 5, 9, -1.2], [2.5, 2.5, 2, 2, 0]], np.float32)
-        bufs = []
-        for use_native in (True, False):
-            buf = Gst.Buffer.new_allocate(None, 16, None)
-            metas = write_detections(buf, Detections(xyxy, conf, cls, cxcywhr=cxcywhr, labels=labels), unique_id=4)
-            write_frame_info(buf, inferred=True, unique_id=4)
-            set_track_id(metas[0], 2**64 - 2, predicted=True)
-            read = _checked_native(nat, buf, True) if use_native else _read_detections_checked(buf, True)
-            if read is None or read.problems:
-                return False
-            ids = [2**63 + 5, 7]
-            if use_native:
-                ptrs = [cast(RoiMetas, read.metas).pointer(i) for i in (1, 2)]
-                nat.set_tracks(np.array(ptrs, np.uint64), np.array(ids, np.uint64), False)
-            else:
-                for i, t in zip((1, 2), ids):
-                    set_track_id(read.metas[i], t, predicted=False)
-            bufs.append((buf, read))
-        (nbuf, nread), (rbuf, rread) = bufs
-        if not _same_detections(nread.detections, rread.detections):
-            return False
-        if [hash(m) for m in nread.metas] == [hash(m) for m in rread.metas] and nread.metas:
-            return False  # two buffers: the metas must differ
-        for tracking in (True, False):
-            a, b = _checked_native(nat, nbuf, tracking), _read_detections_checked(nbuf, tracking)
-            if a is None or not _same_detections(a.detections, b.detections) or a.problems != b.problems:
-                return False
-            if [hash(m) for m in a.metas] != [hash(m) for m in b.metas]:
-                return False
-        got = _read_native(nat, nbuf, ())
-        if got is None or not _same_detections(got, _read_detections(nbuf, ())):
-            return False
-        if not _same_detections(got, _read_detections(rbuf, ())):
-            return False
-        for i in range(3):
-            pa = GstVideo.buffer_get_video_region_of_interest_meta_id(nbuf, i)
-            pb = GstVideo.buffer_get_video_region_of_interest_meta_id(rbuf, i)
-            for name in (PARAM_NAME, TRACKING_PARAM):
-                sa, sb = pa.get_param(name), pb.get_param(name)
-                if sa is None or sb is None or sa.to_string() != sb.to_string():
-                    return False
-    return True

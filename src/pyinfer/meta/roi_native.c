@@ -7,12 +7,17 @@
  *
  * pyinfer_roi_set_tracks: a `tracking` param (track-id guint64, predicted boolean) on each of n metas.
  *
+ * pyinfer_roi_abi: the answers of pyinfer.meta._roi_native's ABI check (below), before anything else is called.
+ *
+ * Built by setup.py as an extension of the package (no Python C API: loaded with ctypes, never imported).
+ *
  * Threads: both functions are reentrant. They keep no state between calls (the quarks are set once, under
  * g_once) and write only into the arrays and metas they are given, so streaming threads may read at once,
  * each into its own arrays (pyinfer.meta._roi_native gives each read its own). As with any GstBuffer, a
  * buffer may be read by several threads at once (tee branches), but its metas are added only while it is
  * writable, i.e. held by one thread.
  */
+#include <stddef.h>
 #include <string.h>
 #include <gst/gst.h>
 #include <gst/video/video.h>
@@ -23,7 +28,32 @@
 #define F_UID 8
 #define F_MODEL_BAD 16
 
+/* Bumped whenever a function's signature or meaning, or an F_* flag, changes. */
+#define PYINFER_ROI_ABI 1
+
 static GQuark q_detection, q_tracking;
+
+/* The interface version, then the layout that Python assumes too: the pointer size (the arrays of meta and
+ * label pointers), and where GstVideoRegionOfInterestMeta keeps its fields (pyinfer.meta._roi_c reads them from
+ * memory, on metas this file selects). -1 past the last answer. */
+gint64 pyinfer_roi_abi(int what) {
+  switch (what) {
+  case 0:
+    return PYINFER_ROI_ABI;
+  case 1:
+    return sizeof(void *);
+  case 2:
+    return sizeof(GstMeta);
+  case 3:
+    return offsetof(GstVideoRegionOfInterestMeta, id);
+  case 4:
+    return offsetof(GstVideoRegionOfInterestMeta, params);
+  case 5:
+    return sizeof(GstVideoRegionOfInterestMeta);
+  default:
+    return -1;
+  }
+}
 
 static void init_quarks(void) {
   static gsize done = 0;

@@ -1,9 +1,12 @@
-"""The native tracker core (``libtrack_native.so``, built from ``track_native.c`` by ``make setup``).
+"""The native tracker core: ``track_native.c``, built by setup.py as an extension of the package
+(``track_native.cpython-311-x86_64-linux-gnu.so``, found by :func:`pyinfer._clib.library_path`) and loaded with
+ctypes.
 
 :class:`NativeByteTracker` has :class:`pyinfer.track.bytetrack.NumpyByteTracker`'s interface and gives its
 results: the C file is a port of the NumPy reference, operation for operation, and a frame costs one C call
-instead of ~150 NumPy calls (about 0.5 ms at 100 objects, 1 ms with rotated IoU). :func:`load` returns the
-library only after a self-test against the reference (ids equal, states within 1e-9); otherwise ``None``,
+instead of ~150 NumPy calls (about 0.5 ms at 100 objects, 1 ms with rotated IoU); tests/track/test_native.py
+compares the two frame by frame, bit for bit. :func:`load` returns the library once its ABI answers
+(``pyinfer_bt_abi``: interface version, the layout of :class:`Config`) are :data:`ABI`; otherwise ``None``,
 and :class:`pyinfer.track.ByteTracker` runs the NumPy reference.
 
 Inputs are read as float32 (boxes, scores) and int32 (classes), the dtypes :class:`~pyinfer.detections.Detections`
@@ -21,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pyinfer._clib import abi_problem, library_path
 from pyinfer.detections import Detections
-from pyinfer.track.bytetrack import NumpyByteTracker, TrackerConfig, track_detections
+from pyinfer.track.bytetrack import track_detections
 
-LIB_PATH = Path(__file__).with_name("libtrack_native.so")
+LIB_PATH = library_path(Path(__file__).parent, "track_native")
 _IOU_MODES = {"auto": 0, "axis": 1, "rotated": 2}
 _log = logging.getLogger(__name__)
 
@@ -44,6 +48,11 @@ class Config(ctypes.Structure):
     ]
 
 
+#: What ``pyinfer_bt_abi(0, 1, ...)`` must answer: the interface version (``PYINFER_BT_ABI``, with the signatures
+#: in :class:`Library`), then ``bt_config``'s size and its fields' offsets, as :class:`Config` lays them out.
+ABI = (1, ctypes.sizeof(Config), *(getattr(Config, field[0]).offset for field in Config._fields_))
+
+
 class Library:
     """The C functions, typed."""
 
@@ -57,6 +66,7 @@ class Library:
             return f
 
         p = c_void_p
+        self.abi = fn("pyinfer_bt_abi", c_int64, c_int32)
         self.new = fn("pyinfer_bt_new", p, p)
         self.free = fn("pyinfer_bt_free", None, p)
         self.reset = fn("pyinfer_bt_reset", None, p)
@@ -185,75 +195,24 @@ class NativeByteTracker:
         return out
 
 
-# -- loading and the self-test ---------------------------------------------------------------------------
+# -- loading and the ABI check ---------------------------------------------------------------------------
 
 _STATE: list = []  # [Library | None] once loaded and checked
 
 
-def _self_test_scene(rotated: bool, seed: int) -> list[Detections]:
-    """Twelve frames of 24 objects moving and turning, with misses, weak scores, 3 classes and newcomers."""
-    rng = np.random.default_rng(seed)
-    n = 24
-    size = rng.uniform(10, 50, (n, 2))
-    start = rng.uniform(60, 500, (n, 2))
-    vel = rng.uniform(-6, 6, (n, 2))
-    angle0 = rng.uniform(-1.5, 1.5, n) if rotated else np.zeros(n)
-    cls = rng.integers(0, 3, n).astype(np.int32)
-    frames = []
-    from pyinfer.ops.rotated import enclosing_xyxy
-
-    for k in range(12):
-        visible = (rng.uniform(size=n) > 0.15) & (np.arange(n) < 16 + k)
-        c = np.column_stack([start + vel * k + rng.normal(0, 1, (n, 2)), size, angle0 + 0.05 * k])[visible]
-        frames.append(
-            Detections(
-                enclosing_xyxy(c).astype(np.float32), rng.uniform(0.05, 1.0, len(c)).astype(np.float32), cls[visible],
-                cxcywhr=c.astype(np.float32) if rotated else None,
-            )
-        )  # fmt: skip
-    return frames
-
-
-def compare(a, b, frames: list[Detections], *, predict_every: int = 4) -> str | None:
-    """Feeds ``frames`` to trackers ``a`` and ``b`` (a prediction step after every ``predict_every``-th);
-    returns the first difference found, or None."""
-    for k, dets in enumerate(frames):
-        ia, ib = a.update(dets), b.update(dets)
-        if not np.array_equal(ia, ib):
-            return f"frame {k}: ids {ia.tolist()} != {ib.tolist()}"
-        if k % predict_every == predict_every - 1:
-            pa, pb = a.predict(), b.predict()
-            if not np.array_equal(pa.tracker_id, pb.tracker_id):
-                return f"frame {k}: predicted ids differ"
-            if not np.allclose(pa.xyxy, pb.xyxy, rtol=0, atol=1e-3):
-                return f"frame {k}: predicted boxes differ"
-        if len(a) != len(b):
-            return f"frame {k}: {len(a)} != {len(b)} tracks"
-    return None
-
-
-def _self_test(lib: Library) -> str | None:
-    for rotated, cfg in ((False, TrackerConfig()), (True, TrackerConfig(class_aware=True, min_hits=1))):
-        frames = _self_test_scene(rotated, seed=7)
-        problem = compare(NumpyByteTracker(cfg), NativeByteTracker(cfg, lib), frames)
-        if problem:
-            return f"{'rotated' if rotated else 'axis-aligned'}: {problem}"
-    return None
-
-
 def load() -> Library | None:
-    """The library once it has passed its self-test, or ``None`` where it is not built, cannot be loaded, fails
-    the self-test (logged) or ``PYINFER_NO_NATIVE=1``."""
+    """The library once its ABI answers are :data:`ABI`, or ``None`` where it is not built, cannot be loaded,
+    answers otherwise (logged) or ``PYINFER_NO_NATIVE=1``."""
     if not _STATE:
         lib = None
         if os.environ.get("PYINFER_NO_NATIVE") != "1" and ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists():
             try:
                 lib = Library()
-                problem = _self_test(lib)
+                problem = abi_problem(lib.abi, ABI)
             except (OSError, AttributeError) as exc:
                 lib, problem = None, f"cannot load {LIB_PATH}: {exc}"
             if problem:
-                _log.warning("native tracker not used (the NumPy tracker runs instead): %s", problem)
+                _log.warning("native tracker %s not used (the NumPy tracker runs instead): %s", LIB_PATH, problem)
                 lib = None
         _STATE.append(lib)
     return _STATE[0]

@@ -22,7 +22,7 @@ turned into the representation closest to the track's angle ((w, h, a) is the sa
 Tracks live in a struct of arrays (one row per track), so a frame costs a fixed number of NumPy calls.
 
 :class:`ByteTracker` runs this algorithm in C (:mod:`pyinfer.track._native`, one call per frame: ~20x faster
-at 100 objects) where the native library is built and passes its self-test, else :class:`NumpyByteTracker`,
+at 100 objects) where the native library is built and passes its ABI check, else :class:`NumpyByteTracker`,
 the NumPy reference it is tested against.
 """
 
@@ -341,7 +341,7 @@ class Tracker(Protocol):
 
 
 def native_available() -> bool:
-    """Whether the native core is built, loads and passes its self-test against the NumPy reference."""
+    """Whether the native core is built, loads and passes its ABI check (see :mod:`pyinfer.track._native`)."""
     from pyinfer.track import _native
 
     return _native.load() is not None
@@ -371,6 +371,6 @@ def ByteTracker(config: TrackerConfig | None = None, *, backend: str = "auto") -
         if backend == "native":
             raise ConfigError(
                 f"the native tracker is not available ({_native.LIB_PATH} not built, not loadable or failing its "
-                "self-test: `make setup` builds it)"
+                "ABI check: `make setup` or `pip install` builds it)"
             )
     return NumpyByteTracker(config)

@@ -7,11 +7,14 @@
  * Thresholds on float32 scores compare in float32, as NumPy does for a float32 array against a Python float.
  * Built with -ffp-contract=off so no multiply-add is fused: the Kalman state matches NumPy's to the last bit
  * except where sin/cos differ by an ulp between libm and NumPy. tests/track/test_native.py checks the two
- * against each other frame by frame; pyinfer.track._native self-tests the library before it is used.
+ * against each other frame by frame; pyinfer.track._native checks the library's ABI answers
+ * (pyinfer_bt_abi) before it is used.
  *
- * No GStreamer, no Python: plain C99 and libm. Loaded with ctypes (pyinfer/track/_native.py).
+ * No GStreamer, no Python: plain C99 and libm. Built by setup.py as an extension of the package (with
+ * -ffp-contract=off) and loaded with ctypes (pyinfer/track/_native.py), never imported.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,27 @@ typedef struct {
     int64_t max_age, min_hits;
     int32_t class_aware, iou_mode;
 } bt_config;
+
+/* Bumped whenever a function's signature or meaning changes. */
+#define PYINFER_BT_ABI 1
+
+/* The interface version, then the layout of bt_config (its size, then each field's offset, in order): the one
+ * struct Python shares with this file. -1 past the last answer. */
+int64_t pyinfer_bt_abi(int32_t what) {
+    static const int64_t answers[] = {
+        PYINFER_BT_ABI,
+        sizeof(bt_config),
+        offsetof(bt_config, high_threshold),
+        offsetof(bt_config, low_threshold),
+        offsetof(bt_config, new_track_threshold),
+        offsetof(bt_config, match_iou_threshold),
+        offsetof(bt_config, max_age),
+        offsetof(bt_config, min_hits),
+        offsetof(bt_config, class_aware),
+        offsetof(bt_config, iou_mode),
+    };
+    return what >= 0 && what < (int32_t)(sizeof answers / sizeof answers[0]) ? answers[what] : -1;
+}
 
 typedef struct {
     bt_config cfg;

@@ -1,0 +1,44 @@
+"""Finding and checking pyinfer's C helpers: ``roi_native`` (:mod:`pyinfer.meta._roi_native`) and ``track_native``
+(:mod:`pyinfer.track._native`).
+
+setup.py builds each as an extension of the package, so the file carries the name setuptools gives it
+(``roi_native.cpython-311-x86_64-linux-gnu.so``), in place beside its source for an editable install, in the
+wheel otherwise. Neither is a Python module: they are loaded with ctypes. Before a loader uses one it asks the
+library's ABI function (``pyinfer_roi_abi``, ``pyinfer_bt_abi``) for its interface version and the layout of
+what Python shares with it, and refuses a library whose answers differ from its own (a file built from another
+version of its C source). That check costs a few calls; the comparisons of the C paths with the Python ones are
+in the test suite (tests/meta/test_roi_native.py, tests/track/test_native.py).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def library_path(directory: Path, name: str) -> Path:
+    """The helper ``name`` in ``directory`` under the first extension suffix of this Python that exists there;
+    where none does, the name it would have (for messages)."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    for suffix in suffixes:
+        path = directory / (name + suffix)
+        if path.exists():
+            return path
+    return directory / (name + suffixes[0])
+
+
+def abi_problem(answer: Callable[[int], int], expected: Sequence[int]) -> str | None:
+    """What differs between a library's ABI answers and ``expected``, or None where they agree.
+
+    Args:
+        answer: the library's ABI function: ``answer(k)`` for k = 0, 1, ... is its k-th value (0: the interface
+            version), and -1 past its last one.
+        expected: what this Python side was written for.
+    """
+    got = [int(answer(k)) for k in range(len(expected))]
+    extra = int(answer(len(expected)))
+    if got != list(expected) or extra != -1:
+        more = f" and more ({extra}, ...)" if extra != -1 else ""
+        return f"ABI answers {got}{more}, expected {list(expected)} (built from another version of its C file?)"
+    return None
