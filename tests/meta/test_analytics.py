@@ -163,7 +163,7 @@ def test_a_classifiers_top_k_is_the_classification_mtd_with_class_ids():
     analytics.write_detections(buf, topk)
     got = read_classifications(buf)
     assert [[c for c, _, _ in e] for e in got] == [[2, 0, 1], [0, 2, 1], [1, 0, 2]]
-    assert [e[0][1] for e in got] == ["car", "person", "bike"]
+    assert [e[0][1] for e in got] == ["bike", "car", "person"]  # labels of classes 2, 0, 1
     assert got[1][1][2] == pytest.approx(0.2)
     plain = _buffer()
     analytics.write_detections(plain, _dets())

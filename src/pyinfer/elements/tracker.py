@@ -107,7 +107,7 @@ class TrackerElement(GstBase.BaseTransform):
 
     @GObject.Property(
         type=str, default="auto", nick="Backend",
-        blurb="Tracker core: auto (native C when built and self-tested, else NumPy), native or numpy; applies at "
+        blurb="Tracker core: auto (native C when built and its ABI matches, else NumPy), native or numpy; applies at "
         "start",
         flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
