@@ -202,3 +202,26 @@ def test_a_classifier_model_attaches_its_top_k_to_the_frame_detection(run_pipeli
         assert top[0][1] == "blue" and sorted(label for _, label, _ in top) == ["blue", "green", "red"]
         assert top[0][2] >= top[1][2] >= top[2][2]
         assert top[0][2] == pytest.approx(float(result.detections[0].confidence[0]), abs=1e-6)
+
+
+def test_behind_a_tee_metadata_goes_only_on_the_inferred_branch(run_pipeline, fixed_model):
+    """A buffer that a tee shares with another branch is copied (shallow) before metadata is added to it."""
+    from pyinfer.meta import read_detections, read_frame_info
+
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=4 ! video/x-raw,format=RGB,width=640,height=480 ! tee name=t "
+        f"t. ! queue ! pyinfer model-engine={fixed_model} batch-size=2 ! appsink name=sink "
+        "t. ! queue ! fakesink name=other sync=false"
+    )
+    seen: list[tuple[int, object]] = []
+
+    def probe(pad, info):
+        buf = info.get_buffer()
+        seen.append((len(read_detections(buf)), read_frame_info(buf)))
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("other").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+    res = run_pipeline(pipeline)
+    assert res.ok, res.error
+    assert [len(d) for d in res.detections] == [2, 2, 2, 2]
+    assert seen == [(0, None)] * 4

@@ -22,6 +22,7 @@ import collections
 import ctypes
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from pyinfer._gi import Gst, GstVideo
 from pyinfer.ops.colour import YUV_FORMATS, YuvColour
@@ -99,7 +100,7 @@ class VideoLayout:
 
     def for_pointer(self, ptr: int) -> VideoLayout:
         """:meth:`for_buffer` for a GstBuffer's address (one C call, the GIL kept: see :func:`_gst`)."""
-        meta = _gst().gst_buffer_get_video_meta(ptr)
+        meta = _video_meta(ptr)
         if not meta:
             return self
         meta = meta.contents
@@ -170,7 +171,7 @@ _LIB: ctypes.PyDLL | None = None
 
 
 def _gst() -> ctypes.PyDLL:
-    """map, unmap, memory count and video meta of a buffer, called with the GIL held.
+    """map, unmap and memory count of a buffer, called with the GIL held.
 
     These calls return at once, so they need not let other Python threads run; through ``ctypes.CDLL`` each one
     released the GIL and took it back, which on a busy pipeline (streaming thread, worker and copy threads all
@@ -185,12 +186,22 @@ def _gst() -> ctypes.PyDLL:
         lib.gst_buffer_unmap.restype = None
         lib.gst_buffer_n_memory.argtypes = [ctypes.c_void_p]
         lib.gst_buffer_n_memory.restype = ctypes.c_uint
-        video = ctypes.PyDLL("libgstvideo-1.0.so.0")
-        lib.gst_buffer_get_video_meta = video.gst_buffer_get_video_meta
-        lib.gst_buffer_get_video_meta.argtypes = [ctypes.c_void_p]
-        lib.gst_buffer_get_video_meta.restype = ctypes.POINTER(_GstVideoMeta)
         _LIB = lib
     return _LIB
+
+
+_VIDEO_META: Any = None
+
+
+def _video_meta(ptr: int) -> Any:
+    """gst_buffer_get_video_meta of a GstBuffer's address (a NULL pointer if it has none); the GIL is kept."""
+    global _VIDEO_META
+    if _VIDEO_META is None:
+        fn = ctypes.PyDLL("libgstvideo-1.0.so.0").gst_buffer_get_video_meta
+        fn.argtypes = [ctypes.c_void_p]
+        fn.restype = ctypes.POINTER(_GstVideoMeta)
+        _VIDEO_META = fn
+    return _VIDEO_META(ptr)
 
 
 #: Plane views by (address, mapped size, device, layout): decoders, upload elements and buffer pools recycle their
