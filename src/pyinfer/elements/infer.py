@@ -28,8 +28,8 @@ from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
 from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
-from pyinfer.meta import analytics as meta_analytics
-from pyinfer.meta.roi import write_detections, write_frame_info
+from pyinfer.meta.codecs import Codec
+from pyinfer.meta.codecs import codec as meta_codec
 from pyinfer.ops.colour import YUV_FORMATS
 from pyinfer.params import DEFAULT_PARAMS, InferParams
 from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing, wait_all
@@ -330,7 +330,7 @@ class InferElement(PackedVideoFilter):
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
         self._meta_used = ""
-        self._meta_codec = "roi"
+        self._codec: Codec = meta_codec("roi")
         self._last_warning: dict[str, float] = {}
         self._started = False
         self._live: bool | None = None  # upstream is live (asked at the first buffer)
@@ -432,11 +432,12 @@ class InferElement(PackedVideoFilter):
             msg = f"meta must be auto, analytics, roi, both, deepstream or pyds, not {self.meta!r}"
             post_error(self, Gst.ResourceError.SETTINGS, msg)
             return False
-        if self.meta in ("analytics", "both") and not meta_analytics.available():
-            post_error(self, Gst.ResourceError.SETTINGS, f"meta={self.meta} needs GstAnalytics: GStreamer >= 1.24 "
-                       f"with libgstanalytics-1.0 (gstreamer1.0-plugins-bad); this is GStreamer "
-                       f"{Gst.version_string().split()[-1]}: use meta=roi or meta=auto")  # fmt: skip
-            return False
+        if self.meta not in ("deepstream", "pyds"):
+            try:
+                self._codec = meta_codec(self.meta)
+            except ValueError as exc:
+                post_error(self, Gst.ResourceError.SETTINGS, str(exc))
+                return False
         cfg = self._engine_config()
         try:
             self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
@@ -512,9 +513,7 @@ class InferElement(PackedVideoFilter):
         self._layout = layout
         self._ring = None  # sized for the old frames
         self._ds = None
-        codec = self.meta if self.meta != "auto" else ("analytics" if meta_analytics.available() else "roi")
-        self._meta_codec = codec
-        self._meta_used = {"both": "analytics+roi"}.get(codec, codec)
+        self._meta_used = self._codec.name
         rate = GstVideo.VideoInfo.new_from_caps(incaps)
         self._frame_duration_ns = (
             Gst.util_uint64_scale_int(Gst.SECOND, rate.fps_d, rate.fps_n) if rate is not None and rate.fps_n > 0 else 0
@@ -781,30 +780,19 @@ class InferElement(PackedVideoFilter):
         for text in take() if take is not None else ():
             self._warn_limited("model-output", Gst.StreamError.DECODE, text)
         dets = iter(detections or ())
-        codec = self._meta_codec
+        codec, uid, mid = self._codec, settings.unique_id, batch.model_id
         for item in items:
             inferred = item.infer and detections is not None
             with writable(item.buf):
                 if inferred:
                     try:
-                        frame_dets = next(dets)
-                        if codec != "roi":
-                            meta_analytics.write_detections(item.buf, frame_dets, unique_id=settings.unique_id,
-                                                            model_id=batch.model_id)  # fmt: skip
-                        if codec != "analytics":
-                            write_detections(item.buf, frame_dets, unique_id=settings.unique_id,
-                                             model_id=batch.model_id)  # fmt: skip
+                        codec.write_detections(item.buf, next(dets), unique_id=uid, model_id=mid)
                     except Exception as exc:  # the frame still goes on, in its place
                         if self._failed(exc, 1) != Gst.FlowReturn.OK:
                             self._flow = Gst.FlowReturn.ERROR
                             return
                         inferred = False
-                if codec != "roi":
-                    meta_analytics.write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id,
-                                                    model_id=batch.model_id)  # fmt: skip
-                if codec != "analytics":
-                    write_frame_info(item.buf, inferred=inferred, unique_id=settings.unique_id,
-                                     model_id=batch.model_id)  # fmt: skip
+                codec.write_frame_info(item.buf, inferred=inferred, unique_id=uid, model_id=mid)
         if n:
             self._note_cost(batch.opened_ns)
         self._push_all(items)
