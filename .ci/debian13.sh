@@ -3,6 +3,7 @@
 # system built here from Debian's packages.
 #
 #   .ci/debian13.sh [PYTEST ARGS...]
+#   .ci/debian13.sh --run COMMAND [ARGS...]   (a command in the tree instead of pytest, e.g. a benchmark)
 #
 # 1. The root file system (debootstrap, minbase) is built once in $PYINFER_DEBIAN13_ROOT
 #    (/var/cache/pyinfer/debian13) from the mirror this machine's apt already uses, and reused while its stamp
@@ -204,6 +205,14 @@ in_root 120 "echo Debian \$(cat /etc/debian_version); cd $TREE && .venv/bin/pyin
 
 step=$SECONDS
 quoted=""
+if [ "${1:-}" = --run ]; then
+    shift
+    [ $# -gt 0 ] || die "--run needs a command"
+    rc=0
+    in_root "$LIMIT_TESTS" "cd $TREE && $(printf '%q ' "$@")" || rc=$?
+    log "command: $((SECONDS - step)) s (exit $rc)"
+    exit "$rc"
+fi
 [ $# = 0 ] || quoted=$(printf ' %q' "$@")
 rc=0
 # timeout_method=thread: a test stuck inside a C call is still stopped (the signal method waits for it).
