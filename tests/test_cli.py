@@ -16,13 +16,14 @@ PYINFER = [sys.executable, "-m", "pyinfer.cli"]
 @pytest.fixture
 def env_from_pyinfer_env(tmp_path) -> dict[str, str]:
     """A clean environment with only `pyinfer env`'s exports applied (and a fresh registry)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("GST_PLUGIN_PATH", "PYTHONPATH")}
+    base = {k: v for k, v in os.environ.items() if k not in ("GST_PLUGIN_PATH", "PYTHONPATH", "PYINFER_PYTHONPATH")}
     base["GST_REGISTRY"] = str(tmp_path / "registry.bin")
     script = f'eval "$({" ".join(PYINFER)} env)" && env -0'
     out = subprocess.run(["bash", "-c", script], env=base, capture_output=True, check=True, timeout=60)
     env = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
     assert "GST_PLUGIN_PATH" in env
-    assert "PYTHONPATH" in env
+    assert "PYINFER_PYTHONPATH" in env
+    assert "PYTHONPATH" not in env  # other Python programs in that shell keep their own sys.path
     return env
 
 

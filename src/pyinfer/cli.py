@@ -31,10 +31,13 @@ def python_path() -> list[str]:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    """GST_PLUGIN_PATH for the plugin folder, and PYINFER_PYTHONPATH, which only pyinfer's loader shims read
+    (src/pyinfer/gst/python/*.py put it on their interpreter's sys.path): PYTHONPATH would also reach every
+    other Python program started from that shell."""
     gst = shlex.quote(str(plugin_path()))
     py = shlex.quote(":".join(python_path()))
     print(f"export GST_PLUGIN_PATH={gst}${{GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}}")
-    print(f"export PYTHONPATH={py}${{PYTHONPATH:+:$PYTHONPATH}}")
+    print(f"export PYINFER_PYTHONPATH={py}")
     return 0
 
 
