@@ -105,3 +105,55 @@ def test_loader_state_present_missing_or_failed_for_another_reason(tmp_path):
     assert doctor.loader_state(_Registry(loaded=False, files=[])).startswith("MISSING (apt install gstreamer1.0-")
     state = doctor.loader_state(_Registry(loaded=False, files=[str(loader)]))
     assert state.startswith(f"FAILED to load {loader} (GST_DEBUG=python:6")
+
+
+def _shell_env(tmp_path, *, python_path: bool) -> dict[str, str]:
+    """A user's shell: pyinfer's plugin folder on GST_PLUGIN_PATH, PYINFER_PYTHONPATH only if asked, its own
+    registry cache."""
+    from pyinfer.cli import plugin_path
+    from pyinfer.cli import python_path as loader_path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYINFER_PYTHONPATH", "GST_PLUGIN_PATH")}
+    env["GST_PLUGIN_PATH"] = str(plugin_path())
+    env["GST_REGISTRY"] = str(tmp_path / "registry.bin")
+    if python_path:
+        env["PYINFER_PYTHONPATH"] = os.pathsep.join(loader_path())
+    return env
+
+
+def _doctor_in(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-m", "pyinfer.cli", "doctor"], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_doctor_names_the_missing_python_path_when_no_scan_finds_the_elements(tmp_path):
+    text = _doctor_in(_shell_env(tmp_path, python_path=False))
+    line = next(t for t in text.splitlines() if t.startswith("elements in a fresh plugin scan"))
+    assert "NOT found: pyinfer" in line and "cannot import pyinfer" in line and 'eval "$(pyinfer env)"' in line
+
+
+def test_doctor_spots_a_stale_registry_cache_and_says_how_to_clear_it(tmp_path):
+    """The trap of issue #18: a scan without the Python path is cached; after `pyinfer env` gst-inspect still
+    finds nothing, because GStreamer does not rescan. doctor tells the two apart and names the file."""
+    failing = _shell_env(tmp_path, python_path=False)
+    assert subprocess.run(["gst-inspect-1.0", "--exists", "pyinfer"], env=failing, capture_output=True,
+                          timeout=120, check=False).returncode != 0  # fmt: skip
+    fixed = _shell_env(tmp_path, python_path=True)
+    still = subprocess.run(["gst-inspect-1.0", "--exists", "pyinfer"], env=fixed, capture_output=True, timeout=120,
+                           check=False)  # fmt: skip
+    assert still.returncode != 0, "GStreamer rescanned by itself: the stale-cache trap is gone"
+    text = _doctor_in(fixed)
+    assert "elements in a fresh plugin scan: all found" in text
+    registry = fixed["GST_REGISTRY"]
+    assert f"elements in the registry cache ({registry}): NOT found: pyinfer" in text
+    assert f"rm {registry}" in text
+    Path(registry).unlink()  # what doctor says to do
+    assert f"elements in the registry cache ({registry}): all found" in _doctor_in(fixed)
+
+
+def test_doctor_reports_the_broker_clients():
+    text = _doctor(fakes=False).stdout
+    for label in ("MQTT (paho-mqtt)", "Redis (redis)", "Kafka (confluent-kafka)"):
+        assert f"broker client {label}: available" in text  # the test extra installs all three

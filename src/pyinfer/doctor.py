@@ -18,6 +18,9 @@ from typing import Any
 
 from pyinfer import __version__
 
+OUR_ELEMENTS = ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker")
+BROKER_CLIENTS = (("paho.mqtt.client", "MQTT (paho-mqtt)"), ("redis", "Redis (redis)"),
+                  ("confluent_kafka", "Kafka (confluent-kafka)"))  # fmt: skip
 NVIDIA_ELEMENTS = ("nvstreammux", "nvvideoconvert", "nvinfer", "nvtracker", "nvdsosd", "nvmsgconv", "nvmsgbroker")
 TRACKER_LIB = "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so"
 
@@ -81,6 +84,77 @@ def loader_state(registry: Any) -> str:
     return f"FAILED to load {failed} (GST_DEBUG=python:6 gst-inspect-1.0 {failed} says why); {retry}"
 
 
+def default_registry() -> Path:
+    """The registry cache GStreamer uses in this environment: GST_REGISTRY, else the per-user default."""
+    if os.environ.get("GST_REGISTRY"):
+        return Path(os.environ["GST_REGISTRY"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gstreamer-1.0"
+    found = sorted(cache.glob("registry.*.bin"))
+    import platform
+
+    return found[0] if found else cache / f"registry.{platform.machine()}.bin"
+
+
+def scan_elements(env: dict[str, str], names: tuple[str, ...] = OUR_ELEMENTS) -> dict[str, bool]:
+    """Which of ``names`` ``gst-inspect-1.0 --exists`` finds in ``env`` (its registry, its plugin path)."""
+    import subprocess
+
+    found = {}
+    for name in names:
+        try:
+            out = subprocess.run(["gst-inspect-1.0", "--exists", name], env=env, capture_output=True, timeout=120,
+                                 check=False)  # fmt: skip
+            found[name] = out.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            found[name] = False
+    return found
+
+
+def _path_has(var: str, folder: Path) -> bool:
+    return any(p and Path(p).resolve() == folder.resolve() for p in os.environ.get(var, "").split(os.pathsep))
+
+
+def element_discovery() -> Iterator[str]:
+    """Whether gst-inspect-1.0/gst-launch-1.0 find pyinfer's elements from this shell: in a fresh scan (a
+    temporary registry), and in the registry cache they will really use; what to do when they do not."""
+    import tempfile
+
+    from pyinfer.cli import plugin_path
+
+    with tempfile.TemporaryDirectory(prefix="pyinfer-doctor-") as tmp:
+        fresh = scan_elements({**os.environ, "GST_REGISTRY": str(Path(tmp) / "registry.bin")})
+    missing = [n for n, ok in fresh.items() if not ok]
+    fix = 'run eval "$(pyinfer env)" in this shell'
+    if not missing:
+        yield f"elements in a fresh plugin scan: all found ({', '.join(fresh)})"
+    else:
+        if not _path_has("GST_PLUGIN_PATH", plugin_path()):
+            why = f"GST_PLUGIN_PATH does not include {plugin_path()}: {fix}"
+        elif not (_path_has("PYINFER_PYTHONPATH", Path(__file__).resolve().parent.parent)
+                  or _path_has("PYTHONPATH", Path(__file__).resolve().parent.parent)):  # fmt: skip
+            why = f"the plugin loader's Python cannot import pyinfer (no PYINFER_PYTHONPATH or PYTHONPATH): {fix}"
+        else:
+            why = "the plugin files failed to import: GST_DEBUG=python:6 gst-inspect-1.0 pyinfer shows the error"
+        yield f"elements in a fresh plugin scan: NOT found: {', '.join(missing)} ({why})"
+        return
+    registry = default_registry()
+    cached = scan_elements(dict(os.environ))
+    stale = [n for n, ok in cached.items() if not ok]
+    if not stale:
+        yield f"elements in the registry cache ({registry}): all found"
+    else:
+        yield (
+            f"elements in the registry cache ({registry}): NOT found: {', '.join(stale)}, though a fresh scan "
+            f"finds them: the cache remembers an earlier failed scan; delete it (rm {registry}) and run again"
+        )
+
+
+def broker_clients() -> dict[str, bool]:
+    """The message-broker client libraries pymsgbroker can use here."""
+    return {label: importlib.util.find_spec(mod.split(".")[0]) is not None and _import(mod)[0] is not None
+            for mod, label in BROKER_CLIENTS}  # fmt: skip
+
+
 def deepstream_features() -> dict[str, bool]:
     """The DeepStream binding features pyinfer uses, each detected by hasattr."""
     sm, _ = _import("pyservicemaker")
@@ -110,6 +184,20 @@ def _native_state(used: bool, path: Path, fallback: str) -> str:
     return f"not in use: {path} did not load or failed its ABI check, see the log ({fallback} path)"
 
 
+def _analytics_native_state() -> str:
+    """The GstAnalytics reader's C helper (:mod:`pyinfer.meta._analytics_native`): in use, or why not."""
+    from pyinfer.meta import _analytics_native, analytics
+
+    api = analytics._api()
+    if api is None:
+        return "not used: no GstAnalytics here (GStreamer >= 1.24 with libgstanalytics-1.0)"
+    lib = _analytics_native.load()
+    state = _native_state(lib is not None, _analytics_native.LIB_PATH, "ctypes")
+    if lib is not None and analytics._native(api) is None:
+        state = "not in use: built for another GStreamer (oriented OD Mtds differ), see the log (ctypes path)"
+    return state
+
+
 def report() -> Iterator[str]:
     """The doctor's lines."""
     from pyinfer._gi import Gst, ensure_init
@@ -135,8 +223,12 @@ def report() -> Iterator[str]:
     if meta_native.load() is not None and roi._native() is None:  # it works on top of the ctypes path
         meta = "not in use: the ctypes path it works with is not usable here (PyGObject path)"
     yield f"native metadata helper: {meta}"
+    yield f"native analytics helper: {_analytics_native_state()}"
     track = _native_state(track_native.load() is not None, track_native.LIB_PATH, "NumPy tracker")
     yield f"native tracker core: {track}"
+    for label, ok in broker_clients().items():
+        yield f"broker client {label}: {'available' if ok else 'absent (pip install pyinfer[brokers] / [kafka])'}"
+    yield from element_discovery()
     from pyinfer.frames.deepstream import deepstream_version
 
     yield f"DeepStream install: {deepstream_version() or 'not found'}"
