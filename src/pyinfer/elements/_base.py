@@ -104,3 +104,14 @@ def ready_property(name: str, **spec: object) -> GObject.Property:
 
     flags = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY
     return GObject.Property(getter=getter, setter=setter, flags=flags, **spec)
+
+
+def _forward_logging() -> None:
+    """pyinfer's Python log into GStreamer's debug log (GST_DEBUG=pyinfer:5), once GStreamer is up."""
+    if Gst.is_initialized():
+        from pyinfer import _gstlog
+
+        _gstlog.install()
+
+
+_forward_logging()  # every element module imports this one: gst-launch-1.0 (loader shims) and pyinfer.register()
