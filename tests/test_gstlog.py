@@ -33,3 +33,49 @@ def test_model_device_and_decoder_choice_show_with_gst_debug_pyinfer_4(tmp_path)
 
 def test_nothing_is_printed_without_gst_debug(tmp_path):
     assert "loaded " not in _launch(tmp_path, None)
+
+
+def test_gst_launch_prints_no_floating_reference_critical(tmp_path):
+    err = _launch(tmp_path, None)
+    assert "should be floating" not in err
+
+
+_SCRIPT = r"""
+import ctypes, gc, sys
+import pyinfer
+from pyinfer._gi import Gst
+pyinfer.register()
+finalized = []
+for i in range(20):
+    p = Gst.parse_launch("videotestsrc num-buffers=1 ! pytracker ! pyosd ! pymsgconv ! fakesink")
+    for name in ("pyinfer", "pyosd", "pytracker", "pymsgconv", "pymsgbroker"):
+        e = Gst.ElementFactory.make(name, None)
+        e.weak_ref(lambda n=name: finalized.append(n))
+        if i % 2:
+            p.add(e)
+        del e
+    for e in p.iterate_elements():
+        e.weak_ref(lambda: finalized.append("in pipeline"))
+    del e
+    p.set_state(Gst.State.PLAYING)
+    p.get_bus().timed_pop_filtered(10 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    p.set_state(Gst.State.NULL)
+    del p
+    gc.collect()
+print("finalized", len(finalized))
+gst = ctypes.CDLL("libgstreamer-1.0.so.0")
+gst.gst_object_ref.argtypes = [ctypes.c_void_p]
+gst.gst_object_ref(None)  # another GStreamer CRITICAL: still printed
+"""
+
+
+def test_elements_are_freed_and_other_criticals_still_print():
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    # 100 made by the factory (20 x 5), and 20 pipelines of 5 parsed elements plus, every other one, the 5
+    # factory-made ones added: 250 finalize notifications, so none leaked
+    assert "finalized 250" in out.stdout, out.stdout
+    assert "should be floating" not in out.stderr
+    assert "gst_object_ref: assertion" in out.stderr

@@ -78,6 +78,37 @@ class GstDebugHandler(logging.Handler):
             self.handleError(record)
 
 
+FLOATING_WARNING = "The created element should be floating"
+_silenced = False
+
+
+def silence_floating_warning() -> None:
+    """Drop exactly GStreamer's "The created element should be floating, this is probably caused by faulty
+    bindings" CRITICAL in this process; every other GStreamer message goes to GLib's default handler as before.
+
+    gst-python 1.22 prints it for every Python element a factory creates: PyGObject has already sunk the
+    floating reference when the factory checks it. The reference counts are right (the Python wrapper owns
+    the one reference, a bin adds its own, and everything is freed: tests/test_gstlog.py checks it), so the
+    message only alarms users. Making the element floating again would hand the wrapper's reference to the
+    bin, which is how a use-after-free starts.
+    """
+    global _silenced
+    with _lock:
+        if _silenced:
+            return
+        from gi.repository import GLib
+
+        def handler(domain: str, level: GLib.LogLevelFlags, message: str, data: object) -> None:
+            if message.startswith(FLOATING_WARNING):
+                return
+            GLib.log_default_handler(domain, level, message, data)
+
+        flags = GLib.LogLevelFlags
+        GLib.log_set_handler("GStreamer", flags.LEVEL_CRITICAL | flags.FLAG_FATAL | flags.FLAG_RECURSION, handler,
+                             None)  # fmt: skip
+        _silenced = True
+
+
 def install() -> logging.Handler | None:
     """Forward the ``pyinfer`` logger to GStreamer's debug log (once per process); None if not possible.
 

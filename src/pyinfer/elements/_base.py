@@ -106,12 +106,14 @@ def ready_property(name: str, **spec: object) -> GObject.Property:
     return GObject.Property(getter=getter, setter=setter, flags=flags, **spec)
 
 
-def _forward_logging() -> None:
-    """pyinfer's Python log into GStreamer's debug log (GST_DEBUG=pyinfer:5), once GStreamer is up."""
-    if Gst.is_initialized():
-        from pyinfer import _gstlog
+def _process_setup() -> None:
+    """Once GStreamer is up: pyinfer's Python log into GStreamer's debug log (GST_DEBUG=pyinfer:5), and
+    gst-python 1.22's harmless "element should be floating" CRITICAL silenced (see pyinfer._gstlog)."""
+    from pyinfer import _gstlog
 
+    _gstlog.silence_floating_warning()
+    if Gst.is_initialized():
         _gstlog.install()
 
 
-_forward_logging()  # every element module imports this one: gst-launch-1.0 (loader shims) and pyinfer.register()
+_process_setup()  # every element module imports this one: gst-launch-1.0 (loader shims) and pyinfer.register()
