@@ -66,6 +66,12 @@ def _on_notify(element: InferElement, pspec: GObject.ParamSpec) -> None:
         element._settings_generation += 1
 
 
+def _note_explicit(element: InferElement, pspec: GObject.ParamSpec) -> None:
+    """A property set on the element (not from config-file-path): it wins over the file, as in nvinfer."""
+    if not element._applying_config:
+        element._explicit.add(pspec.name)
+
+
 _FORMAT_LIST = ", ".join(FORMATS)
 #: System memory: packed RGB-family and 4:2:0 YUV (what software decoders give); CUDA memory from NVIDIA's
 #: decoders (NV12) and converters; DeepStream's NVMM batches.
@@ -313,6 +319,15 @@ class InferElement(PackedVideoFilter):
         "results of the one before are written and pushed (1: one batch at a time)",
     )  # fmt: skip
 
+    config_file_path = ready_property(
+        "config-file-path",
+        type=str, default="", nick="nvinfer config file",
+        blurb="An nvinfer configuration file ([property], [class-attrs-all], [class-attrs-N]), read at start: its "
+        "keys set the matching properties (model-engine, labels-file, batch-size, thresholds, interval, unique-id...), "
+        "except properties set on the element, which win as in nvinfer. Paths in it are relative to the file; keys "
+        "pyinfer cannot honour are named in one WARNING",
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self._model_path = ""
         self._engine = None
@@ -338,10 +353,13 @@ class InferElement(PackedVideoFilter):
         self._batch_cost_ns = 0  # the slowest batch seen (wall time from submit to delivery), for LATENCY
         self._reported_latency_ns = -1
         self._push = _Pusher()
-        self._srcpad = self.get_static_pad("src")  # looked up once: a PyGObject call per batch otherwise
         self._settings_generation = 0
         self._settings_cache: tuple[int, Settings] | None = None
         self.connect("notify", _on_notify)  # a module function: no reference cycle through the signal
+        self._explicit: set[str] = set()  # properties set on the element (config-file-path: they win)
+        self._config_applied: set[str] = set()  # properties the config file set at the last start
+        self._applying_config = False
+        self.connect("notify", _note_explicit)
 
     # -- state -------------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -423,9 +441,47 @@ class InferElement(PackedVideoFilter):
         log.info("model %s serving from frame %d, decoder %s", result.path, self._frames_seen, engine.decoder_choice)
         self._announce(result, first_frame=self._frames_seen)
 
+    def _apply_config_file(self) -> bool:
+        """config-file-path: set what the nvinfer file gives, except properties set on the element (at start)."""
+        from pyinfer.nvinfer_config import read_nvinfer_config
+
+        self._applying_config = True
+        try:
+            for name in self._config_applied - self._explicit:  # the last file's values go: this file may not set them
+                self.set_property(name, self.find_property(name).default_value)
+            self._config_applied = set()
+            if not self.config_file_path:
+                return True
+            try:
+                config = read_nvinfer_config(self.config_file_path)
+                values = config.for_element(self._explicit)
+            except ConfigError as exc:
+                code = Gst.ResourceError.NOT_FOUND if exc.missing else Gst.ResourceError.SETTINGS
+                if getattr(exc, "unreadable", False):
+                    code = Gst.ResourceError.OPEN_READ
+                post_error(self, code, str(exc))
+                return False
+            for name, value in values.items():
+                self.set_property(name, value)
+            self._config_applied = set(values)
+        finally:
+            self._applying_config = False
+        if config.unsupported:
+            post_warning(self, Gst.ResourceError.SETTINGS, config.warning())
+        kept = sorted(set(config.properties) - set(values))
+        log.info(
+            "%s: set %s; kept as set on the element: %s",
+            config.path,
+            ", ".join(f"{k}={v!r} ({config.sources[k]})" for k, v in values.items()),
+            ", ".join(kept) or "none",
+        )
+        return True
+
     def do_start(self) -> bool:
         from pyinfer.engine import Engine, on_fresh_thread
 
+        if not self._apply_config_file():
+            return False
         if self.on_error not in ("fail", "skip"):
             post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
             return False
@@ -811,7 +867,7 @@ class InferElement(PackedVideoFilter):
         self._push_all(job.tokens)
 
     def _push_all(self, items: list) -> None:
-        srcpad = self._srcpad
+        srcpad = self.get_static_pad("src")
         while items:
             item = items.pop(0)
             ret = self._push(srcpad, item)
