@@ -209,6 +209,22 @@ def test_config_file_errors_name_the_file(tmp_path):
         read_config(other)
 
 
+def test_nvmsgbroker_config_files_are_read_with_their_key_names(tmp_path):
+    # DeepStream's cfg_mqtt.txt / cfg_redis.txt / cfg_kafka.txt keys, translated to pyinfer's option names.
+    cfg = tmp_path / "cfg_mqtt.txt"
+    cfg.write_text(
+        "[message-broker]\nusername = user\npassword = secret\nclient-id = cam7\nenable-tls = 1\n"
+        "tls-cafile = /etc/ca.pem\ntls-certfile = /etc/c.pem\ntls-keyfile = /etc/k.pem\nkeep-alive = 30\n"
+        "share-connection = 1\nstreamsize = 10000\n"
+        'proto-cfg = "message.timeout.ms=2000;retries=3"\nkeepalive = 45\n'
+    )
+    assert read_config(cfg) == {
+        "username": "user", "password": "secret", "client-id": "cam7", "tls": "1", "ca-file": "/etc/ca.pem",
+        "cert-file": "/etc/c.pem", "key-file": "/etc/k.pem", "keepalive": "45", "share-connection": "1",
+        "maxlen": "10000", "kafka.message.timeout.ms": "2000", "kafka.retries": "3",
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("proto", ["mqtt", "redis", "kafka"])
 def test_a_broker_that_accepts_and_never_answers_fails_within_the_connect_timeout(proto):
     # Issue #19: Redis waited for its command timeout (10 s) instead of connect-timeout (2 s) here.

@@ -78,7 +78,41 @@ def read_config(path: str | Path) -> dict[str, str]:
         raise BrokerError(f"cannot read config file {path}: {exc}") from exc
     if not parser.has_section(CONFIG_SECTION):
         raise BrokerError(f"config file {path} has no [{CONFIG_SECTION}] section")
-    return dict(parser.items(CONFIG_SECTION))
+    return nvmsgbroker_options(dict(parser.items(CONFIG_SECTION)))
+
+
+#: nvmsgbroker's adaptor config keys (cfg_mqtt.txt, cfg_redis.txt) -> pyinfer's names for the same option.
+NVMSGBROKER_KEYS = {
+    "enable-tls": "tls",
+    "tls-cafile": "ca-file",
+    "tls-certfile": "cert-file",
+    "tls-keyfile": "key-file",
+    "keep-alive": "keepalive",
+    "streamsize": "maxlen",
+}
+#: cfg_kafka.txt's librdkafka settings, ``"name=value;name=value"``: each becomes ``kafka.<name>``.
+NVMSGBROKER_KAFKA_KEYS = ("proto-cfg", "producer-proto-cfg")
+
+
+def nvmsgbroker_options(options: dict[str, str]) -> dict[str, str]:
+    """Options with nvmsgbroker's key names translated to pyinfer's, so its cfg_*.txt files work as they are.
+
+    pyinfer's own name wins where a file has both. Keys with no counterpart (``share-connection``,
+    ``hostname``/``port``: the ``conn-str`` property, ``payloadkey``, ``consumergroup``, ``partition-key``...)
+    are left as they are, unused (docs/messages.md lists them).
+    """
+    out = dict(options)
+    for theirs, ours in NVMSGBROKER_KEYS.items():
+        if theirs in out:
+            value = out.pop(theirs)
+            out.setdefault(ours, value)
+    for key in NVMSGBROKER_KAFKA_KEYS:
+        if key in out:
+            for item in out.pop(key).strip().strip('"').split(";"):
+                name, eq, value = item.partition("=")
+                if eq and name.strip():
+                    out.setdefault(f"kafka.{name.strip()}", value.strip())
+    return out
 
 
 def parse_target(target: str) -> tuple[str, str, str]:
