@@ -115,3 +115,19 @@ def test_a_syntax_error_is_a_settings_error_naming_the_line(run_pipeline, tmp_pa
     res = run_pipeline(_desc(cfg))
     assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
     assert "line 2: 'batch-size 4' is not a key=value pair" in res.error.message
+
+
+def test_a_new_file_at_the_next_start_replaces_the_last_ones_values(run_pipeline, nvinfer_file):
+    pipeline = Gst.parse_launch(_desc(nvinfer_file, n=2))
+    assert run_pipeline(pipeline).ok
+    infer = pipeline.get_by_name("infer")
+    assert (infer.get_property("batch-size"), infer.get_property("interval")) == (2, 1)
+    other = nvinfer_file.with_name("other.txt")  # no batch-size, interval or thresholds of its own
+    other.write_text("[property]\nmodel-engine-file=../models/detector.torchscript\ngie-unique-id=4\n")
+    infer.set_property("config-file-path", str(other))
+    res = run_pipeline(pipeline)
+    assert res.ok, res.error
+    assert (infer.get_property("batch-size"), infer.get_property("interval")) == (1, 0)  # back to the defaults
+    assert infer.get_property("labels-file") == ""
+    assert infer.get_property("confidence-threshold") == pytest.approx(0.2)  # nvinfer's default
+    assert [f.unique_id for f in res.frames] == [4, 4]
