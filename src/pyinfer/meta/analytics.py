@@ -36,7 +36,10 @@ the frame (``videoscale`` transforms the OD Mtds, not pyinfer's) leaves the OD b
 The API is reached through ctypes on ``libgstanalytics-1.0``, not PyGObject: GstAnalytics' introspection is
 incomplete there (``iterate()`` and ``exist()`` crash PyGObject 3.50, custom Mtd types cannot be defined), and a
 C call costs a fraction of a PyGObject call. :func:`available` says whether the library is there (GStreamer
->= 1.24, the plugins-bad libraries installed) and passed its self-test.
+>= 1.24, the plugins-bad libraries installed) and passed its self-test. The readers and :func:`set_track_ids`
+go through a small C helper instead where it is built (``analytics_native.c``, see
+:mod:`pyinfer.meta._analytics_native`): one call per buffer, with the same results as the ctypes path
+(tests/meta/test_analytics_native.py compares them); ``PYINFER_NO_NATIVE=1`` turns it off.
 
 Threads: like :mod:`pyinfer.meta.roi`, every function may run on several threads at once on buffers they only
 read; writing needs a writable buffer, which one thread holds.
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import math
 import struct
 import sys
@@ -72,6 +76,7 @@ import numpy as np
 
 from pyinfer._gi import Gst
 from pyinfer.detections import UNTRACKED_ID, Detections
+from pyinfer.meta import _analytics_native
 from pyinfer.meta.roi import FrameInfo
 
 DETECTION_MTD = "pyinfer-detection"
@@ -92,6 +97,13 @@ class Mtd(Structure):
     """``GstAnalyticsMtd``: a handle (id, relation meta)."""
 
     _fields_ = [("id", c_uint), ("meta", c_void_p)]
+
+
+class _InitParams(Structure):
+    """``GstAnalyticsRelationMetaInitParams``: the relation matrix's order and the data size to start with (each
+    also the step it grows by)."""
+
+    _fields_ = [("initial_relation_order", c_size_t), ("initial_buf_size", c_size_t)]
 
 
 class _MtdImpl(Structure):
@@ -128,6 +140,8 @@ class _Api:
         P = POINTER(Mtd)
         self.get_meta = fn(an, "gst_buffer_get_analytics_relation_meta", c_void_p, c_void_p)
         self.add_meta = fn(an, "gst_buffer_add_analytics_relation_meta", c_void_p, c_void_p)
+        self.add_meta_full = fn(an, "gst_buffer_add_analytics_relation_meta_full", c_void_p, c_void_p,
+                                POINTER(_InitParams))  # fmt: skip
         self.add_od = fn(an, "gst_analytics_relation_meta_add_od_mtd", c_int, c_void_p, c_uint32, c_int, c_int,
                          c_int, c_int, c_float, P)  # fmt: skip
         # 1.26: oriented boxes
@@ -266,7 +280,7 @@ def _self_test(api: _Api) -> bool:
                       np.array([3], np.int32), labels=("a", "b", "c", "d"))  # fmt: skip
     try:
         _write(api, buf, dets, unique_id=7, model_id=2, first_index=0)
-        got = _read(api, buf, (), checked=False, tracking=True)
+        got = _read_ctypes(api, buf, (), checked=False, tracking=True)
     except Exception:
         return False
     return (
@@ -315,11 +329,23 @@ def has_analytics(buf: Gst.Buffer) -> bool:
 # -- writing -----------------------------------------------------------------------------------------------
 
 
-def _relation_meta(api: _Api, buf: Gst.Buffer) -> int:
+#: Relation-matrix entries and data bytes to reserve per detection where pyinfer adds the relation meta: its OD,
+#: classification and pyinfer Mtds and a tracker's tracking Mtd. GStreamer's default (5 Mtds, 1 KiB, growing by
+#: as much) copies the whole N x N matrix every 5 Mtds: most of the cost of writing 100 detections.
+_MTDS_PER_DETECTION, _BYTES_PER_DETECTION = 4, 512
+
+
+def _relation_meta(api: _Api, buf: Gst.Buffer, detections: int = 0) -> int:
+    """``buf``'s relation meta, added (sized for ``detections``) where it has none; ``buf`` must be writable."""
     ptr = hash(buf)
     if not api.is_writable(ptr):
         raise RuntimeError("could not add analytics meta: the buffer is not writable")
-    meta = api.get_meta(ptr) or api.add_meta(ptr)
+    meta = api.get_meta(ptr)
+    if not meta and detections > 0:
+        params = _InitParams(_MTDS_PER_DETECTION * detections + 8, _BYTES_PER_DETECTION * detections + 1024)
+        meta = api.add_meta_full(ptr, byref(params))
+    elif not meta:
+        meta = api.add_meta(ptr)
     if not meta:
         raise RuntimeError("could not add the analytics relation meta")
     return meta
@@ -341,7 +367,7 @@ def _write(api: _Api, buf: Gst.Buffer, dets: Detections, *, unique_id: int, mode
     n = len(dets)
     if n == 0:
         return []
-    meta = _relation_meta(api, buf)
+    meta = _relation_meta(api, buf, n)
     xyxy = dets.xyxy.astype(np.float64)
     ltwh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).tolist()
     conf = dets.confidence.astype(np.float64).tolist()
@@ -444,6 +470,16 @@ def set_track_ids(
     meta = _relation_meta(api, buf)
     od_ids, track_ids = list(od_ids), list(track_ids)
     firsts = [pts] * len(od_ids) if first_seen is None else list(first_seen)
+    nat = _native(api)
+    if nat is not None and 0 <= pts <= CLOCK_TIME_NONE:
+        n = min(len(od_ids), len(track_ids), len(firsts))
+        ods = _uints(od_ids[:n], 0xFFFF_FFFF)
+        tids = _uints(track_ids[:n], UNTRACKED_ID)
+        starts = _uints(firsts[:n], CLOCK_TIME_NONE)
+        if ods is not None and tids is not None and starts is not None:  # else as below (with its errors)
+            if nat.set_tracks(meta, ods.astype(np.uint32), tids, starts, pts) < n:
+                raise RuntimeError("could not add a tracking Mtd")
+            return
     out = Mtd()
     for od_id, tid, first in zip(od_ids, track_ids, firsts):
         if not 0 <= int(tid) <= UNTRACKED_ID:
@@ -523,6 +559,15 @@ def _problem(conf: float, w: int, h: int, record: tuple | None) -> str | None:
 
 def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
           tracking: bool) -> CheckedDetections | None:  # fmt: skip
+    nat = _native(api)
+    if nat is not None:
+        return _read_native(api, nat, buf, labels, checked=checked, tracking=tracking)
+    return _read_ctypes(api, buf, labels, checked=checked, tracking=tracking)
+
+
+def _read_ctypes(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
+                 tracking: bool) -> CheckedDetections | None:  # fmt: skip
+    """The reader through ctypes, one C call at a time (the reference of the native path)."""
     meta = api.get_meta(hash(buf))
     if not meta:
         return None
@@ -604,14 +649,25 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
         xyxy[i] = box
     if not labels and names and min(names) >= 0:
         labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
+    foreign = [row[7] if row[8] is None else "" for row in rows] if any(row[8] is None for row in rows) else None
+    columns = (xyxy, confidence, class_id, uid, model_id, roi_id, mtd_id, track_id, predicted, rot)
+    return _assemble(columns, foreign, labels, kept, problems)
+
+
+def _assemble(columns: tuple[np.ndarray, ...], foreign: list[str] | None, labels: tuple[str, ...], kept: list[int],
+              problems: list[str]) -> CheckedDetections:  # fmt: skip
+    """The reader's result from its columns (both paths): ``xyxy`` (float32), ``confidence``, ``class_id``, ``uid``,
+    ``model_id``, ``roi_id``, ``mtd_id``, ``track_id``, ``predicted``, ``rot`` (float32, NaN where not rotated);
+    ``foreign`` the label of each row of another producer ("" for pyinfer's), None where there is none."""
+    xyxy, confidence, class_id, uid, model_id, roi_id, mtd_id, track_id, predicted, rot = columns
+    m = len(xyxy)
     extra: dict[str, np.ndarray] = {"unique_id": uid, "model_id": model_id, "roi_id": roi_id, "mtd_id": mtd_id}
     tracker_id = None
     if (track_id != UNTRACKED_ID).any():
         tracker_id = track_id
         extra["predicted"] = predicted
-    foreign = [row[7] for row in rows if row[8] is None]
-    if foreign:
-        extra["foreign_label"] = np.array([row[7] if row[8] is None else "" for row in rows], dtype=object)
+    if foreign is not None:
+        extra["foreign_label"] = np.array(foreign, dtype=object)
     has_rot = ~np.isnan(rot[:, 4])
     cxcywhr = None
     if has_rot.any():
@@ -625,6 +681,95 @@ def _read(api: _Api, buf: Gst.Buffer, labels: tuple[str, ...], *, checked: bool,
 def _agrees(exact: tuple, box: tuple) -> bool:
     """The exact float box still rounds to (or lies within a pixel of) the integer box."""
     return all(abs(a - b) <= 1.0 for a, b in zip(exact, box))
+
+
+# -- the native helper (see _analytics_native): first choice when built and its ABI check passes ----------------
+
+_NATIVE: list = []  # [AnalyticsNative | None] once checked
+_NATIVE_LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
+
+
+def _native(api: _Api) -> _analytics_native.AnalyticsNative | None:
+    """The native helper, or ``None`` (ctypes path) where it is missing, fails its ABI check, or reads oriented
+    OD Mtds where this libgstanalytics has none (or the reverse: built against another GStreamer)."""
+    if not _NATIVE:
+        with _NATIVE_LOCK:
+            if not _NATIVE:
+                nat = _analytics_native.load()
+                if nat is not None and nat.oriented != api.oriented:
+                    _log.warning("native analytics helper %s not used (ctypes path instead): built %s oriented OD "
+                                 "Mtds, libgstanalytics here has %s", _analytics_native.LIB_PATH,
+                                 "for" if nat.oriented else "without", "them" if api.oriented else "none")  # fmt: skip
+                    nat = None
+                _NATIVE.append(nat)
+    return _NATIVE[0]
+
+
+def _uints(values: list, top: int) -> np.ndarray | None:
+    """``values`` as uint64 where all are integers in [0, top], else None (the ctypes path then takes them)."""
+    a = np.asarray(values)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        return None
+    if len(a) and (int(a.min()) < 0 or int(a.max()) > top):
+        return None
+    return a.astype(np.uint64)
+
+
+def _read_native(api: _Api, nat: _analytics_native.AnalyticsNative, buf: Gst.Buffer, labels: tuple[str, ...], *,
+                 checked: bool, tracking: bool) -> CheckedDetections | None:  # fmt: skip
+    """:func:`_read_ctypes` in one native call (the C side applies the box rules; the same results)."""
+    r = nat.acquire()
+    try:
+        n = nat.read(hash(buf), api.det_type, tracking, r)
+        if n < 0:
+            return None
+        return _native_rows(api, r, n, labels, checked)
+    finally:
+        nat.release(r)  # nothing returned shares memory with r
+
+
+def _native_rows(api: _Api, r: _analytics_native.Scratch, n: int, labels: tuple[str, ...],
+                 checked: bool) -> CheckedDetections:  # fmt: skip
+    flags = r.flags[:n]
+    problems: list[str] = []
+    sel: Any = slice(0, n)
+    if checked:
+        bad = (flags & _analytics_native.F_BAD) != 0
+        if bad.any():
+            for i in np.flatnonzero(bad).tolist():
+                record = tuple(r.rec[i].tolist()) if flags[i] & _analytics_native.F_RECORD else None
+                _x, _y, w, h = r.loc[i].tolist()
+                problem = _problem(float(r.rconf[i, 1]), w, h, record) or "impossible values"
+                problems.append(f"object-detection Mtd {int(r.ids[i])}: {problem}")
+            sel = np.flatnonzero(~bad)
+    flags = flags[sel]
+    ids = r.ids[sel].astype(np.int64)
+    m = len(ids)
+    rec = r.rec[sel]
+    has_rec = (flags & _analytics_native.F_RECORD) != 0
+    has_trk = (flags & _analytics_native.F_TRACK) != 0
+    xyxy = r.box[sel].astype(np.float32)
+    confidence = r.rconf[sel, 1].copy()
+    class_id = np.where(has_rec, rec["class_id"], -1).astype(np.int32)
+    uid = np.where(has_rec, rec["unique_id"], -1).astype(np.int64)
+    model_id = np.where(has_rec, rec["model_id"], -1).astype(np.int64)
+    roi_id = np.where(has_rec, rec["index"], ids).astype(np.int64)
+    track_id = np.full(m, UNTRACKED_ID, np.uint64)
+    track_id[has_trk] = r.track[sel][has_trk]
+    predicted = has_trk & has_rec & ((rec["flags"] & FLAG_PREDICTED) != 0)
+    rot = r.rot[sel].astype(np.float32)
+    quarks = r.quark[sel]
+    foreign = None
+    if not has_rec.all():  # another producer's objects: no labels tuple (class id -1), their labels in extra
+        foreign = [api.quark_label(q) if f else "" for q, f in zip(quarks.tolist(), (~has_rec).tolist())]
+    elif not labels and m:  # each class id's label from its first object, as the ctypes path
+        uniq, first = np.unique(class_id, return_index=True)
+        if uniq[0] >= 0:
+            names = dict(zip(uniq.tolist(), (api.quark_label(q) for q in quarks[first].tolist())))
+            labels = tuple(names.get(c, str(c)) for c in range(max(names) + 1))
+    columns = (xyxy, confidence, class_id, uid, model_id, roi_id, ids, track_id, predicted, rot)
+    return _assemble(columns, foreign, labels, ids.tolist(), problems)
 
 
 def object_labels(buf: Gst.Buffer, mtd_ids: Sequence[int]) -> list[str]:
