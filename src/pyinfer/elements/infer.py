@@ -312,6 +312,14 @@ class InferElement(PackedVideoFilter):
         "to fill at the caps' frame rate, other sources until the batch is full; -1: always until full",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
+    batch_group = ready_property(
+        "batch-group",
+        type=str, default="", nick="Batch group",
+        blurb="Share one model and one batch with every pyinfer of this process that has the same group name (one "
+        "per camera): frames of all of them go into one model call of up to batch-size frames, at most "
+        "batch-timeout late (40 ms when 0); the group's model and batching settings are those of the member that "
+        "starts first. Empty: this element batches only its own frames",
+    )  # fmt: skip
     in_flight = ready_property(
         "in-flight",
         type=int, default=DEFAULT_DEPTH, minimum=1, maximum=8, nick="Batches in flight",
@@ -344,6 +352,8 @@ class InferElement(PackedVideoFilter):
         self._ring: StagingRing | None = None
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
+        self._group = None  # the BatchGroup this element feeds (batch-group), and its side of it
+        self._group_member = None
         self._meta_used = ""
         self._codec: Codec = meta_codec("roi")
         self._last_warning: dict[str, float] = {}
@@ -353,6 +363,7 @@ class InferElement(PackedVideoFilter):
         self._batch_cost_ns = 0  # the slowest batch seen (wall time from submit to delivery), for LATENCY
         self._reported_latency_ns = -1
         self._push = _Pusher()
+        self._srcpad = self.get_static_pad("src")  # looked up once: a PyGObject call per batch otherwise
         self._settings_generation = 0
         self._settings_cache: tuple[int, Settings] | None = None
         self.connect("notify", _on_notify)  # a module function: no reference cycle through the signal
@@ -497,6 +508,8 @@ class InferElement(PackedVideoFilter):
                 return False
         cfg = self._engine_config()
         try:
+            if self.batch_group:
+                return self._join_group(cfg)
             self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
         except PyInferError as exc:
             code = _start_error_code(exc)
@@ -521,8 +534,38 @@ class InferElement(PackedVideoFilter):
         log.info("loaded %s on %s, decoder %s", cfg.model, self._engine.model.device, self._engine.decoder_choice)
         return True
 
+    def _join_group(self, cfg) -> bool:
+        """do_start for a batch-group member: the group's engine (built here by the first member) and batcher."""
+        from pyinfer.elements._group import BatchGroup, GroupError
+        from pyinfer.engine import Engine, on_fresh_thread
+
+        try:
+            self._group, self._group_member = BatchGroup.join(
+                self.batch_group, self, cfg, lambda c: on_fresh_thread(Engine.build, c)
+            )
+        except GroupError as exc:
+            post_error(self, Gst.ResourceError.SETTINGS, str(exc))
+            return False
+        self._engine = self._group.engine
+        self._model_id = self._group.model_id
+        self._frames_seen = self._batches_seen = self._skipped = 0
+        self._batch = None
+        self._last_warning = {}
+        self._flow = Gst.FlowReturn.OK
+        self._live = None
+        self._batch_cost_ns = 0
+        self._reported_latency_ns = -1
+        self._started = True
+        log.info("%s joined batch-group %s (%d members): %s on %s", self.get_name(), self.batch_group,
+                 len(self._group.members), cfg.model, self._engine.model.device)  # fmt: skip
+        return True
+
     def do_stop(self) -> bool:
         self._started = False
+        group, self._group = self._group, None
+        if group is not None:
+            group.leave(self)
+            self._group_member = None
         self._swapper.stop()
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
@@ -543,6 +586,10 @@ class InferElement(PackedVideoFilter):
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         if is_nvmm(incaps):
+            if self._group is not None:
+                post_error(self, Gst.CoreError.NEGOTIATION, f"batch-group {self.batch_group!r} takes system or CUDA "
+                           "memory frames; on DeepStream, nvstreammux batches the streams")  # fmt: skip
+                return False
             if self.meta in ("roi", "analytics", "both"):
                 post_error(self, Gst.CoreError.NEGOTIATION, f"meta={self.meta} cannot write to NVMM frames: use "
                            "meta=auto on DeepStream")  # fmt: skip
@@ -617,6 +664,16 @@ class InferElement(PackedVideoFilter):
 
     # -- events and queries ------------------------------------------------------------------------
     def do_sink_event(self, event: Gst.Event) -> bool:
+        group = self._group
+        if group is not None:
+            if event.type == Gst.EventType.FLUSH_START:
+                group.flush(self)
+            elif event.type == Gst.EventType.FLUSH_STOP:
+                group.flush_stop(self)
+                self._flow = Gst.FlowReturn.OK
+            elif _serialized(event):
+                group.drain(self)  # this stream's held frames go out before the event
+            return GstBase.BaseTransform.do_sink_event(self, event)
         if event.type == Gst.EventType.FLUSH_START:
             self._flush()
         elif event.type == Gst.EventType.FLUSH_STOP:
@@ -693,6 +750,11 @@ class InferElement(PackedVideoFilter):
         Every buffer leaves through the worker (:meth:`_deliver`), in order; nothing is pushed from here, so
         GstBaseTransform marks no buffer DISCONT for frames held in a batch.
         """
+        group = self._group
+        if group is not None:
+            if self._layout is None:
+                return Gst.FlowReturn.FLUSHING
+            return group.submit(self, _owned(buf))
         if self._engine is None or self._layout is None or self._pipe is None:
             return Gst.FlowReturn.FLUSHING
         flow = self._flow
@@ -867,7 +929,7 @@ class InferElement(PackedVideoFilter):
         self._push_all(job.tokens)
 
     def _push_all(self, items: list) -> None:
-        srcpad = self.get_static_pad("src")
+        srcpad = self._srcpad
         while items:
             item = items.pop(0)
             ret = self._push(srcpad, item)

@@ -1,0 +1,427 @@
+"""Batch groups: ``pyinfer`` elements of several streams sharing one model and one batch (issue #13).
+
+Every ``pyinfer`` with the same ``batch-group`` name in a process joins one :class:`BatchGroup`:
+
+- **one model**: the first member to start builds the engine; the others check that they ask for the same
+  model (an ERROR names both otherwise) and share it. It is freed when the last member stops;
+- **one batch**: frames of all members go into the group's open batch, up to the group's ``batch-size``,
+  then one model call (on the group's worker, ``in-flight`` batches at most, as a single element does). A
+  partial batch goes out after ``batch-timeout`` (default here: nvstreammux's usual 40 ms), so a stalled or
+  ended stream never holds the others; a member's EOS sends its held frames at once;
+- **each stream its own order and output**: a batch's results are written into each frame's buffer with that
+  member's metadata settings (``unique-id``, ``meta``), and the buffer goes to its member's output queue,
+  pushed by the member's own thread: a member whose downstream blocks holds only itself (its streaming
+  thread waits once it has ``batch-size * (in-flight + 2)`` frames out), never the group;
+- frames of different sizes or formats are never mixed in one model call: a frame whose layout differs from
+  the open batch's seals that batch first.
+
+The group's batching settings (``batch-size``, ``batch-timeout``, ``in-flight``, thresholds, ``interval``,
+``max-detections``) and its model are those of the member that started it (the *owner*); ``interval`` counts
+each stream's own frames. A member's flush (a seek) drops only that member's frames. Hot-swapping the model
+(``model-engine`` while playing) is done on the owner and serves every member from the next batch on.
+
+Designed to take GStreamer 1.28's GstAnalyticsBatchMeta later: a batch is a list of (member, buffer) items
+whatever produced it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+from pyinfer._gi import Gst
+from pyinfer.pipeline import InferPipeline, Job
+
+log = logging.getLogger(__name__)
+
+#: A partial batch waits at most this long when the owner's batch-timeout is 0 (nvstreammux's usual 40 ms).
+DEFAULT_TIMEOUT_NS = 40_000_000
+
+_GROUPS: dict[str, BatchGroup] = {}
+_GROUPS_LOCK = threading.Lock()
+
+
+class GroupError(Exception):
+    """A member cannot join its group (another model, a group that failed to start)."""
+
+
+@dataclasses.dataclass
+class GroupItem:
+    """One buffer in a group batch: which member it came from and in which of its flush epochs."""
+
+    member: Member
+    buf: Gst.Buffer
+    infer: bool
+    epoch: int
+
+
+class Member:
+    """A pyinfer element's side of its group: its output queue and the thread that pushes it."""
+
+    def __init__(self, element: Any) -> None:
+        self.element = element
+        self.epoch = 0
+        self.frames_seen = 0
+        self.outstanding = 0  # buffers taken and not yet pushed (or dropped)
+        self.limit = 1
+        self.flow = Gst.FlowReturn.OK
+        self._cond = threading.Condition()
+        self._queue: collections.deque[GroupItem] = collections.deque()
+        self._stopping = False
+        self._pushing = False
+        self._thread = threading.Thread(target=self._run, name=f"pyinfer-out-{element.get_name()}", daemon=True)
+        self._thread.start()
+
+    # -- the streaming thread ---------------------------------------------------------------------------
+    def admit(self) -> bool:
+        """Wait for room (``limit`` buffers out at most); False if flushed or stopped meanwhile."""
+        with self._cond:
+            epoch = self.epoch
+            while self.outstanding >= self.limit and not self._stopping and epoch == self.epoch:
+                self._cond.wait(0.1)
+            if self._stopping or epoch != self.epoch:
+                return False
+            self.outstanding += 1
+            return True
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every buffer taken so far is pushed or dropped."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.outstanding == 0 or self._stopping, timeout_s)
+
+    def flush(self) -> None:
+        """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch."""
+        with self._cond:
+            self.epoch += 1
+            dropped = len(self._queue)
+            self._queue.clear()
+            self.outstanding -= dropped
+            self._cond.notify_all()
+
+    def flush_stop(self) -> None:
+        """After a flush: wait for a push that was under way, then accept buffers again."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._pushing or self._stopping, 5.0)
+            self.flow = Gst.FlowReturn.OK
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._queue.clear()
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    # -- the group's worker -----------------------------------------------------------------------------
+    def deliver(self, item: GroupItem) -> None:
+        """Queue a finished buffer for pushing (never blocks the group's worker)."""
+        with self._cond:
+            if item.epoch != self.epoch or self._stopping:
+                if item.epoch == self.epoch:
+                    self.outstanding -= 1
+                self._cond.notify_all()
+                return
+            self._queue.append(item)
+            self._cond.notify_all()
+
+    def dropped(self, item: GroupItem) -> None:
+        """A buffer of the current epoch that will not be pushed (the group failed its batch)."""
+        with self._cond:
+            if item.epoch == self.epoch:
+                self.outstanding -= 1
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        push = self.element._push
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                item = self._queue.popleft()
+                self._pushing = True
+            ret = Gst.FlowReturn.OK
+            try:
+                if self.flow == Gst.FlowReturn.OK:
+                    ret = push(self.element._srcpad, item)
+            finally:
+                with self._cond:
+                    self._pushing = False
+                    if item.epoch == self.epoch:
+                        self.outstanding -= 1
+                        if ret != Gst.FlowReturn.OK and self.flow == Gst.FlowReturn.OK:
+                            self.flow = ret
+                    self._cond.notify_all()
+
+
+class BatchGroup:
+    """The shared engine, open batch and worker of one ``batch-group`` (see the module docs)."""
+
+    def __init__(self, name: str, owner: Any, engine: Any, cfg: Any) -> None:
+        self.name = name
+        self.owner = owner
+        self.engine = engine
+        self.cfg = cfg
+        self.model_id = 0
+        self.members: dict[Any, Member] = {}
+        self.batch_size = owner.batch_size
+        self.in_flight = owner.in_flight
+        timeout_us = owner.batch_timeout
+        self.timeout_ns: int | None = None if timeout_us < 0 else (timeout_us * 1000 or DEFAULT_TIMEOUT_NS)
+        self._lock = threading.Lock()
+        self._batch: Any = None  # the open batch: an infer._OpenBatch whose items are GroupItems
+        self._layout: Any = None  # the open batch's frame layout
+        self._rings: dict[Any, Any] = {}
+        self.closed = False
+        self.pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle,
+                                  name=f"pyinfer-group-{name}")  # fmt: skip
+
+    # -- membership ---------------------------------------------------------------------------------------
+    @classmethod
+    def join(cls, name: str, element: Any, cfg: Any, build: Any) -> tuple[BatchGroup, Member]:
+        """Join (or start, building the engine with ``build(cfg)``) the group ``name``.
+
+        Raises:
+            GroupError: the group runs another model than ``cfg`` asks for.
+            Whatever ``build`` raises, for the member that starts the group.
+        """
+        with _GROUPS_LOCK:
+            group = _GROUPS.get(name)
+            if group is None or group.closed:
+                engine = build(cfg)
+                group = _GROUPS[name] = cls(name, element, engine, cfg)
+                log.info("batch-group %s: started by %s (batch-size %d)", name, element.get_name(), group.batch_size)
+            else:
+                mine, theirs = _model_key(cfg), _model_key(group.cfg)
+                if mine != theirs:
+                    diff = ", ".join(f"{k} {theirs[k]!r} (this element: {mine[k]!r})" for k in mine
+                                     if mine[k] != theirs[k])  # fmt: skip
+                    raise GroupError(f"batch-group {name!r} already runs another model, set by "
+                                     f"{group.owner.get_name()}: {diff}")  # fmt: skip
+            member = Member(element)
+            member.limit = group.batch_size * (group.in_flight + 2)
+            group.members[element] = member
+        return group, member
+
+    def leave(self, element: Any) -> None:
+        """A member stops: its buffers are dropped; the last member out stops the group and frees the model."""
+        member = self.members.get(element)
+        if member is None:
+            return
+        member.flush()
+        member.stop()
+        with _GROUPS_LOCK:
+            self.members.pop(element, None)
+            last = not self.members
+            if not last and element is self.owner:  # the next member's settings rule from now on
+                self.owner = next(iter(self.members))
+            if last:
+                self.closed = True
+                if _GROUPS.get(self.name) is self:
+                    del _GROUPS[self.name]
+        if last:
+            self.pipe.flush()
+            with self._lock:
+                batch, self._batch = self._batch, None
+            if batch is not None:
+                batch.drop()
+            self.pipe.stop()
+            for ring in self._rings.values():
+                ring.close()
+            self._rings.clear()
+            self.engine = None
+            log.info("batch-group %s: stopped", self.name)
+
+    # -- the members' streaming threads -----------------------------------------------------------------
+    def submit(self, element: Any, buf: Gst.Buffer) -> Gst.FlowReturn:
+        """Take one buffer of ``element`` into the open batch (sealing it when full)."""
+        from pyinfer.elements.infer import _Flushing, _OpenBatch
+
+        member = self.members.get(element)
+        if member is None or self.closed:
+            return Gst.FlowReturn.FLUSHING
+        if member.flow != Gst.FlowReturn.OK:
+            return member.flow
+        if not member.admit():
+            return Gst.FlowReturn.FLUSHING
+        owner = self.owner
+        settings = owner._settings()
+        layout = element._layout
+        infer = member.frames_seen % (settings.interval + 1) == 0
+        member.frames_seen += 1
+        item = GroupItem(member, buf, infer, member.epoch)
+        with self._lock:
+            batch = self._batch
+            if batch is not None and infer and batch.n_infer and self._layout != layout:
+                self._seal()  # frames of another size or format: never in the same model call
+                batch = None
+            if batch is None:
+                self._maybe_swap()
+                batch = self._batch = _OpenBatch(self.engine, settings, self.model_id, self.batch_size)
+                batch.read_in_place = False  # frames of several buffers, copied into the group's staging
+                self._layout = layout
+            if infer:
+                if not batch.n_infer:
+                    self._layout = layout
+                try:
+                    self._add_frame(batch, buf, layout)
+                except _Flushing:
+                    member.dropped(item)
+                    return Gst.FlowReturn.FLUSHING
+                except Exception as exc:
+                    ret = element._failed(exc, 1)
+                    if ret != Gst.FlowReturn.OK:
+                        member.dropped(item)
+                        return ret
+                    item.infer = infer = False
+            batch.items.append(item)
+            if batch.n_infer >= self.batch_size or batch.n_infer == 0:
+                self._seal()
+        return member.flow
+
+    def drain(self, element: Any) -> None:
+        """``element``'s EOS (or another serialized event): its held frames go out now, then it waits for them."""
+        member = self.members.get(element)
+        if member is None:
+            return
+        with self._lock:
+            batch = self._batch
+            if batch is not None and any(item.member is member for item in batch.items):
+                self._seal()
+        member.drain()
+
+    def flush(self, element: Any) -> None:
+        member = self.members.get(element)
+        if member is not None:
+            member.flush()
+
+    def flush_stop(self, element: Any) -> None:
+        member = self.members.get(element)
+        if member is not None:
+            member.flush_stop()
+
+    # -- internals (the caller holds _lock) -------------------------------------------------------------
+    def _maybe_swap(self) -> None:
+        """Between batches: the owner's hot-swapped model serves the whole group."""
+        ready = self.owner._swapper.take_ready()
+        if ready is None:
+            return
+        engine, result = ready
+        self.engine = engine
+        self.owner._engine = engine
+        self.model_id = self.owner._model_id = result.generation
+        log.info("batch-group %s: model %s serving, decoder %s", self.name, result.path, engine.decoder_choice)
+        self.owner._announce(result, first_frame=self.owner._group_member.frames_seen)
+
+    def _add_frame(self, batch: Any, buf: Gst.Buffer, layout: Any) -> None:
+        from pyinfer.elements.infer import _Flushing
+        from pyinfer.frames.video import map_frame
+        from pyinfer.pipeline import StagingRing
+
+        frame = map_frame(buf, layout, batch.map_device)
+        try:
+            if batch.slot is None:
+                ring = self._ring(layout)
+                batch.ring, batch.slot = ring, ring.acquire()
+                if batch.slot is None:
+                    raise _Flushing()
+            if layout.memory == "cuda":
+                batch.gather.append((batch.n_infer, frame.planes))
+            else:
+                batch.copies += StagingRing.put_async(batch.slot, batch.n_infer, frame.planes)
+        finally:
+            batch.mapped.append(frame)
+        batch.n_infer += 1
+
+    def _ring(self, layout: Any) -> Any:
+        from pyinfer.pipeline import StagingRing
+
+        device = self.engine.model.device
+        where = str(device) if layout.memory == "cuda" else "cpu"
+        key = (tuple(layout.plane_shapes()), where)
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = StagingRing(layout.plane_shapes(), self.batch_size, device=where, pinned=device.type == "cuda",
+                               slots=self.in_flight + 2)  # fmt: skip
+            self._rings[key] = ring
+        return ring
+
+    def _seal(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        self.pipe.put(batch.job(self._layout))
+
+    def _on_idle(self) -> Job | None:
+        if self.timeout_ns is None:
+            return None
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            batch = self._batch
+            if batch is None or time.monotonic_ns() - batch.opened_ns < self.timeout_ns:
+                return None
+            self._batch = None
+            return batch.job(self._layout)
+        finally:
+            self._lock.release()
+
+    # -- the group's worker ---------------------------------------------------------------------------
+    def _deliver(self, job: Job, detections: list | None, error: BaseException | None) -> None:
+        items: list[GroupItem] = job.tokens
+        n = sum(item.infer for item in items)
+        if error is None and detections is not None and len(detections) != n:
+            from pyinfer.errors import DecodeError
+
+            error = DecodeError(f"the model returned {len(detections)} results for a batch of {n} frames")
+        job.done()
+        if error is not None:
+            detections = None
+            failed: set[Any] = set()
+            for item in items:
+                el = item.member.element
+                if el in failed:
+                    continue
+                if el._failed(error, sum(i.infer for i in items if i.member is item.member)) != Gst.FlowReturn.OK:
+                    item.member.flow = Gst.FlowReturn.ERROR
+                    failed.add(el)
+        batch = job.context
+        dets = iter(detections or ())
+        for item in items:
+            member = item.member
+            frame_dets = next(dets) if item.infer and detections is not None else None
+            if member.flow == Gst.FlowReturn.ERROR or item.epoch != member.epoch:
+                member.dropped(item)
+                continue
+            el = member.element
+            codec, uid = el._codec, el.unique_id
+            try:
+                with _writable(item):
+                    inferred = frame_dets is not None
+                    if inferred:
+                        codec.write_detections(item.buf, frame_dets, unique_id=uid, model_id=batch.model_id)
+                    codec.write_frame_info(item.buf, inferred=inferred, unique_id=uid, model_id=batch.model_id)
+            except Exception as exc:
+                if el._failed(exc, 1) != Gst.FlowReturn.OK:
+                    member.flow = Gst.FlowReturn.ERROR
+                    member.dropped(item)
+                    continue
+            member.deliver(item)
+
+
+def _writable(item: GroupItem) -> Any:
+    from pyinfer.elements._base import writable
+
+    return writable(item.buf)
+
+
+def _model_key(cfg: Any) -> dict[str, Any]:
+    """What two members must agree on to share one engine."""
+    keep = ("model", "backend", "precision", "device", "labels_file", "decoder", "postprocess", "input_width",
+            "input_height", "cuda_graphs", "compile", "channels_last", "allow_pickle")  # fmt: skip
+    return {k: getattr(cfg, k) for k in keep}
