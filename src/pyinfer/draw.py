@@ -1,14 +1,18 @@
 """Drawing detections into frames in place: boxes, rotated boxes and labelled tags, with NumPy only.
 
 Boxes are slice assignments (axis-aligned) or stamped points along the edges (rotated, as polygons). Text is
-rendered once per character with Pillow's default font and cached as alpha masks; a label is those masks side
-by side, and its tag is one lookup from alpha to colour. So drawing works on any packed RGB-family layout and
-row stride (a strided view of mapped memory) and costs a few NumPy operations per detection.
+rendered once per character and size with Pillow's default font and cached as alpha masks; a label is those
+masks side by side, and its tag is one lookup from alpha to colour. So drawing works on any packed RGB-family
+layout and row stride (a strided view of mapped memory) and costs a few NumPy operations per detection.
+
+Line width and text size follow the frame height unless given (:func:`auto_thickness`, :func:`auto_text_size`),
+and tags are placed so that none covers another (:func:`_place_tag`).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right, insort
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +37,24 @@ def class_colour(class_id: int) -> np.ndarray:
     return PALETTE[int(class_id) % len(PALETTE)]
 
 
-@lru_cache(maxsize=4)
+def auto_thickness(height: int) -> int:
+    """Box line width for a frame ``height`` pixels high: 2 up to 720p (as before sizes scaled), 3 at 1080p
+    (nvinfer's ``border_width``), 6 at 4K: one pixel per 360 rows."""
+    return max(2, round(height / 360))
+
+
+def auto_text_size(height: int) -> int:
+    """Tag text size (pixels) for a frame ``height`` pixels high: ``height / 40`` between 10 and 24 up to
+    1080p (12 at 480p, 18 at 720p, 24 at 1080p), then ``height / 45`` (48 at 4K)."""
+    return max(10, min(height // 40, max(24, round(height / 45))))
+
+
+def predicted_thickness(thickness: int) -> int:
+    """Line width of predicted boxes (no inference on the frame): a third of the others', at least 1 pixel."""
+    return max(1, thickness // 3)
+
+
+@lru_cache(maxsize=16)
 def _font(size: int):
     from PIL import ImageFont
 
@@ -43,11 +64,18 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-@lru_cache(maxsize=8)
+def _margin(size: int) -> int:
+    """Blank pixels around the text of a tag: 1 up to 31-pixel text, then a sixteenth of the size."""
+    return max(1, size // 16)
+
+
+@lru_cache(maxsize=16)
 def _cell(size: int) -> tuple[int, int]:
-    """Height of a text line and the y offset that puts the tallest glyph at row 1."""
+    """Height of a text line (margins included) and the y offset that puts the tallest glyph below the top
+    margin."""
     _, top, _, bottom = _font(size).getbbox("Ag|#(%")
-    return bottom - top + 2, 1 - top
+    m = _margin(size)
+    return bottom - top + 2 * m, m - top
 
 
 @lru_cache(maxsize=2048)
@@ -68,9 +96,9 @@ def _glyph(char: str, size: int) -> np.ndarray:
 
 @lru_cache(maxsize=4096)
 def text_mask(text: str, size: int = 14) -> np.ndarray:
-    """(h, w) uint8 alpha mask of ``text``: cached glyphs side by side, one column of margin each side."""
+    """(h, w) uint8 alpha mask of ``text`` at ``size`` pixels: cached glyphs side by side, a margin each side."""
     height = _cell(size)[0]
-    pad = np.zeros((height, 1), np.uint8)
+    pad = np.zeros((height, _margin(size)), np.uint8)
     return np.hstack([pad, *(_glyph(c, size) for c in text or " "), pad])
 
 
@@ -88,58 +116,96 @@ def _order(fmt: str) -> list[int]:
     return [2, 1, 0] if fmt.startswith("B") else [0, 1, 2]
 
 
-def _tag_parts(detections: Detections, i: int) -> tuple[str, str]:
-    """The tag of detection ``i`` in two parts: ``#track label`` (stable over frames) and `` confidence``."""
-    track = detections.tracker_id
-    head = detections.label(i)
-    if track is not None and int(track[i]) != _UNTRACKED:
-        head = f"#{int(track[i])} {head}"
+def label_text(detections: Detections, i: int, *, confidence: bool = True, track_id: bool = True) -> str:
+    """The tag of detection ``i``: ``#track label confidence`` (no confidence on predicted boxes, nor without
+    ``confidence``; no ``#track`` without ``track_id``)."""
+    return "".join(_tag_parts(detections[i : i + 1], confidence, track_id)[0])
+
+
+def _tag_parts(detections: Detections, confidence: bool = True, track_id: bool = True) -> list[tuple[str, str]]:
+    """Each detection's tag in two parts: ``#track label`` (stable over frames) and `` confidence`` (empty on
+    predicted boxes, or without ``confidence``); ``track_id=False`` leaves out ``#track``."""
+    labels = detections.labels
+    heads = [labels[c] if 0 <= c < len(labels) else str(c) for c in detections.class_id.tolist()]
+    if track_id and detections.tracker_id is not None:
+        heads = [h if t == _UNTRACKED else f"#{t} {h}" for h, t in zip(heads, detections.tracker_id.tolist())]
+    if not confidence:
+        return [(h, "") for h in heads]
+    tails = [f" {c:.2f}" for c in detections.confidence.astype(np.float64).tolist()]
     predicted = detections.extra.get("predicted")
-    tail = "" if predicted is not None and predicted[i] else f" {float(detections.confidence[i]):.2f}"
-    return head, tail
+    if predicted is not None:
+        tails = [("" if p else t) for t, p in zip(tails, np.asarray(predicted, bool).tolist())]
+    return list(zip(heads, tails))
 
 
-def label_text(detections: Detections, i: int) -> str:
-    """The tag of detection ``i``: ``#track label confidence`` (no confidence on predicted boxes)."""
-    return "".join(_tag_parts(detections, i))
-
-
-def draw_detections(frame: np.ndarray, detections: Detections, fmt: str = "RGB", *, thickness: int = 2) -> None:
+def draw_detections(
+    frame: np.ndarray,
+    detections: Detections,
+    fmt: str = "RGB",
+    *,
+    thickness: int = 0,
+    text_size: int = 0,
+    display_bbox: bool = True,
+    display_text: bool = True,
+    display_confidence: bool = True,
+    display_track_id: bool = True,
+) -> None:
     """Draw boxes (rotated ones as polygons) and ``#track label confidence`` tags into ``frame`` in place.
+
+    Tags go above their box (inside it at the top of the frame), shifted down past tags placed before them
+    (or up, where the frame's bottom is too near) so that none covers another, in detection order; they stay
+    inside the frame. Only where the frame has no room left do tags overlap.
 
     Args:
         frame: (H, W, C) uint8, writable, any strides; C >= 3 (a fourth channel is left as it is).
         detections: boxes in frame pixels; ``tracker_id`` and ``extra["predicted"]`` are shown when
-            present (predicted boxes get 1-pixel lines and no confidence).
+            present (predicted boxes get thinner lines, :func:`predicted_thickness`, and no confidence).
         fmt: the pixel format (``RGB``, ``BGRx``, ...): only the channel order matters.
-        thickness: line width in pixels.
+        thickness: line width in pixels; 0: :func:`auto_thickness` of the frame height.
+        text_size: tag text size in pixels; 0: :func:`auto_text_size` of the frame height.
+        display_bbox: draw the boxes.
+        display_text: draw the tags.
+        display_confidence: put the confidence in the tags.
+        display_track_id: put ``#track`` in the tags.
     """
     h, w = frame.shape[:2]
     n = len(detections)
-    if n == 0 or h == 0 or w == 0:
+    if n == 0 or h == 0 or w == 0 or not (display_bbox or display_text):
         return
     rgb = frame[..., :3]
     colours = PALETTE[detections.class_id.astype(np.int64) % len(PALETTE)][:, _order(fmt)]
-    predicted = detections.extra.get("predicted")
-    thick = np.full(n, thickness) if predicted is None else np.where(predicted, 1, thickness)
-    rotated = np.zeros(n, bool)
-    if detections.cxcywhr is not None:
-        angle = detections.cxcywhr[:, 4].astype(np.float64)
-        rotated = np.abs(np.remainder(angle + math.pi / 4, math.pi / 2) - math.pi / 4) > _FLAT
-        for t in np.unique(thick[rotated]).tolist():
-            sel = rotated & (thick == t)
-            _draw_polygons(rgb, _corners(detections.cxcywhr[sel]), colours[sel], t)
     boxes = np.clip(np.round(np.nan_to_num(detections.xyxy)), 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.int64)
-    box_list, colour_list, thick_list = boxes.tolist(), [tuple(c) for c in colours.tolist()], thick.tolist()
-    for i in np.flatnonzero(~rotated).tolist():
-        _draw_box(rgb, box_list[i], colours[i], thick_list[i])
-    text_size = max(10, min(24, h // 40))
-    for i in range(n):
-        head, tail = _tag_parts(detections, i)
-        _draw_tag(rgb, head, tail, box_list[i][0], box_list[i][1], colour_list[i], text_size)
+    box_list = boxes.tolist()
+    if display_bbox:
+        thickness = thickness if thickness > 0 else auto_thickness(h)
+        predicted = detections.extra.get("predicted")
+        if predicted is None:
+            thick = np.full(n, thickness)
+        else:
+            thick = np.where(np.asarray(predicted, bool), predicted_thickness(thickness), thickness)
+        rotated = np.zeros(n, bool)
+        if detections.cxcywhr is not None:
+            angle = detections.cxcywhr[:, 4].astype(np.float64)
+            rotated = np.abs(np.remainder(angle + math.pi / 4, math.pi / 2) - math.pi / 4) > _FLAT
+            for t in np.unique(thick[rotated]).tolist():
+                sel = rotated & (thick == t)
+                _draw_polygons(rgb, _corners(detections.cxcywhr[sel]), colours[sel], t)
+        thick_list = thick.tolist()
+        pixels = _pixels(rgb)  # a pixel per item: a 3-byte colour fills a slice faster than an (R, G, B) row
+        target, fill = (rgb, colours) if pixels is None else (pixels, np.ascontiguousarray(colours).view("V3")[:, 0])
+        for i in np.flatnonzero(~rotated).tolist():
+            _draw_box(target, box_list[i], fill[i], thick_list[i])
+    if display_text:
+        size = text_size if text_size > 0 else auto_text_size(h)
+        _draw_tags(
+            rgb, _tag_parts(detections, display_confidence, display_track_id), box_list,
+            [tuple(c) for c in colours.tolist()], size,
+        )  # fmt: skip
 
 
-def _draw_box(rgb: np.ndarray, box: list[int], colour: np.ndarray, thickness: int) -> None:
+def _draw_box(rgb: np.ndarray, box: list[int], colour: np.ndarray | np.void, thickness: int) -> None:
+    """An axis-aligned outline into ``rgb``: (H, W, 3) with an (R, G, B) ``colour``, or :func:`_pixels` with
+    a 3-byte one."""
     x0, y0, x1, y1 = box  # clipped to the frame
     t = max(1, min(thickness, (x1 - x0 + 1) // 2, (y1 - y0 + 1) // 2))
     rgb[y0 : y0 + t, x0 : x1 + 1] = colour
@@ -155,6 +221,15 @@ def _corners(cxcywhr: np.ndarray) -> np.ndarray:
     dx = np.array([-0.5, 0.5, 0.5, -0.5]) * b[:, 2:3]
     dy = np.array([-0.5, -0.5, 0.5, 0.5]) * b[:, 3:4]
     return np.stack([b[:, 0:1] + dx * c - dy * s, b[:, 1:2] + dx * s + dy * c], axis=-1)
+
+
+def _pixels(rgb: np.ndarray) -> np.ndarray | None:
+    """(H, W) view of ``rgb``'s pixels as 3-byte items (one scatter writes a pixel, not three bytes), or None
+    where its channels are not adjacent bytes."""
+    try:
+        return rgb.view("V3")[..., 0]
+    except ValueError:
+        return None
 
 
 def _draw_polygons(rgb: np.ndarray, corners: np.ndarray, colours: np.ndarray, thickness: int) -> None:
@@ -173,16 +248,21 @@ def _draw_polygons(rgb: np.ndarray, corners: np.ndarray, colours: np.ndarray, th
     edge = np.repeat(np.arange(len(sx)), steps)
     first = np.repeat(np.cumsum(steps) - steps, steps)
     s = (np.arange(len(edge)) - first).astype(np.float32) / np.repeat(np.maximum(steps - 1, 1), steps)
-    px, py = sx[edge] + s * dx[edge], sy[edge] + s * dy[edge]
-    across_y = np.repeat((np.abs(dx) >= np.abs(dy)).astype(np.float32), steps)  # x-major: thicken along y
-    xs, ys = [], []
-    for offset in range(-((thickness - 1) // 2), thickness - (thickness - 1) // 2):  # centred on the edge
-        xs.append(np.floor(px + (1 - across_y) * offset))
-        ys.append(np.floor(py + across_y * offset))
-    x, y = np.concatenate(xs).astype(np.int64), np.concatenate(ys).astype(np.int64)
-    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    colour = np.tile(colours[edge // 4], (thickness, 1))
-    rgb[y[inside], x[inside]] = colour[inside]
+    px = np.floor(sx[edge] + s * dx[edge]).astype(np.intp)
+    py = np.floor(sy[edge] + s * dy[edge]).astype(np.intp)
+    across_y = np.repeat(np.abs(dx) >= np.abs(dy), steps)  # x-major: thicken along y
+    # Offsets centred on the edge; floor(p + k) = floor(p) + k, so thickening is integer arithmetic.
+    offsets = np.arange(-((thickness - 1) // 2), thickness - (thickness - 1) // 2)[:, None]
+    x = (px + np.where(across_y, 0, offsets)).ravel()
+    y = (py + np.where(across_y, offsets, 0)).ravel()
+    # Negative coordinates wrap to huge unsigned ones: one comparison per axis.
+    inside = (x.view(np.uintp) < w) & (y.view(np.uintp) < h)
+    x, y, point_edge = x[inside], y[inside], np.tile(edge, thickness)[inside] // 4
+    pixels = _pixels(rgb)
+    if pixels is None:
+        rgb[y, x] = colours[point_edge]
+    else:
+        pixels[y, x] = np.ascontiguousarray(colours).view("V3")[:, 0][point_edge]
 
 
 @lru_cache(maxsize=8192)
@@ -191,22 +271,66 @@ def _tag_image(text: str, colour: tuple[int, int, int], size: int) -> np.ndarray
     return _tag_lut(colour)[text_mask(text, size)]
 
 
-def _draw_tag(rgb: np.ndarray, head: str, tail: str, x: int, y: int, colour: tuple[int, int, int], size: int) -> None:
-    """A filled tag in the class colour with readable text, above the box (or inside it at the top edge).
+def _place_tag(
+    placed: list[tuple[int, int, int]], x: int, y: int, tw: int, th: int, w: int, h: int
+) -> tuple[int, int]:  # fmt: skip
+    """Top-left corner of a ``tw`` x ``th`` tag for a box whose top-left corner is (``x``, ``y``), covering
+    none of the ``placed`` tags, which it joins; ``placed``: (top, left, right) sorted, all ``th`` high.
 
-    The tag is two cached images side by side, ``#track label`` and the confidence, so a new score costs a
+    Above the box, or inside it where the frame's top cuts that off; then shifted down past the placed tags
+    it would cover, or, where that runs past the frame's bottom, up from where it started. Where both fail
+    (a frame full of tags) it stays where it started. One pass over the tags sorted by top, from the first
+    that could reach its rows: a tag it is shifted below starts no lower than the next one it could cover
+    (and symmetrically going up), so no tag needs a second look.
+    """
+    tx = min(x, max(0, w - tw))
+    right = tx + tw
+    start = y - th if y >= th else y
+    start = ty = max(0, min(start, h - th))
+    if placed:
+        for top, left, end in placed[bisect_right(placed, (ty - th, w, w)) :]:  # down
+            if top >= ty + th:
+                break
+            if left < right and end > tx and top + th > ty:
+                ty = top + th
+        if ty + th > h:
+            ty = start
+            for top, left, end in reversed(placed[: bisect_left(placed, (ty + th,))]):  # up
+                if top + th <= ty:
+                    break
+                if left < right and end > tx and top < ty + th:
+                    ty = top - th
+            if ty < 0:
+                ty = start
+    insort(placed, (ty, tx, right))
+    return tx, ty
+
+
+def _draw_tags(
+    rgb: np.ndarray, tags: list[tuple[str, str]], boxes: list[list[int]], colours: list[tuple[int, ...]], size: int
+) -> None:
+    """Filled tags in the class colours with readable text, placed by :func:`_place_tag` in detection order.
+
+    A tag is two cached images side by side, ``#track label`` and the confidence, so a new score costs a
     cache entry of a few characters rather than a new rendering of the whole tag.
     """
-    parts = [_tag_image(head, colour, size)] + ([_tag_image(tail, colour, size)] if tail else [])
-    th = parts[0].shape[0]
-    tw = sum(p.shape[1] for p in parts)
     h, w = rgb.shape[:2]
-    ty = y - th if y - th >= 0 else y
-    tx = min(x, max(0, w - tw))
-    rows = min(th, h - ty)
-    for part in parts:
-        cols = min(part.shape[1], w - tx)
-        if rows <= 0 or cols <= 0:
-            return
-        rgb[ty : ty + rows, tx : tx + cols] = part[:rows, :cols]
-        tx += cols
+    placed: list[tuple[int, int, int]] = []
+    for (head, tail), box, colour in zip(tags, boxes, colours):
+        first = _tag_image(head, colour, size)
+        th, tw = first.shape[:2]
+        second = _tag_image(tail, colour, size) if tail else None
+        if second is not None:
+            tw += second.shape[1]
+        tx, ty = _place_tag(placed, box[0], box[1], tw, th, w, h)
+        rows = min(th, h - ty)
+        if rows <= 0:
+            continue
+        for part in (first, second):
+            if part is None:
+                break
+            cols = min(part.shape[1], w - tx)
+            if cols <= 0:
+                break
+            rgb[ty : ty + rows, tx : tx + cols] = part[:rows, :cols]
+            tx += cols

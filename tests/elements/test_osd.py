@@ -1,5 +1,6 @@
 """pyosd and pyinfer.draw: boxes, rotated boxes and tags in every packed format, any size and stride; buffers
-without metadata untouched; writability through a tee; malformed metadata skipped."""
+without metadata untouched; writability through a tee; malformed metadata skipped; line width and text size
+that follow the frame; tags that do not cover each other; the display-* properties."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 
 from pyinfer._gi import Gst, GstVideo
 from pyinfer.detections import Detections
-from pyinfer.draw import PALETTE, _tag_lut, draw_detections, label_text, text_mask
+from pyinfer.draw import PALETTE, _tag_lut, auto_text_size, draw_detections, label_text, text_mask
 from pyinfer.elements._base import writable
 from pyinfer.frames.system import FORMATS
-from pyinfer.meta.roi import UNTRACKED_ID, write_detections
+from pyinfer.meta.roi import UNTRACKED_ID, read_detections_checked, set_track_ids, write_detections
 from support import run
 
 GREY = 128
@@ -28,14 +29,15 @@ def _dets(xyxy, cls=(1,), conf=(0.87,), cxcywhr=None, extra=None, tracker_id=Non
     )  # fmt: skip
 
 
-def _osd(frames_dets, fmt="RGB", width=97, height=61, stride=None, tee=False, extra_meta=None):
-    """Push grey frames with detections through pyosd; returns (result, drawn frames, reference frames)."""
+def _osd(frames_dets, fmt="RGB", width=97, height=61, stride=None, tee=False, extra_meta=None, props=""):
+    """Push grey frames with detections through pyosd (``props``: its properties, ``"k=v ..."``); returns
+    (result, drawn frames, reference frames)."""
     c = FORMATS[fmt]
     caps = Gst.Caps.from_string(f"video/x-raw,format={fmt},width={width},height={height},framerate=30/1")
     info = GstVideo.VideoInfo.new_from_caps(caps)
     row = stride or info.stride[0]
-    tail = "tee name=t t. ! queue ! pyosd name=osd ! appsink name=out t. ! queue ! appsink name=ref" if tee else (
-        "pyosd name=osd ! appsink name=out")  # fmt: skip
+    osd = f"pyosd name=osd {props} ! appsink name=out"
+    tail = f"tee name=t t. ! queue ! {osd} t. ! queue ! appsink name=ref" if tee else osd
     pipeline = Gst.parse_launch(f"appsrc name=src format=time ! {tail}")
     pipeline.get_by_name("src").set_property("caps", caps)
     out = {"out": [], "ref": []}
@@ -232,3 +234,134 @@ def test_a_negative_stride_without_its_offset_is_a_bus_error_not_a_write_before_
     assert result.error_source == "osd"
     assert f"starts {row * (h - 1)} bytes before the buffer" in result.error.message, result.error.message
     assert out == []
+
+
+# -- sizes that follow the frame, tags that do not cover each other, what is displayed ---------------------
+
+
+def _colour_bbox(frame: np.ndarray, colour) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom), exclusive, of the pixels of exactly ``colour``."""
+    ys, xs = np.nonzero((frame[..., :3] == np.asarray(colour, np.uint8)).all(axis=-1))
+    assert len(ys), f"no pixel of colour {colour}"
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _line_and_tag(width: int, height: int, props: str = "") -> tuple[int, int]:
+    """Drawn through pyosd, one box at the same place relative to the frame: (the width of its bottom line,
+    the height of its tag), both in pixels counted in the frame."""
+    x0, y0, x1, y1 = width // 4, 2 * height // 5, 3 * width // 5, 4 * height // 5
+    _, [frame], _, _ = _osd([_dets([x0, y0, x1, y1])], width=width, height=height, props=props)
+    on = (frame == PALETTE[1]).all(axis=-1)
+    column = on[:, (x0 + x1) // 2]  # crosses the top line and the bottom one, not the tag
+    line = 0
+    while column[y1 - line]:
+        line += 1
+    tag = on[:y0, x0]  # the tag's first column is its margin: all tag colour
+    tag_rows = int(tag.sum())
+    assert tag[y0 - tag_rows :].all(), "the tag is one block right above the box"
+    return line, tag_rows
+
+
+def test_lines_and_text_grow_with_the_frame_and_the_properties_override_them():
+    small_line, small_tag = _line_and_tag(640, 480)
+    big_line, big_tag = _line_and_tag(3840, 2160)
+    assert small_line == 2 and big_line == 6  # 2 px up to 720p (as before), one per 360 rows beyond
+    assert big_tag >= 3 * small_tag, (small_tag, big_tag)  # 48 px text at 4K, 12 at 480p
+    assert auto_text_size(480) == 12 and auto_text_size(720) == 18 and auto_text_size(1080) == 24
+    line, tag = _line_and_tag(640, 480, "thickness=5 text-size=40")
+    assert line == 5 and tag >= 3 * small_tag
+
+
+def _rects_overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_overlapping_detections_get_tags_that_do_not_cover_each_other():
+    dets = _dets([[100, 100, 200, 200], [110, 104, 210, 204]], cls=(0, 1), conf=(0.9, 0.8))
+    _, [frame], _, _ = _osd([dets], width=640, height=480, props="display-bbox=false")
+    first, second = _colour_bbox(frame, PALETTE[0]), _colour_bbox(frame, PALETTE[1])
+    assert not _rects_overlap(first, second), (first, second)
+    assert first[3] == 100  # the first tag right above its box
+    assert second[1] == 100  # the second one shifted down past it: it would have covered it
+    # Drawn again, the same places: the placement depends on nothing but the detections.
+    _, [again], _, _ = _osd([dets], width=640, height=480, props="display-bbox=false")
+    assert np.array_equal(frame, again)
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+def test_a_crowd_of_tags_at_the_frame_edge_stays_inside_it_without_overlap(where):
+    h, w = 120, 160
+    y = 0 if where == "top" else h - 12
+    n = 6
+    dets = Detections(
+        np.tile(np.array([[w - 30, y, w - 1, min(h - 1, y + 11)]], np.float32), (n, 1)),
+        np.full(n, 0.5, np.float32), np.arange(n, dtype=np.int32), labels=tuple("abcdef"),
+    )  # fmt: skip
+    frame = np.full((h, w, 3), GREY, np.uint8)
+    draw_detections(frame, dets, display_bbox=False)
+    rects = [_colour_bbox(frame, PALETTE[i]) for i in range(n)]
+    for i, a in enumerate(rects):
+        assert a[0] >= 0 and a[1] >= 0 and a[2] <= w and a[3] <= h
+        assert not any(_rects_overlap(a, b) for b in rects[i + 1 :]), rects
+
+
+def _outside(frame: np.ndarray, box) -> np.ndarray:
+    """Pixels not grey outside ``box`` (left, top, right, bottom; inclusive) as (y, x) indices."""
+    changed = (frame != GREY).any(axis=-1)
+    x0, y0, x1, y1 = box
+    changed[y0 : y1 + 1, x0 : x1 + 1] = False
+    return np.argwhere(changed)
+
+
+def test_display_text_false_draws_the_boxes_without_text():
+    box = (20, 30, 70, 55)
+    _, [frame], _, _ = _osd([_dets(box)], width=97, height=61, props="display-text=false")
+    assert (frame[55, 45] == PALETTE[1]).all() and (frame[40, 20] == PALETTE[1]).all()  # the outline
+    assert len(_outside(frame, box)) == 0  # no tag above the box, nor anywhere else
+    inside = frame[33:53, 23:68]
+    assert (inside == GREY).all()  # nor inside it
+
+
+def test_display_bbox_false_draws_the_tags_without_the_boxes():
+    box = (20, 30, 70, 55)
+    _, [frame], _, _ = _osd([_dets(box)], width=97, height=61, props="display-bbox=false")
+    assert (frame[55, 45] == GREY).all() and (frame[40, 20] == GREY).all() and (frame[40, 70] == GREY).all()
+    assert (frame[30:56, 20:71] == GREY).all()  # no outline: the whole box is untouched
+    tag = _outside(frame, box)
+    assert len(tag) and tag[:, 0].max() < 30  # the tag, above the box
+
+
+def _track_4(buf):
+    """As pytracker tags the frame's detection: track id 4."""
+    set_track_ids(read_detections_checked(buf).metas, [0], [4], predicted=False)
+
+
+def _tag_pixels(props: str) -> np.ndarray:
+    """The tag pyosd drew for one detection of class 1 ("b", 0.87) with track id 4, at 640x480."""
+    _, [frame], _, _ = _osd([_dets([20, 60, 120, 110])], width=640, height=480, props=props, extra_meta=_track_4)
+    x0, y0, x1, y1 = _colour_bbox(frame[:60], PALETTE[1])
+    return frame[y0:y1, x0:x1]
+
+
+def test_display_confidence_false_shows_the_label_without_the_score():
+    colour = tuple(int(v) for v in PALETTE[1])
+    size = auto_text_size(480)
+    tag = _tag_pixels("display-confidence=false")
+    np.testing.assert_array_equal(tag, _tag_lut(colour)[text_mask("#4 b", size)])
+    full = _tag_pixels("")
+    assert full.shape[1] == text_mask("#4 b", size).shape[1] + text_mask(" 0.87", size).shape[1]
+    np.testing.assert_array_equal(full[:, : tag.shape[1]], tag)  # the same head, then the score
+    assert label_text(_dets([0, 0, 5, 5], tracker_id=[4]), 0, confidence=False) == "#4 b"
+
+
+def test_display_track_id_false_leaves_the_track_id_out():
+    colour = tuple(int(v) for v in PALETTE[1])
+    size = auto_text_size(480)
+    tag = _tag_pixels("display-track-id=false display-confidence=false")
+    np.testing.assert_array_equal(tag, _tag_lut(colour)[text_mask("b", size)])
+    assert label_text(_dets([0, 0, 5, 5], tracker_id=[4]), 0, track_id=False) == "b 0.87"
+
+
+def test_nothing_to_display_leaves_the_frame_untouched():
+    _, _, out, _ = _osd([_dets([20, 30, 70, 55])], tee=True, props="display-bbox=false display-text=false")
+    assert np.array_equal(out["out"][0], out["ref"][0])

@@ -2,8 +2,11 @@
 
 Boxes (rotated ones as polygons), and a tag per detection with its track id (when a tracker set one), label
 and confidence, in a colour per class; predicted boxes (``pytracker`` on frames without inference) are drawn
-with 1-pixel lines and no confidence. Frames without detections pass untouched (not even mapped); malformed
-ROI metas of other producers are skipped with a rate-limited WARNING and counted in ``skipped-metas``.
+with thinner lines and no confidence. Line width and text size follow the frame height unless ``thickness``
+and ``text-size`` set them; tags are placed so that none covers another. ``display-bbox``, ``display-text``,
+``display-confidence`` and ``display-track-id`` (nvdsosd's names for the first two) choose what is drawn.
+Frames without detections pass untouched (not even mapped); malformed ROI metas of other producers are
+skipped with a rate-limited WARNING and counted in ``skipped-metas``.
 
 Example::
 
@@ -14,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from pyinfer._gi import GObject, Gst
 from pyinfer.draw import draw_detections
@@ -23,6 +27,17 @@ from pyinfer.frames.system import frame_array
 from pyinfer.meta import read_detections_checked
 
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
+
+
+class Drawing(NamedTuple):
+    """What the drawing reads from the properties (``draw_detections``'s keywords)."""
+
+    thickness: int
+    text_size: int
+    display_bbox: bool
+    display_text: bool
+    display_confidence: bool
+    display_track_id: bool
 
 
 class OsdElement(PackedVideoFilter):
@@ -39,8 +54,34 @@ class OsdElement(PackedVideoFilter):
     __gsttemplates__ = TEMPLATES
 
     thickness = GObject.Property(
-        type=int, default=2, minimum=1, maximum=64, nick="Line thickness",
-        blurb="Box line width in pixels (predicted boxes are always 1 pixel)",
+        type=int, default=0, minimum=0, maximum=64, nick="Line thickness",
+        blurb="Box line width in pixels; 0: from the frame height (2 up to 720p, 3 at 1080p, 6 at 4K). "
+        "Predicted boxes get a third of it, at least 1 pixel",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    text_size = GObject.Property(
+        type=int, default=0, minimum=0, maximum=512, nick="Text size",
+        blurb="Tag text size in pixels; 0: from the frame height (12 at 480p, 18 at 720p, 24 at 1080p, 48 at 4K)",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    display_bbox = GObject.Property(
+        type=bool, default=True, nick="Display boxes",
+        blurb="Draw the boxes (as nvdsosd's display-bbox)",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    display_text = GObject.Property(
+        type=bool, default=True, nick="Display text",
+        blurb="Draw the tags: track id, label and confidence (as nvdsosd's display-text)",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    display_confidence = GObject.Property(
+        type=bool, default=True, nick="Display confidence",
+        blurb="Put the confidence in the tags (false: '#track label')",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    display_track_id = GObject.Property(
+        type=bool, default=True, nick="Display track id",
+        blurb="Put the track id in the tags (false: 'label confidence')",
         flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
@@ -57,6 +98,14 @@ class OsdElement(PackedVideoFilter):
         self._skipped = 0
         self._last_warning = -WARNING_INTERVAL_S
 
+    def _settings(self) -> Drawing:
+        """The drawing properties, read at each buffer (about 1 µs for all; a ``notify`` handler connected in
+        ``__init__``, as pyinfer caches its settings, made the element factory crash creating this element)."""
+        return Drawing(
+            self.thickness, self.text_size, self.display_bbox, self.display_text, self.display_confidence,
+            self.display_track_id,
+        )  # fmt: skip
+
     def do_start(self) -> bool:
         self._skipped = 0
         return True
@@ -69,6 +118,9 @@ class OsdElement(PackedVideoFilter):
             dets = read.detections
             if len(dets) == 0:
                 return Gst.FlowReturn.OK
+            settings = self._settings()
+            if not (settings.display_bbox or settings.display_text):
+                return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped
             layout = self._layout.for_buffer(buf)  # type: ignore[union-attr]  # set by do_set_caps, before buffers
             # BaseTransform made the buffer writable; mapping it for writing copies memory shared with other
             # buffers (a tee, a pool) first, so only this branch sees the drawing.
@@ -78,7 +130,7 @@ class OsdElement(PackedVideoFilter):
                     raise ValueError("could not map the buffer for writing")
                 try:
                     frame = frame_array(info.data, layout, writeable=True)
-                    draw_detections(frame, dets, layout.format, thickness=self.thickness)
+                    draw_detections(frame, dets, layout.format, **settings._asdict())
                     del frame
                 finally:
                     buf.unmap(info)
