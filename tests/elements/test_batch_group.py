@@ -264,3 +264,34 @@ def test_member_threads_end_with_the_pipeline(embedded_model):
     time.sleep(0.2)
     left = {t.name for t in threading.enumerate()} - before
     assert not [n for n in left if n.startswith(("pyinfer-out-", "pyinfer-group-"))], left
+
+
+@pytest.mark.parametrize("group", ["", "batch-group=rates batch-size=2"])
+def test_stats_interval_posts_each_streams_rate_and_latency(embedded_model, group):
+    s = Streams(embedded_model, 2, f"stats-interval=100 {group}")
+    stats: dict[str, list] = {"inf0": [], "inf1": []}
+    bus = s.pipeline.get_bus()
+    try:
+        s.pipeline.set_state(Gst.State.PLAYING)
+        for i in (0, 1):
+            push_frames(s.pipeline.get_by_name(f"src{i}"), _frames(70 + i, 20))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            msg = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ELEMENT | Gst.MessageType.EOS)
+            if msg is None:
+                continue
+            if msg.type == Gst.MessageType.EOS:
+                break
+            st = msg.get_structure()
+            if st is not None and st.get_name() == "pyinfer-stats":
+                stats[msg.src.get_name()].append({k: st.get_value(k) for k in (
+                    "frames", "fps", "fps-average", "latency-ms", "latency-max-ms", "batch-group")})  # fmt: skip
+    finally:
+        s.stop()
+    for name, posts in stats.items():
+        assert posts, f"{name} posted no pyinfer-stats"
+        frames = [p["frames"] for p in posts]
+        assert frames == sorted(frames) and frames[-1] <= 20
+        assert all(p["fps"] > 0 and p["fps-average"] > 0 for p in posts)
+        assert all(0 < p["latency-ms"] <= p["latency-max-ms"] for p in posts)
+        assert posts[0]["batch-group"] == ("rates" if group else "")

@@ -57,6 +57,7 @@ class GroupItem:
     buf: Gst.Buffer
     infer: bool
     epoch: int
+    t_in: int = 0  # time.monotonic_ns() when the member took it (stats-interval's latency)
 
 
 class Member:
@@ -149,6 +150,8 @@ class Member:
             try:
                 if self.flow == Gst.FlowReturn.OK:
                     ret = push(self.element._srcpad, item)
+                    if ret == Gst.FlowReturn.OK:
+                        self.element._stats.note(self.element, item.t_in)
             finally:
                 with self._cond:
                     self._pushing = False
@@ -254,7 +257,7 @@ class BatchGroup:
         layout = element._layout
         infer = member.frames_seen % (settings.interval + 1) == 0
         member.frames_seen += 1
-        item = GroupItem(member, buf, infer, member.epoch)
+        item = GroupItem(member, buf, infer, member.epoch, time.monotonic_ns())
         with self._lock:
             batch = self._batch
             if batch is not None and infer and batch.n_infer and self._layout != layout:

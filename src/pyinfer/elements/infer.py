@@ -320,6 +320,20 @@ class InferElement(PackedVideoFilter):
         "batch-timeout late (40 ms when 0); the group's model and batching settings are those of the member that "
         "starts first. Empty: this element batches only its own frames",
     )  # fmt: skip
+
+    @GObject.Property(
+        type=int, default=0, minimum=0, maximum=3_600_000, nick="Stats interval",
+        blurb="Milliseconds between pyinfer-stats element messages (frames, fps, fps-average, latency-ms, "
+        "latency-max-ms, batch-group) for this stream, as DeepStream's perf callback; 0: none",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    def stats_interval(self) -> int:
+        return self._stats_interval_ms
+
+    @stats_interval.setter
+    def stats_interval(self, value: int) -> None:
+        self._stats_interval_ms = int(value)
+
     in_flight = ready_property(
         "in-flight",
         type=int, default=DEFAULT_DEPTH, minimum=1, maximum=8, nick="Batches in flight",
@@ -352,6 +366,8 @@ class InferElement(PackedVideoFilter):
         self._ring: StagingRing | None = None
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
+        self._stats = _Stats()
+        self._stats_interval_ms = 0
         self._group = None  # the BatchGroup this element feeds (batch-group), and its side of it
         self._group_member = None
         self._meta_used = ""
@@ -520,6 +536,7 @@ class InferElement(PackedVideoFilter):
                        format_exception(exc))  # fmt: skip
             return False
         self._frames_seen = 0
+        self._stats.reset()
         self._batches_seen = 0
         self._batch = None
         self._model_id = 0
@@ -549,6 +566,7 @@ class InferElement(PackedVideoFilter):
         self._engine = self._group.engine
         self._model_id = self._group.model_id
         self._frames_seen = self._batches_seen = self._skipped = 0
+        self._stats.reset()
         self._batch = None
         self._last_warning = {}
         self._flow = Gst.FlowReturn.OK
@@ -787,7 +805,7 @@ class InferElement(PackedVideoFilter):
                         batch.drop()
                         return ret
                     infer = False
-            batch.items.append(_Item(buf, infer))
+            batch.items.append(_Item(buf, infer, time.monotonic_ns()))
             if batch.n_infer >= self.batch_size or batch.n_infer == 0:
                 self._seal()  # full; or nothing to infer in it: it goes out in its turn
         return self._flow
@@ -866,8 +884,8 @@ class InferElement(PackedVideoFilter):
         if ds.writer.options.unique_id != settings.unique_id:
             ds.writer.options = self._writer_options()
         params = InferParams(settings.confidence_threshold, settings.nms_iou_threshold, settings.max_detections)
-        job = Job(tokens=[_Item(buf, infer)], engine=_DsEngine(ds, self._engine, buf, infer), frames=(),
-                  params=params, context="ds")  # fmt: skip
+        job = Job(tokens=[_Item(buf, infer, time.monotonic_ns())], engine=_DsEngine(ds, self._engine, buf, infer),
+                  frames=(), params=params, context="ds")  # fmt: skip
         self._pipe.put(job)
         return self._flow
 
@@ -938,6 +956,7 @@ class InferElement(PackedVideoFilter):
                     self._flow = ret
                 items.clear()
                 return
+            self._stats.note(self, item.t_in)
 
     def _note_cost(self, opened_ns: int) -> None:
         """Keep the slowest batch's time in the element; a LATENCY message when it grew past what was reported."""
@@ -996,6 +1015,54 @@ _ASSUMED_FRAME_NS = Gst.SECOND // 30
 class _Item:
     buf: Gst.Buffer
     infer: bool
+    t_in: int = 0  # time.monotonic_ns() when the element took it (stats-interval's latency)
+
+
+class _Stats:
+    """One stream's rates through the element, posted as a ``pyinfer-stats`` element message every interval.
+
+    Counted on the thread that pushes (the worker, or a batch-group member's output thread): frames pushed,
+    and each frame's latency from the moment the element took it to the moment it was pushed (waiting for the
+    batch, inference, metadata, the queue before the push).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_ns = 0
+        self.frames = 0
+        self.window_ns = 0
+        self.window_frames = 0
+        self.latency_sum_ns = 0
+        self.latency_max_ns = 0
+
+    def note(self, element: InferElement, t_in: int) -> None:
+        now = time.monotonic_ns()
+        if not self.frames:
+            self.first_ns = self.window_ns = now
+        self.frames += 1
+        self.window_frames += 1
+        latency = now - t_in if t_in else 0
+        self.latency_sum_ns += latency
+        if latency > self.latency_max_ns:
+            self.latency_max_ns = latency
+        interval_ns = element._stats_interval_ms * 1_000_000
+        if interval_ns and now - self.window_ns >= interval_ns:
+            self._post(element, now)
+
+    def _post(self, element: InferElement, now: int) -> None:
+        span = (now - self.window_ns) / 1e9
+        s = Gst.Structure.new_empty("pyinfer-stats")
+        s.set_value("frames", GObject.Value(GObject.TYPE_UINT64, self.frames))
+        s.set_value("fps", self.window_frames / span if span > 0 else 0.0)
+        total = (now - self.first_ns) / 1e9
+        s.set_value("fps-average", self.frames / total if total > 0 else 0.0)
+        s.set_value("latency-ms", self.latency_sum_ns / max(1, self.window_frames) / 1e6)
+        s.set_value("latency-max-ms", self.latency_max_ns / 1e6)
+        s.set_value("batch-group", element.batch_group)
+        element.post_message(Gst.Message.new_element(element, s))
+        self.window_ns, self.window_frames, self.latency_sum_ns, self.latency_max_ns = now, 0, 0, 0
 
 
 @dataclass
