@@ -24,7 +24,7 @@ DEMO_FRAMES ?= 300
 # (else the ctypes path) and pyinfer.track's tracker core (else NumPy). setup.py builds them as extensions of the
 # package; the editable install puts them beside their sources, under Python's extension suffix.
 EXT_SUFFIX := $(shell /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
-NATIVE_SRC := setup.py src/pyinfer/meta/roi_native.c src/pyinfer/track/track_native.c
+NATIVE_SRC := setup.py src/pyinfer/meta/roi_native.c src/pyinfer/track/track_native.c src/pyinfer/meta/analytics_native.c
 NATIVE_LIBS := src/pyinfer/meta/roi_native$(EXT_SUFFIX) src/pyinfer/track/track_native$(EXT_SUFFIX)
 setup: $(VENV)/.installed $(NATIVE_LIBS)
 
