@@ -108,7 +108,14 @@ class InferPipeline:
         self.max_queued = max_queued
         self._idle = idle
         self._idle_period_s = idle_period_s
-        self._cond = threading.Condition()
+        # One lock, three conditions, so that each change wakes only the thread that waits for it: the worker
+        # (a job put, a flush, a stop), the owner in put (room in the queue) and drain (the worker settled).
+        # A wake-up that finds nothing to do still costs two GIL hand-offs between the streaming thread and
+        # the worker, per batch.
+        self._lock = threading.RLock()
+        self._work = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._settled = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()
         self._in_flight: collections.deque[Job] = collections.deque()
         self._busy = False  # the worker holds a job outside both deques (submitting or delivering it)
@@ -121,21 +128,21 @@ class InferPipeline:
     # -- the owner's side -------------------------------------------------------------------------------
     def put(self, job: Job) -> bool:
         """Queue a job (blocks while ``max_queued`` wait). False if the pipeline was flushed or stopped meanwhile."""
-        with self._cond:
+        with self._lock:
             epoch = self._epoch
             while len(self._queue) >= self.max_queued and not self._stopping and epoch == self._epoch:
-                self._cond.wait()
+                self._room.wait()
             if self._stopping or epoch != self._epoch:
                 job.done()
                 return False
             self._queue.append(job)
-            self._cond.notify_all()
+            self._work.notify()
             return True
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every job put so far is delivered (or dropped by a flush); False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(
+        with self._lock:
+            return self._settled.wait_for(
                 lambda: not (self._queue or self._in_flight or self._busy or self._discard), timeout_s
             )
 
@@ -146,27 +153,33 @@ class InferPipeline:
         ``release``, without delivering them. A job being delivered at this moment finishes (its pushes fail
         with FLUSHING downstream).
         """
-        with self._cond:
+        with self._lock:
             self._epoch += 1
             self._discard.extend(self._queue)
             self._discard.extend(self._in_flight)
             self._queue.clear()
             self._in_flight.clear()
-            self._cond.notify_all()
+            self._wake_all()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Flush, then end the worker thread."""
         self.flush()
-        with self._cond:
+        with self._lock:
             self._stopping = True
-            self._cond.notify_all()
+            self._wake_all()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
+
+    def _wake_all(self) -> None:
+        """Wake every waiter (the caller holds the lock): a flush or a stop concerns them all."""
+        self._work.notify_all()
+        self._room.notify_all()
+        self._settled.notify_all()
 
     # -- the worker -------------------------------------------------------------------------------------
     def _next(self) -> tuple[str, Job | None, int]:
         """What the worker does next: ("submit", job), ("collect", job) or ("stop", None)."""
-        with self._cond:
+        with self._lock:
             while True:
                 if self._discard:
                     job = self._discard.pop(0)
@@ -177,23 +190,23 @@ class InferPipeline:
                 if self._queue and len(self._in_flight) < self.depth:
                     job = self._queue.popleft()
                     self._busy = True
-                    self._cond.notify_all()  # a slot in the queue is free
+                    self._room.notify_all()  # a slot in the queue is free
                     return "submit", job, self._epoch
                 if self._in_flight:  # full, or nothing else to submit: the oldest one's results go out now
                     job = self._in_flight.popleft()
                     self._busy = True
                     return "collect", job, self._epoch
                 if self._idle is None:
-                    self._cond.wait()
+                    self._work.wait()
                     continue
-                self._cond.wait(self._idle_period_s)
+                self._work.wait(self._idle_period_s)
                 if self._queue or self._in_flight or self._stopping:
                     continue
-                self._cond.release()  # the owner's idle callback takes its own lock
+                self._lock.release()  # the owner's idle callback takes its own lock
                 try:
                     job = self._idle()
                 finally:
-                    self._cond.acquire()
+                    self._lock.acquire()
                 if job is not None:
                     self._queue.append(job)
 
@@ -209,7 +222,7 @@ class InferPipeline:
                     continue
                 if action == "submit":
                     self._submit(job)
-                    with self._cond:
+                    with self._lock:
                         if epoch == self._epoch:
                             self._in_flight.append(job)
                             job = None
@@ -218,7 +231,7 @@ class InferPipeline:
                         job.done()
                     continue
                 detections, error = self._collect(job)
-                with self._cond:
+                with self._lock:
                     current = epoch == self._epoch
                 if current:
                     try:
@@ -227,9 +240,9 @@ class InferPipeline:
                         log.exception("delivering a batch failed")
                 job.done()
             finally:
-                with self._cond:
+                with self._lock:
                     self._busy = False
-                    self._cond.notify_all()
+                    self._settled.notify_all()
 
     @staticmethod
     def _submit(job: Job) -> None:
