@@ -431,3 +431,29 @@ def test_companions_track_and_report_another_producers_detections():
     late = messages[-1]["objects"]
     assert all(o["track_id"] is not None for o in late)  # confirmed tracks by the last frame
     assert len({o["track_id"] for o in late}) == 2
+
+
+@needs_analytics
+def test_pyosd_draws_the_analytics_detections_pyinfer_wrote(embedded_model):
+    frames = _frames(3)
+    out = {}
+    for name, osd in (("plain", ""), ("drawn", "pyosd ! ")):
+        pipeline = _pipeline(embedded_model, f"{osd}appsink name=sink", meta="analytics")
+        images = []
+
+        def probe(pad, info, images=images):
+            buf = info.get_buffer()
+            _, m = buf.map(Gst.MapFlags.READ)
+            images.append(np.frombuffer(m.data, np.uint8).copy().reshape(240, 320, 3))
+            buf.unmap(m)
+            return Gst.PadProbeReturn.OK
+
+        pipeline.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+        result = run(pipeline, 120, feed=lambda p: push_frames(p.get_by_name("src"), frames))
+        assert result.ok, result.error
+        out[name] = (images, result.detections)
+    for plain, drawn, d in zip(out["plain"][0], out["drawn"][0], out["drawn"][1]):
+        assert len(d) > 0
+        changed = (plain != drawn).any(axis=2)
+        for left, top, right, bottom in d.xyxy.astype(int).tolist():
+            assert changed[max(top, 0) : bottom + 1, max(left, 0) : right + 1].any(), (left, top, right, bottom)
