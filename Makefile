@@ -45,6 +45,8 @@ apt:
 $(VENV)/.installed: pyproject.toml | apt
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || PIP_FIND_LINKS= $(PY) -m pip install -q $(TORCH_PACKAGES)
+	@# The distribution was called "pyinfer" before it became pyinfer-gst: an old editable install goes first.
+	@if $(PY) -m pip show -q pyinfer >/dev/null 2>&1; then $(PY) -m pip uninstall -y -q pyinfer; fi
 	PIP_FIND_LINKS= $(PY) -m pip install -q -e '.[test]'
 	@$(PY) -c "import gi; gi.require_version('Gst', '1.0'); import torch, torchvision, pyinfer; print('pyinfer', pyinfer.__version__, 'torch', torch.__version__)"
 	@touch $@

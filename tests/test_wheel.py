@@ -32,7 +32,7 @@ def wheel(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    (whl,) = out.glob("pyinfer-*.whl")
+    (whl,) = out.glob("pyinfer_gst-*.whl")  # the distribution pyinfer-gst (wheel names use an underscore)
     return whl
 
 

@@ -227,7 +227,7 @@ def report() -> Iterator[str]:
     track = _native_state(track_native.load() is not None, track_native.LIB_PATH, "NumPy tracker")
     yield f"native tracker core: {track}"
     for label, ok in broker_clients().items():
-        yield f"broker client {label}: {'available' if ok else 'absent (pip install pyinfer[brokers] / [kafka])'}"
+        yield f"broker client {label}: {'available' if ok else 'absent (the brokers / kafka extra of pyinfer-gst)'}"
     yield from element_discovery()
     from pyinfer.frames.deepstream import deepstream_version
 

@@ -36,8 +36,8 @@ def import_onnxruntime() -> ModuleType:
         import onnxruntime
     except ImportError as exc:
         raise DependencyError(
-            f"backend onnx needs the 'onnxruntime' package ({exc}): pip install 'pyinfer[onnx]' "
-            "(or onnxruntime-gpu for the CUDA execution provider)"
+            f"backend onnx needs the 'onnxruntime' package ({exc}): pip install onnxruntime, or the onnx extra: "
+            "pip install 'pyinfer-gst[onnx]' (or onnxruntime-gpu for the CUDA execution provider)"
         ) from exc
     return onnxruntime
 

@@ -22,7 +22,8 @@ def _kafka():
         import confluent_kafka
     except ImportError as exc:
         raise DependencyError(
-            "proto 'kafka' needs the 'confluent-kafka' package (pip install 'pyinfer[kafka]')"
+            "proto 'kafka' needs the 'confluent-kafka' package (pip install confluent-kafka; "
+            "or the kafka extra: pip install 'pyinfer-gst[kafka]')"
         ) from exc
     return confluent_kafka
 

@@ -22,7 +22,10 @@ def _paho():
     try:
         import paho.mqtt.client as mqtt
     except ImportError as exc:
-        raise DependencyError("proto 'mqtt' needs the 'paho-mqtt' package (pip install 'pyinfer[brokers]')") from exc
+        raise DependencyError(
+            "proto 'mqtt' needs the 'paho-mqtt' package (pip install paho-mqtt; "
+            "or the brokers extra: pip install 'pyinfer-gst[brokers]')"
+        ) from exc
     return mqtt
 
 

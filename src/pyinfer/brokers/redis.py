@@ -22,7 +22,10 @@ def _redis():
     try:
         import redis
     except ImportError as exc:
-        raise DependencyError("proto 'redis' needs the 'redis' package (pip install 'pyinfer[brokers]')") from exc
+        raise DependencyError(
+            "proto 'redis' needs the 'redis' package (pip install redis; "
+            "or the brokers extra: pip install 'pyinfer-gst[brokers]')"
+        ) from exc
     return redis
 
 
