@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyinfer.accel import AccelSettings, FastPath, build_fast_path
 from pyinfer.backends import load_model
+from pyinfer.backends.metadata import stride_from_config
 from pyinfer.decoders import DecoderChoice, check_fit, choose_decoder, get_decoder, hint_from_metadata
 from pyinfer.decoders.base import check_batch_size, check_classes
 from pyinfer.detections import Detections
@@ -107,6 +108,47 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
 
 
+def check_stride(size: tuple[int, int], stride: int, *, source: str = "") -> None:
+    """Raise ConfigError naming the size and the nearest sizes that fit, unless both sides are multiples of stride.
+
+    Args:
+        size: (width, height) the model is to run at.
+        stride: the model's largest stride.
+        source: where the size came from when not the input-width/height properties ("imgsz": the metadata).
+    """
+    bad = [(name, value) for name, value in zip(("input-width", "input-height"), size) if value % stride]
+    if not bad:
+        return
+
+    def choices(value: int) -> str:
+        below = value // stride * stride
+        return f"{below} or {below + stride}" if below else str(stride)
+
+    where = f" (the model's {source})" if source else ""
+    if len(bad) == 1:
+        name, value = bad[0]
+        raise ConfigError(
+            f"{name} {value}{where} is not a multiple of the model's stride {stride}: use {choices(value)}"
+        )
+    (_, width), (_, height) = bad
+    raise ConfigError(
+        f"input-width {width} and input-height {height}{where} are not multiples of the model's stride {stride}: "
+        f"use {choices(width)} for the width and {choices(height)} for the height"
+    )
+
+
+def _odd_multiple(value: int, stride: int) -> int:
+    """The odd multiple of ``stride`` at or just below ``value`` (``stride`` itself for small values)."""
+    k = max(1, value // stride)
+    return stride * (k if k % 2 else k - 1)
+
+
+def last_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text, or its type: TorchScript puts its trace first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def import_torch() -> None:
     """Import torch and torchvision, or raise DependencyError naming what is missing."""
     for name in ("torch", "torchvision"):
@@ -195,6 +237,9 @@ class Engine:
             raise ConfigError(
                 f"model {cfg.model} carries no input size (imgsz) in its metadata: set input-width and input-height"
             )
+        stride = stride_from_config(model.metadata or {})
+        if stride is not None:  # before the model runs: a size it cannot take fails deep inside it
+            check_stride(size, stride, source="" if cfg.input_width > 0 and cfg.input_height > 0 else "imgsz")
         labels = read_labels(cfg.labels_file) if cfg.labels_file else model.names
         engine = cls(model, cfg.decoder, labels, size, postprocess=cfg.postprocess, in_flight=cfg.in_flight)
         engine.warm_up()
@@ -217,8 +262,27 @@ class Engine:
         try:
             outputs = self.model.forward(x)
         except Exception as exc:
+            summary = last_line(exc)
+            stride = self._find_stride()  # a model without stride metadata: is the size what it cannot take?
+            if stride is not None:
+                try:
+                    check_stride((self.input_width, self.input_height), stride)
+                except ConfigError as size_error:
+                    size_error.detail = (
+                        f"the model carries no stride in its metadata; it runs on sizes that are multiples of "
+                        f"{stride}, and failed on {self.input_width}x{self.input_height}: {summary}"
+                    )
+                    raise size_error from exc
+            own = self.model.input_size
+            if own is not None and own != (self.input_width, self.input_height) and self._runs_at(*own):
+                raise ConfigError(
+                    f"model {self.model.path} runs only at its own input size {own[0]}x{own[1]} (imgsz), not "
+                    f"{self.input_width}x{self.input_height}: set input-width={own[0]} input-height={own[1]} "
+                    "or leave them unset",
+                    detail=f"the model failed on {self.input_width}x{self.input_height}: {summary}",
+                ) from exc
             raise DecodeError(
-                f"model {self.model.path} failed on a 1x3x{self.input_height}x{self.input_width} input: {exc}"
+                f"model {self.model.path} failed on a 1x3x{self.input_height}x{self.input_width} input: {summary}"
             ) from exc
         if self.decoder is None:
             hint = self.model.decoder or hint_from_metadata(getattr(self.model, "metadata", None) or {})
@@ -231,6 +295,33 @@ class Engine:
             )
             self.decoder = get_decoder(self.decoder_choice.name, postprocess=self._postprocess)
         self.num_classes = check_fit(self.decoder, outputs, self.model)
+
+    def _find_stride(self) -> int | None:
+        """The smallest of 8, 16, 32, 64 whose odd multiples (near the input size) the model runs on.
+
+        Only asked after the model failed on the input size: a detector joins feature maps of several
+        levels, and an input size that is not a multiple of its largest stride gives maps that do not fit.
+        Odd multiples, so that a size fitting a larger stride does not pass for a smaller one (320 is a
+        multiple of 16, but also of 32). None when the model fails on every probed size too.
+        """
+        for stride in (8, 16, 32, 64):
+            width, height = (_odd_multiple(v, stride) for v in (self.input_width, self.input_height))
+            if (width, height) == (self.input_width, self.input_height):
+                continue  # the size is a multiple of this stride already, and failed
+            if self._runs_at(width, height):
+                return stride
+        return None
+
+    def _runs_at(self, width: int, height: int) -> bool:
+        """Whether the model runs on one grey frame of this size (probing after a failure)."""
+        import torch
+
+        x = torch.full((1, 3, height, width), 114 / 255, dtype=self.model.dtype, device=self.model.device)
+        try:
+            self.model.forward(x)
+        except Exception:
+            return False
+        return True
 
     def check_frames(self, batch: int, height: int, width: int, channels: int, fmt: str) -> None:
         """Run one grey batch shaped like the live frames; raises if the model or decoder cannot take it."""

@@ -183,3 +183,99 @@ def _plugin_env() -> dict[str, str]:
     env["GST_PLUGIN_PATH"] = str(plugin_path())
     env["PYTHONPATH"] = ":".join(python_path())
     return env
+
+
+def _one_sentence_without_traceback(res) -> None:
+    assert "\n" not in res.error.message, res.error.message
+    assert "Traceback" not in res.error.message and "Traceback" not in res.debug, res.debug
+
+
+def test_input_size_off_the_model_stride_is_one_sentence_before_the_model_runs(run_pipeline, embedded_model):
+    res = run_pipeline(
+        f"{SRC} ! pyinfer model-engine={embedded_model.path} input-width=330 input-height=384 ! appsink name=sink"
+    )
+    _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS)
+    assert res.error.message == "input-width 330 is not a multiple of the model's stride 32: use 320 or 352"
+    _one_sentence_without_traceback(res)
+
+
+def test_both_sides_off_the_stride_name_both(run_pipeline, embedded_model):
+    res = run_pipeline(
+        f"{SRC} ! pyinfer model-engine={embedded_model.path} input-width=330 input-height=20 ! appsink name=sink"
+    )
+    _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS)
+    assert res.error.message == (
+        "input-width 330 and input-height 20 are not multiples of the model's stride 32: "
+        "use 320 or 352 for the width and 32 for the height"
+    )
+
+
+def _pyramid():
+    import torch
+    import torch.nn.functional as F
+
+    class Pyramid(torch.nn.Module):
+        """Joins a stride-16 and an upsampled stride-32 level, as detectors do: sizes must be multiples of 32."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            p4 = F.avg_pool2d(x, 16, ceil_mode=True)
+            p5 = F.interpolate(F.avg_pool2d(x, 32, ceil_mode=True), scale_factor=2.0, mode="nearest")
+            return torch.cat([p4, p5], 1).flatten(2)
+
+    return Pyramid()
+
+
+def test_size_a_model_without_stride_metadata_cannot_take_is_translated(run_pipeline, tmp_path):
+    import torch
+
+    from support import save_torchscript
+
+    path = save_torchscript(_pyramid(), tmp_path / "pyramid.torchscript", None, torch.zeros(1, 3, 320, 320))
+    res = run_pipeline(f"{SRC} ! pyinfer model-engine={path} input-width=330 input-height=320 ! appsink name=sink")
+    _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS)
+    assert res.error.message == "input-width 330 is not a multiple of the model's stride 32: use 320 or 352"
+    _one_sentence_without_traceback(res)
+    assert "carries no stride" in res.debug and "Sizes of tensors must match" in res.debug  # the runtime's words
+
+
+def test_model_traced_at_one_size_names_that_size(run_pipeline, embedded_model):
+    res = run_pipeline(
+        f"{SRC} ! pyinfer model-engine={embedded_model.path} input-width=320 input-height=320 ! appsink name=sink"
+    )
+    _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS, "runs only at its own input size 384x384")
+    _one_sentence_without_traceback(res)
+
+
+def test_model_failing_for_another_reason_gives_its_last_line_and_keeps_the_traceback(run_pipeline, tmp_path):
+    import torch
+
+    from support import save_torchscript
+
+    class Picky(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(2) @ torch.ones(320 * 320, 1)  # any other size fails, and so does every probe
+
+    path = save_torchscript(Picky(), tmp_path / "picky.torchscript", None, torch.zeros(1, 3, 320, 320))
+    res = run_pipeline(f"{SRC} ! pyinfer model-engine={path} input-width=64 input-height=64 ! appsink name=sink")
+    _expect_error(res, Gst.StreamError, Gst.StreamError.DECODE, "failed on a 1x3x64x64 input", "RuntimeError")
+    assert "\n" not in res.error.message and "Traceback of TorchScript" not in res.error.message
+    assert "Traceback (most recent call last)" in res.debug  # a model failing: the traceback stays, in debug
+
+
+@pytest.mark.parametrize("setting", ["device=tpu", "labels-file={labels}", "on-error=never"])
+def test_a_user_error_has_a_short_debug_text_without_traceback(run_pipeline, fixed_model, tmp_path, setting):
+    labels = tmp_path / "two.txt"
+    labels.write_text("a\nb\n")
+    desc = f"{SRC} ! pyinfer model-engine={fixed_model} {setting.format(labels=labels)} ! appsink name=sink"
+    res = run_pipeline(desc)
+    _expect_error(res, Gst.ResourceError, Gst.ResourceError.SETTINGS)
+    _one_sentence_without_traceback(res)
+    assert len(res.debug.splitlines()) <= 2, res.debug
+
+
+def test_an_internal_failure_keeps_its_traceback(run_pipeline, fixed_model, tmp_path):
+    hooks = tmp_path / "failing_hooks.py"
+    hooks.write_text("def boom(outputs, ctx):\n    raise ValueError('bad tensor layout')\n")
+    res = run_pipeline(f"{SRC} ! pyinfer model-engine={fixed_model} postprocess={hooks}:boom ! appsink name=sink")
+    assert res.error.matches(Gst.LibraryError.quark(), Gst.LibraryError.FAILED), res.error
+    assert "Traceback (most recent call last)" in res.debug and "bad tensor layout" in res.debug

@@ -73,6 +73,17 @@ def input_size_from_config(cfg: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
+def stride_from_config(cfg: dict[str, Any]) -> int | None:
+    """The model's largest stride (``stride``: 32, or one per level as [8, 16, 32]), or None if it gives none.
+
+    Input sizes must be a multiple of it: the feature maps of the levels are upsampled and joined.
+    """
+    stride = cfg.get("stride")
+    values: list[Any] = list(stride) if isinstance(stride, (list, tuple)) else [stride]
+    ints = [int(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and 1 < v < 4096]
+    return max(ints) if ints and len(ints) == len(values) and all(v == int(v) for v in values) else None
+
+
 def decoder_from_config(cfg: dict[str, Any]) -> str | None:
     """The decoder pyinfer's own metadata asks for (``{"pyinfer": {"decoder": ...}}``), or None."""
     own = cfg.get("pyinfer")

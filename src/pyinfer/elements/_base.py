@@ -35,6 +35,39 @@ def format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
+def error_debug(exc: BaseException) -> str:
+    """The debug part of a bus message about ``exc``: a traceback only where one helps.
+
+    A user's error (a setting, a file, a missing package: ConfigError, ModelError, DependencyError, and any
+    pyinfer error with no other exception behind it) is said in full by its message; its debug text is one line
+    (the error's own ``detail``, or its type, where it was raised and the exception behind it). A failure in code
+    (an exception that is not pyinfer's, or a pyinfer error raised from one: a model or hook raising) keeps
+    the whole traceback.
+    """
+    from pyinfer.errors import ConfigError, DependencyError, ModelError, PyInferError
+
+    if not isinstance(exc, PyInferError):
+        return format_exception(exc)
+    if exc.detail:
+        return exc.detail
+    cause = exc.__cause__
+    user = isinstance(exc, (ConfigError, ModelError, DependencyError))
+    if cause is not None and not isinstance(cause, PyInferError) and not user:
+        return format_exception(exc)
+    text = type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})"
+    if cause is not None:
+        text += f", from {type(cause).__name__}: {_last_line(cause)}"
+    return text + " (a user error: no traceback)"
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 @contextlib.contextmanager
 def writable(buf: Gst.Buffer) -> Iterator[Gst.Buffer]:
     """Let metadata be added to a buffer the element owns.

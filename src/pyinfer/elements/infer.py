@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo, copy_buffer
 from pyinfer.elements._base import (
     describe_exception,
+    error_debug,
     format_exception,
     post_error,
     post_warning,
@@ -529,7 +530,7 @@ class InferElement(PackedVideoFilter):
             self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
         except PyInferError as exc:
             code = _start_error_code(exc)
-            post_error(self, code, str(exc), format_exception(exc))
+            post_error(self, code, str(exc), error_debug(exc))
             return False
         except BaseException as exc:  # user code (a factory, a hook) may raise anything, exit too
             post_error(self, Gst.LibraryError.INIT, f"could not load model {cfg.model}: {describe_exception(exc)}",
@@ -651,7 +652,7 @@ class InferElement(PackedVideoFilter):
         try:
             self._ds = DeepStreamSession(options)
         except PyInferError as exc:
-            post_error(self, Gst.LibraryError.INIT, str(exc), format_exception(exc))
+            post_error(self, Gst.LibraryError.INIT, str(exc), error_debug(exc))
             return False
         except Exception as exc:
             post_error(self, Gst.LibraryError.INIT, f"DeepStream bindings failed to load: {exc}", format_exception(exc))
@@ -998,12 +999,12 @@ class InferElement(PackedVideoFilter):
                 self._last_skip_warning = now
                 post_warning(self, Gst.StreamError.DECODE if isinstance(exc, DecodeError) else Gst.LibraryError.FAILED,
                              f"inference failed, frames pass without detections (on-error=skip, "
-                             f"{self._skipped} skipped so far): {text}", format_exception(exc))  # fmt: skip
+                             f"{self._skipped} skipped so far): {text}", error_debug(exc))  # fmt: skip
             return Gst.FlowReturn.OK
         if isinstance(exc, DecodeError):
-            post_error(self, Gst.StreamError.DECODE, text, format_exception(exc))
+            post_error(self, Gst.StreamError.DECODE, text, error_debug(exc))
         else:
-            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {text}", format_exception(exc))
+            post_error(self, Gst.LibraryError.FAILED, f"inference failed: {text}", error_debug(exc))
         return Gst.FlowReturn.ERROR
 
 

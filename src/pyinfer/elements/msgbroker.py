@@ -31,7 +31,7 @@ from pyinfer.brokers import (
     make_transport,
     read_config,
 )
-from pyinfer.elements._base import format_exception, post_error, post_warning
+from pyinfer.elements._base import error_debug, format_exception, post_error, post_warning
 from pyinfer.elements.msgconv import TEMPLATES, read_payloads
 from pyinfer.errors import DependencyError
 
@@ -165,7 +165,7 @@ class MsgBrokerElement(GstBase.BaseTransform):
                 on_state=self._on_state,
             )  # fmt: skip
         except DependencyError as exc:
-            post_error(self, Gst.LibraryError.INIT, str(exc), format_exception(exc))
+            post_error(self, Gst.LibraryError.INIT, str(exc), error_debug(exc))
             return False
         except BrokerError as exc:
             code = Gst.ResourceError.NOT_FOUND if exc.missing else Gst.ResourceError.SETTINGS
