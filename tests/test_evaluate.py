@@ -108,6 +108,63 @@ def test_result_as_dict_and_str() -> None:
         assert part in text
 
 
+def _scene(shift: float = 0.0, *, frames: int = 40, size: tuple[int, int] = (100, 100), first: int = 0) -> list:
+    """Three objects per frame moving right; ``shift`` moves every box down (another scene: no box overlaps)."""
+    records = []
+    for f in range(first, first + frames):
+        objects = [_obj((2 * k + f % 5, 5 + 30 * k + shift, 10, 10), k % 3) for k in range(3)]
+        records.append({**_rec(f, *objects), "width": size[0], "height": size[1]})
+    return records
+
+
+def test_the_same_video_gives_no_warning() -> None:
+    res = evaluate(_scene(), _scene())
+    assert res.warnings == ()
+    assert "warnings" not in res.as_dict()
+
+
+def test_truth_of_another_video_warns_that_nothing_matched() -> None:
+    res = evaluate(_scene(), _scene(shift=15))
+    assert res.true_positives == 0
+    (warning,) = res.warnings
+    assert warning == (
+        "no detection matched any of the 120 truth objects (same class, IoU >= 0.5): "
+        "the predictions and the truth do not look like the same video"
+    )
+    assert res.as_dict()["warnings"] == [warning]
+
+
+def test_a_few_chance_matches_still_warn() -> None:
+    preds, truth = _scene(), _scene(shift=15)
+    preds[0] = truth[0]  # 3 of 120 detections on the truth's boxes: chance, not the same video
+    res = evaluate(preds, truth)
+    assert res.true_positives == 3
+    assert any(w.startswith("only 3 of the 120 detections matched any") for w in res.warnings), res.warnings
+
+
+def test_boxes_that_match_with_other_class_ids_blame_the_classes() -> None:
+    preds = [{**r, "objects": [{**o, "class_id": o["class_id"] + 1} for o in r["objects"]]} for r in _scene()]
+    (warning,) = evaluate(preds, _scene()).warnings
+    assert "but 120 match one when classes are ignored" in warning and "class ids" in warning
+
+
+def test_frame_sizes_that_differ_warn() -> None:
+    res = evaluate(_scene(size=(640, 360)), _scene(size=(1280, 720)))
+    assert res.warnings == (
+        "the predictions are of 640x360 frames and the truth of 1280x720: they do not look like the same video",
+    )
+
+
+def test_frame_numbers_that_differ_warn() -> None:
+    res = evaluate(_scene(frames=30), _scene(frames=40))
+    assert res.warnings == (
+        "the predictions cover 30 frames (0-29) and the truth 40 frames (0-39): 10 truth frame(s) have no "
+        "prediction record (their objects count as misses)",
+    )
+    (disjoint,) = evaluate(_scene(first=100), _scene()).warnings[:1]
+    assert "have no frame number in common" in disjoint
+
+
 def test_evaluate_files_reads_jsonl(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "pred.jsonl", TRUTH[:1])
     write_jsonl(tmp_path / "truth.jsonl", TRUTH)

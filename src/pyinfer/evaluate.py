@@ -13,6 +13,7 @@ written: ``(w, h, a)``, ``(h, w, a + pi/2)`` and ``(w, h, a + pi)`` are the same
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class EvalResult:
         mean_iou: mean IoU of the matched pairs (0.0 when nothing matched).
         iou_threshold: the IoU a match needed.
         rotated: matched by rotated-box IoU.
+        warnings: signs that the predictions and the truth are not of the same video (frame sizes or frame
+            numbers that differ, hardly any match while both sides have objects), each a sentence; the
+            figures are computed all the same.
     """
 
     frames: int
@@ -52,12 +56,18 @@ class EvalResult:
     mean_iou: float
     iou_threshold: float = 0.5
     rotated: bool = False
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (JSON-ready); ``rotated`` only when True (axis-aligned keys stay as they were)."""
+        """The fields as a plain dict (JSON-ready); ``rotated`` only when True and ``warnings`` only when there are
+        some (the keys of a plain axis-aligned evaluation stay as they were)."""
         out = asdict(self)
         if not self.rotated:
             del out["rotated"]
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        else:
+            del out["warnings"]
         return out
 
     def __str__(self) -> str:
@@ -154,6 +164,7 @@ def evaluate(
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ConfigError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    pred_records, truth_records = list(pred_records), list(truth_records)
     preds = _by_frame(pred_records, "predictions", rotated=rotated)
     truths = _by_frame(truth_records, "truth", rotated=rotated)
     empty = Detections.empty(rotated=rotated)
@@ -176,7 +187,93 @@ def evaluate(
         mean_iou=float(matched.mean()) if tp else 0.0,
         iou_threshold=iou_threshold,
         rotated=rotated,
+        warnings=tuple(
+            _size_warnings(pred_records, truth_records)
+            + _frame_warnings(preds.keys(), truths.keys())
+            + _match_warnings(preds, truths, tp, n_pred, n_truth, iou_threshold, rotated=rotated)
+        ),
     )
+
+
+#: Matches at or below this share of the smaller side (detections or truth objects) read as "hardly any".
+FEW_MATCHES = 0.05
+
+
+def _frame_size(records: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """The most common (width, height) of the records that carry both, or None."""
+    sizes = Counter(
+        (rec["width"], rec["height"])
+        for rec in records
+        if isinstance(rec.get("width"), int) and isinstance(rec.get("height"), int)
+    )
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def _size_warnings(pred_records: list[dict[str, Any]], truth_records: list[dict[str, Any]]) -> list[str]:
+    pred, truth = _frame_size(pred_records), _frame_size(truth_records)
+    if pred is None or truth is None or pred == truth:
+        return []
+    return [
+        f"the predictions are of {pred[0]}x{pred[1]} frames and the truth of {truth[0]}x{truth[1]}: "
+        "they do not look like the same video"
+    ]
+
+
+def _span(frames: set[int]) -> str:
+    return f"{len(frames)} frame{'s' if len(frames) != 1 else ''}" + (
+        f" ({min(frames)}-{max(frames)})" if frames else ""
+    )
+
+
+def _frame_warnings(pred_frames: Iterable[int], truth_frames: Iterable[int]) -> list[str]:
+    pred, truth = set(pred_frames), set(truth_frames)
+    if pred == truth or not pred or not truth:
+        return []
+    if not pred & truth:
+        return [
+            f"the predictions ({_span(pred)}) and the truth ({_span(truth)}) have no frame number in common: "
+            "they do not look like the same video"
+        ]
+    parts = []
+    if truth - pred:
+        parts.append(f"{len(truth - pred)} truth frame(s) have no prediction record (their objects count as misses)")
+    if pred - truth:
+        parts.append(
+            f"{len(pred - truth)} prediction frame(s) have no truth (their detections count as false positives)"
+        )
+    return [f"the predictions cover {_span(pred)} and the truth {_span(truth)}: {' and '.join(parts)}"]
+
+
+def _match_warnings(
+    preds: dict[int, Detections],
+    truths: dict[int, Detections],
+    tp: int,
+    n_pred: int,
+    n_truth: int,
+    iou_threshold: float,
+    *,
+    rotated: bool,
+) -> list[str]:
+    if not n_pred or not n_truth or tp > FEW_MATCHES * min(n_pred, n_truth):
+        return []
+    found = "no detection matched" if tp == 0 else f"only {tp} of the {n_pred} detections matched"
+    # Would the boxes match if classes were ignored? Then the class ids, not the video, differ.
+    anyclass = 0
+    for frame in preds.keys() & truths.keys():
+        pred, truth = preds[frame], truths[frame]
+        if len(pred) and len(truth):
+            pred = Detections(pred.xyxy, pred.confidence, np.zeros(len(pred), np.int32), cxcywhr=pred.cxcywhr)
+            truth = Detections(truth.xyxy, truth.confidence, np.zeros(len(truth), np.int32), cxcywhr=truth.cxcywhr)
+            anyclass += len(match_frame(pred, truth, iou_threshold, rotated=rotated))
+    if anyclass > FEW_MATCHES * min(n_pred, n_truth):
+        return [
+            f"{found} a truth object of its class, but {anyclass} match one when classes are ignored: the "
+            "predictions' class ids do not follow the truth's (another model or labels file?)"
+        ]
+    return [
+        f"{found} any of the {n_truth} truth objects (same class, IoU >= {iou_threshold:g}): the predictions "
+        "and the truth do not look like the same video"
+    ]
 
 
 def evaluate_files(
