@@ -90,7 +90,79 @@ def test_backend_module_with_a_path_is_a_settings_error(run_pipeline, fixed_mode
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("a.b:c", True), ("pkg:build", True), ("a.b:C.make", True), ("/tmp/x.onnx", False), ("a:b:c", False),
-     ("C:\\model.onnx", False), ("a.b:", False), (":c", False), ("1a:b", False)],
+     ("C:\\model.onnx", False), ("a.b:", False), (":c", False), ("1a:b", False), ("/x/det.py:build", True),
+     ("det.py:a.b", True), ("/x/det.py:", False), ("/x/det.py", False), ("/x/det.pyc:build", False)],
 )  # fmt: skip
 def test_module_specs_are_dotted_identifiers_and_one_colon(text, expected):
     assert is_module_spec(text) is expected
+
+
+FILE_MODEL = """
+import torch
+
+from support import FIXED_TABLE
+
+
+class Fixed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.from_numpy(FIXED_TABLE))
+
+    def forward(self, x):
+        return self.table.unsqueeze(0) + x[:, :1, :1, :1].flatten(1).sum(1).view(-1, 1, 1) * 0
+
+
+def build(device="cpu"):
+    build.devices.append(device)
+    model = Fixed()
+    model.imgsz, model.names = 320, ["a", "b", "c"]
+    return model
+
+
+build.devices = []
+"""
+
+
+def test_a_python_file_path_names_the_factory_as_a_module_does(tmp_path, run_pipeline):
+    path = tmp_path / "my detector.d" / "detector.py"  # any file name, any folder: not on sys.path
+    path.parent.mkdir()
+    path.write_text(FILE_MODEL)
+    model = load_model(f"{path}:build", "cpu")
+    assert (model.backend, model.input_size, model.names) == ("module", (320, 320), ("a", "b", "c"))
+    res = run_pipeline(f'{SRC} ! pyinfer model-engine="{path}:build" ! appsink name=sink')
+    assert res.ok, res.error
+    assert [d.class_id.tolist() for d in res.detections] == [[0, 2], [0, 2]]
+
+
+def test_a_python_file_is_run_again_at_each_load_under_a_name_of_its_own(tmp_path):
+    one, two = tmp_path / "a" / "detector.py", tmp_path / "b" / "detector.py"
+    for path, names in ((one, "['a', 'b', 'c']"), (two, "['x', 'y', 'z']")):
+        path.parent.mkdir()
+        path.write_text(FILE_MODEL.replace('["a", "b", "c"]', names))
+    assert load_model(f"{one}:build", "cpu").names == ("a", "b", "c")
+    assert load_model(f"{two}:build", "cpu").names == ("x", "y", "z")  # the same stem does not clash
+    one.write_text(FILE_MODEL.replace('["a", "b", "c"]', "['edited', 'b', 'c']"))
+    assert load_model(f"{one}:build", "cpu").names == ("edited", "b", "c")  # a hot-swap reads the file anew
+
+
+@pytest.mark.parametrize(
+    ("body", "attr", "domain", "code", "fragment"),
+    [
+        (None, "build", Gst.ResourceError, Gst.ResourceError.NOT_FOUND, "does not exist"),
+        ("x = 1\n", "build", Gst.ResourceError, Gst.ResourceError.NOT_FOUND, "has no attribute 'build'"),
+        ("build = 1\n", "build", Gst.ResourceError, Gst.ResourceError.SETTINGS, "not a callable factory"),
+        ("import pyinfer_not_installed_dependency\n", "build", Gst.LibraryError, Gst.LibraryError.INIT,
+         "pyinfer_not_installed_dependency"),
+        ("raise ValueError('bad config at import')\n", "build", Gst.ResourceError, Gst.ResourceError.OPEN_READ,
+         "raised ValueError: bad config at import"),
+    ],
+)  # fmt: skip
+def test_a_bad_model_file_is_a_clear_error_on_the_bus(tmp_path, run_pipeline, body, attr, domain, code, fragment):
+    path = tmp_path / "det.py"
+    if body is not None:
+        path.write_text(body)
+    spec = f"{path}:{attr}"
+    res = run_pipeline(f"{SRC} ! pyinfer model-engine={spec} ! appsink name=sink")
+    assert res.message == Gst.MessageType.ERROR
+    assert res.error.matches(domain.quark(), code), (res.error.domain, res.error.code, res.error.message)
+    assert spec in res.error.message and fragment in res.error.message, res.error.message

@@ -44,12 +44,17 @@ def test_auto_picks_a_decoder_and_says_why(outputs, names, kwargs, name, reason)
     assert str(choice) == f"{name} ({choice.reason})"
 
 
-@pytest.mark.parametrize("outputs", [[], [z(1, 4, 100)], [z(8400)], [z(1, 2, 3, 4, 5)], [z(1, 300, 5), z(1, 200, 80)]])
+@pytest.mark.parametrize("outputs", [[z(1, 4, 100)], [z(8400)], [z(1, 2, 3, 4, 5)], [z(1, 300, 5), z(1, 200, 80)]])
 def test_auto_names_the_shapes_it_cannot_read(outputs):
-    shapes = ", ".join(str(list(o.shape)) for o in outputs) or "no outputs"
+    shapes = ", ".join(str(list(o.shape)) for o in outputs)
     with pytest.raises(DecodeError, match=r"cannot tell the layout of outputs .*set decoder") as err:
         choose_decoder(outputs)
     assert shapes in str(err.value)
+
+
+def test_auto_says_in_a_sentence_that_a_model_returned_no_tensors():
+    with pytest.raises(DecodeError, match=r"cannot read the model's outputs: it returned no tensors .*set decoder"):
+        choose_decoder([])
 
 
 @pytest.mark.parametrize(

@@ -63,16 +63,76 @@ def output_list(out: object) -> list[torch.Tensor]:
     """A model's return value as a list of tensors: a tensor, the tensors of a tuple/list, or of a dict's values.
 
     Nested lists are skipped (ultralytics' eval-mode forward returns ``(y, [feature maps])``: only ``y`` counts).
+    A torchvision detection model's list of dicts (one per image: ``boxes``, ``labels``, ``scores``) becomes
+    padded tensors (:func:`pack_detection_dicts`), which the ``torchvision`` decoder reads.
     """
     import torch
 
     if isinstance(out, torch.Tensor):
         return [out]
+    dicts = detection_dicts(out)
+    if dicts is not None:
+        return pack_detection_dicts(dicts)
     if isinstance(out, (list, tuple)):
         return [o for o in out if isinstance(o, torch.Tensor)]
     if isinstance(out, dict):
         return [o for o in out.values() if isinstance(o, torch.Tensor)]
     return []
+
+
+#: The keys of a torchvision detection result every image has, in the order they are packed.
+DETECTION_KEYS = ("boxes", "scores", "labels")
+#: Per-detection keys packed after them when present (Keypoint R-CNN). ``masks`` (Mask R-CNN: a full-size
+#: mask per detection, ``[N, 1, H, W]``) are left out: pyinfer carries boxes.
+DETECTION_EXTRA_KEYS = ("keypoints", "keypoints_scores")
+
+
+def detection_dicts(out: object) -> list[dict[str, Any]] | None:
+    """The per-image result dicts of a torchvision detection model's return value, or None for anything else.
+
+    Eager torchvision detectors (Faster R-CNN, RetinaNet, FCOS, SSD, Keypoint/Mask R-CNN) return a list of
+    dicts, one per image, with ``boxes`` (N, 4) x1, y1, x2, y2, ``labels`` (N,) and ``scores`` (N,); scripted
+    ones return ``(losses, detections)``.
+    """
+    import torch
+
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], dict) and isinstance(out[1], list):
+        out = out[1]  # torch.jit.script'ed detectors: (losses, detections)
+    if not isinstance(out, (list, tuple)) or not out:
+        return None
+    if all(isinstance(d, dict) and all(isinstance(d.get(k), torch.Tensor) for k in DETECTION_KEYS) for d in out):
+        return list(out)
+    return None
+
+
+def pack_detection_dicts(dicts: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """torchvision detection dicts as padded batch tensors, the layout the ``torchvision`` decoder reads.
+
+    Args:
+        dicts: one dict per image with ``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,), and optionally
+            ``keypoints`` (N, K, 3) and ``keypoints_scores`` (N, K).
+
+    Returns:
+        ``boxes`` (B, M, 4), ``scores`` (B, M), ``labels`` (B, M) int64, then ``keypoints`` (B, M, K, 3) and
+        ``keypoints_scores`` (B, M, K) when every image has them; M is the most detections of any image.
+        Padding rows score -1 (below any threshold), label 0 and box zeros.
+    """
+    import torch
+
+    keys = [
+        *DETECTION_KEYS,
+        *(k for k in DETECTION_EXTRA_KEYS if all(isinstance(d.get(k), torch.Tensor) for d in dicts)),
+    ]
+    m = max(int(d["boxes"].shape[0]) for d in dicts)
+    packed = []
+    for key in keys:
+        first = dicts[0][key]
+        fill = -1.0 if key == "scores" else 0
+        out = torch.full((len(dicts), m, *first.shape[1:]), fill, dtype=first.dtype, device=first.device)
+        for i, d in enumerate(dicts):
+            out[i, : d[key].shape[0]] = d[key]
+        packed.append(out)
+    return packed
 
 
 def as_float32(outputs: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -8,6 +8,7 @@
 | ``yolo-obb`` | :mod:`~pyinfer.decoders.yolo_obb` | ``[B, 4+nc+1, N]`` rotated boxes, rotated NMS |
 | ``detr`` | :mod:`~pyinfer.decoders.detr` | ``[B, Q, 4+nc]`` or ``[B, Q, 4]`` + ``[B, Q, nc]`` |
 | ``classifier`` | :mod:`~pyinfer.decoders.classifier` | ``[B, nc]`` |
+| ``torchvision`` | :mod:`~pyinfer.decoders.torchvision` | torchvision detectors' dicts (boxes, labels, scores) |
 | ``custom`` | :mod:`~pyinfer.decoders.custom` | anything: a ``postprocess=module:function`` hook |
 
 ``auto`` (:mod:`~pyinfer.decoders.auto`) picks one of them and says why. Every decoder checks at load that the
@@ -25,6 +26,7 @@ from pyinfer.decoders.base import DecodedBatch, Decoder, FrameList
 from pyinfer.decoders.classifier import ClassifierDecoder
 from pyinfer.decoders.custom import CustomDecoder, HookError, PostprocessContext
 from pyinfer.decoders.detr import DetrDecoder
+from pyinfer.decoders.torchvision import TorchvisionDecoder
 from pyinfer.decoders.yolo import YoloV8Decoder
 from pyinfer.decoders.yolo_e2e import YoloE2EDecoder
 from pyinfer.decoders.yolo_obb import YoloObbDecoder
@@ -52,6 +54,7 @@ DECODERS: dict[str, Callable[[], Decoder]] = {
     "yolo-obb": YoloObbDecoder,
     "detr": DetrDecoder,
     "classifier": ClassifierDecoder,
+    "torchvision": TorchvisionDecoder,
 }
 #: Every value the ``decoder`` property takes.
 DECODER_NAMES = ("auto", *DECODERS, "custom")

@@ -6,6 +6,8 @@ In order, the first rule that applies wins:
 2. the model's metadata names a decoder (pyinfer's own ``{"pyinfer": {"decoder": ...}}``, or ultralytics'
    ``task``/``end2end``/``head``, read by :func:`hint_from_metadata`) -> that decoder;
 3. output names (ONNX) that DETR exports use (``pred_boxes``/``pred_logits``, ``boxes``/``logits``) -> ``detr``;
+   a torchvision detection model's list of dicts with ``boxes``, ``labels`` and ``scores`` (packed by the
+   backend as ``[B, M, 4]``, ``[B, M]``, integer ``[B, M]``) -> ``torchvision``;
 4. the class names the model carries: one ``[B, 4 + len(names), N]`` -> ``yolov8``, one
    ``[B, N, 5 + len(names)]`` -> ``yolov5``;
 5. shapes: one ``[B, nc]`` -> ``classifier``; one ``[B, K, 6]`` with 6 < K <= 1000 -> ``yolo-e2e``; one
@@ -104,6 +106,17 @@ def choose_decoder(
     names = {n.lower() for n in output_names}
     if len(outputs) == 2 and any(pair <= names for pair in _DETR_NAMES):
         return DecoderChoice("detr", f"auto: output names {', '.join(output_names)}")
+    if is_torchvision_layout(list(outputs)):
+        return DecoderChoice(
+            "torchvision", "auto: the model returns a list of dicts with boxes, labels and scores (torchvision)"
+        )
+    if not outputs:
+        raise DecodeError(
+            "decoder auto cannot read the model's outputs: it returned no tensors (a torch model must return a "
+            "tensor, a tuple, list or dict of tensors, or torchvision's list of dicts with boxes, labels and "
+            "scores); convert its return value in a postprocess method of the module, or set decoder=custom with "
+            "postprocess=module:function"
+        )
     got = shapes(list(outputs))
     if len(outputs) == 1:
         out = outputs[0]
@@ -131,7 +144,23 @@ def choose_decoder(
         return DecoderChoice("detr", f"auto: outputs {got} = [B, Q, 4] boxes + [B, Q, nc] logits")
     raise DecodeError(
         f"decoder auto cannot tell the layout of outputs {got}; set decoder to one of yolov8, yolov5, yolo-e2e, "
-        "yolo-obb, detr, classifier, or custom with postprocess=module:function"
+        "yolo-obb, detr, classifier, torchvision, or custom with postprocess=module:function"
+    )
+
+
+def is_torchvision_layout(outputs: list[torch.Tensor]) -> bool:
+    """Whether ``outputs`` are packed torchvision detections: ``[B, M, 4]``, ``[B, M]``, integer ``[B, M]`` (...)."""
+    if len(outputs) not in (3, 5):
+        return False
+    boxes, scores, labels = outputs[:3]
+    return (
+        boxes.ndim == 3
+        and boxes.shape[2] == 4
+        and scores.shape == boxes.shape[:2]
+        and labels.shape == boxes.shape[:2]
+        and boxes.is_floating_point()
+        and scores.is_floating_point()
+        and not labels.is_floating_point()
     )
 
 
@@ -187,8 +216,8 @@ def _advice(
             f"{also if choice.name == 'yolov8' else ''}, or auto"
         )
     return (
-        "set decoder to the model's layout (yolov8, yolov5, yolo-e2e, yolo-obb, detr, classifier; auto reads the "
-        "model's metadata), or custom with postprocess=module:function"
+        "set decoder to the model's layout (yolov8, yolov5, yolo-e2e, yolo-obb, detr, classifier, torchvision; auto "
+        "reads the model's metadata), or custom with postprocess=module:function"
     )
 
 

@@ -108,7 +108,8 @@ class InferElement(PackedVideoFilter):
     @GObject.Property(
         type=str, default="", nick="Model file",
         blurb="The model; required: .torchscript/.ts/.pt (TorchScript), .pt2 (torch.export), .onnx (ONNX Runtime), "
-        ".engine/.plan (TensorRT), or package.module:callable (a factory returning an nn.Module). Set while "
+        ".engine/.plan (TensorRT), or package.module:callable or /path/file.py:callable (a factory returning an "
+        "nn.Module, e.g. a torchvision detector). Set while "
         "playing, the new model loads in the background and replaces the old one between two batches (hot-swap)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
@@ -202,7 +203,8 @@ class InferElement(PackedVideoFilter):
         type=str, default="auto", nick="Decoder",
         blurb="Output decoder: auto (picked from the model's metadata, output names and shapes; see decoder-used), "
         "yolov8 (also YOLO11), yolov5, yolo-e2e (YOLOv10/YOLO26 end-to-end), yolo-obb (rotated boxes), detr "
-        "(RT-DETR/D-FINE), classifier, or custom (the postprocess hook). Applies at start and at the next "
+        "(RT-DETR/D-FINE), classifier, torchvision (Faster R-CNN, RetinaNet, FCOS, SSD), or custom (the "
+        "postprocess hook). Applies at start and at the next "
         "model-engine change",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
