@@ -361,3 +361,48 @@ def test_ctrl_c_ends_the_stream_cleanly_keeping_streamed_json_and_a_playable_mp4
     assert 3 <= len(records) < 300
     frames = _decode(video)  # decodes to EOS: mp4mux finished the file
     assert len(frames) == len(records)
+
+
+def test_detect_with_truth_and_track_prints_the_tracking_figures_as_eval_does(scene_dir, tmp_path):
+    det = tmp_path / "det.jsonl"
+    truth = str(scene_dir / "truth.jsonl")
+    out = subprocess.run(
+        [*PYINFER, "detect", str(scene_dir / "video.mp4"), "--json", str(det), "--track", "--truth", truth, "--quiet"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = out.stdout.splitlines()[-2:]
+    assert figures[0].startswith("frames=30 truth=") and "precision=" in figures[0], out.stdout
+    for part in ("tracked=", "MOTA=", "IDF1=", "IDSW="):
+        assert part in figures[1], out.stdout
+    assert "warning" not in out.stderr, out.stderr
+    ev = subprocess.run([*PYINFER, "eval", "--json", str(det), "--truth", truth], capture_output=True, text=True,
+                        timeout=60, check=True)  # fmt: skip
+    assert ev.stdout.splitlines() == figures  # the same two lines as pyinfer eval
+
+
+def test_eval_against_the_truth_of_another_scene_warns(scene_dir, tmp_path, capsys):
+    from pyinfer.cli import main as cli_main
+    from pyinfer.jsonl import write_jsonl
+    from pyinfer.scene.video import write_scene
+
+    _video, other_truth = write_scene(tmp_path / "other", frames=30, seed=7, width=480, height=360)
+    truth = list(read_jsonl(scene_dir / "truth.jsonl"))
+    as_detections = [{**r, "objects": [{**o, "confidence": 0.9} for o in r["objects"]]} for r in truth]
+    write_jsonl(tmp_path / "det.jsonl", as_detections)  # perfect detections of this scene
+    assert cli_main(["eval", "--json", str(tmp_path / "det.jsonl"), "--truth", str(other_truth)]) == 0
+    out, err = capsys.readouterr()
+    assert "precision=" in out
+    assert "pyinfer eval: warning: " in err and "do not look like the same video" in err, err
+    assert cli_main(["eval", "--json", str(tmp_path / "det.jsonl"), "--truth", str(scene_dir / "truth.jsonl")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_detect_truth_needs_json_and_an_existing_file(scene_dir, tmp_path):
+    for args, message in [
+        (["--truth", str(scene_dir / "truth.jsonl")], "--truth needs --json"),
+        (["--json", str(tmp_path / "d.jsonl"), "--truth", str(tmp_path / "nope.jsonl")], "no such file"),
+    ]:
+        out = subprocess.run([*PYINFER, "detect", str(scene_dir / "video.mp4"), *args], capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr, out.stderr

@@ -9,6 +9,7 @@ import site
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pyinfer import __version__
 from pyinfer.params import DEFAULT_PARAMS
@@ -77,6 +78,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from pyinfer.errors import ConfigError
 
     try:
+        if args.truth and not args.json:
+            raise ConfigError("--truth needs --json: the detections are evaluated from that file")
+        if args.truth and not Path(args.truth).is_file():
+            raise ConfigError(f"--truth {args.truth}: no such file")
         opts = DetectOptions(
             input=args.input,
             model_engine=args.model_engine,
@@ -117,29 +122,43 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if result.interrupted:
         return 130  # as a shell reports a command ended by SIGINT; the outputs are complete up to that frame
     if args.truth and args.json:
-        from pyinfer.evaluate import evaluate_files
-
-        print(evaluate_files(args.json, args.truth))
+        try:
+            print_evaluation("pyinfer detect", args.json, args.truth)
+        except ConfigError as exc:
+            print(f"pyinfer detect: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pyinfer.errors import ConfigError
+def print_evaluation(
+    prog: str, pred_path: str, truth_path: str, *, iou_threshold: float = 0.5, rotated: bool = False
+) -> dict[str, Any]:
+    """Print precision/recall, and MOTA/IDF1/ID switches when the predictions carry track ids (pytracker), as
+    ``pyinfer eval`` and ``pyinfer detect --truth`` do; warn on stderr when the two files do not look like the
+    same video. Returns the figures as a dict. Raises ConfigError as :func:`pyinfer.evaluate.evaluate_files`."""
     from pyinfer.evaluate import evaluate_files
     from pyinfer.track.metrics import evaluate_tracking_files
 
-    try:
-        result = evaluate_files(args.json, args.truth, iou_threshold=args.iou, rotated=args.rotated)
-        # Predictions carrying track ids (pytracker) are also scored as tracks: MOTA, IDF1, ID switches.
-        tracking = evaluate_tracking_files(args.json, args.truth, iou_threshold=args.iou)
-    except ConfigError as exc:
-        print(f"pyinfer eval: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate_files(pred_path, truth_path, iou_threshold=iou_threshold, rotated=rotated)
+    tracking = evaluate_tracking_files(pred_path, truth_path, iou_threshold=iou_threshold)
     print(result)
     data = result.as_dict()
     if tracking is not None:
         print(tracking)
         data["tracking"] = tracking.as_dict()
+    for warning in result.warnings:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
+    return data
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pyinfer.errors import ConfigError
+
+    try:
+        data = print_evaluation("pyinfer eval", args.json, args.truth, iou_threshold=args.iou, rotated=args.rotated)
+    except ConfigError as exc:
+        print(f"pyinfer eval: {exc}", file=sys.stderr)
+        return 2
     if args.out:
         Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
     return 0
