@@ -64,6 +64,10 @@ def build_keypoints():
                  keypoint_head=KeypointRCNNHeads(8, (16,)), keypoint_predictor=KeypointRCNNPredictor(16, 3))
 
 
+def build_scripted():
+    return torch.jit.script(build())  # returns (losses, detections), takes only a list
+
+
 def build_coco():
     torch.manual_seed(0)
     model = _rcnn(FasterRCNN, 91, box_score_thresh=0.0)
@@ -138,6 +142,19 @@ def test_confidence_threshold_and_max_detections_cut_the_models_list_without_mor
     np.testing.assert_array_equal(got.xyxy, xyxy)
     np.testing.assert_array_equal(got.confidence, scores)
     assert (got.confidence > conf).all()
+
+
+def test_a_scripted_detector_from_a_factory_gives_the_eager_ones_detections(models_file):
+    frames = frames_at(4)
+    eager, scripted = (
+        Engine.build(EngineConfig(model=f"{models_file}:{factory}", device="cpu")).infer(frames, conf_threshold=0.0)
+        for factory in ("build", "build_scripted")
+    )
+    for a, b in zip(eager, scripted):
+        assert len(a) > 0
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        np.testing.assert_array_equal(a.class_id, b.class_id)
+        np.testing.assert_allclose(a.confidence, b.confidence, rtol=1e-6)
 
 
 def test_names_come_from_the_weights_enums_categories(models_file):
