@@ -107,7 +107,8 @@ class InferElement(PackedVideoFilter):
 
     @GObject.Property(
         type=str, default="", nick="Model file",
-        blurb="The model; required: .torchscript/.ts/.pt (TorchScript), .pt2 (torch.export), .onnx (ONNX Runtime), "
+        blurb="The model; required: .torchscript/.ts (TorchScript), .pt (a TorchScript archive; a pickled checkpoint "
+        "only with allow-pickle=true), .pt2 (torch.export), .onnx (ONNX Runtime), "
         ".engine/.plan (TensorRT), or package.module:callable or /path/file.py:callable (a factory returning an "
         "nn.Module, e.g. a torchvision detector). Set while "
         "playing, the new model loads in the background and replaces the old one between two batches (hot-swap)",
@@ -270,7 +271,9 @@ class InferElement(PackedVideoFilter):
         return self._skipped
 
     @GObject.Property(
-        type=int, nick="Model ID", blurb="Generation of the serving model: 0 at start, +1 at each model swap",
+        type=int, nick="Model ID",
+        blurb="Generation of the serving model: 0 at start, then the request number of the model swapped in (each "
+        "model-engine set while running is a request, failed and superseded ones too)",
         flags=GObject.ParamFlags.READABLE,
     )  # fmt: skip
     def model_id(self) -> int:
