@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from pyinfer._gi import Gst
+from pyinfer._gi import Gst, structure
 from pyinfer.elements import _group
 from pyinfer.meta import read_detections, read_frame_info
 from pyinfer.scene import Scene
@@ -59,6 +59,29 @@ class Streams:
             return None
         msg = bus.timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
         return msg
+
+    def run_lockstep(self, feeds: dict[int, list[np.ndarray]], timeout_s: float = 120) -> Gst.Message | None:
+        """Push the streams' frames round-robin through appsrcs that hold one buffer (and block): every
+        stream keeps within a frame or two of the others, as live cameras do, whatever the scheduling."""
+        srcs = {i: self.pipeline.get_by_name(f"src{i}") for i in feeds}
+        for i, src in srcs.items():
+            h, w, _ = feeds[i][0].shape
+            src.set_property("caps", Gst.Caps.from_string(f"video/x-raw,format=RGB,width={w},height={h},"
+                                                          "framerate=30/1"))  # fmt: skip
+            src.set_property("block", True)
+            src.set_property("max-buffers", 1)
+        self.pipeline.set_state(Gst.State.PLAYING)
+        for k in range(max(len(f) for f in feeds.values())):
+            for i, frames in feeds.items():
+                if k < len(frames):
+                    buf = Gst.Buffer.new_wrapped(frames[k].tobytes())
+                    buf.pts, buf.duration = k * Gst.SECOND // 30, Gst.SECOND // 30
+                    srcs[i].emit("push-buffer", buf)
+        for src in srcs.values():
+            src.emit("end-of-stream")
+        return self.pipeline.get_bus().timed_pop_filtered(
+            int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR
+        )
 
     def stop(self) -> None:
         self.pipeline.set_state(Gst.State.NULL)
@@ -121,7 +144,7 @@ def test_three_streams_share_one_model_and_batches_and_keep_their_own_order_and_
     calls = _batch_log(monkeypatch)
     s = Streams(embedded_model, 3, "batch-group=cams batch-size=4")
     try:
-        msg = s.run(feeds)
+        msg = s.run_lockstep(feeds)
         assert msg is not None and msg.type == Gst.MessageType.EOS, msg and msg.parse_error()
     finally:
         s.stop()
@@ -282,10 +305,10 @@ def test_stats_interval_posts_each_streams_rate_and_latency(embedded_model, grou
                 continue
             if msg.type == Gst.MessageType.EOS:
                 break
-            st = msg.get_structure()
-            if st is not None and st.get_name() == "pyinfer-stats":
-                stats[msg.src.get_name()].append({k: st.get_value(k) for k in (
-                    "frames", "fps", "fps-average", "latency-ms", "latency-max-ms", "batch-group")})  # fmt: skip
+            with structure(msg) as st:
+                if st is not None and st.get_name() == "pyinfer-stats":
+                    stats[msg.src.get_name()].append({k: st.get_value(k) for k in (
+                        "frames", "fps", "fps-average", "latency-ms", "latency-max-ms", "batch-group")})  # fmt: skip
     finally:
         s.stop()
     for name, posts in stats.items():
