@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Many cameras, one model (issue #13): N NVDEC streams through one batch-group, side by side.
+
+    # GPU machine (as bench/gpu/element.py; see bench/README.md):
+    PYTHONPATH=src:bench/gpu:bench:$PYTHONPATH python3 bench/gpu/multistream.py --video .gpu-data/scene/video.mp4 \\
+        --streams 1,4,8,16 --out $OUT
+    # CPU smoke run of the same code (software decoder, system memory, the embedded model):
+    .venv/bin/python bench/gpu/multistream.py --video out/demo/video.mp4 --streams 2 --decoder avdec_h264 \\
+        --memory system --device cpu --model shapes --frames 20 --out /tmp
+
+For each stream count N, in one process, all on the same 1080p H.264 file (each stream its own filesrc and
+decoder, the file played from the start), total frames/s over every sink:
+
+- ``decode``: ``filesrc ! qtdemux ! h264parse ! DECODER ! CAPS ! fakesink`` x N (the decode ceiling);
+- ``group``: ``... ! pyinfer batch-group=g batch-size=N ! fakesink`` x N (one model, one batch);
+- ``separate``: ``... ! pyinfer batch-size=1 ! fakesink`` x N (N models, N calls);
+- ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py).
+
+Every sink's probe reads the frame's detections. Timed from the moment every stream has passed its first
+``--skip`` frames to the last buffer. Target (issue #13): 8 streams, ``group`` >= 0.85 of ``decode``.
+Results: multistream-gpu-DATE.json (or -cpu- for a CPU run) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--video", required=True, help="H.264 MP4 (pyinfer scene)")
+    p.add_argument("--streams", default="1,4,8,16", help="comma-separated stream counts")
+    p.add_argument("--variants", default="decode,group,separate,raw")
+    p.add_argument("--decoder", default="nvh264dec")
+    p.add_argument("--memory", default="cuda", choices=["cuda", "system"])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--model", default="yolov8n", help="yolov8n (ultralytics yaml, as element.py) or shapes")
+    p.add_argument("--knobs", default="cuda-graphs=true channels-last=true", help="pyinfer speed knobs (GPU)")
+    p.add_argument("--frames", type=int, default=0, help="frames per stream (0: the whole file)")
+    p.add_argument("--skip", type=int, default=16, help="warm-up frames per stream, not timed")
+    p.add_argument("--budget-s", type=float, default=480)
+    p.add_argument("--out", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float = 180) -> dict:
+    """N branches ``filesrc ! qtdemux ! h264parse ! DECODER ! CAPS ! MIDDLE ! fakesink``; frames/s over all."""
+    from pyinfer._gi import Gst
+    from pyinfer.meta import read_detections
+
+    # System memory: videoconvert (passthrough for NVDEC's NV12) lets a software decoder's I420 in too.
+    caps = (
+        "video/x-raw(memory:CUDAMemory),format=NV12"
+        if args.memory == "cuda"
+        else "videoconvert ! video/x-raw,format=NV12"
+    )
+    limit = f" ! identity eos-after={args.frames}" if args.frames else ""
+    branches = []
+    for i in range(n):
+        mid = middle.format(i=i)
+        branches.append(
+            f"filesrc location={args.video} ! qtdemux ! h264parse ! {args.decoder} ! {caps}{limit} ! "
+            f"{mid + ' ! ' if mid else ''}fakesink name=sink{i} sync=false"
+        )
+    pipeline = Gst.parse_launch(" ".join(branches))
+    lock = threading.Lock()
+    stamps: list[float] = []
+    per_stream = [0] * n
+    ready = [False] * n
+    start = [0.0, 0]  # time at which every stream passed its warm-up, frames at that time
+    counts = [0]
+
+    def probe(pad, info, i):
+        now = time.perf_counter()
+        dets = len(read_detections(info.get_buffer())) if middle else 0
+        with lock:
+            stamps.append(now)
+            per_stream[i] += 1
+            counts[0] += dets
+            if not ready[i] and per_stream[i] >= args.skip:
+                ready[i] = True
+                if all(ready):
+                    start[0], start[1] = now, len(stamps)
+        return Gst.PadProbeReturn.OK
+
+    for i in range(n):
+        pipeline.get_by_name(f"sink{i}").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe, i)
+    bus = pipeline.get_bus()
+    try:
+        pipeline.set_state(Gst.State.PLAYING)
+        msg = bus.timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        if msg is None:
+            raise RuntimeError(f"no EOS within {timeout_s} s ({len(stamps)} buffers)")
+        if msg.type == Gst.MessageType.ERROR:
+            raise RuntimeError(str(msg.parse_error()))
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    if not start[0] or len(stamps) <= start[1]:
+        raise RuntimeError(f"too few frames after the warm-up: {per_stream}")
+    fps = (len(stamps) - start[1]) / (stamps[-1] - start[0])
+    return {"frames_per_s": round(fps, 1), "frames": per_stream, "detections_per_frame":
+            round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0]}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = time.monotonic()
+    import pyinfer
+
+    pyinfer.register()
+    from pyinfer._gi import Gst
+
+    model = "shapes"
+    extra = "" if args.device == "cpu" else args.knobs
+    raw = None
+    if args.model == "shapes":
+        from pyinfer.zoo import get_model
+
+        engine = f"model-engine={get_model().path} device={args.device}"
+    else:
+        import throughput as tp
+
+        tp.register_pyinfer()
+        import torch
+
+        bundle = tp.build_model("n", "cuda", torch.float16)
+        tp.set_element_model(bundle.module)
+        model = bundle.source
+        engine = "model-engine=throughput:element_model decoder=yolov8 device=cuda"
+        raw = (tp, bundle)
+    cpu = args.device == "cpu"
+    data = {
+        "benchmark": "many cameras, one model (issue #13)",
+        "command": common.command_line(),
+        "date": common.utc_now(),
+        "machine": common.machine_info(),
+        "gstreamer": Gst.version_string(),
+        "model": model,
+        "video": args.video,
+        "decoder": args.decoder,
+        "memory": args.memory,
+        "knobs": extra,
+        "results": [],
+        "errors": [],
+    }
+    date = time.strftime("%Y-%m-%d", time.gmtime())
+    out = (args.out or common.RESULTS_DIR) / f"multistream-{'cpu' if cpu else 'gpu'}-{date}.json"
+    variants = [v for v in args.variants.split(",") if v]
+    for n in (int(s) for s in args.streams.split(",")):
+        for variant in variants:
+            if time.monotonic() - t0 > args.budget_s:
+                data["errors"].append({"what": f"{variant} x{n}", "error": "skipped: budget"})
+                continue
+            try:
+                if variant == "raw":
+                    if raw is None:
+                        continue
+                    tp, bundle = raw
+                    r = _raw(tp, bundle, n)
+                else:
+                    middle = {
+                        "decode": "",
+                        "group": f"pyinfer {engine} {extra} batch-group=streams batch-size={n} name=inf{{i}}",
+                        "separate": f"pyinfer {engine} {extra} batch-size=1 name=inf{{i}}",
+                    }[variant]
+                    r = run_streams(args, n, middle)
+            except Exception as exc:
+                data["errors"].append({"what": f"{variant} x{n}", "error": f"{type(exc).__name__}: {exc}"[:1500],
+                                       "trace": traceback.format_exc()[-2000:]})  # fmt: skip
+                print(f"  ERROR {variant} x{n}: {exc}", flush=True)
+                continue
+            data["results"].append({"variant": variant, "streams": n, **r})
+            print(f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s", flush=True)
+            common.write_json(out, data)
+    ratios = {}
+    for n in {r["streams"] for r in data["results"]}:
+        fps = {r["variant"]: r["frames_per_s"] for r in data["results"] if r["streams"] == n}
+        if "decode" in fps and "group" in fps:
+            ratios[f"group/decode x{n}"] = round(fps["group"] / fps["decode"], 3)
+        if "separate" in fps and "group" in fps:
+            ratios[f"group/separate x{n}"] = round(fps["group"] / fps["separate"], 3)
+    data["ratios"] = ratios
+    common.write_json(out, data)
+    print(ratios, f"\nwrote {out}")
+    return 0
+
+
+def _raw(tp, bundle, n: int) -> dict:
+    """The model alone at batch n, in a CUDA graph, on letterboxed frames already on the GPU."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    frames = torch.from_numpy(np.stack(tp.render_frames(16))).to("cuda")
+    lb = tp.letterboxed(tp.frame_batches(frames, n), torch.float16)
+    module = copy.deepcopy(bundle.module).to(memory_format=torch.channels_last)
+    timer = tp.Timer(True, min_time=0.5, reps=3)
+    return tp.raw_graph(module, lb, n, timer, channels_last=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
