@@ -172,3 +172,37 @@ def test_cuda_graphs_on_nvdec_frames_give_the_plain_detections(embedded_model, b
     for a, b in zip(plain, graphs, strict=True):
         assert a.class_id.tolist() == b.class_id.tolist()
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.5)
+
+
+def test_batch_group_on_nvdec_cuda_frames_gives_each_stream_its_own_detections(embedded_model):
+    """Two NVDEC streams in CUDA memory through one batch-group (issue #13): each stream's frames once, in order,
+    still in CUDA memory, with the detections a pyinfer of its own gives."""
+    n = 32
+    desc = " ".join(
+        f"{DECODE} ! {CUDA_NV12} ! identity eos-after={n} ! pyinfer model-engine={embedded_model.path} device=cuda "
+        f"batch-group=gpu batch-size=4 ! appsink name=sink{i} sync=false emit-signals=true"
+        for i in range(2)
+    )
+    pipeline = Gst.parse_launch(desc)
+    got: list[list] = [[], []]
+    for i in range(2):
+        pipeline.get_by_name(f"sink{i}").connect(
+            "new-sample",
+            lambda sink, i=i: got[i].append(sink.emit("pull-sample")) or Gst.FlowReturn.OK,
+        )
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        msg = pipeline.get_bus().timed_pop_filtered(240 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        assert msg is not None and msg.type == Gst.MessageType.EOS, msg and msg.parse_error()
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    _, alone = _detect(embedded_model, CUDA_NV12, 1, limit=n)
+    for samples in got:
+        assert len(samples) == n
+        pts = [s.get_buffer().pts for s in samples]
+        assert pts == sorted(pts) and len(set(pts)) == n
+        assert all(s.get_caps().get_features(0).contains(CUDA_FEATURE) for s in samples)
+        for s, b in zip(samples, alone, strict=True):
+            a = read_detections(s.get_buffer())
+            assert a.class_id.tolist() == b.class_id.tolist()
+            np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.05)
