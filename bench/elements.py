@@ -8,7 +8,7 @@ Measured, each ``--reps`` times, interleaved:
   (``*_numpy``), ``draw_detections`` into a 1280x720 RGB frame;
 - ``element_steps``: what the elements add around the library on a real buffer carrying 100 ROI metas:
   ``read_detections_checked`` (the metadata read both elements do) and writing 100 ``tracking`` params;
-- ``pipeline``: ``appsrc ! pytracker ! fakesink`` (native core; ``pytracker_numpy``: ``backend=numpy``),
+- ``pipeline``: ``appsrc ! pytracker ! fakesink`` (native core; ``pytracker_numpy``: ``core=numpy``),
   ``appsrc ! pyosd ! fakesink`` and ``appsrc ! benchnoop ! fakesink`` (a Python element doing nothing) against
   ``appsrc ! identity ! fakesink`` on the same 1280x720 RGB buffers (each carrying 100 ROI metas, queued
   before PLAYING, timed by a probe on fakesink from the second to the last buffer): the element's cost per
@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.setdefault("pipeline.pytracker_axis", []).append(run_pipeline("pytracker", axis[: args.frames]))
         # The NumPy reference in the same element, for the ratio (same identity baselines).
         runs.setdefault("pipeline.pytracker_numpy", []).append(
-            run_pipeline("pytracker backend=numpy", rotated[: args.frames])
+            run_pipeline("pytracker core=numpy", rotated[: args.frames])
         )
         runs.setdefault("pipeline.pytracker_axis_numpy", []).append(
-            run_pipeline("pytracker backend=numpy", axis[: args.frames])
+            run_pipeline("pytracker core=numpy", axis[: args.frames])
         )
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     summary = {k: common.summarize(v) for k, v in runs.items()}
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames_per_run": args.frames,
             "reps": args.reps,
             "pipeline_detections": "rotated (the tracker uses rotated IoU); *_axis: axis-aligned detections",
-            "tracker_backends": "pytracker*: native C core (backend=auto); *_numpy: the NumPy reference",
+            "tracker_backends": "pytracker*: native C core (core=auto); *_numpy: the NumPy reference",
         },
         "ms_per_frame": summary,
         "element_ms_per_frame_over_identity": overhead,

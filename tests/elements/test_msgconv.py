@@ -166,7 +166,7 @@ def test_buffers_without_metadata_pass_untouched(run_pipeline):
     assert res.ok, res.error
     assert seen == [(data, 0)] * 3
     conv = pipeline.get_by_name("conv")
-    assert (conv.get_property("messages"), conv.get_property("malformed-buffers")) == (0, 0)
+    assert (conv.get_property("messages"), conv.get_property("skipped-buffers")) == (0, 0)
     assert res.warnings == []
 
 
@@ -224,7 +224,7 @@ def test_malformed_metadata_is_skipped_with_a_warning_and_counted(run_pipeline, 
     res, payloads, conv = _run_appsrc(run_pipeline, [_buffer(0, _dets()), _malformed(kind), _buffer(2, _dets())])
     assert res.ok, res.error
     assert [p is not None for p in payloads] == [True, False, True]  # the frames around it still convert
-    assert conv.get_property("malformed-buffers") == 1
+    assert conv.get_property("skipped-buffers") == 1
     assert conv.get_property("messages") == 2
     assert len(res.warnings) == 1 and "malformed" in res.warnings[0], res.warnings
 

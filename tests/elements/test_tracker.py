@@ -135,14 +135,14 @@ def test_native_and_numpy_backends_give_the_same_ids_in_a_pipeline(run_pipeline)
     frames_meta = [d if inf else None for d, inf in zip(dets, inferred)]
     results = {}
     for backend in ("native", "numpy"):
-        pipeline = Gst.parse_launch(f"appsrc name=src ! pytracker name=t backend={backend} ! appsink name=sink")
+        pipeline = Gst.parse_launch(f"appsrc name=src ! pytracker name=t core={backend} ! appsink name=sink")
         tracker = pipeline.get_by_name("t")
-        assert tracker.get_property("backend-used") == ""
+        assert tracker.get_property("core-used") == ""
         feed = lambda p: _push_with_metadata(p.get_by_name("src"), frames_meta, infos=inferred)  # noqa: E731
         result = run_pipeline(pipeline, feed=feed)
         assert result.ok, result.error
         results[backend] = result.detections
-        assert tracker.get_property("backend-used") == ""  # stopped again
+        assert tracker.get_property("core-used") == ""  # stopped again
     assert len(results["native"]) == len(results["numpy"]) == 40
     for k, (a, b) in enumerate(zip(results["native"], results["numpy"])):
         assert a.tracker_id.tolist() == b.tracker_id.tolist(), k
@@ -153,11 +153,11 @@ def test_backend_used_reports_the_native_core_while_playing():
     pipeline = Gst.parse_launch("videotestsrc is-live=true ! video/x-raw,format=RGB,width=32,height=32 ! "
                                 "pytracker name=t ! fakesink")  # fmt: skip
     tracker = pipeline.get_by_name("t")
-    assert tracker.get_property("backend") == "auto"
+    assert tracker.get_property("core") == "auto"
     try:
         assert pipeline.set_state(Gst.State.PLAYING) != Gst.StateChangeReturn.FAILURE
         pipeline.get_state(5 * Gst.SECOND)
-        assert tracker.get_property("backend-used") == "native"
+        assert tracker.get_property("core-used") == "native"
     finally:
         pipeline.set_state(Gst.State.NULL)
 
@@ -167,7 +167,7 @@ def test_native_backend_without_the_library_is_an_error_at_start(run_pipeline, m
 
     monkeypatch.setattr(_native, "_STATE", [None])  # as where the library is not built
     result = run_pipeline("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=32,height=32 ! "
-                          "pytracker backend=native ! fakesink")  # fmt: skip
+                          "pytracker core=native ! fakesink")  # fmt: skip
     assert not result.ok and result.error is not None
     assert result.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
     assert "native tracker is not available" in result.error.message
@@ -322,8 +322,8 @@ def test_bad_settings_warn_and_keep_the_previous_ones(run_pipeline):
     )
     tracker = pipeline.get_by_name("tracker")
     assert tracker.get_property("iou-mode") == "auto"
-    tracker.set_property("backend", "cuda")  # refused with a WARNING, keeps auto
-    assert tracker.get_property("backend") == "auto"
+    tracker.set_property("core", "cuda")  # refused with a WARNING, keeps auto
+    assert tracker.get_property("core") == "auto"
     result = run_pipeline(pipeline)
     assert not result.ok and result.error is not None
     assert result.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)

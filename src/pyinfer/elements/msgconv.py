@@ -152,11 +152,12 @@ class MsgConvElement(GstBase.BaseTransform):
         return self._messages
 
     @GObject.Property(
-        type=GObject.TYPE_UINT64, nick="Malformed buffers",
-        blurb="Frames skipped (no message) because their metadata could not be read or encoded",
+        type=GObject.TYPE_UINT64, nick="Skipped buffers",
+        blurb="Frames skipped (no message) because their metadata could not be read or encoded (named as pyinfer's "
+        "skipped-buffers and pytracker's skipped-metas)",
         flags=GObject.ParamFlags.READABLE,
     )  # fmt: skip
-    def malformed_buffers(self) -> int:
+    def skipped_buffers(self) -> int:
         return self._malformed
 
     def __init__(self) -> None:

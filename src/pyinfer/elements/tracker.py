@@ -106,17 +106,17 @@ class TrackerElement(GstBase.BaseTransform):
         self._set_choice("iou-mode", value, IOU_MODES)
 
     @GObject.Property(
-        type=str, default="auto", nick="Backend",
+        type=str, default="auto", nick="Tracker core",
         blurb="Tracker core: auto (native C when built and its ABI matches, else NumPy), native or numpy; applies at "
-        "start",
+        "start (called core, not backend: pyinfer's backend is the model runtime)",
         flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
-    def backend(self) -> str:
-        return self._backend
+    def core(self) -> str:
+        return self._core
 
-    @backend.setter
-    def backend(self, value: str) -> None:
-        self._set_choice("backend", value, BACKENDS)
+    @core.setter
+    def core(self, value: str) -> None:
+        self._set_choice("core", value, BACKENDS)
 
     def _set_choice(self, name: str, value: str, choices: tuple[str, ...]) -> None:
         """Sets string property ``name`` (stored as ``_<name>``) to one of ``choices``; otherwise a WARNING and
@@ -131,10 +131,10 @@ class TrackerElement(GstBase.BaseTransform):
         setattr(self, attr, value)
 
     @GObject.Property(
-        type=str, nick="Backend used", blurb="The tracker core running: native or numpy (empty before start)",
+        type=str, nick="Tracker core used", blurb="The tracker core running: native or numpy (empty before start)",
         flags=GObject.ParamFlags.READABLE,
     )  # fmt: skip
-    def backend_used(self) -> str:
+    def core_used(self) -> str:
         return self._tracker.backend if self._tracker is not None else ""
 
     @GObject.Property(
@@ -147,7 +147,7 @@ class TrackerElement(GstBase.BaseTransform):
 
     def __init__(self) -> None:
         self._iou_mode = "auto"
-        self._backend = "auto"
+        self._core = "auto"
         self._tracker: Tracker | None = None
         self._first_seen: dict[int, int] = {}  # track id -> PTS of its first report
         super().__init__()
@@ -174,7 +174,7 @@ class TrackerElement(GstBase.BaseTransform):
     # -- state -------------------------------------------------------------------------------------------
     def do_start(self) -> bool:
         try:
-            self._tracker = ByteTracker(self._config(), backend=self._backend)
+            self._tracker = ByteTracker(self._config(), backend=self._core)
         except ConfigError as exc:
             post_error(self, Gst.ResourceError.SETTINGS, str(exc))
             return False
