@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi python3-gst-1.0 \
 	gstreamer1.0-python3-plugin-loader gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 python3-venv \
-	libpython3-dev mosquitto redis-server libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev gcc g++ pkg-config
+	libpython3-dev gir1.2-gst-rtsp-server-1.0 mosquitto redis-server libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev gcc g++ pkg-config
 # A tested torch/torchvision pair from the package index (CUDA builds; they run on the CPU too).
 # PIP_FIND_LINKS is cleared so a local CPU-only torch wheel without a matching torchvision is not picked.
 TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2

@@ -82,8 +82,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             raise ConfigError("--truth needs --json: the detections are evaluated from that file")
         if args.truth and not Path(args.truth).is_file():
             raise ConfigError(f"--truth {args.truth}: no such file")
+        if args.truth and len(args.input) > 1:
+            raise ConfigError("--truth takes one input: evaluate each input's JSON with pyinfer eval")
         opts = DetectOptions(
-            input=args.input,
+            input=args.input[0],
+            inputs=tuple(args.input),
             model_engine=args.model_engine,
             labels_file=args.labels_file,
             json_out=args.json,
@@ -230,18 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "detect",
-        help="run a video file through pyinfer; write JSON lines and/or an annotated MP4",
-        description="Run a video file through pyinfer (and pytracker, pymsgconv/pymsgbroker); write JSON lines as "
-        "frames come and/or an annotated MP4. Ctrl-C ends the stream cleanly: the outputs hold every frame "
-        "before it (exit status 130). Options named like pyinfer's properties set them (gst-inspect-1.0 pyinfer).",
+        help="run videos, streams or images through pyinfer; write JSON lines and/or annotated MP4s",
+        description="Run one or more inputs through pyinfer (and pytracker, pymsgconv/pymsgbroker); write JSON "
+        "lines as frames come and/or annotated MP4s. Several inputs share one model and one batch (batch-group), "
+        "each with its own tracker, messages (source-id N, the input's number from 0) and outputs. Ctrl-C ends "
+        "the streams cleanly: the outputs hold every frame before it (exit status 130). Options named like "
+        "pyinfer's properties set them (gst-inspect-1.0 pyinfer).",
     )
-    s.add_argument("input", help="any file GStreamer can decode")
+    s.add_argument("input", nargs="+",
+                   help="a file GStreamer can decode, a URI (file://, rtsp://, http(s)://), a directory of images "
+                   "(jpg, png) or a glob of images ('frames/*.png'); several run together")  # fmt: skip
     s.add_argument("--model-engine", default="", metavar="MODEL",
                    help="a model file, package.module:callable, or an embedded model's name (pyinfer models: "
                    f"{', '.join(EMBEDDED)}); default: the embedded shapes detector")  # fmt: skip
     s.add_argument("--labels-file", default="", help="class names, one per line (one per class)")
-    s.add_argument("--json", metavar="OUT.jsonl", help="detections, one JSON line per frame, written as frames come")
-    s.add_argument("--video", metavar="OUT.mp4", help="annotated H.264 MP4 (odd sizes padded to even)")
+    s.add_argument("--json", metavar="OUT.jsonl",
+                   help="detections, one JSON line per frame, written as frames come. Several inputs: a pattern "
+                   "with {stream} (the input's number) or {name} (its file stem), or a directory (DIR/N-NAME.jsonl): "
+                   "one file per input; a plain path: one file, each record with \"stream\"")  # fmt: skip
+    s.add_argument("--video", metavar="OUT.mp4",
+                   help="annotated H.264 MP4 (odd sizes padded to even); several inputs: a pattern with {stream} "
+                   "or {name}, or a directory (one MP4 per input)")  # fmt: skip
     s.add_argument("--truth", metavar="TRUTH.jsonl", help="also evaluate against this ground truth")
     s.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda or cuda:N (default: auto)")
     s.add_argument("--backend", default="auto", choices=BACKENDS, help="default: auto, from the model's extension")

@@ -1,4 +1,4 @@
-"""The main job behind ``pyinfer detect``: file -> decode -> pyinfer -> (pyosd -> MP4) + JSON lines.
+"""The main job behind ``pyinfer detect``: inputs -> decode -> pyinfer -> (pyosd -> MP4) + JSON lines.
 
 What a user relies on, in the order it happens:
 
@@ -12,6 +12,13 @@ What a user relies on, in the order it happens:
 - A damaged input whose decoder drops frames fails the run (exit 1) instead of reporting the frames that
   happened to decode.
 - frames/s counts from the first frame, not from start (model loading).
+
+Several inputs (files, URIs, image directories or globs: :mod:`pyinfer.detect_inputs`) run in one pipeline:
+one ``pyinfer`` per input, all in one ``batch-group`` (one model, one batch of up to ``batch-size`` frames
+from every input), each followed by its own pytracker, ``pymsgconv source-id=N`` and outputs. JSON goes to
+one file per input (a ``{stream}``/``{name}`` pattern or a directory) or to one file whose records carry
+``"stream"``. An input that fails while running (an RTSP server that does not answer, a damaged file) is
+ended alone: the others run to their end, and the run then fails naming it (exit 1).
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pyinfer.detect_inputs import ImageFeeder, Source, head_description, quote, resolve_input, stream_path
 from pyinfer.errors import ConfigError
 from pyinfer.jsonl import frame_record
 
@@ -38,6 +47,8 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 #: How long an interrupted run waits for EOS to reach the sinks before giving up on finishing the outputs.
 EOS_WAIT_S = 30.0
+#: After this long, an interrupted live input (RTSP, HTTP) gets its EOS at pyinfer instead of at its source.
+LIVE_EOS_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class DetectOptions:
     """
 
     input: str
+    inputs: tuple[str, ...] = ()  # every input when there are several (``input`` is the first); () -> (input,)
     model_engine: str = ""
     labels_file: str = ""
     json_out: str | None = None
@@ -70,6 +82,11 @@ class DetectOptions:
     publish: str | None = None  # a target for pymsgconv ! pymsgbroker (see pyinfer.brokers.parse_target)
     track: bool = False  # insert pytracker after pyinfer
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every input, in order."""
+        return self.inputs or (self.input,)
+
     def __post_init__(self) -> None:
         for name, (low, high) in RANGES.items():
             value = getattr(self, name)
@@ -80,17 +97,58 @@ class DetectOptions:
 
 
 @dataclass
+class StreamResult:
+    """One input's share of a run.
+
+    Attributes:
+        input: the input as given.
+        index: its stream number: the messages' source-id, ``{stream}`` in output paths, ``"stream"`` in records.
+        frames: frames of this input that went through pyinfer.
+        detections: detections in them.
+        seconds: from its first frame reaching pyinfer to its last frame leaving it (pytracker).
+        json_out: its own JSON lines file, if any (None when it shares one or has none).
+        video_out: its annotated MP4, if any.
+        failed: why this input stopped before its end (the others went on), else "".
+    """
+
+    input: str
+    index: int
+    frames: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    json_out: str | None = None
+    video_out: str | None = None
+    failed: str = ""
+
+    @property
+    def fps(self) -> float:
+        """This input's frames per second from its first frame on."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for people."""
+        outs = [p for p in (self.json_out, self.video_out) if p]
+        wrote = f"; wrote {', '.join(outs)}" if outs else ""
+        failed = "  FAILED" if self.failed else ""
+        return (
+            f"  stream {self.index} {self.input}: frames: {self.frames}{failed}  frames/s: {self.fps:.1f}  "
+            f"detections: {self.detections}{wrote}"
+        )
+
+
+@dataclass
 class DetectResult:
     """Counts and timing of a finished run.
 
     Attributes:
-        frames: frames that went through pyinfer.
+        frames: frames that went through pyinfer (every input).
         detections: detections in them.
         seconds: from the first frame reaching pyinfer to the end of the stream (start-up left out).
         startup_seconds: from start to the first frame: loading the model, negotiating, decoding the first frame.
         outputs: what was written, for the summary.
         interrupted: the run was ended early by SIGINT (Ctrl-C); the outputs hold the frames before it.
-        problem: why the run counts as failed although it reached the end (a damaged input), else "".
+        problem: why the run counts as failed although it reached the end (a damaged or failed input), else "".
+        streams: each input's share, in input order (one entry when there is one input).
     """
 
     frames: int = 0
@@ -100,6 +158,7 @@ class DetectResult:
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False
     problem: str = ""
+    streams: list[StreamResult] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -107,17 +166,17 @@ class DetectResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        """One line for people."""
+        """One line for people; with several inputs, one more line per input."""
         outs = f"; wrote {', '.join(self.outputs)}" if self.outputs else ""
         stopped = " (interrupted)" if self.interrupted else ""
-        return (
+        several = f"  streams: {len(self.streams)}" if len(self.streams) > 1 else ""
+        line = (
             f"frames: {self.frames}{stopped}  time: {self.seconds:.1f} s  frames/s: {self.fps:.1f}  "
-            f"detections: {self.detections}  (start-up {self.startup_seconds:.1f} s, not counted){outs}"
+            f"detections: {self.detections}{several}  (start-up {self.startup_seconds:.1f} s, not counted){outs}"
         )
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if len(self.streams) > 1:
+            line += "".join("\n" + s.summary() for s in self.streams)
+        return line
 
 
 def resolve_model(model_engine: str, labels_file: str = "") -> tuple[str, str]:
@@ -136,53 +195,101 @@ def resolve_model(model_engine: str, labels_file: str = "") -> tuple[str, str]:
     return model_engine, labels_file
 
 
-def build_description(opts: DetectOptions, model: str, labels: str) -> str:
-    """The gst-launch-style pipeline description for ``opts``."""
+#: The batch-group of the pyinfer elements of a run with several inputs.
+BATCH_GROUP = "pyinfer-detect"
+
+
+def _name(role: str, suffix: str) -> str:
+    return f"{role}{suffix}"
+
+
+def build_description(opts: DetectOptions, model: str, labels: str, sources: list[Source] | None = None) -> str:
+    """The gst-launch-style pipeline description for ``opts``: one branch per input.
+
+    ``sources`` default to the inputs taken as files (nothing is checked on disk). With one input, the
+    elements are named ``infer``, ``track``, ``broker``, ``even``; with several, they end with the stream
+    number (``infer0``, ``infer1``...), and the pyinfer elements share :data:`BATCH_GROUP`.
+    """
+    if sources is None:
+        sources = [Source(text, "file", text) for text in opts.sources]
     props = {
-        "model-engine": _quote(model),
-        "backend": _quote(opts.backend),
-        "precision": _quote(opts.precision),
-        "device": _quote(opts.device),
+        "model-engine": quote(model),
+        "backend": quote(opts.backend),
+        "precision": quote(opts.precision),
+        "device": quote(opts.device),
         "batch-size": opts.batch_size,
         "confidence-threshold": opts.confidence_threshold,
         "nms-iou-threshold": opts.nms_iou_threshold,
-        "decoder": _quote(opts.decoder),
+        "decoder": quote(opts.decoder),
         "interval": opts.interval,
     }
     if opts.allow_pickle:
         props["allow-pickle"] = "true"
     if opts.postprocess:
-        props["postprocess"] = _quote(opts.postprocess)
+        props["postprocess"] = quote(opts.postprocess)
     if opts.input_width and opts.input_height:
         props["input-width"], props["input-height"] = opts.input_width, opts.input_height
     if labels:
-        props["labels-file"] = _quote(labels)
-    infer = "pyinfer name=infer " + " ".join(f"{k}={v}" for k, v in props.items())
-    head = f"filesrc location={_quote(opts.input)} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! {infer}"
-    if opts.track:
-        head += " ! pytracker name=track"
-    if opts.publish:
-        from pyinfer.brokers import BrokerError, parse_target
+        props["labels-file"] = quote(labels)
+    several = len(sources) > 1
+    if several:
+        props["batch-group"] = quote(BATCH_GROUP)
+    branches = []
+    for index, src in enumerate(sources):
+        suffix = str(index) if several else ""
+        infer = f"pyinfer name=infer{suffix} " + " ".join(f"{k}={v}" for k, v in props.items())
+        head = f"{head_description(src, suffix)} ! {infer}"
+        if opts.track:
+            head += f" ! pytracker name=track{suffix}"
+        if opts.publish:
+            # Every frame, one message each; the broker sits in line (a pass-through), so no tee is needed.
+            head += f" ! pymsgconv frame-interval=1 source-id={index} ! pymsgbroker name=broker{suffix} "
+            head += _broker_props(opts.publish, index, several=several)
+        video = _video_path(opts, index, src, several)
+        if video:
+            # videobox "even" pads odd sizes by a black column/row (set from the caps: _pad_to_even_sizes).
+            tail = (
+                f"pyosd ! videoconvert ! videobox name=even{suffix} ! videoconvert ! video/x-raw,format=I420 ! "
+                "x264enc speed-preset=veryfast tune=zerolatency ! h264parse ! mp4mux ! "
+                f"filesink location={quote(video)}"
+            )
+        else:
+            tail = "fakesink sync=false"
+        branches.append(f"{head} ! {tail}")
+    return "  ".join(branches)
 
-        try:
-            proto, conn_str, topic = parse_target(opts.publish)
-        except BrokerError as exc:
-            raise RuntimeError(f"--publish {opts.publish}: {exc}") from exc
-        # Every frame, one message each; the broker sits in line (a pass-through), so no tee is needed.
-        head += (
-            f" ! pymsgconv frame-interval=1 ! pymsgbroker name=broker proto={proto} conn-str={_quote(conn_str)} "
-            f"topic={_quote(topic)}"
+
+def _broker_props(publish: str, index: int, *, several: bool) -> str:
+    """pymsgbroker's properties for stream ``index``: ``{stream}`` in the target is the stream number."""
+    from pyinfer.brokers import BrokerError, parse_target
+
+    target = publish.replace("{stream}", str(index))
+    try:
+        proto, conn_str, topic = parse_target(target)
+    except BrokerError as exc:
+        raise RuntimeError(f"--publish {publish}: {exc}") from exc
+    if proto == "file" and several and target == publish:
+        raise RuntimeError(f"--publish {publish}: with several inputs, a file target needs {{stream}} (one per input)")
+    return f"proto={proto} conn-str={quote(conn_str)} topic={quote(topic)}"
+
+
+def _json_path(opts: DetectOptions, index: int, src: Source, several: bool) -> str | None:
+    """Stream ``index``'s own JSON file; None: no JSON, or one file shared by every input."""
+    if not opts.json_out:
+        return None
+    return stream_path(opts.json_out, index, src, ".jsonl") or (None if several else opts.json_out)
+
+
+def _video_path(opts: DetectOptions, index: int, src: Source, several: bool) -> str | None:
+    if not opts.video_out:
+        return None
+    path = stream_path(opts.video_out, index, src, ".mp4")
+    if path is None and several:
+        raise RuntimeError(
+            f"--video {opts.video_out}: with several inputs, give a directory or a pattern with {{stream}} or "
+            "{name} (one MP4 per input)"
         )
-    if opts.video_out:
-        # videobox "even" pads odd sizes by a black column/row (set from the caps: _pad_to_even_sizes).
-        tail = (
-            "pyosd ! videoconvert ! videobox name=even ! videoconvert ! video/x-raw,format=I420 ! "
-            "x264enc speed-preset=veryfast tune=zerolatency ! h264parse ! mp4mux ! "
-            f"filesink location={_quote(opts.video_out)}"
-        )
-    else:
-        tail = "fakesink sync=false"
-    return f"{head} ! {tail}"
+    return path or opts.video_out
 
 
 class _Progress:
@@ -191,32 +298,53 @@ class _Progress:
         self.last = 0.0
         self.tty = sys.stderr.isatty()
 
-    def update(self, frames: int, position_ns: int, duration_ns: int, *, final: bool = False) -> None:
+    def update(self, fraction: float | None, text: str, *, final: bool = False) -> None:
+        """Print ``text`` after a bar at ``fraction`` (None: no bar, a live input), at most every 0.2 s (5 s
+        when stderr is not a terminal)."""
         now = time.monotonic()
         if not self.enabled or (not final and now - self.last < (0.2 if self.tty else 5.0)):
             return
         self.last = now
-        frac = min(1.0, position_ns / duration_ns) if duration_ns > 0 else 0.0
-        bar = "#" * int(frac * 30)
-        line = f"[{bar:<30}] {frac * 100:5.1f}%  {frames} frames"
+        line = text
+        if fraction is not None:
+            frac = min(1.0, fraction)
+            line = f"[{'#' * int(frac * 30):<30}] {frac * 100:5.1f}%  {text}"
         print(
             ("\r" + line) if self.tty else line, end="" if self.tty and not final else "\n", file=sys.stderr, flush=True
         )
 
 
-def check_outputs(opts: DetectOptions) -> None:
-    """RuntimeError naming the option when an output path is the input or another output.
+def check_outputs(opts: DetectOptions, sources: list[Source] | None = None) -> list[tuple[str, str]]:
+    """The output files, as (option, path): RuntimeError naming the option when one is an input or another output.
 
     filesink would truncate the video being read. Whether each path can be written is checked by opening it,
     before anything runs (:func:`run_detect`).
     """
-    seen: dict[str, str] = {os.path.realpath(opts.input): "the input"}
-    for option, path in (("--json", opts.json_out), ("--video", opts.video_out)):
-        if path:
-            real = os.path.realpath(path)
-            if real in seen:
-                raise RuntimeError(f"{option} {path} is {seen[real]}: give another path")
-            seen[real] = f"the {option} output"
+    if sources is None:
+        sources = [Source(text, "file", text) for text in opts.sources]
+    seen: dict[str, str] = {}
+    for src in sources:
+        for read in (src.location, *src.images):
+            if src.kind != "uri":
+                seen[os.path.realpath(read)] = "the input" if len(sources) == 1 else f"the input {src.text}"
+    several = len(sources) > 1
+    outputs: list[tuple[str, str]] = []
+    for index, src in enumerate(sources):
+        json_path = _json_path(opts, index, src, several)
+        if json_path is None and opts.json_out and index == 0:
+            json_path = opts.json_out  # one file for every input
+        paths: tuple[tuple[str, str | None], ...] = (
+            ("--json", json_path),
+            ("--video", _video_path(opts, index, src, several)),
+        )
+        for option, path in paths:
+            if path:
+                real = os.path.realpath(path)
+                if real in seen:
+                    raise RuntimeError(f"{option} {path} is {seen[real]}: give another path")
+                seen[real] = f"the {option} output" if not several else f"the {option} output of {src.text}"
+                outputs.append((option, path))
+    return outputs
 
 
 class _DecoderCount:
@@ -226,8 +354,9 @@ class _DecoderCount:
     that): fewer frames out than in.
     """
 
-    def __init__(self) -> None:
-        self.counts: dict[str, list[int]] = {}  # decoder name -> [frames in, frames out]
+    def __init__(self, stream_of) -> None:
+        self.stream_of = stream_of  # element -> stream index or None
+        self.counts: dict[tuple[int, str], list[int]] = {}  # (stream, decoder name) -> [frames in, frames out]
 
     def attach(self, pipeline, sub_bin, element) -> None:  # the deep-element-added signal (a streaming thread)
         from pyinfer._gi import Gst
@@ -236,7 +365,10 @@ class _DecoderCount:
         klass = factory.get_metadata("klass") if factory is not None else ""
         if "Decoder" not in klass or "Video" not in klass:
             return
-        count = self.counts.setdefault(element.get_name(), [0, 0])
+        stream = self.stream_of(element)
+        if stream is None:  # a decoder of the image feeder's own pipelines
+            return
+        count = self.counts.setdefault((stream, element.get_name()), [0, 0])
 
         def counter(index: int):
             def probe(pad, info) -> Gst.PadProbeReturn:
@@ -253,10 +385,10 @@ class _DecoderCount:
             if pad is not None:
                 pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, counter(index))
 
-    def problem(self, source: str, frames: int) -> str:
-        """'' when every decoder gave as many frames as it was given; else what was lost."""
-        for name, (fed, decoded) in self.counts.items():
-            if decoded < fed:
+    def problem(self, stream: int, source: str, frames: int) -> str:
+        """'' when every decoder of ``stream`` gave as many frames as it was given; else what was lost."""
+        for (at, name), (fed, decoded) in self.counts.items():
+            if at == stream and decoded < fed:
                 return (
                     f"{source} is damaged: its decoder {name} decoded {decoded} of the {fed} frames it was given; "
                     f"the outputs hold the {frames} frames that went through"
@@ -285,137 +417,270 @@ def run_detect(opts: DetectOptions) -> DetectResult:
     """Run the pipeline to the end (or to Ctrl-C). Raises RuntimeError with the bus error's text on failure.
 
     A damaged input that still reached the end is not raised: the result says so in ``problem``, with the
-    frames that did decode written out.
+    frames that did decode written out; so is an input that failed while the others went on.
     """
     import pyinfer
     from pyinfer._gi import Gst
     from pyinfer.jsonl import JsonLinesWriter
 
-    if not Path(opts.input).is_file():
-        raise RuntimeError(f"input {opts.input} does not exist")
+    sources = [resolve_input(text) for text in opts.sources]
     model, labels = resolve_model(opts.model_engine, opts.labels_file)
-    check_outputs(opts)
-    writer = None
+    outputs = check_outputs(opts, sources)
+    writers: dict[str, Any] = {}
     try:
-        if opts.json_out:
-            writer = JsonLinesWriter(opts.json_out)
-    except OSError as exc:
-        raise RuntimeError(f"cannot write --json {opts.json_out}: {exc.strerror or exc}") from exc
-    try:
-        if opts.video_out:
-            open(opts.video_out, "wb").close()  # filesink opens it only once the pipeline runs
-    except OSError as exc:
-        if writer is not None:
-            writer.close()
-        raise RuntimeError(f"cannot write --video {opts.video_out}: {exc.strerror or exc}") from exc
-    try:
-        pyinfer.register()
-        pipeline = Gst.parse_launch(build_description(opts, model, labels))
-        return _run(pipeline, opts, writer)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def _run(pipeline, opts: DetectOptions, writer) -> DetectResult:
-    from pyinfer._gi import Gst, structure
-    from pyinfer.meta import read_detections
-
-    result = DetectResult()
-    last_pts = [0]
-    first_frame: list[float] = []  # perf_counter() when the first frame reached pyinfer
-    write_error: list[str] = []
-
-    def on_first(pad, info) -> Gst.PadProbeReturn:
-        first_frame.append(time.perf_counter())
-        return Gst.PadProbeReturn.REMOVE
-
-    def on_buffer(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        buf = info.get_buffer()
-        with structure(pad.get_current_caps()) as s:
-            width, height = s.get_value("width"), s.get_value("height")  # type: ignore[union-attr]  # caps have a structure
-        dets = read_detections(buf)
-        pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
-        if pts is not None:
-            last_pts[0] = pts
-        if writer is not None and not write_error:
+        for option, path in outputs:
             try:
-                writer.write(frame_record(result.frames, pts, width, height, dets))
-            except OSError as exc:  # disk full...: reported by the main loop, which stops the run
-                write_error.append(f"cannot write --json {opts.json_out}: {exc.strerror or exc}")
-        result.frames += 1
-        result.detections += len(dets)
-        return Gst.PadProbeReturn.OK
-
-    infer = pipeline.get_by_name("infer")
-    infer.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, on_first)
-    # After the tracker when there is one, so the JSON lines carry track ids.
-    probed = pipeline.get_by_name("track") if opts.track else infer
-    probed.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, on_buffer)
-    if opts.video_out:
-        _pad_to_even_sizes(pipeline.get_by_name("even"))
-    decoders = _DecoderCount()
-    pipeline.connect("deep-element-added", decoders.attach)
-    progress = _Progress(opts.progress)
-    bus = pipeline.get_bus()
-    interrupted: list[float] = []  # monotonic() of the first SIGINT
-
-    def on_sigint(signum, frame) -> None:
-        if interrupted:  # the second Ctrl-C: stop now, outputs as they are
-            raise KeyboardInterrupt
-        interrupted.append(time.monotonic())
-        print(
-            "\npyinfer detect: interrupted; finishing the outputs (Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-        pipeline.send_event(Gst.Event.new_eos())  # from the source: every frame in flight is written, MP4 finalised
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    t0 = time.perf_counter()
-    try:
-        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            msg = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
-            raise RuntimeError(_error_text(msg) if msg else "the pipeline could not start")
-        duration = -1
-        while True:
-            msg = bus.timed_pop_filtered(200 * Gst.MSECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-            if write_error:
-                raise RuntimeError(write_error[0])
-            if duration <= 0:
-                ok, duration = pipeline.query_duration(Gst.Format.TIME)
-                duration = duration if ok else -1
-            progress.update(result.frames, last_pts[0], duration)
-            if msg is None:
-                if interrupted and time.monotonic() - interrupted[0] > EOS_WAIT_S:
-                    raise RuntimeError(f"interrupted, and the pipeline did not finish within {EOS_WAIT_S:g} s")
-                continue
-            if msg.type == Gst.MessageType.ERROR:
-                written = f" ({result.frames} frames written before it)" if result.frames and writer else ""
-                raise RuntimeError(_error_text(msg) + written)
-            break
+                if option == "--json":
+                    writers[path] = JsonLinesWriter(path)
+                else:
+                    open(path, "wb").close()  # filesink opens it only once the pipeline runs
+            except OSError as exc:
+                raise RuntimeError(f"cannot write {option} {path}: {exc.strerror or exc}") from exc
+        pyinfer.register()
+        pipeline = Gst.parse_launch(build_description(opts, model, labels, sources))
+        return _Run(pipeline, opts, sources, writers).run()
     finally:
-        end = time.perf_counter()
-        if in_main and previous is not None:  # None: a handler not set from Python, which stays
-            signal.signal(signal.SIGINT, previous)
-        pipeline.set_state(Gst.State.NULL)
-    start = first_frame[0] if first_frame else end
-    result.seconds = end - start
-    result.startup_seconds = start - t0
-    result.interrupted = bool(interrupted)
-    progress.update(result.frames, duration, duration, final=True)
-    if not result.interrupted:
-        result.problem = decoders.problem(opts.input, result.frames)
-    if opts.json_out:
-        result.outputs.append(opts.json_out)
-    if opts.video_out:
-        result.outputs.append(opts.video_out)
-    broker = pipeline.get_by_name("broker")
-    if broker is not None:
-        lost = broker.get_property("dropped") + broker.get_property("failed")
-        result.outputs.append(f"{opts.publish} ({broker.get_property('published')} messages, {lost} lost)")
-    return result
+        for writer in writers.values():
+            writer.close()
+
+
+class _Run:
+    """One run of a built pipeline: probes, the bus loop, Ctrl-C, and the result."""
+
+    def __init__(self, pipeline, opts: DetectOptions, sources: list[Source], writers: dict[str, Any]) -> None:
+        from pyinfer._gi import Gst
+
+        self.pipeline, self.opts, self.sources = pipeline, opts, sources
+        self.several = len(sources) > 1
+        suffixes = [str(i) if self.several else "" for i in range(len(sources))]
+        self.result = DetectResult(streams=[StreamResult(src.text, i) for i, src in enumerate(sources)])
+        self.first: list[float | None] = [None] * len(sources)  # perf_counter() of each stream's first frame
+        self.last: list[float] = [0.0] * len(sources)  # ... and of its last frame out
+        self.last_pts = [0] * len(sources)
+        self.write_error: list[str] = []
+        self.lock = threading.Lock()  # the counts and the shared JSON file, written from each stream's thread
+        self.owners: dict[str, int] = {}  # name of a stream's source-side element -> stream
+        self.feeders: dict[int, ImageFeeder] = {}
+        shared = writers.get(opts.json_out or "") if self.several else None
+        for i, (src, suffix) in enumerate(zip(sources, suffixes)):
+            stream = self.result.streams[i]
+            stream.json_out = _json_path(opts, i, src, self.several)
+            stream.video_out = _video_path(opts, i, src, self.several)
+            writer = writers.get(stream.json_out or "", shared)
+            for role in ("src", "dec", "conv"):
+                self.owners[_name(role, suffix)] = i
+            if src.kind == "images":
+                self.feeders[i] = ImageFeeder(pipeline.get_by_name(_name("src", suffix)), src.images)
+            infer = pipeline.get_by_name(_name("infer", suffix))
+            infer.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_first(i))
+            # After the tracker when there is one, so the JSON lines carry track ids.
+            probed = pipeline.get_by_name(_name("track", suffix)) if opts.track else infer
+            probed.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_buffer(i, writer))
+            if stream.video_out:
+                _pad_to_even_sizes(pipeline.get_by_name(_name("even", suffix)))
+        self.decoders = _DecoderCount(self.stream_of)
+        pipeline.connect("deep-element-added", self.decoders.attach)
+
+    def stream_of(self, element) -> int | None:
+        """The stream whose source side ``element`` is in (its source, decoder or converter), else None."""
+        while element is not None:
+            if element.get_name() in self.owners and element.get_parent() is self.pipeline:
+                return self.owners[element.get_name()]
+            element = element.get_parent()
+        return None
+
+    def _on_first(self, i: int):
+        from pyinfer._gi import Gst
+
+        def probe(pad, info) -> Gst.PadProbeReturn:
+            self.first[i] = time.perf_counter()
+            return Gst.PadProbeReturn.REMOVE
+
+        return probe
+
+    def _on_buffer(self, i: int, writer):
+        from pyinfer._gi import Gst, structure
+        from pyinfer.meta import read_detections
+
+        stream, feeder = self.result.streams[i], self.feeders.get(i)
+
+        def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+            buf = info.get_buffer()
+            with structure(pad.get_current_caps()) as s:
+                width, height = s.get_value("width"), s.get_value("height")  # type: ignore[union-attr]  # caps have a structure
+            dets = read_detections(buf)
+            pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
+            if pts is not None:
+                self.last_pts[i] = pts
+            rec = frame_record(stream.frames, pts, width, height, dets)
+            if feeder is not None:  # frame N of an image input is the Nth image pushed
+                rec = {"frame": rec.pop("frame"), "file": feeder.pushed[stream.frames], **rec}
+            if self.several:
+                rec = {"stream": i, **rec}
+            with self.lock:
+                if writer is not None and not self.write_error:
+                    try:
+                        writer.write(rec)
+                    except OSError as exc:  # disk full...: reported by the main loop, which stops the run
+                        self.write_error.append(f"cannot write --json {writer.path}: {exc.strerror or exc}")
+                stream.frames += 1
+                stream.detections += len(dets)
+                self.result.frames += 1
+                self.result.detections += len(dets)
+            self.last[i] = time.perf_counter()
+            return Gst.PadProbeReturn.OK
+
+        return probe
+
+    def _fraction(self) -> float | None:
+        """How far the inputs are, on average; None when one has no duration (a live stream)."""
+        from pyinfer._gi import Gst
+
+        fractions = []
+        for i, src in enumerate(self.sources):  # durations are asked again until known (a file's soon is)
+            if src.kind == "images":
+                fractions.append(self.result.streams[i].frames / len(src.images))
+                continue
+            if src.live:
+                return None
+            suffix = str(i) if self.several else ""
+            ok, duration = self.pipeline.get_by_name(_name("infer", suffix)).query_duration(Gst.Format.TIME)
+            fractions.append(self.last_pts[i] / duration if ok and duration > 0 else 0.0)
+        return sum(fractions) / len(fractions)
+
+    def _rates(self) -> str:
+        now = time.perf_counter()
+        starts = [t for t in self.first if t is not None]
+        total = self.result.frames / (now - min(starts)) if starts else 0.0
+        text = f"{self.result.frames} frames  {total:.1f} frames/s"
+        if self.several:
+            each = []
+            for i, stream in enumerate(self.result.streams):
+                first = self.first[i]
+                fps = stream.frames / (now - first) if first is not None and now > first else 0.0
+                each.append(f"{i}: {stream.frames} at {fps:.1f}/s")
+            text += f"  ({', '.join(each)})"
+        return text
+
+    def _end_stream(self, i: int, text: str) -> None:
+        """Input ``i`` failed: end its branch with EOS so its outputs are finished; the others go on."""
+        from pyinfer._gi import Gst
+
+        self.result.streams[i].failed = text
+        suffix = str(i) if self.several else ""
+        self.pipeline.get_by_name(_name("infer", suffix)).get_static_pad("sink").send_event(Gst.Event.new_eos())
+        print(f"pyinfer detect: {text}; the other inputs go on", file=sys.stderr, flush=True)
+
+    def _force_eos(self) -> bool:
+        """EOS straight into the pyinfer of each live input: rtspsrc may not pass on the EOS sent at Ctrl-C."""
+        from pyinfer._gi import Gst
+
+        for i, src in enumerate(self.sources):
+            if src.live:
+                infer = self.pipeline.get_by_name(_name("infer", str(i) if self.several else ""))
+                infer.get_static_pad("sink").send_event(Gst.Event.new_eos())
+        return True
+
+    def run(self) -> DetectResult:
+        from pyinfer._gi import Gst
+
+        pipeline, result, opts = self.pipeline, self.result, self.opts
+        progress = _Progress(opts.progress)
+        bus = pipeline.get_bus()
+        interrupted: list[float] = []  # monotonic() of the first SIGINT
+
+        def on_sigint(signum, frame) -> None:
+            if interrupted:  # the second Ctrl-C: stop now, outputs as they are
+                raise KeyboardInterrupt
+            interrupted.append(time.monotonic())
+            print(
+                "\npyinfer detect: interrupted; finishing the outputs (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+            pipeline.send_event(
+                Gst.Event.new_eos()
+            )  # from the sources: every frame in flight is written, MP4s finalised
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+        t0 = time.perf_counter()
+        try:
+            if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+                msg = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
+                raise RuntimeError(self._failure(msg) if msg else "the pipeline could not start")
+            for feeder in self.feeders.values():
+                feeder.start()
+            forced = False
+            while True:
+                msg = bus.timed_pop_filtered(200 * Gst.MSECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+                if self.write_error:
+                    raise RuntimeError(self.write_error[0])
+                progress.update(self._fraction(), self._rates())
+                if msg is None:
+                    if interrupted and not forced and time.monotonic() - interrupted[0] > LIVE_EOS_WAIT_S:
+                        forced = self._force_eos()
+                    if interrupted and time.monotonic() - interrupted[0] > EOS_WAIT_S:
+                        raise RuntimeError(f"interrupted, and the pipeline did not finish within {EOS_WAIT_S:g} s")
+                    continue
+                if msg.type == Gst.MessageType.ERROR:
+                    i = self.stream_of(msg.src)
+                    streams = result.streams
+                    if self.several and i is not None and not all(s.failed for j, s in enumerate(streams) if j != i):
+                        if not streams[i].failed:
+                            self._end_stream(i, self._failure(msg))
+                        continue
+                    written = f" ({result.frames} frames written before it)" if result.frames and opts.json_out else ""
+                    raise RuntimeError(self._failure(msg) + written)
+                break
+        finally:
+            end = time.perf_counter()
+            if in_main and previous is not None:  # None: a handler not set from Python, which stays
+                signal.signal(signal.SIGINT, previous)
+            pipeline.set_state(Gst.State.NULL)
+            for feeder in self.feeders.values():
+                feeder.stop()
+        return self._finish(t0, end, interrupted=bool(interrupted), progress=progress)
+
+    def _failure(self, msg) -> str:
+        """The bus error's text, naming the input it came from when there are several."""
+        i = self.stream_of(msg.src)
+        text = _error_text(msg)
+        return f"input {self.sources[i].text} failed: {text}" if i is not None and self.several else text
+
+    def _finish(self, t0: float, end: float, *, interrupted: bool, progress: _Progress) -> DetectResult:
+        result, opts = self.result, self.opts
+        starts = [t for t in self.first if t is not None]
+        start = min(starts) if starts else end
+        result.seconds = end - start
+        result.startup_seconds = start - t0
+        result.interrupted = interrupted
+        problems = []
+        for i, stream in enumerate(result.streams):
+            first = self.first[i]
+            stream.seconds = self.last[i] - first if first is not None and self.last[i] > first else 0.0
+            if stream.failed:
+                problems.append(stream.failed)
+            elif not interrupted:
+                problems.append(self.decoders.problem(i, self.sources[i].text, stream.frames))
+            if i in self.feeders:
+                problems.extend(f"input {self.sources[i].text}: {p}" for p in self.feeders[i].problems)
+        result.problem = "; ".join(p for p in problems if p)
+        fraction = self._fraction()
+        progress.update(1.0 if fraction is not None and not interrupted else fraction, self._rates(), final=True)
+        if opts.json_out and not any(s.json_out for s in result.streams):
+            result.outputs.append(opts.json_out)  # one file for every input
+        if not self.several:
+            result.outputs.extend(p for p in (result.streams[0].json_out, result.streams[0].video_out) if p)
+        brokers = [
+            self.pipeline.get_by_name(_name("broker", str(i) if self.several else "")) for i in range(len(self.sources))
+        ]
+        brokers = [b for b in brokers if b is not None]
+        if brokers:
+            published = sum(b.get_property("published") for b in brokers)
+            lost = sum(b.get_property("dropped") + b.get_property("failed") for b in brokers)
+            result.outputs.append(f"{opts.publish} ({published} messages, {lost} lost)")
+        return result
 
 
 def _error_text(msg) -> str:
