@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ("pyinfer/meta/roi_native", "pyinfer/track/track_native")
+#: Built only where GStreamer has GstAnalytics (pkg-config gstreamer-analytics-1.0, GStreamer >= 1.24).
+OPTIONAL = ("pyinfer/meta/analytics_native",)
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +43,15 @@ def test_the_wheel_carries_both_helpers_under_the_extension_suffix(wheel):
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]  # what setuptools names an extension for this Python
     for helper in HELPERS:
         assert helper + suffix in names, f"{helper}{suffix} not in {wheel.name}: {sorted(names)}"
-    assert not [n for n in names if n.endswith(".so") and not n.startswith(HELPERS)]  # nothing stale copied in
+    if _has_analytics_headers():
+        assert OPTIONAL[0] + suffix in names, f"{OPTIONAL[0]}{suffix} not in {wheel.name}"
+    # nothing stale copied in
+    assert not [n for n in names if n.endswith(".so") and not n.startswith(HELPERS + OPTIONAL)]
     assert not wheel.name.endswith("-none-any.whl")  # a platform wheel: it holds compiled code
+
+
+def _has_analytics_headers() -> bool:
+    return subprocess.run(["pkg-config", "--exists", "gstreamer-analytics-1.0"], check=False).returncode == 0
 
 
 def test_the_package_installed_from_the_wheel_loads_both_helpers(wheel, tmp_path):
