@@ -147,8 +147,15 @@ class ImageFeeder:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from pyinfer._gi import Gst
+        from pyinfer._gi import Gst, copy_buffer
 
+        try:
+            self._push_all(Gst, copy_buffer)
+        except Exception as exc:  # never a silent end: the stream would wait for an EOS that never comes
+            self.problems.append(f"feeding the images failed: {type(exc).__name__}: {exc}")
+            self.appsrc.emit("end-of-stream")
+
+    def _push_all(self, Gst: Any, copy_buffer: Any) -> None:
         for path in self.images:
             if self._stop.is_set():
                 return
@@ -157,7 +164,8 @@ class ImageFeeder:
             except RuntimeError as exc:
                 self.problems.append(f"{path}: {exc}")
                 continue
-            buf = sample.get_buffer().copy()  # shares the memory; a writable buffer for the timestamps
+            # A shallow copy the thread owns (Buffer.copy() is not writable on gst-python 1.26: see _gi.copy_buffer)
+            buf = copy_buffer(sample.get_buffer())
             buf.pts = len(self.pushed) * IMAGE_FRAME_NS
             buf.duration = IMAGE_FRAME_NS
             self.pushed.append(os.path.basename(path))
