@@ -74,3 +74,17 @@ def test_only_the_helper_calls_get_structure():
         if re.search(r"\.get_structure\(", line)
     ]
     assert calls == [], "use pyinfer._gi.structure() instead"
+
+
+def test_the_library_copies_buffers_through_the_helper():
+    # Gst.Buffer.copy() from Python leaks a reference, and on gst-python 1.26 the copy is not writable: setting
+    # its timestamps raises (a detect image feeder died that way). src/ uses pyinfer._gi.copy_buffer.
+    top = Path(__file__).resolve().parents[1]
+    calls = [
+        f"{path.relative_to(top)}:{n}"
+        for path in sorted((top / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\b(buf|buffer|get_buffer\(\))\.copy\(\)", line.split("#")[0])
+        and not line.lstrip().startswith(("#", "Use it instead"))
+    ]
+    assert calls == [], "use pyinfer._gi.copy_buffer() instead"

@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file GStreamer can decode, a URI (file://, rtsp://, http(s)://), a directory of images "
                    "(jpg, png) or a glob of images ('frames/*.png'); several run together")  # fmt: skip
     s.add_argument("--model-engine", default="", metavar="MODEL",
-                   help="a model file, package.module:callable, or an embedded model's name (pyinfer models: "
-                   f"{', '.join(EMBEDDED)}); default: the embedded shapes detector")  # fmt: skip
+                   help="a model file, package.module:callable, /path/file.py:callable, or an embedded model's name "
+                   f"(pyinfer models: {', '.join(EMBEDDED)}); default: the embedded shapes detector")  # fmt: skip
     s.add_argument("--labels-file", default="", help="class names, one per line (one per class)")
     s.add_argument("--json", metavar="OUT.jsonl",
                    help="detections, one JSON line per frame, written as frames come. Several inputs: a pattern "
