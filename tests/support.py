@@ -145,3 +145,36 @@ FIXED_TABLE = np.array(
     ],
     dtype=np.float32,
 )
+
+
+def analytics_test(fn=None, *, oriented: bool = False):
+    """Decorate a test of GstAnalytics (GStreamer >= 1.24; ``oriented``: oriented boxes, >= 1.26).
+
+    Both CI legs run it: where this GStreamer has the feature, the test itself runs (the Debian 13 leg); where it
+    has not (Debian 12: GStreamer 1.22), it checks instead that pyinfer says so clearly, naming the version and
+    the way out, rather than being skipped.
+    """
+    import functools
+
+    def decorate(test):
+        @functools.wraps(test)
+        def wrapper(*args, **kwargs):
+            from pyinfer.meta import analytics
+            from pyinfer.meta.codecs import codec
+
+            version = Gst.version()[:2]
+            if oriented and version < (1, 26):
+                assert not analytics.oriented_available(), "oriented OD Mtds reported on GStreamer < 1.26"
+                return None
+            if version < (1, 24):
+                assert not analytics.available(), "GstAnalytics reported on GStreamer < 1.24"
+                import pytest
+
+                with pytest.raises(ValueError, match=r"GStreamer >= 1\.24.*meta=roi"):
+                    codec("analytics")
+                return None
+            return test(*args, **kwargs)
+
+        return wrapper
+
+    return decorate(fn) if fn is not None else decorate

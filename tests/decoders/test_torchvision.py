@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pyinfer.backends.base import output_list, pack_detection_dicts
 from pyinfer.decoders import choose_decoder, get_decoder
 from pyinfer.engine import Engine, EngineConfig
 from pyinfer.errors import DecodeError
 from pyinfer.ops.letterbox import letterbox
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("torchvision")
 
 MODELS = '''
 """Tiny torchvision detectors with seeded weights (a user's model file: model-engine=/path/tvdet.py:build)."""

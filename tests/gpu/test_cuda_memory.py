@@ -31,9 +31,11 @@ VIDEO = Path(os.environ.get("PYINFER_GPU_VIDEO", ROOT / ".gpu-data" / "scene" / 
 if not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
 if Gst.ElementFactory.find("nvh264dec") is None:
-    pytest.skip("needs nvh264dec (gst-plugins-bad's nvcodec)", allow_module_level=True)
+    pytest.skip("needs NVDEC (nvh264dec: an NVIDIA GPU and its driver)", allow_module_level=True)
 if not VIDEO.exists():
-    pytest.skip(f"needs the 1080p scene video at {VIDEO} (PYINFER_GPU_VIDEO)", allow_module_level=True)
+    pytest.skip(
+        f"GPU machine without its prepared 1080p scene video {VIDEO} (bench/README.md)", allow_module_level=True
+    )
 
 DECODE = f"filesrc location={VIDEO} ! qtdemux ! h264parse ! nvh264dec"
 CUDA_NV12 = "video/x-raw(memory:CUDAMemory),format=NV12"

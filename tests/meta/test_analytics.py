@@ -22,11 +22,11 @@ from pyinfer.meta import (
     read_frame_info,
     roi,
 )
-from support import push_frames, run
+from support import analytics_test, push_frames, run
 
 GST_VERSION = Gst.version()[:2]
-needs_analytics = pytest.mark.skipif(GST_VERSION < (1, 24), reason="GstAnalytics needs GStreamer >= 1.24")
-needs_oriented = pytest.mark.skipif(GST_VERSION < (1, 26), reason="oriented OD Mtds need GStreamer >= 1.26")
+needs_analytics = analytics_test
+needs_oriented = analytics_test(oriented=True)
 
 
 def _gst_analytics():
@@ -364,13 +364,14 @@ def test_objectdetectionoverlay_draws_pyinfers_detections(embedded_model):
         assert changed.mean() < 0.5  # an overlay, not a different picture
 
 
-@pytest.mark.skipif(GST_VERSION >= (1, 24), reason="GStreamer >= 1.24 has GstAnalytics")
-def test_meta_analytics_on_old_gstreamer_is_a_clear_error(embedded_model, run_pipeline):
-    assert not analytics.available()
+def test_meta_analytics_is_written_or_refused_clearly_by_gstreamer_version(embedded_model, run_pipeline):
     result = run_pipeline(
         f"videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=48 ! "
         f"pyinfer model-engine={embedded_model.path} meta=analytics ! fakesink"
     )
+    if analytics.available():  # GStreamer >= 1.24
+        assert GST_VERSION >= (1, 24) and result.ok, result.error
+        return
     assert result.message == Gst.MessageType.ERROR
     assert result.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
     assert "GstAnalytics" in result.error.message and "meta=roi" in result.error.message
