@@ -12,9 +12,46 @@ in the test suite (tests/meta/test_roi_native.py, tests/track/test_native.py).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.machinery
+import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def system_library(name: str) -> ctypes.CDLL:
+    """A system library by its short name (``gstreamer-1.0``): ``lib<name>.so.0``, else what ldconfig finds."""
+    try:
+        return ctypes.CDLL(f"lib{name}.so.0")
+    except OSError:
+        found = ctypes.util.find_library(name)
+        if found is None:
+            raise
+        return ctypes.CDLL(found)
+
+
+def load_helper(make: Callable[[], T], path: Path, expected: Sequence[int], what: str, instead: str) -> T | None:
+    """``make()``, the ctypes wrapper of the helper at ``path``, once its ABI answers are ``expected``; None where
+    ``PYINFER_NO_NATIVE=1``, the platform is not 64-bit, the file is not built, or it cannot be loaded or answers
+    otherwise (logged: "``what`` PATH not used (``instead``): why")."""
+    if os.environ.get("PYINFER_NO_NATIVE") == "1" or ctypes.sizeof(ctypes.c_void_p) != 8 or not path.exists():
+        return None
+    lib: Any = None
+    try:
+        lib = make()
+        problem = abi_problem(lib.abi, expected)
+    except (OSError, AttributeError) as exc:
+        lib, problem = None, f"cannot load it: {exc}"
+    if problem:
+        _log.warning("%s %s not used (%s): %s", what, path, instead, problem)
+        return None
+    return lib
 
 
 def library_path(directory: Path, name: str) -> Path:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 from ctypes import c_int, c_int64, c_uint64, c_void_p
 from pathlib import Path
 
 import numpy as np
 
-from pyinfer._clib import abi_problem, library_path
+from pyinfer._clib import library_path, load_helper
 
 LIB_PATH = library_path(Path(__file__).parent, "analytics_native")
 F_RECORD, F_TRACK, F_BAD = 1, 2, 4
@@ -138,17 +137,7 @@ def load() -> AnalyticsNative | None:
     if not _STATE:
         with _LOAD_LOCK:
             if not _STATE:
-                lib = None
-                usable = ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists()
-                if os.environ.get("PYINFER_NO_NATIVE") != "1" and usable:
-                    try:
-                        lib = AnalyticsNative()
-                        problem = abi_problem(lib.abi, ABI)
-                    except (OSError, AttributeError) as exc:
-                        lib, problem = None, f"cannot load it: {exc}"
-                    if problem:
-                        _log.warning("native analytics helper %s not used (ctypes path instead): %s", LIB_PATH,
-                                     problem)  # fmt: skip
-                        lib = None
-                _STATE.append(lib)
+                _STATE.append(
+                    load_helper(AnalyticsNative, LIB_PATH, ABI, "native analytics helper", "ctypes path instead")
+                )
     return _STATE[0]

@@ -21,11 +21,12 @@ streaming threads enter Python afresh for each buffer, which empties their threa
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 import threading
 from ctypes import CFUNCTYPE, byref, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 from typing import Any
+
+from pyinfer._clib import system_library
 
 G_TYPE_BOOLEAN = 5 << 2
 G_TYPE_INT = 6 << 2
@@ -45,21 +46,11 @@ _CTYPE = {G_TYPE_BOOLEAN: c_int, G_TYPE_INT: c_int, G_TYPE_UINT64: c_uint64, G_T
           G_TYPE_STRING: c_char_p}  # fmt: skip
 
 
-def _lib(name: str) -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL(f"lib{name}.so.0")
-    except OSError:
-        found = ctypes.util.find_library(name)
-        if found is None:
-            raise
-        return ctypes.CDLL(found)
-
-
 class RoiC:
     """The C functions; one instance per process (see :func:`load`), with a free list of :class:`Slots`."""
 
     def __init__(self) -> None:
-        gst, video, glib = _lib("gstreamer-1.0"), _lib("gstvideo-1.0"), _lib("glib-2.0")
+        gst, video, glib = system_library("gstreamer-1.0"), system_library("gstvideo-1.0"), system_library("glib-2.0")
 
         def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:  # ctypes prototypes: untyped
             return CFUNCTYPE(restype, *argtypes)((name, lib))

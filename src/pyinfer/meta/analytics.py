@@ -48,7 +48,6 @@ read; writing needs a writable buffer, which one thread holds.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import math
 import struct
@@ -74,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from pyinfer._clib import system_library
 from pyinfer._gi import Gst
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.meta import _analytics_native
@@ -112,21 +112,11 @@ class _MtdImpl(Structure):
     _fields_ = [("name", c_char_p), ("transform", c_void_p), ("reserved", c_void_p * 20)]
 
 
-def _lib(name: str) -> ctypes.CDLL:
-    try:
-        return ctypes.CDLL(f"lib{name}.so.0")
-    except OSError:
-        found = ctypes.util.find_library(name)
-        if found is None:
-            raise
-        return ctypes.CDLL(found)
-
-
 class _Api:
     """The C functions of libgstanalytics-1.0 (and two of libgstreamer); one instance per process."""
 
     def __init__(self) -> None:
-        an, gst, glib = _lib("gstanalytics-1.0"), _lib("gstreamer-1.0"), _lib("glib-2.0")
+        an, gst, glib = system_library("gstanalytics-1.0"), system_library("gstreamer-1.0"), system_library("glib-2.0")
 
         def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
             return CFUNCTYPE(restype, *argtypes)((name, lib))

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import weakref
 from ctypes import c_double, c_int, c_int32, c_int64, c_void_p
 from pathlib import Path
 
 import numpy as np
 
-from pyinfer._clib import abi_problem, library_path
+from pyinfer._clib import library_path, load_helper
 from pyinfer.detections import Detections
 from pyinfer.track.bytetrack import track_detections
 
@@ -204,15 +203,5 @@ def load() -> Library | None:
     """The library once its ABI answers are :data:`ABI`, or ``None`` where it is not built, cannot be loaded,
     answers otherwise (logged) or ``PYINFER_NO_NATIVE=1``."""
     if not _STATE:
-        lib = None
-        if os.environ.get("PYINFER_NO_NATIVE") != "1" and ctypes.sizeof(c_void_p) == 8 and LIB_PATH.exists():
-            try:
-                lib = Library()
-                problem = abi_problem(lib.abi, ABI)
-            except (OSError, AttributeError) as exc:
-                lib, problem = None, f"cannot load {LIB_PATH}: {exc}"
-            if problem:
-                _log.warning("native tracker %s not used (the NumPy tracker runs instead): %s", LIB_PATH, problem)
-                lib = None
-        _STATE.append(lib)
+        _STATE.append(load_helper(Library, LIB_PATH, ABI, "native tracker", "the NumPy tracker runs instead"))
     return _STATE[0]
