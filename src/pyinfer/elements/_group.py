@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from pyinfer._gi import Gst
+from pyinfer.elements._base import writable
 from pyinfer.pipeline import InferPipeline, Job
 
 log = logging.getLogger(__name__)
@@ -402,9 +403,9 @@ class BatchGroup:
                 member.dropped(item)
                 continue
             el = member.element
-            codec, uid = el._codec, el.unique_id
+            codec, uid = el._codec, el._settings().unique_id  # cached per property change, not a GObject read
             try:
-                with _writable(item):
+                with writable(item.buf):
                     inferred = frame_dets is not None
                     if inferred:
                         codec.write_detections(item.buf, frame_dets, unique_id=uid, model_id=batch.model_id)
@@ -415,12 +416,6 @@ class BatchGroup:
                     member.dropped(item)
                     continue
             member.deliver(item)
-
-
-def _writable(item: GroupItem) -> Any:
-    from pyinfer.elements._base import writable
-
-    return writable(item.buf)
 
 
 def _model_key(cfg: Any) -> dict[str, Any]:
