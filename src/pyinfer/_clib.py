@@ -25,15 +25,21 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
-def system_library(name: str) -> ctypes.CDLL:
-    """A system library by its short name (``gstreamer-1.0``): ``lib<name>.so.0``, else what ldconfig finds."""
+def system_library(name: str, *, hold_gil: bool = False) -> ctypes.CDLL:
+    """A system library by its short name (``gstreamer-1.0``): ``lib<name>.so.0``, else what ldconfig finds.
+
+    ``hold_gil``: its functions are called with the GIL held (``ctypes.PyDLL``), for calls that return at once
+    and never wait on another thread: releasing the GIL around a short call lets a waiting thread take it, and
+    the caller then waits for it back (a futex wake and a context switch each way, ~10-20 µs under contention,
+    more than the call itself)."""
+    kind = ctypes.PyDLL if hold_gil else ctypes.CDLL
     try:
-        return ctypes.CDLL(f"lib{name}.so.0")
+        return kind(f"lib{name}.so.0")
     except OSError:
         found = ctypes.util.find_library(name)
         if found is None:
             raise
-        return ctypes.CDLL(found)
+        return kind(found)
 
 
 def load_helper(make: Callable[[], T], path: Path, expected: Sequence[int], what: str, instead: str) -> T | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from ctypes import CFUNCTYPE, byref, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
+from ctypes import PYFUNCTYPE, byref, c_char_p, c_double, c_int, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 from typing import Any
 
 from pyinfer._clib import system_library
@@ -50,10 +50,14 @@ class RoiC:
     """The C functions; one instance per process (see :func:`load`), with a free list of :class:`Slots`."""
 
     def __init__(self) -> None:
-        gst, video, glib = system_library("gstreamer-1.0"), system_library("gstvideo-1.0"), system_library("glib-2.0")
+        gst, video, glib = (
+            system_library("gstreamer-1.0", hold_gil=True),
+            system_library("gstvideo-1.0", hold_gil=True),
+            system_library("glib-2.0", hold_gil=True),
+        )
 
         def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:  # ctypes prototypes: untyped
-            return CFUNCTYPE(restype, *argtypes)((name, lib))
+            return PYFUNCTYPE(restype, *argtypes)((name, lib))
 
         api_type = fn(video, "gst_video_region_of_interest_meta_api_get_type", c_size_t)
         self.api = api_type()
@@ -99,7 +103,7 @@ class RoiC:
             for t in types:
                 argtypes += [c_char_p, c_size_t, _CTYPE[t]]
             argtypes.append(c_void_p)
-            proto = self._new_protos[types] = CFUNCTYPE(c_size_t, *argtypes)(("gst_structure_new", self._gst))
+            proto = self._new_protos[types] = PYFUNCTYPE(c_size_t, *argtypes)(("gst_structure_new", self._gst))
         return proto
 
     # -- reading ---------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class RoiNative:
     """The two C functions; one instance per process (see :func:`load`), with a free list of :class:`Scratch`."""
 
     def __init__(self, path: Path = LIB_PATH) -> None:
-        lib = ctypes.CDLL(str(path))
+        lib = ctypes.PyDLL(str(path))  # short calls: the GIL stays held (_clib.system_library)
         self.abi = lib.pyinfer_roi_abi
         self.abi.restype = c_int64
         self.abi.argtypes = [c_int]

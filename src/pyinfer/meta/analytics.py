@@ -55,8 +55,8 @@ import sys
 import threading
 from collections.abc import Iterable, Sequence
 from ctypes import (
-    CFUNCTYPE,
     POINTER,
+    PYFUNCTYPE,
     Structure,
     byref,
     c_char_p,
@@ -116,10 +116,14 @@ class _Api:
     """The C functions of libgstanalytics-1.0 (and two of libgstreamer); one instance per process."""
 
     def __init__(self) -> None:
-        an, gst, glib = system_library("gstanalytics-1.0"), system_library("gstreamer-1.0"), system_library("glib-2.0")
+        an, gst, glib = (
+            system_library("gstanalytics-1.0", hold_gil=True),
+            system_library("gstreamer-1.0", hold_gil=True),
+            system_library("glib-2.0", hold_gil=True),
+        )
 
         def fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
-            return CFUNCTYPE(restype, *argtypes)((name, lib))
+            return PYFUNCTYPE(restype, *argtypes)((name, lib))
 
         def optional(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
             try:
