@@ -13,6 +13,7 @@ decoder, the file played from the start), total frames/s over every sink:
 
 - ``decode``: ``filesrc ! qtdemux ! h264parse ! DECODER ! CAPS ! fakesink`` x N (the decode ceiling);
 - ``group``: ``... ! pyinfer batch-group=g batch-size=N ! fakesink`` x N (one model, one batch);
+- ``groupq``: as ``group`` with a ``queue`` before each pyinfer (the decoder's thread does not run pyinfer's code);
 - ``separate``: ``... ! pyinfer batch-size=1 ! fakesink`` x N (N models, N calls);
 - ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py).
 
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", type=int, default=16, help="warm-up frames per stream, not timed")
     p.add_argument("--budget-s", type=float, default=480)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--tag", default="", help="suffix of the result file's name (several runs in one call)")
+    p.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval (0: Python's)")
+    p.add_argument("--profile", action="store_true", help="sample the threads' Python stacks (bench/sampler.py)")
     return p.parse_args(argv)
 
 
@@ -114,6 +118,8 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
     t0 = time.monotonic()
     import pyinfer
 
@@ -150,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         "decoder": args.decoder,
         "memory": args.memory,
         "knobs": extra,
+        "switch_interval_s": sys.getswitchinterval(),
         "results": [],
         "errors": [],
     }
     date = time.strftime("%Y-%m-%d", time.gmtime())
-    out = (args.out or common.RESULTS_DIR) / f"multistream-{'cpu' if cpu else 'gpu'}-{date}.json"
+    out = (args.out or common.RESULTS_DIR) / f"multistream-{'cpu' if cpu else 'gpu'}-{date}{args.tag}.json"
     variants = [v for v in args.variants.split(",") if v]
     for n in (int(s) for s in args.streams.split(",")):
         for variant in variants:
@@ -171,9 +178,21 @@ def main(argv: list[str] | None = None) -> int:
                     middle = {
                         "decode": "",
                         "group": f"pyinfer {engine} {extra} batch-group=streams batch-size={n} name=inf{{i}}",
+                        # a queue between decoder and pyinfer: the decoder's thread never waits on pyinfer's
+                        "groupq": f"queue max-size-buffers=8 max-size-bytes=0 max-size-time=0 ! pyinfer {engine} "
+                        f"{extra} batch-group=streams batch-size={n} name=inf{{i}}",
                         "separate": f"pyinfer {engine} {extra} batch-size=1 name=inf{{i}}",
                     }[variant]
-                    r = run_streams(args, n, middle)
+                    if args.profile and variant != "decode":
+                        from sampler import Sampler
+
+                        with Sampler() as sampler:
+                            sampler.enabled.set()
+                            r = run_streams(args, n, middle)
+                        print(sampler.text(12), flush=True)
+                        r["profile"] = sampler.report(12)
+                    else:
+                        r = run_streams(args, n, middle)
             except Exception as exc:
                 data["errors"].append({"what": f"{variant} x{n}", "error": f"{type(exc).__name__}: {exc}"[:1500],
                                        "trace": traceback.format_exc()[-2000:]})  # fmt: skip
@@ -185,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {}
     for n in {r["streams"] for r in data["results"]}:
         fps = {r["variant"]: r["frames_per_s"] for r in data["results"] if r["streams"] == n}
-        if "decode" in fps and "group" in fps:
-            ratios[f"group/decode x{n}"] = round(fps["group"] / fps["decode"], 3)
+        for g in ("group", "groupq"):
+            if "decode" in fps and g in fps:
+                ratios[f"{g}/decode x{n}"] = round(fps[g] / fps["decode"], 3)
         if "separate" in fps and "group" in fps:
             ratios[f"group/separate x{n}"] = round(fps["group"] / fps["separate"], 3)
     data["ratios"] = ratios

@@ -712,7 +712,10 @@ class FastPath:
             else:
                 inst.frames = torch.full((b, h, w, c), PAD_VALUE, dtype=torch.uint8, device=self.device)
         inst.stage = lambda: self._stage(inst, channels, max_det)
-        with torch.inference_mode(), self._on_stream():
+        # One warm-up and capture at a time in the process: several engines (one pyinfer per camera) warming up
+        # while another captures made cuDNN's algorithm search (cudnn.benchmark) touch the capturing stream:
+        # "operation not permitted when stream is capturing" (cudaErrorStreamCaptureUnsupported), seen on the H200.
+        with _CAPTURE_LOCK, torch.inference_mode(), self._on_stream():
             for _ in range(WARMUP_RUNS if self.cuda else 1):  # compiles, picks cuDNN algorithms, builds module state
                 outputs, packed = inst.stage()
             if self.cuda:
@@ -762,6 +765,7 @@ class FastPath:
             log.info("more boxes above the threshold than the in-graph NMS takes: now %d per frame", self.candidates)
 
 
+_CAPTURE_LOCK = threading.Lock()  # engines' warm-ups and graph captures, one at a time (see FastPath._capture)
 _GC_LOCK = threading.Lock()
 _GC_HOLDS = [0]
 
