@@ -377,6 +377,7 @@ class FastPath:
         fixed_decode: bool | None = None,
         direct: bool = True,
         depth: int = PIPELINE_DEPTH,
+        max_batch: int = 1,
     ):
         """Apply the knobs to ``model`` (channels_last converts its weights in place) and prepare the stream.
 
@@ -392,12 +393,18 @@ class FastPath:
                 whole into a static frame buffer first (100 MB per batch of 16 1080p frames). Frames elsewhere
                 (host memory) always take the copy, with the letterbox inside the graph.
             depth: batches that may be submitted and not yet collected (one graph instance each per shape).
+            max_batch: the largest batch expected (the element's batch-size): a smaller batch is captured at this
+                size (padded), so the partial batches a stream starts and ends with, or a batch-group's batches
+                while its streams come and go, share one capture per shape instead of one per batch size (each
+                capture runs warm-ups and cuDNN's algorithm search: on the H200 8 streams in a group spent most
+                of their time capturing batches of 1, 2, 3, ... frames).
         """
         import torch
 
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
         self.depth = depth
+        self.max_batch = max(1, int(max_batch))
         self.model = model
         self.decoder = decoder
         self.input_width, self.input_height = input_size
@@ -644,7 +651,7 @@ class FastPath:
         colour = getattr(frames, "colour", None)  # YUV frames: the conversion is part of the graph
         rest = (h, w, c, channels, max_det, direct, colour, self.candidates)
         fits = sorted((key for key in self._instances if key[1:] == rest and key[0] >= n), key=lambda key: key[0])
-        key = fits[0] if fits else (n, *rest)
+        key = fits[0] if fits else (max(n, self.max_batch), *rest)
         ring = self._instances.pop(key, [])
         self._instances[key] = ring  # most recently used last
         while len(self._instances) > MAX_SHAPES:
@@ -824,9 +831,9 @@ def _letterbox_into(
 
 def build_fast_path(
     model: LoadedModel, decoder: Any, input_size: tuple[int, int], settings: AccelSettings, *,
-    depth: int = PIPELINE_DEPTH,
+    depth: int = PIPELINE_DEPTH, max_batch: int = 1,
 ) -> FastPath | None:  # fmt: skip
     """A FastPath when any knob is on, else None (the engine keeps its plain path)."""
     if not settings.active:
         return None
-    return FastPath(model, decoder, input_size, settings, depth=depth)
+    return FastPath(model, decoder, input_size, settings, depth=depth, max_batch=max_batch)

@@ -244,7 +244,9 @@ class Engine:
         engine = cls(model, cfg.decoder, labels, size, postprocess=cfg.postprocess, in_flight=cfg.in_flight)
         engine.warm_up()
         log.info("model %s: decoder %s", cfg.model, engine.decoder_choice)
-        engine.fast = build_fast_path(engine.model, engine.decoder, size, accel, depth=cfg.in_flight)
+        engine.fast = build_fast_path(
+            engine.model, engine.decoder, size, accel, depth=cfg.in_flight, max_batch=cfg.max_batch
+        )
         nc = engine.num_classes  # None: the decoder cannot tell (end-to-end rows, custom hook); the names stand
         if cfg.labels_file:
             check_label_count(labels, nc, cfg.labels_file)
