@@ -211,7 +211,7 @@ def _video_meta(ptr: int) -> Any:
 #: with a shape; it is used only while a buffer mapped at that address with that layout is mapped, and a key is
 #: only made for a layout whose extent was checked against that mapped size.
 _VIEWS: collections.OrderedDict = collections.OrderedDict()
-_VIEWS_MAX = 256
+_VIEWS_MAX = 4096  # many streams: each decoder recycles its own pool (NVDEC: ~20-30 buffers per stream)
 _VIEWS_LOCK = threading.Lock()
 
 
