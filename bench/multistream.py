@@ -95,6 +95,26 @@ def run_once(model: str, n: int, bufs: list, w: int, h: int, frames: int, varian
     return (len(stamps) - skip) / (stamps[-1] - stamps[skip - 1])
 
 
+def raw_once(model: str, batch: int, frames: int, device: str) -> float:
+    """The model alone (no GStreamer, no letterbox or decode): ``frames`` frames in batches of ``batch`` on a 384x384
+    input; frames/s. Batch 1 against batch N is what batching can gain on this device at most."""
+    import torch
+
+    from pyinfer.backends import load_model
+
+    loaded = load_model(model, device)
+    x = torch.rand(batch, 3, 384, 384, device=device)
+    with torch.inference_mode():
+        loaded.forward(x)  # warm-up
+        calls = max(1, frames // batch)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            loaded.forward(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return calls * batch / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import pyinfer
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     scene = Scene(2024, w, h)
     bufs = [Gst.Buffer.new_wrapped(scene.frame(i)[0].tobytes()) for i in range(16)]
     model = str(get_model().path)
-    runs: dict[str, list[float]] = {"separate": [], "group": []}
+    runs: dict[str, list[float]] = {"separate": [], "group": [], "raw_b1": [], f"raw_b{args.streams}": []}
     rss: dict[str, float] = {}
     for rep in range(args.reps):
         for variant in ("separate", "group") if rep % 2 == 0 else ("group", "separate"):
@@ -115,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             runs[variant].append(fps)
             rss.setdefault(variant, _rss_mb())
             print(f"rep {rep} {variant:9s} {fps:8.1f} frames/s", flush=True)
+        for b in (1, args.streams):
+            fps = raw_once(model, b, args.frames * args.streams, args.device)
+            runs[f"raw_b{b}"].append(fps)
+            print(f"rep {rep} raw b{b:<4d} {fps:8.1f} frames/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
     result = {
         "command": common.command_line(),
@@ -124,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
                   "device": args.device, "reps": args.reps, "interleaved": True, "model": "shapes (embedded)"},
         "frames_per_s": {k: common.summarize(v) for k, v in runs.items()},
         "group_over_separate": round(med["group"] / med["separate"], 3),
+        # the most batching can give here: the model alone at batch N against batch 1
+        "raw_bN_over_raw_b1": round(med[f"raw_b{args.streams}"] / med["raw_b1"], 3),
         "rss_mb_after_first_run": {k: round(v, 1) for k, v in rss.items()},
-        "note": "separate: one pyinfer (batch-size=1) per stream; group: batch-group, batch-size=streams",
+        "note": "separate: one pyinfer (batch-size=1) per stream; group: batch-group, batch-size=streams; raw_bK: "
+        "the model alone at batch K (no GStreamer, letterbox or decode)",
     }  # fmt: skip
     out = args.out or common.RESULTS_DIR / f"multistream-{args.device}-{common.utc_now()[:10]}.json"
     common.write_json(out, result)
     print(f"median frames/s: separate {med['separate']:.1f}, group {med['group']:.1f}, "
-          f"ratio {result['group_over_separate']}; wrote {out}")  # fmt: skip
+          f"ratio {result['group_over_separate']}; the model alone b{args.streams}/b1 "
+          f"{result['raw_bN_over_raw_b1']}; wrote {out}")  # fmt: skip
     return 0
 
 

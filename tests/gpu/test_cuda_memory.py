@@ -215,3 +215,40 @@ def test_batch_group_on_nvdec_cuda_frames_gives_each_stream_its_own_detections(e
             a, b = read_detections(s.get_buffer()), by_pts[s.get_buffer().pts]
             assert a.class_id.tolist() == b.class_id.tolist()
             np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)  # batch 4 against 1: cuDNN may round otherwise
+
+
+def test_triton_yuv_letterbox_gives_the_eager_values_on_nvdec_frames(monkeypatch):
+    """The one-kernel NV12 -> letterboxed RGB (pyinfer.ops.yuv_triton), compiled for this GPU, against the eager
+    conversion + resize on the same decoded frames: value for value, fp16 into a channels-last input."""
+    from pyinfer.ops import yuv_triton
+    from pyinfer.ops.colour import YuvFrames
+    from pyinfer.ops.letterbox import LetterboxGeometry, resize_gather
+
+    samples = _pull(f"{DECODE} ! {CUDA_NV12} ! appsink name=sink max-buffers=8", limit=4)
+    mapped = [map_frame(s.get_buffer(), VideoLayout.from_caps(s.get_caps())) for s in samples]
+    try:
+        one = [m.frames() for m in mapped]
+        frames = YuvFrames(
+            torch.cat([f.y for f in one]), torch.cat([f.u for f in one]), torch.cat([f.v for f in one]), one[0].colour
+        )
+        _, h, w, _ = frames.shape
+        geo = LetterboxGeometry.compute(w, h, 640, 640)
+        top, left, rh, rw = int(geo.pad_y), int(geo.pad_x), geo.resized_h, geo.resized_w
+
+        def run(use_kernel: bool) -> torch.Tensor:
+            monkeypatch.setattr(yuv_triton, "ENABLED", use_kernel)
+            full = torch.zeros(4, 3, 640, 640, dtype=torch.float16, device="cuda")
+            full = full.contiguous(memory_format=torch.channels_last)
+            resize_gather(frames, rw, rh, "RGB", full[:, :, top : top + rh, left : left + rw])
+            torch.cuda.synchronize()
+            return full
+
+        monkeypatch.setattr(yuv_triton, "_FAILED", [])
+        kernel = run(True)
+        assert yuv_triton.available(), yuv_triton._FAILED  # the kernel ran (no fallback)
+        eager = run(False)
+    finally:
+        for m in mapped:
+            m.close()
+    assert torch.equal(kernel, eager)
+    assert 0.1 < float(kernel[:, :, top : top + rh].float().mean()) < 0.9

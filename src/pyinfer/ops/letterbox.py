@@ -206,6 +206,11 @@ def resize_gather(frames: torch.Tensor, rw: int, rh: int, channels: str, out: to
 
     from pyinfer.ops.colour import YuvFrames, yuv_rgb_at
 
+    if isinstance(frames, YuvFrames) and frames.device.type == "cuda":
+        from pyinfer.ops.yuv_triton import try_yuv_letterbox
+
+        if try_yuv_letterbox(frames, rw, rh, out):  # the same values in one kernel (pyinfer.ops.yuv_triton)
+            return out
     _, h, w, _ = frames.shape
     dev = frames.device
     y0, y1, ly = _taps(int(h), rh, dev)
