@@ -43,9 +43,9 @@ def test_gst_inspect_documents_every_property(env_from_pyinfer_env):
         ("nms-iou-threshold", "Default:            0.45"), ("labels-file", 'Default: ""'),
         ("device", 'Default: "auto"'), ("batch-size", "Range: 1 - 1024 Default: 1"),
         ("interval", "Range: 0 - 1000000 Default: 0"), ("unique-id", "Default: 15"),
-        ("max-detections", "Range: 1 - 100000 Default: 300"), ("meta", 'Default: "auto"'),
-        ("mark-inferred", "Default: true"), ("backend", 'Default: "auto"'), ("precision", 'Default: "fp32"'),
-        ("cuda-graphs", "Default: false"), ("compile", 'Default: "off"'),
+        ("max-detections", "Range: 1 - 100000 Default: 300"), ("meta", 'Default: 0, "auto"'),
+        ("mark-inferred", "Default: true"), ("backend", 'Default: 0, "auto"'), ("precision", 'Default: 0, "fp32"'),
+        ("cuda-graphs", "Default: false"), ("compile", 'Default: 0, "off"'),
     ]:  # fmt: skip
         block = text[text.index(f"  {prop}") :][:800]
         assert default in block, (prop, block)

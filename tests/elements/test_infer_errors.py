@@ -262,7 +262,7 @@ def test_model_failing_for_another_reason_gives_its_last_line_and_keeps_the_trac
     assert "Traceback (most recent call last)" in res.debug  # a model failing: the traceback stays, in debug
 
 
-@pytest.mark.parametrize("setting", ["device=tpu", "labels-file={labels}", "on-error=never"])
+@pytest.mark.parametrize("setting", ["device=tpu", "labels-file={labels}", "decoder=custom"])
 def test_a_user_error_has_a_short_debug_text_without_traceback(run_pipeline, fixed_model, tmp_path, setting):
     labels = tmp_path / "two.txt"
     labels.write_text("a\nb\n")

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from pyinfer._gi import Gst, structure
+from pyinfer._gi import GLib, Gst, structure
 from support import FIXED_TABLE, FixedBoxes, run, save_torchscript
 
 N_FRAMES = 4000
@@ -210,10 +210,13 @@ def test_on_error_fail_stops_the_pipeline_with_an_error(faulty_model):
     assert len(res.pts) == 3  # frames before the fault went through; the failing one did not
 
 
-def test_bad_on_error_value_is_a_settings_error(run_pipeline, fixed_model):
-    res = run_pipeline(
-        f"videotestsrc num-buffers=1 ! video/x-raw,format=RGB ! pyinfer model-engine={fixed_model} on-error=retry "
-        "! appsink name=sink"
-    )
-    assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
-    assert "'retry'" in res.error.message
+def test_a_bad_on_error_value_is_refused_when_set(fixed_model):
+    with pytest.raises(GLib.Error, match=r'could not set property "on-error".*"retry"'):
+        Gst.parse_launch(
+            f"videotestsrc num-buffers=1 ! video/x-raw,format=RGB ! pyinfer model-engine={fixed_model} on-error=retry "
+            "! appsink name=sink"
+        )
+    infer = Gst.ElementFactory.make("pyinfer")
+    with pytest.raises(TypeError, match="PyInferOnError"):
+        infer.set_property("on-error", "retry")
+    assert infer.get_property("on-error") == "fail"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from messages.expect import assert_matches, assert_valid
-from pyinfer._gi import Gst, GstVideo
+from pyinfer._gi import GLib, Gst, GstVideo
 from pyinfer.detections import Detections
 from pyinfer.elements.msgconv import read_payloads
 from pyinfer.meta.roi import set_track_id, write_detections, write_frame_info
@@ -229,8 +229,10 @@ def test_malformed_metadata_is_skipped_with_a_warning_and_counted(run_pipeline, 
     assert len(res.warnings) == 1 and "malformed" in res.warnings[0], res.warnings
 
 
-def test_an_invalid_message_per_is_an_error_at_start(run_pipeline):
-    res = run_pipeline(f"videotestsrc num-buffers=1 ! {CAPS} ! pymsgconv message-per=scene ! fakesink")
-    assert res.error is not None
-    assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.SETTINGS)
-    assert "message-per must be frame or object" in res.error.message
+def test_an_invalid_message_per_is_refused_when_set():
+    with pytest.raises(GLib.Error, match='could not set property "message-per"'):
+        Gst.parse_launch(f"videotestsrc num-buffers=1 ! {CAPS} ! pymsgconv message-per=scene ! fakesink")
+    conv = Gst.ElementFactory.make("pymsgconv")
+    with pytest.raises(TypeError, match="PyInferMsgconvMessagePer"):
+        conv.set_property("message-per", "scene")
+    assert conv.get_property("message-per") == "frame"

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from pyinfer._gi import Gst, GstVideo
+from pyinfer._gi import GLib, Gst, GstVideo
 from pyinfer.detections import Detections
 from pyinfer.elements._base import writable
 from pyinfer.meta.roi import (
@@ -315,14 +315,16 @@ def _wait_for(condition, timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def test_bad_settings_warn_and_keep_the_previous_ones(run_pipeline):
+def test_bad_settings_are_refused_and_keep_the_previous_ones(run_pipeline):
+    with pytest.raises(GLib.Error, match='could not set property "iou-mode"'):
+        Gst.parse_launch("videotestsrc ! pytracker iou-mode=diagonal ! fakesink")
     pipeline = Gst.parse_launch(
         "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=32,height=32 ! "
-        "pytracker name=tracker iou-mode=diagonal low-threshold=0.9 high-threshold=0.5 ! appsink name=sink"
+        "pytracker name=tracker low-threshold=0.9 high-threshold=0.5 ! appsink name=sink"
     )
     tracker = pipeline.get_by_name("tracker")
-    assert tracker.get_property("iou-mode") == "auto"
-    tracker.set_property("core", "cuda")  # refused with a WARNING, keeps auto
+    with pytest.raises(TypeError, match="PyInferTrackerCore"):
+        tracker.set_property("core", "cuda")  # not a tracker core: GObject refuses it, auto stays
     assert tracker.get_property("core") == "auto"
     result = run_pipeline(pipeline)
     assert not result.ok and result.error is not None

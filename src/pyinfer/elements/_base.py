@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Iterator
 
 from pyinfer._gi import GObject, Gst
+from pyinfer.elements._enums import enum_default, is_enum, nick_of
 
 
 def _post(element: Gst.Element, kind: Gst.MessageType, code: GObject.GEnum, text: str, debug: str) -> None:
@@ -117,15 +118,21 @@ def ready_property(name: str, **spec: object) -> GObject.Property:
     GStreamer leaves enforcing the mutability flags to the element: a change asked for while the element
     runs is refused with a WARNING on the bus naming the property, and the value stays. ``spec`` is what
     ``GObject.Property`` takes (type, default, minimum, maximum, nick, blurb); the value is kept in
-    ``_<name with underscores>``.
+    ``_<name with underscores>``. A GEnum ``type`` (:mod:`pyinfer.elements._enums`) takes its ``default`` as a
+    nick, and the value is kept as its nick too.
     """
     attr = "_" + name.replace("-", "_")
     default = spec.get("default")
+    choice = is_enum(spec.get("type"))
+    if choice:
+        spec["default"] = enum_default(spec["type"], str(default))
 
     def getter(self: Gst.Element) -> object:
         return getattr(self, attr, default)
 
     def setter(self: Gst.Element, value: object) -> None:
+        if choice:
+            value = nick_of(value)
         if is_running(self):
             post_warning(
                 self, Gst.CoreError.STATE_CHANGE,

@@ -25,6 +25,7 @@ from pyinfer.elements._base import (
     ready_property,
     writable,
 )
+from pyinfer.elements._enums import Backend, Compile, Decoder, Meta, OnError, Precision, choice_property
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
@@ -125,13 +126,13 @@ class InferElement(PackedVideoFilter):
 
     backend = ready_property(
         "backend",
-        type=str, default="auto", nick="Backend",
+        type=Backend, default="auto", nick="Backend",
         blurb="Runtime: auto (from the model-engine extension), torchscript, export, module, onnx or tensorrt "
         "(tensorrt with an .onnx model builds an engine once and caches it beside the model)",
     )  # fmt: skip
     precision = ready_property(
         "precision",
-        type=str, default="fp32", nick="Precision",
+        type=Precision, default="fp32", nick="Precision",
         blurb="fp32 (the model as saved), fp16 or bf16: weights cast (torch backends) or TensorRT builder flags; "
         "ONNX runs in the precision it was exported in",
     )  # fmt: skip
@@ -143,7 +144,7 @@ class InferElement(PackedVideoFilter):
     )  # fmt: skip
     compile = ready_property(
         "compile",
-        type=str, default="off", nick="Compile",
+        type=Compile, default="off", nick="Compile",
         blurb="torch.compile of model, letterbox and decode: off, default, reduce-overhead (inductor kernels in "
         "CUDA graphs) or max-autotune. Costs tens of seconds per input shape at the first batch",
     )  # fmt: skip
@@ -200,8 +201,9 @@ class InferElement(PackedVideoFilter):
         blurb="Keep at most this many detections per frame (highest confidence first)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
-    decoder = GObject.Property(
-        type=str, default="auto", nick="Decoder",
+    decoder = choice_property(
+        "decoder",
+        type=Decoder, default="auto", nick="Decoder",
         blurb="Output decoder: auto (picked from the model's metadata, output names and shapes; see decoder-used), "
         "yolov8 (also YOLO11), yolov5, yolo-e2e (YOLOv10/YOLO26 end-to-end), yolo-obb (rotated boxes), detr "
         "(RT-DETR/D-FINE), classifier, torchvision (Faster R-CNN, RetinaNet, FCOS, SSD), or custom (the "
@@ -227,7 +229,7 @@ class InferElement(PackedVideoFilter):
 
     meta = ready_property(
         "meta",
-        type=str, default="auto", nick="Metadata writer",
+        type=Meta, default="auto", nick="Metadata writer",
         blurb="Where detections go: auto (NVMM caps: DeepStream NvDsObjectMeta through pyservicemaker, else pyds; "
         "system or CUDA memory: GstAnalytics on GStreamer >= 1.24, else ROI meta), analytics (GstAnalytics), roi "
         "(GstVideoRegionOfInterestMeta), both (analytics and roi), deepstream (pyservicemaker), pyds (legacy "
@@ -255,8 +257,9 @@ class InferElement(PackedVideoFilter):
     def meta_used(self) -> str:
         return self._meta_used
 
-    on_error = GObject.Property(
-        type=str, default="fail", nick="On error",
+    on_error = choice_property(
+        "on-error",
+        type=OnError, default="fail", nick="On error",
         blurb="What an inference or post-processing failure does: fail (ERROR on the bus, the pipeline stops) or "
         "skip (the frames pass without detections, a rate-limited WARNING, skipped-buffers rises)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
@@ -515,13 +518,7 @@ class InferElement(PackedVideoFilter):
 
         if not self._apply_config_file():
             return False
-        if self.on_error not in ("fail", "skip"):
-            post_error(self, Gst.ResourceError.SETTINGS, f"on-error must be fail or skip, not {self.on_error!r}")
-            return False
-        if self.meta not in ("auto", "analytics", "roi", "both", "deepstream", "pyds"):
-            msg = f"meta must be auto, analytics, roi, both, deepstream or pyds, not {self.meta!r}"
-            post_error(self, Gst.ResourceError.SETTINGS, msg)
-            return False
+        # on-error, meta, backend, precision, compile and decoder are GEnums: GObject refused other values when set
         if self.meta not in ("deepstream", "pyds"):
             try:
                 self._codec = meta_codec(self.meta)

@@ -21,7 +21,6 @@ import time
 
 from pyinfer._gi import GObject, Gst, GstBase
 from pyinfer.brokers import (
-    DROP_POLICIES,
     PROTOCOLS,
     BrokerError,
     Endpoint,
@@ -32,10 +31,10 @@ from pyinfer.brokers import (
     read_config,
 )
 from pyinfer.elements._base import error_debug, format_exception, post_error, post_warning
+from pyinfer.elements._enums import MsgbrokerDropPolicy, MsgbrokerOnConnectError, MsgbrokerProto, choice_property
 from pyinfer.elements.msgconv import TEMPLATES, read_payloads
 from pyinfer.errors import DependencyError
 
-ON_CONNECT_ERROR = ("fail", "retry")
 WARNING_INTERVAL_S = 5.0  # drop warnings: at most one per this many seconds
 
 _RW = GObject.ParamFlags.READWRITE
@@ -55,9 +54,12 @@ class MsgBrokerElement(GstBase.BaseTransform):
     )
     __gsttemplates__ = TEMPLATES
 
-    proto = GObject.Property(
-        type=str, default="", nick="Protocol", blurb=f"Where messages go: {', '.join(PROTOCOLS)}", flags=_READY
-    )
+    proto = choice_property(
+        "proto",
+        type=MsgbrokerProto, default="none", nick="Protocol",
+        blurb=f"Where messages go: {', '.join(PROTOCOLS)}; required (none: not set, the element does not start)",
+        flags=_READY,
+    )  # fmt: skip
     conn_str = GObject.Property(
         type=str, default="", nick="Connection string",
         blurb="file: the path to append JSON lines to; mqtt/redis: host:port (or host;port); kafka: host:port[,...]",
@@ -75,13 +77,15 @@ class MsgBrokerElement(GstBase.BaseTransform):
         type=int, default=1000, minimum=1, maximum=10_000_000, nick="Queue size",
         blurb="Most messages waiting to be published; beyond it drop-policy decides", flags=_READY,
     )  # fmt: skip
-    drop_policy = GObject.Property(
-        type=str, default="oldest", nick="Drop policy",
+    drop_policy = choice_property(
+        "drop-policy",
+        type=MsgbrokerDropPolicy, default="oldest", nick="Drop policy",
         blurb="When the queue is full: oldest (drop the longest-waiting message) or newest (drop the new one)",
         flags=_READY,
     )  # fmt: skip
-    on_connect_error = GObject.Property(
-        type=str, default="fail", nick="On connect error",
+    on_connect_error = choice_property(
+        "on-connect-error",
+        type=MsgbrokerOnConnectError, default="fail", nick="On connect error",
         blurb="Broker unreachable at start: fail (ERROR, the pipeline does not start) or retry (WARNING, start "
         "anyway, queue messages and keep reconnecting)",
         flags=_READY,
@@ -149,12 +153,10 @@ class MsgBrokerElement(GstBase.BaseTransform):
 
     # -- start / stop ------------------------------------------------------------------------------
     def do_start(self) -> bool:
-        for name, value, allowed in (("drop-policy", self.drop_policy, DROP_POLICIES),
-                                     ("on-connect-error", self.on_connect_error, ON_CONNECT_ERROR)):  # fmt: skip
-            if value not in allowed:
-                post_error(self, Gst.ResourceError.SETTINGS, f"{name} must be one of {', '.join(allowed)}, "
-                           f"not {value!r}")  # fmt: skip
-                return False
+        # proto, drop-policy and on-connect-error are GEnums: GObject refused other values when set
+        if self.proto == "none":
+            post_error(self, Gst.ResourceError.SETTINGS, f"proto must be one of {', '.join(PROTOCOLS)}: it is not set")
+            return False
         try:
             options = read_config(self.config) if self.config else {}
             endpoint = Endpoint(self.conn_str, self.topic, options, self.connect_timeout)

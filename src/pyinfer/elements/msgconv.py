@@ -27,13 +27,13 @@ import numpy as np
 from pyinfer._gi import GLib, GObject, Gst, GstBase, GstVideo, structure
 from pyinfer.detections import Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
+from pyinfer.elements._enums import MsgconvMessagePer, choice_property
 from pyinfer.messages import FrameHeader, MessageBuilder
 from pyinfer.meta import has_detection_meta, read_detections, read_frame_info
 
 PAYLOAD_ID = 2**31 - 2  # below the frame record's id (2**31 - 1), far above detection ids 0..N-1
 PAYLOAD_ROI_TYPE = "pyinfer-payload"
 PAYLOAD_PARAM = "pyinfer-payload"
-MESSAGE_PER = ("frame", "object")
 WARNING_INTERVAL_S = 5.0  # malformed-metadata warnings: at most one per this many seconds
 
 _RW = GObject.ParamFlags.READWRITE
@@ -130,21 +130,12 @@ class MsgConvElement(GstBase.BaseTransform):
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
-    @GObject.Property(
-        type=str, default="frame", nick="Message per",
+    message_per = choice_property(
+        "message-per",
+        type=MsgconvMessagePer, default="frame", nick="Message per",
         blurb="frame: one message per frame with all its objects; object: one message per object",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
-    def message_per(self) -> str:
-        return self._message_per
-
-    @message_per.setter
-    def message_per(self, value: str) -> None:
-        if value not in MESSAGE_PER and self._builder is not None:  # running: keep converting as before
-            post_warning(self, Gst.ResourceError.SETTINGS, f"message-per must be frame or object, not {value!r}; "
-                         f"keeping {self._message_per}")  # fmt: skip
-            return
-        self._message_per = value
 
     @GObject.Property(type=GObject.TYPE_UINT64, nick="Messages", blurb="Messages made since start",
                       flags=GObject.ParamFlags.READABLE)  # fmt: skip
@@ -173,10 +164,6 @@ class MsgConvElement(GstBase.BaseTransform):
         self._last_warning = 0.0
 
     def do_start(self) -> bool:
-        if self._message_per not in MESSAGE_PER:
-            post_error(self, Gst.ResourceError.SETTINGS,
-                       f"message-per must be frame or object, not {self._message_per!r}")  # fmt: skip
-            return False
         self._builder = MessageBuilder()
         self._messages = self._malformed = self._frame_number = 0
         self._last_warning = 0.0

@@ -30,6 +30,7 @@ import numpy as np
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
+from pyinfer.elements._enums import TrackerCore, TrackerIouMode, choice_property
 from pyinfer.errors import ConfigError
 from pyinfer.meta import analytics, read_detections_checked, read_frame_info
 from pyinfer.meta.roi import read_frame_info as roi_frame_info
@@ -93,34 +94,27 @@ class TrackerElement(GstBase.BaseTransform):
         blurb="Match detections only to tracks of the same class", flags=_RW,
     )  # fmt: skip
 
-    @GObject.Property(
-        type=str, default="auto", nick="IoU mode",
+    iou_mode = choice_property(
+        "iou-mode",
+        type=TrackerIouMode, default="auto", nick="IoU mode",
         blurb="auto (rotated IoU when detections carry rotated boxes), axis (enclosing boxes) or rotated",
-        flags=_RW,
+        flags=_RW, setter=lambda self, value: self._set_choice("iou-mode", value, IOU_MODES),
     )  # fmt: skip
-    def iou_mode(self) -> str:
-        return self._iou_mode
-
-    @iou_mode.setter
-    def iou_mode(self, value: str) -> None:
-        self._set_choice("iou-mode", value, IOU_MODES)
-
-    @GObject.Property(
-        type=str, default="auto", nick="Tracker core",
+    core = choice_property(
+        "core",
+        type=TrackerCore, default="auto", nick="Tracker core",
         blurb="Tracker core: auto (native C when built and its ABI matches, else NumPy), native or numpy; applies at "
         "start (called core, not backend: pyinfer's backend is the model runtime)",
         flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_READY,
+        setter=lambda self, value: self._set_choice("core", value, BACKENDS),
     )  # fmt: skip
-    def core(self) -> str:
-        return self._core
-
-    @core.setter
-    def core(self, value: str) -> None:
-        self._set_choice("core", value, BACKENDS)
 
     def _set_choice(self, name: str, value: str, choices: tuple[str, ...]) -> None:
-        """Sets string property ``name`` (stored as ``_<name>``) to one of ``choices``; otherwise a WARNING and
-        the old value stays."""
+        """Sets choice property ``name`` (stored as ``_<name>``) to the nick ``value``, one of ``choices``.
+
+        GObject refuses values outside the property's GEnum when they are set; one of the enum outside
+        ``choices`` (the tracker's own list) is a WARNING, and the old value stays.
+        """
         attr = "_" + name.replace("-", "_")
         if value not in choices:
             post_warning(
