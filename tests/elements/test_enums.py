@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -35,35 +32,14 @@ CHOICES = [
 IDS = [f"{element}:{prop}" for element, prop, *_ in CHOICES]
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Make elements with Python's cyclic garbage collector paused.
-
-    A known hazard on gst-python 1.22 / PyGObject 3.42, not of the enums: a factory-made pyinfer loses its
-    wrapper's floating reference when GObject's construction notifies reach its Python "notify" handlers, so
-    until the factory returns, only reference cycles keep the wrapper, and a collection run by the Python
-    handler of the "should be floating" CRITICAL (pyinfer._gstlog) frees the new element. Here it struck
-    deterministically, depending on how many objects the tests had made before.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _element(factory: str) -> Gst.Element:
-    with _collector_paused():
-        element = Gst.ElementFactory.make(factory, None)
+    element = Gst.ElementFactory.make(factory, None)
     assert element is not None, factory
     return element
 
 
 def _parse(description: str) -> Gst.Pipeline:
-    with _collector_paused():
-        return Gst.parse_launch(description)
+    return Gst.parse_launch(description)
 
 
 @pytest.mark.parametrize(("factory", "prop", "type_name", "nicks", "default"), CHOICES, ids=IDS)

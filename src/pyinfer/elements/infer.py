@@ -62,16 +62,36 @@ _SETTINGS_PROPERTIES = frozenset(
 )
 
 
-def _on_notify(element: InferElement, pspec: GObject.ParamSpec) -> None:
-    """A property changed: the next :meth:`InferElement._settings` reads them again."""
-    if pspec.name in _SETTINGS_PROPERTIES:
-        element._settings_generation += 1
+def _property_set(element: InferElement, name: str) -> None:
+    """A property was set on the element: the next :meth:`InferElement._settings` reads the per-batch ones again,
+    and one set on the element (not from config-file-path) wins over the file, as in nvinfer."""
+    if name in _SETTINGS_PROPERTIES:
+        element._settings_generation = getattr(element, "_settings_generation", 0) + 1
+    if not getattr(element, "_applying_config", False):
+        explicit = getattr(element, "_explicit", None)
+        if explicit is not None:
+            explicit.add(name)
 
 
-def _note_explicit(element: InferElement, pspec: GObject.ParamSpec) -> None:
-    """A property set on the element (not from config-file-path): it wins over the file, as in nvinfer."""
-    if not element._applying_config:
-        element._explicit.add(pspec.name)
+def _track_sets(cls: type) -> None:
+    """Call :func:`_property_set` after every writable property's setter of ``cls``.
+
+    Not through the "notify" signal: a Python handler connected in ``__init__`` ran while a factory was still making
+    the element, dropped the wrapper's floating reference, and a garbage collection there (in the floating-warning
+    log handler, gst-python 1.22) could free the new element (valgrind; about 2 in 200 ``make`` with a small GC
+    threshold). PyGObject calls ``Property.fset`` at each set (``set_property``, gst-launch, attribute assignment).
+    """
+    for prop in list(vars(cls).values()):
+        if not isinstance(prop, GObject.Property) or not prop.flags & GObject.ParamFlags.WRITABLE:
+            continue
+
+        name = prop.name.replace("_", "-")  # the attribute's name; GObject's has dashes
+
+        def fset(instance, value, _orig=prop.fset, _name=name):
+            _orig(instance, value)
+            _property_set(instance, _name)
+
+        prop.fset = fset
 
 
 _FORMAT_LIST = ", ".join(FORMATS)
@@ -389,17 +409,15 @@ class InferElement(PackedVideoFilter):
         self._reported_latency_ns = -1
         self._push = _Pusher()
         self._srcpad = self.get_static_pad("src")  # looked up once: a PyGObject call per batch otherwise
-        self._settings_generation = 0
+        self._settings_generation = getattr(self, "_settings_generation", 0)  # bumped by setters (_track_sets)
         self._settings_cache: tuple[int, Settings] | None = None
-        self.connect("notify", _on_notify)  # a module function: no reference cycle through the signal
         self._explicit: set[str] = set()  # properties set on the element (config-file-path: they win)
         self._config_applied: set[str] = set()  # properties the config file set at the last start
         self._applying_config = False
-        self.connect("notify", _note_explicit)
 
     # -- state -------------------------------------------------------------------------------------
     def _settings(self) -> Settings:
-        """The per-batch properties, read once after each change (``notify``), not at every buffer."""
+        """The per-batch properties, read once after each change (their setters bump the generation), not per buffer."""
         generation = self._settings_generation
         cached = self._settings_cache
         if cached is not None and cached[0] == generation:
@@ -1302,6 +1320,9 @@ def _infer_tensors(engine, tensors: list, params: InferParams) -> list:
             out[i] = d
         del frames
     return out
+
+
+_track_sets(InferElement)
 
 
 def _start_error_code(exc: PyInferError) -> GObject.GEnum:
