@@ -514,3 +514,18 @@ def test_yuv_frames_are_copied_into_static_planes_and_letterboxed_like_the_plain
     assert ring[0].frames.y.shape == (3, 181, 321) and ring[0].frames.u.is_contiguous()
     fast.infer(_yuv_frames(3, 181, 321, 4, YuvColour("bt601", full_range=True)))
     assert len(fast._instances) == 2  # another colour: another instance (another graph on CUDA)
+
+
+def test_a_knob_that_stops_working_reaches_the_engines_warnings_once():
+    """A failed CUDA graph capture (or letterbox compile) falls back, and says so through take_warnings, which the
+    element posts as a WARNING on the bus (not only a Python log line, invisible under gst-launch)."""
+    table = clustered_outputs(8, 1, 3)[0]
+    engine, fast = plain_and_fast(table, AccelSettings(), fixed_decode=True)
+    engine.fast = fast
+    fast.notices.append("cuda-graphs: the capture failed, the model runs without graphs: boom")
+    engine.warnings.append("a batch warning")
+    assert engine.take_warnings() == [
+        "cuda-graphs: the capture failed, the model runs without graphs: boom",
+        "a batch warning",
+    ]
+    assert engine.take_warnings() == []

@@ -427,6 +427,7 @@ class FastPath:
         self.fixed_decode = fixed_decode
         self.direct = direct
         self.redos = 0  # batches the fixed decode handed back to the plain decoder
+        self.notices: list[str] = []  # knobs that stopped working (the engine hands them on with its warnings)
         # With the fixed decode the graph keeps the model's own output dtype (a fp16 model: no float32 cast of
         # the whole output; decode_fixed casts what it reads, the plain decoder gets float32 in collect).
         self._model_fn = model_function(model, settings, native_outputs=bool(fixed_decode))
@@ -642,6 +643,7 @@ class FastPath:
             if self._letterbox_into_fn is _letterbox_into:
                 raise
             log.warning("compiled letterbox failed, running it eagerly: %s", exc)
+            self.notices.append(f"compile: the letterbox could not be compiled and runs eagerly: {exc}")
             self._letterbox_into_fn = _letterbox_into
             _letterbox_into(*args)
 
@@ -736,6 +738,7 @@ class FastPath:
                     inst.graph = graph
                 except Exception as exc:  # a model that syncs or allocates on the host side cannot be captured
                     log.warning("CUDA graph capture failed, running without graphs: %s", exc)
+                    self.notices.append(f"cuda-graphs: the capture failed, the model runs without graphs: {exc}")
                     self.use_graphs = False
                     outputs, packed = inst.stage()
         inst.outputs, inst.packed = list(outputs), packed

@@ -453,6 +453,9 @@ class Engine:
     def take_warnings(self) -> list[str]:
         """Warnings of the batches collected since the last call (e.g. NaN/inf candidates dropped), oldest first."""
         out, self.warnings = self.warnings, []
+        fast = getattr(self, "fast", None)
+        if fast is not None and fast.notices:  # a knob that stopped working (e.g. a failed CUDA graph capture)
+            out, fast.notices = fast.notices + out, []
         return out
 
     def _free_slot(self) -> int:

@@ -384,6 +384,11 @@ class BatchGroup:
 
             error = DecodeError(f"the model returned {len(detections)} results for a batch of {n} frames")
         job.done()
+        from pyinfer.elements.infer import _warning_key
+
+        take = getattr(job.engine, "take_warnings", None)
+        for text in take() if take is not None else ():
+            self.owner._warn_limited(_warning_key(text), Gst.StreamError.DECODE, text)
         if error is not None:
             detections = None
             failed: set[Any] = set()

@@ -73,6 +73,11 @@ def _property_set(element: InferElement, name: str) -> None:
             explicit.add(name)
 
 
+def _warning_key(text: str) -> str:
+    """The rate limit a model warning counts against: a knob that stopped working has its own."""
+    return "accel" if text.startswith(("cuda-graphs:", "compile:")) else "model-output"
+
+
 def _track_sets(cls: type) -> None:
     """Call :func:`_property_set` after every writable property's setter of ``cls``.
 
@@ -936,7 +941,7 @@ class InferElement(PackedVideoFilter):
         job.done()  # frames unmapped, staging returned: only metadata is written from here on
         take = getattr(job.engine, "take_warnings", None)
         for text in take() if take is not None else ():
-            self._warn_limited("model-output", Gst.StreamError.DECODE, text)
+            self._warn_limited(_warning_key(text), Gst.StreamError.DECODE, text)
         dets = iter(detections or ())
         codec, uid, mid = self._codec, settings.unique_id, batch.model_id
         for item in items:
@@ -962,7 +967,7 @@ class InferElement(PackedVideoFilter):
             return
         take = getattr(job.engine, "take_warnings", None)
         for text in take() if take is not None else ():
-            self._warn_limited("model-output", Gst.StreamError.DECODE, text)
+            self._warn_limited(_warning_key(text), Gst.StreamError.DECODE, text)
         if report is not None:
             self._ds_warnings(report)
         self._push_all(job.tokens)
