@@ -105,7 +105,8 @@ def raw_once(model: str, batch: int, frames: int, device: str) -> float:
     loaded = load_model(model, device)
     x = torch.rand(batch, 3, 384, 384, device=device)
     with torch.inference_mode():
-        loaded.forward(x)  # warm-up
+        for _ in range(3):  # warm-up: TorchScript's profiling executor optimises after its first runs
+            loaded.forward(x)
         calls = max(1, frames // batch)
         t0 = time.perf_counter()
         for _ in range(calls):
