@@ -1,15 +1,15 @@
-"""`pyinfer detect` with several inputs at once: files and a directory of images (issue #13 item 2).
-
-RTSP inputs do not finish yet (the stream's end does not reach detect, and after Ctrl-C the process does not
-exit): README "Several inputs at once" says so; their test comes back with the fix.
-"""
+"""`pyinfer detect` with several inputs at once: files, a directory of images, RTSP streams (issue #13 item 2)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +114,155 @@ def test_an_input_that_cannot_be_read_is_named_before_anything_runs(videos, tmp_
     out = _detect(str(a), str(a), "--video", str(tmp_path / "one.mp4"), timeout=60)
     assert out.returncode == 1
     assert "with several inputs, give a directory or a pattern" in out.stderr
+
+
+class _RtspServer:
+    """GstRtspServer on 127.0.0.1, in a thread of this process: ``/NAME`` sends an MP4's H.264 as it is (RTP).
+
+    A mount added with ``ends=False`` is a camera that never ends: its end is unknown (its range is ``npt=0-``,
+    so the client's jitterbuffer expects no end) and the end of its clip is dropped before the payloader (so
+    the server sends no BYE): it just goes quiet once the clip is sent. :meth:`sent_all` tells when the
+    server has sent every packet of a mount's clip (to its latest client).
+    """
+
+    def __init__(self) -> None:
+        import gi
+
+        gi.require_version("GstRtspServer", "1.0")  # Debian: gir1.2-gst-rtsp-server-1.0
+        from gi.repository import GLib, GstRtspServer
+
+        from pyinfer._gi import ensure_init
+
+        ensure_init()
+        self.context = GLib.MainContext.new()
+        self.server = GstRtspServer.RTSPServer(address="127.0.0.1", service="0")  # any free port
+        self.media: dict[str, dict] = {}  # mount -> the latest media's {"paid": bytes, "eos": bool, "sinks": [...]}
+        self.server.attach(self.context)
+        self.port = self.server.get_bound_port()
+        self.loop = GLib.MainLoop.new(self.context, False)
+        self.thread = threading.Thread(target=self.loop.run, name="rtsp-server", daemon=True)
+        self.thread.start()
+
+    def add(self, name: str, video: Path, *, ends: bool) -> str:
+        """Serve ``video`` at ``/name``; its URL."""
+        from gi.repository import GstRtspServer
+
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(f'( filesrc location="{video}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 )')
+        factory.connect("media-configure", self._configure, name, ends)
+        if not ends:
+            factory.set_media_gtype(_endless_media())
+        self.server.get_mount_points().add_factory(f"/{name}", factory)
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    def _configure(self, factory, media, name: str, ends: bool) -> None:
+        from pyinfer._gi import Gst
+
+        state: dict = {"paid": 0, "eos": False, "sinks": []}
+        self.media[name] = state
+        pay = media.get_element().get_by_name("pay0")
+
+        def paid(pad, info):
+            if info.type & Gst.PadProbeType.BUFFER_LIST:
+                lst = info.get_buffer_list()
+                state["paid"] += sum(lst.get(i).get_size() for i in range(lst.length()))
+            else:
+                state["paid"] += info.get_buffer().get_size()
+            return Gst.PadProbeReturn.OK
+
+        def end(pad, info):
+            if info.get_event().type != Gst.EventType.EOS:
+                return Gst.PadProbeReturn.OK
+            state["eos"] = True
+            return Gst.PadProbeReturn.OK if ends else Gst.PadProbeReturn.DROP
+
+        def sink_added(bin, sub_bin, element):
+            if element.get_factory().get_name() == "multiudpsink" and element.get_property("sync"):
+                state["sinks"].append(element)  # the RTP sink (RTCP's does not sync)
+
+        pay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, paid)
+        pay.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, end)
+        media.get_element().get_parent().connect("deep-element-added", sink_added)
+
+    def sent_all(self, name: str) -> bool:
+        """Every RTP packet of the clip has left the server (towards the latest client of ``/name``)."""
+        state = self.media.get(name)
+        if state is None or not state["eos"]:
+            return False
+        return any(sink.get_property("bytes-served") >= state["paid"] for sink in state["sinks"])
+
+    def close(self) -> None:
+        self.loop.quit()
+        self.thread.join(timeout=10)
+
+
+@functools.cache
+def _endless_media():
+    """A GstRTSPMedia whose end is unknown, as a camera's: its range is ``npt=0-``, not the clip's length."""
+    from gi.repository import GstRtspServer
+
+    class EndlessMedia(GstRtspServer.RTSPMedia):
+        def do_query_stop(self, *stop):  # no stop known (the gint64* comes in as an argument on some versions)
+            return False if stop else (False, -1)
+
+    return EndlessMedia
+
+
+@pytest.fixture(scope="module")
+def rtsp():
+    server = _RtspServer()
+    yield server
+    server.close()
+
+
+def _lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def _wait(condition, timeout: float) -> bool:
+    """Poll ``condition`` every 0.05 s until it holds (True) or ``timeout`` s passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_an_rtsp_camera_and_a_file_run_until_ctrl_c_and_every_frame_received_is_finished(videos, rtsp, tmp_path):
+    a, b, alone = videos
+    url = rtsp.add("cam", a, ends=False)
+    proc = subprocess.Popen([*PYINFER, "detect", url, str(b), "--json", str(tmp_path / "{stream}.jsonl"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    live, other = tmp_path / "0.jsonl", tmp_path / "1.jsonl"
+    try:
+        # The camera has sent its 10 frames and goes quiet (no end); detect has written some of them (its
+        # decoder holds the last ones back for reordering) and all of the file's.
+        def ready() -> bool:
+            return rtsp.sent_all("cam") and _lines(live) > 0 and _lines(other) == 6
+
+        assert _wait(lambda: proc.poll() is not None or ready(), 180)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert "passed on no end of stream" not in stderr  # the EOS went in at rtspsrc and through, not forced at pyinfer
+    records = list(read_jsonl(live))
+    assert _objects(records) == _objects(alone[a])  # every frame received, the ones the decoder held too, over RTP
+    assert re.search(r"stream 0 rtsp://127\.0\.0\.1:\d+/cam: frames: 10  frames/s: [\d.]+", stdout), stdout + stderr
+    assert _objects(read_jsonl(other)) == _objects(alone[b])
+
+
+def test_an_rtsp_stream_whose_server_ends_it_ends_like_a_file_with_every_frame(videos, rtsp, tmp_path):
+    a, b, alone = videos
+    url = rtsp.add("clip", a, ends=True)  # the server sends RTCP BYE at the clip's end, maybe before its last frames
+    out = _detect(url, str(b), "--json", str(tmp_path / "{stream}.jsonl"), timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _objects(read_jsonl(tmp_path / "0.jsonl")) == _objects(alone[a])
+    assert re.search(r"stream 0 rtsp://127\.0\.0\.1:\d+/clip: frames: 10  frames/s: [\d.]+", out.stdout), out.stdout
+    assert _objects(read_jsonl(tmp_path / "1.jsonl")) == _objects(alone[b])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import site
 import sys
@@ -74,6 +75,19 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    from pyinfer.detect import LEFT_RUNNING
+
+    before = len(LEFT_RUNNING)
+    code = _detect(args)
+    if len(LEFT_RUNNING) > before:  # an element hung while stopping: tearing it down at exit could hang too
+        print("pyinfer detect: exiting without waiting for it", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _detect(args: argparse.Namespace) -> int:
     from pyinfer.detect import DetectOptions, run_detect
     from pyinfer.errors import ConfigError
 

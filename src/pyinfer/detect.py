@@ -6,7 +6,11 @@ What a user relies on, in the order it happens:
   after the whole video.
 - JSON lines are streamed: each frame's line is written, whole and flushed, as the frame leaves pyinfer (or
   pytracker), so an interrupted or failed run keeps every frame it finished.
-- Ctrl-C (SIGINT) ends the stream with EOS, so the MP4 is finalised and plays; a second Ctrl-C stops at once.
+- Ctrl-C (SIGINT) ends the stream with EOS sent into every source, so every frame already read (an RTSP
+  input's packets received, a decoder's frames held for reordering) is finished and the MP4 is finalised and
+  plays; a second Ctrl-C stops at once. Every wait after it is bounded (:data:`LIVE_EOS_WAIT_S`,
+  :data:`EOS_WAIT_S`, :data:`STOP_WAIT_S`): the run never hangs on a source that passes on no EOS or an
+  element that does not stop.
 - The encoder gets even frame sizes (x264's 4:2:0 needs them): odd sizes are padded by one black row or column,
   in the MP4 only.
 - A damaged input whose decoder drops frames fails the run (exit 1) instead of reporting the frames that
@@ -19,6 +23,10 @@ from every input), each followed by its own pytracker, ``pymsgconv source-id=N``
 one file per input (a ``{stream}``/``{name}`` pattern or a directory) or to one file whose records carry
 ``"stream"``. An input that fails while running (an RTSP server that does not answer, a damaged file) is
 ended alone: the others run to their end, and the run then fails naming it (exit 1).
+
+An RTSP input runs until Ctrl-C, or until its server ends the media (RTCP BYE, then no packet for
+:data:`~pyinfer.detect_inputs.BYE_QUIET_S`; the server closing the connection): it then ends like a file
+ends, the others go on (:class:`~pyinfer.detect_inputs.RtspInput`).
 """
 
 from __future__ import annotations
@@ -32,7 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyinfer.detect_inputs import ImageFeeder, Source, head_description, quote, resolve_input, stream_path
+from pyinfer.detect_inputs import (
+    ImageFeeder,
+    RtspInput,
+    Source,
+    head_description,
+    quote,
+    resolve_input,
+    stream_path,
+)
 from pyinfer.errors import ConfigError
 from pyinfer.jsonl import frame_record
 
@@ -45,10 +61,15 @@ RANGES: dict[str, tuple[float, float]] = {
     "input_width": (0, 16384),
     "input_height": (0, 16384),
 }
-#: How long an interrupted run waits for EOS to reach the sinks before giving up on finishing the outputs.
+#: An interrupted run gives up on finishing the outputs when no frame has moved for this long (exit 1).
 EOS_WAIT_S = 30.0
-#: After this long, an interrupted live input (RTSP, HTTP) gets its EOS at pyinfer instead of at its source.
-LIVE_EOS_WAIT_S = 2.0
+#: An interrupted live input (RTSP, HTTP) whose EOS has not reached pyinfer, and none of whose frames has come
+#: out of it, for this long gets its EOS at pyinfer instead (named on stderr: frames not yet decoded are lost).
+LIVE_EOS_WAIT_S = 5.0
+#: How long stopping the pipeline (state NULL) may take; past it the run is left to the process's exit.
+STOP_WAIT_S = 10.0
+#: What could not be stopped within STOP_WAIT_S in this process (the CLI then exits without tearing it down).
+LEFT_RUNNING: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -461,18 +482,25 @@ class _Run:
         self.lock = threading.Lock()  # the counts and the shared JSON file, written from each stream's thread
         self.owners: dict[str, int] = {}  # name of a stream's source-side element -> stream
         self.feeders: dict[int, ImageFeeder] = {}
+        self.rtsp: dict[int, RtspInput] = {}
+        self.at_end = [False] * len(sources)  # EOS reached the stream's pyinfer
+        self.moved = time.perf_counter()  # the last frame out of pyinfer (pytracker) or EOS into it, any stream
+        self.forced: set[int] = set()  # live streams given their EOS at pyinfer after Ctrl-C
         shared = writers.get(opts.json_out or "") if self.several else None
         for i, (src, suffix) in enumerate(zip(sources, suffixes)):
             stream = self.result.streams[i]
             stream.json_out = _json_path(opts, i, src, self.several)
             stream.video_out = _video_path(opts, i, src, self.several)
             writer = writers.get(stream.json_out or "", shared)
-            for role in ("src", "dec", "conv"):
+            for role in ("src", "buf", "dec", "conv"):
                 self.owners[_name(role, suffix)] = i
             if src.kind == "images":
                 self.feeders[i] = ImageFeeder(pipeline.get_by_name(_name("src", suffix)), src.images)
+            if src.rtsp:
+                self.rtsp[i] = RtspInput(pipeline.get_by_name(_name("src", suffix)))
             infer = pipeline.get_by_name(_name("infer", suffix))
             infer.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_first(i))
+            infer.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_eos(i))
             # After the tracker when there is one, so the JSON lines carry track ids.
             probed = pipeline.get_by_name(_name("track", suffix)) if opts.track else infer
             probed.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_buffer(i, writer))
@@ -480,6 +508,8 @@ class _Run:
                 _pad_to_even_sizes(pipeline.get_by_name(_name("even", suffix)))
         self.decoders = _DecoderCount(self.stream_of)
         pipeline.connect("deep-element-added", self.decoders.attach)
+        if self.rtsp:
+            pipeline.connect("deep-element-added", self._rtsp_element_added)
 
     def stream_of(self, element) -> int | None:
         """The stream whose source side ``element`` is in (its source, decoder or converter), else None."""
@@ -488,6 +518,22 @@ class _Run:
                 return self.owners[element.get_name()]
             element = element.get_parent()
         return None
+
+    def _rtsp_element_added(self, pipeline, sub_bin, element) -> None:
+        i = self.stream_of(element)
+        if i in self.rtsp:
+            self.rtsp[i].added(element)
+
+    def _on_eos(self, i: int):
+        from pyinfer._gi import Gst
+
+        def probe(pad, info) -> Gst.PadProbeReturn:
+            if info.get_event().type == Gst.EventType.EOS:
+                self.at_end[i] = True
+                self.moved = time.perf_counter()
+            return Gst.PadProbeReturn.OK
+
+        return probe
 
     def _on_first(self, i: int):
         from pyinfer._gi import Gst
@@ -527,7 +573,7 @@ class _Run:
                 stream.detections += len(dets)
                 self.result.frames += 1
                 self.result.detections += len(dets)
-            self.last[i] = time.perf_counter()
+            self.last[i] = self.moved = time.perf_counter()
             return Gst.PadProbeReturn.OK
 
         return probe
@@ -571,15 +617,52 @@ class _Run:
         self.pipeline.get_by_name(_name("infer", suffix)).get_static_pad("sink").send_event(Gst.Event.new_eos())
         print(f"pyinfer detect: {text}; the other inputs go on", file=sys.stderr, flush=True)
 
-    def _force_eos(self) -> bool:
-        """EOS straight into the pyinfer of each live input: rtspsrc may not pass on the EOS sent at Ctrl-C."""
+    def _after_interrupt(self, since: float) -> None:
+        """Bound the wait for the EOS sent at Ctrl-C (``since``, perf_counter): see LIVE_EOS_WAIT_S, EOS_WAIT_S."""
         from pyinfer._gi import Gst
 
+        now = time.perf_counter()
         for i, src in enumerate(self.sources):
-            if src.live:
+            stalled = now - max(since, self.last[i]) > LIVE_EOS_WAIT_S
+            if src.live and stalled and not self.at_end[i] and i not in self.forced:
+                self.forced.add(i)
                 infer = self.pipeline.get_by_name(_name("infer", str(i) if self.several else ""))
                 infer.get_static_pad("sink").send_event(Gst.Event.new_eos())
-        return True
+                print(
+                    f"pyinfer detect: input {src.text} passed on no end of stream within {LIVE_EOS_WAIT_S:g} s of "
+                    "Ctrl-C: ended at pyinfer; frames it had not decoded yet are not in the outputs",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if now - max(since, self.moved) > EOS_WAIT_S:
+            left = [src.text for i, src in enumerate(self.sources) if not self.at_end[i]]
+            where = f"inputs not ended: {', '.join(left)}" if left else "every input ended, the outputs did not"
+            raise RuntimeError(
+                f"interrupted, and the pipeline did not finish: nothing moved for {EOS_WAIT_S:g} s ({where})"
+            )
+
+    def _stop(self) -> None:
+        """Set the pipeline to NULL, waiting at most STOP_WAIT_S: an element that hangs while stopping is named
+        in LEFT_RUNNING (and on stderr), and left to the process's exit."""
+        from pyinfer._gi import Gst
+
+        done = threading.Event()
+
+        def stop() -> None:
+            self.pipeline.set_state(Gst.State.NULL)
+            done.set()
+
+        threading.Thread(target=stop, name="pyinfer-stop", daemon=True).start()
+        if done.wait(STOP_WAIT_S):
+            return
+        # The elements in the middle of a state change (read without locks: the stuck thread may hold them).
+        children = [el for el in self.pipeline.children if el.current_state != Gst.State.NULL]
+        stuck = [el.get_name() for el in children if el.pending_state != Gst.State.VOID_PENDING]
+        stuck = stuck or [el.get_name() for el in children]
+        LEFT_RUNNING.append(
+            f"the pipeline did not stop within {STOP_WAIT_S:g} s (still stopping: {', '.join(stuck) or 'unknown'})"
+        )
+        print(f"pyinfer detect: {LEFT_RUNNING[-1]}", file=sys.stderr, flush=True)
 
     def run(self) -> DetectResult:
         from pyinfer._gi import Gst
@@ -587,20 +670,19 @@ class _Run:
         pipeline, result, opts = self.pipeline, self.result, self.opts
         progress = _Progress(opts.progress)
         bus = pipeline.get_bus()
-        interrupted: list[float] = []  # monotonic() of the first SIGINT
+        interrupted: list[float] = []  # perf_counter() of the first SIGINT
 
         def on_sigint(signum, frame) -> None:
             if interrupted:  # the second Ctrl-C: stop now, outputs as they are
                 raise KeyboardInterrupt
-            interrupted.append(time.monotonic())
+            interrupted.append(time.perf_counter())
             print(
                 "\npyinfer detect: interrupted; finishing the outputs (Ctrl-C again to stop at once)",
                 file=sys.stderr,
                 flush=True,
             )
-            pipeline.send_event(
-                Gst.Event.new_eos()
-            )  # from the sources: every frame in flight is written, MP4s finalised
+            # Into every source (rtspsrc pushes it behind the packets it has): every frame read is finished.
+            pipeline.send_event(Gst.Event.new_eos())
 
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
@@ -611,17 +693,18 @@ class _Run:
                 raise RuntimeError(self._failure(msg) if msg else "the pipeline could not start")
             for feeder in self.feeders.values():
                 feeder.start()
-            forced = False
             while True:
                 msg = bus.timed_pop_filtered(200 * Gst.MSECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
                 if self.write_error:
                     raise RuntimeError(self.write_error[0])
                 progress.update(self._fraction(), self._rates())
+                now = time.monotonic()
+                for rtsp in self.rtsp.values():
+                    if rtsp.due(now):  # the server ended its media: this input ends as a file ends
+                        rtsp.end()
                 if msg is None:
-                    if interrupted and not forced and time.monotonic() - interrupted[0] > LIVE_EOS_WAIT_S:
-                        forced = self._force_eos()
-                    if interrupted and time.monotonic() - interrupted[0] > EOS_WAIT_S:
-                        raise RuntimeError(f"interrupted, and the pipeline did not finish within {EOS_WAIT_S:g} s")
+                    if interrupted:
+                        self._after_interrupt(interrupted[0])
                     continue
                 if msg.type == Gst.MessageType.ERROR:
                     i = self.stream_of(msg.src)
@@ -635,9 +718,11 @@ class _Run:
                 break
         finally:
             end = time.perf_counter()
-            if in_main and previous is not None:  # None: a handler not set from Python, which stays
-                signal.signal(signal.SIGINT, previous)
-            pipeline.set_state(Gst.State.NULL)
+            try:
+                self._stop()  # a Ctrl-C while stopping is still this run's (its summary follows)
+            finally:
+                if in_main and previous is not None:  # None: a handler not set from Python, which stays
+                    signal.signal(signal.SIGINT, previous)
             for feeder in self.feeders.values():
                 feeder.stop()
         return self._finish(t0, end, interrupted=bool(interrupted), progress=progress)

@@ -2,8 +2,9 @@
 
 An input is, in this order of checks:
 
-- a ``scheme://`` URI: ``file://`` (the file must exist), ``rtsp://``, ``http(s)://`` or anything else
-  ``uridecodebin`` opens; only ``file://`` can be checked before the run;
+- a ``scheme://`` URI: ``file://`` (the file must exist), ``rtsp://`` (and ``rtspt://``, ``rtspu://``...:
+  read by ``rtspsrc``, see :class:`RtspInput`), ``http(s)://`` or anything else ``uridecodebin`` opens; only
+  ``file://`` can be checked before the run;
 - a directory: its ``.jpg``/``.jpeg``/``.png`` files, sorted by name, one frame each;
 - a file: any file GStreamer decodes (``filesrc ! decodebin``);
 - a glob (``*``, ``?``, ``[``): the image files it matches, sorted by name.
@@ -18,12 +19,17 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: URI schemes read by ``rtspsrc``: RTSP, over TCP only (``rtspt``), UDP only (``rtspu``), HTTP tunnel, TLS.
+RTSP_SCHEMES = ("rtsp", "rtspt", "rtspu", "rtsph", "rtsps", "rtspst", "rtspsu", "rtspsh")
+#: After an RTSP server's RTCP BYE, its input ends once no RTP packet has come for this long (:class:`RtspInput`).
+BYE_QUIET_S = 2.0
 #: Timestamps of image frames: 25 per second, so an annotated MP4 plays them at that rate.
 IMAGE_FRAME_NS = 40_000_000
 
@@ -50,6 +56,11 @@ class Source:
     def live(self) -> bool:
         """A network stream: it has no duration and may never end by itself."""
         return self.kind == "uri" and urlparse(self.location).scheme.lower() not in ("file", "")
+
+    @property
+    def rtsp(self) -> bool:
+        """An RTSP stream (:data:`RTSP_SCHEMES`), read by ``rtspsrc`` rather than ``uridecodebin``."""
+        return self.kind == "uri" and urlparse(self.location).scheme.lower() in RTSP_SCHEMES
 
 
 def _is_image(path: str) -> bool:
@@ -97,6 +108,14 @@ def head_description(src: Source, suffix: str) -> str:
     """The pipeline from ``src`` to RGB frames; element names end with ``suffix`` (the stream index, or "")."""
     if src.kind == "file":
         head = f"filesrc name=src{suffix} location={quote(src.location)} ! decodebin name=dec{suffix}"
+    elif src.rtsp:
+        # The unbounded queue takes the packets from rtspsrc's jitterbuffer as they come, whatever the speed of
+        # inference: a jitterbuffer holding a backlog when the media's end is near can stall with the EOS
+        # inside it (RtspInput). Only the first video stream is set up (RtspInput.select_stream).
+        head = (
+            f"rtspsrc name=src{suffix} location={quote(src.location)} ! application/x-rtp,media=video ! "
+            f"queue name=buf{suffix} max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! decodebin name=dec{suffix}"
+        )
     elif src.kind == "uri":
         # Only the video stream is exposed: an audio pad left unlinked would end the stream as not-linked.
         head = (
@@ -175,6 +194,88 @@ class ImageFeeder:
                 self.pushed.pop()
                 return
         self.appsrc.emit("end-of-stream")
+
+
+class RtspInput:
+    """What ``pyinfer detect`` adds to ``rtspsrc`` for one RTSP input: a stream choice and a safe end.
+
+    - **One video stream.** Only the first video stream of the server's SDP is set up (``select-stream``): a
+      camera's audio stream would otherwise give rtspsrc a second pad, left unlinked.
+    - **The end of the server's media.** rtspsrc ends its stream (EOS) the moment the server's RTCP BYE
+      arrives, and packets that come after that EOS are dropped. But a server may send its BYE before its
+      last RTP packets: GstRtspServer sends it as soon as the media's end reaches its RTP session, while the
+      last packets still wait for their time in the queue before its RTP sink. So the BYE is kept from
+      rtspsrc (its ``on-bye-ssrc`` and ``on-bye-timeout`` handlers on the RTP session never run: the
+      emission is stopped in ours, connected before theirs), and :meth:`due` says when the input should end:
+      once no RTP packet has come for :data:`BYE_QUIET_S` after the BYE. :meth:`end` then sends EOS into
+      rtspsrc, which pushes it behind the packets it has, so every frame the server sent is decoded.
+      Other ends are rtspsrc's own: the server closing the connection, the RTP source timing out.
+
+    The ``deep-element-added`` handler of the pipeline passes each element of this input to :meth:`added`.
+    """
+
+    def __init__(self, rtspsrc: Any) -> None:
+        self.rtspsrc = rtspsrc
+        self.bye: float | None = None  # monotonic() of the server's BYE
+        self.last_packet = 0.0  # monotonic() of the last RTP packet after the BYE
+        self.ended = False
+        self._video: int | None = None  # the stream number set up
+        self._pads: list[Any] = []  # the sink pads of the jitterbuffers (one per RTP source)
+        self._lock = threading.Lock()
+        rtspsrc.connect("select-stream", self.select_stream)
+
+    def select_stream(self, rtspsrc: Any, num: int, caps: Any) -> bool:
+        """rtspsrc's ``select-stream``: the first video stream only (the same one again on a reconnect)."""
+        from pyinfer._gi import structure
+
+        with structure(caps) as s:
+            media = s.get_string("media") if s is not None else None
+        if self._video is None and media == "video":
+            self._video = num
+        return num == self._video
+
+    def added(self, element: Any) -> None:
+        """An element of this input was added (``deep-element-added``, a streaming thread)."""
+        factory = element.get_factory()
+        kind = factory.get_name() if factory is not None else ""
+        if kind == "rtpsession":  # added to rtpbin before rtspsrc connects to its session's signals
+            session = element.get_property("internal-session")
+            for signal in ("on-bye-ssrc", "on-bye-timeout"):
+                session.connect(signal, self._on_bye, signal)
+        elif kind == "rtpjitterbuffer":
+            pad = element.get_static_pad("sink")
+            with self._lock:
+                self._pads.append(pad)
+                if self.bye is not None:
+                    self._watch(pad)
+
+    def _on_bye(self, session: Any, source: Any, signal: str) -> None:
+        session.stop_emission_by_name(signal)  # rtspsrc's handler would end the stream now
+        with self._lock:
+            if self.bye is None:
+                self.bye = time.monotonic()
+                for pad in self._pads:
+                    self._watch(pad)
+
+    def _watch(self, pad: Any) -> None:
+        from pyinfer._gi import Gst
+
+        def probe(pad: Any, info: Any) -> Any:
+            self.last_packet = time.monotonic()
+            return Gst.PadProbeReturn.OK
+
+        pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
+
+    def due(self, now: float) -> bool:
+        """The server said BYE and has sent nothing for :data:`BYE_QUIET_S`: time to :meth:`end` the input."""
+        return self.bye is not None and not self.ended and now - max(self.bye, self.last_packet) >= BYE_QUIET_S
+
+    def end(self) -> None:
+        """EOS into rtspsrc: it follows the packets already received through decoding, then the branch ends."""
+        from pyinfer._gi import Gst
+
+        self.ended = True
+        self.rtspsrc.send_event(Gst.Event.new_eos())
 
 
 def decode_image(path: str) -> Any:
