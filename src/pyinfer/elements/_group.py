@@ -259,33 +259,51 @@ class BatchGroup:
         infer = member.frames_seen % (settings.interval + 1) == 0
         member.frames_seen += 1
         item = GroupItem(member, buf, infer, member.epoch, time.monotonic_ns())
-        with self._lock:
-            batch = self._batch
-            if batch is not None and infer and batch.n_infer and self._layout != layout:
-                self._seal()  # frames of another size or format: never in the same model call
-                batch = None
-            if batch is None:
-                self._maybe_swap()
-                batch = self._batch = _OpenBatch(self.engine, settings, self.model_id, self.batch_size)
-                batch.read_in_place = False  # frames of several buffers, copied into the group's staging
-                self._layout = layout
-            if infer:
-                if not batch.n_infer:
-                    self._layout = layout
-                try:
-                    self._add_frame(batch, buf, layout)
-                except _Flushing:
+        frame = None
+        if infer:
+            # Mapped before the group's lock is taken: the members' streaming threads map their frames side by
+            # side and hold the lock only to add them (mapping under it serialised 8 NVDEC streams on the H200:
+            # half of their samples waited for the lock).
+            try:
+                frame = self._map(buf, layout)
+            except Exception as exc:
+                ret = element._failed(exc, 1)
+                if ret != Gst.FlowReturn.OK:
                     member.dropped(item)
-                    return Gst.FlowReturn.FLUSHING
-                except Exception as exc:
-                    ret = element._failed(exc, 1)
-                    if ret != Gst.FlowReturn.OK:
+                    return ret
+                item.infer = infer = False
+        try:
+            with self._lock:
+                batch = self._batch
+                if batch is not None and infer and batch.n_infer and self._layout != layout:
+                    self._seal()  # frames of another size or format: never in the same model call
+                    batch = None
+                if batch is None:
+                    self._maybe_swap()
+                    batch = self._batch = _OpenBatch(self.engine, settings, self.model_id, self.batch_size)
+                    batch.read_in_place = False  # frames of several buffers, copied into the group's staging
+                    self._layout = layout
+                if infer:
+                    if not batch.n_infer:
+                        self._layout = layout
+                    try:
+                        frame, mapped = None, frame  # the batch owns it from here (and unmaps it)
+                        self._add_frame(batch, mapped, buf, layout)
+                    except _Flushing:
                         member.dropped(item)
-                        return ret
-                    item.infer = infer = False
-            batch.items.append(item)
-            if batch.n_infer >= self.batch_size or batch.n_infer == 0:
-                self._seal()
+                        return Gst.FlowReturn.FLUSHING
+                    except Exception as exc:
+                        ret = element._failed(exc, 1)
+                        if ret != Gst.FlowReturn.OK:
+                            member.dropped(item)
+                            return ret
+                        item.infer = infer = False
+                batch.items.append(item)
+                if batch.n_infer >= self.batch_size or batch.n_infer == 0:
+                    self._seal()
+        finally:
+            if frame is not None:  # not taken by the batch (an error before _add_frame)
+                frame.close()
         return member.flow
 
     def drain(self, element: Any) -> None:
@@ -322,12 +340,27 @@ class BatchGroup:
         log.info("batch-group %s: model %s serving, decoder %s", self.name, result.path, engine.decoder_choice)
         self.owner._announce(result, first_frame=self.owner._group_member.frames_seen)
 
-    def _add_frame(self, batch: Any, buf: Gst.Buffer, layout: Any) -> None:
+    def _map_device(self) -> str:
+        """Where CUDA memory frames are viewed from: the engine's device (as _OpenBatch.map_device)."""
+        device = self.engine.model.device
+        return "cuda" if device.type == "cpu" else str(device)
+
+    def _map(self, buf: Gst.Buffer, layout: Any) -> Any:
+        """Map one frame for the group's engine (on the streaming thread, without the group's lock)."""
+        from pyinfer.frames.video import map_frame
+
+        return map_frame(buf, layout, self._map_device())
+
+    def _add_frame(self, batch: Any, frame: Any, buf: Gst.Buffer, layout: Any) -> None:
+        """Add a mapped frame to the open batch (the caller holds _lock); the batch unmaps it when done."""
         from pyinfer.elements.infer import _Flushing
         from pyinfer.frames.video import map_frame
         from pyinfer.pipeline import StagingRing
 
-        frame = map_frame(buf, layout, batch.map_device)
+        if frame is None or frame.device != batch.map_device:  # a hot swap moved the model meanwhile
+            if frame is not None:
+                frame.close()
+            frame = map_frame(buf, layout, batch.map_device)
         try:
             if batch.slot is None:
                 ring = self._ring(layout)

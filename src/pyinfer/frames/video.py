@@ -251,6 +251,7 @@ class MappedFrame:
         self._ptr = hash(buf)  # the GstBuffer's address
         self.layout = layout.for_pointer(self._ptr)
         self._cinfo: _GstMapInfo | None = None
+        self.device = device  # where CUDA memory planes are viewed from
         if layout.memory == "cuda":
             self._map_cuda(device)
         else:
