@@ -25,6 +25,7 @@ Results: multistream-gpu-DATE.json (or -cpu- for a CPU run) under --out.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tag", default="", help="suffix of the result file's name (several runs in one call)")
     p.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval (0: Python's)")
     p.add_argument("--profile", action="store_true", help="sample the threads' Python stacks (bench/sampler.py)")
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once every stream passed its warm-up")
     return p.parse_args(argv)
 
 
@@ -83,6 +85,15 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
     ready = [False] * n
     start = [0.0, 0]  # time at which every stream passed its warm-up, frames at that time
     counts = [0]
+    gc_pause = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "t": 0.0}
+
+    def on_gc(phase: str, info: dict) -> None:  # garbage collections in the timed window: how long the GIL stopped
+        if phase == "start":
+            gc_pause["t"] = time.perf_counter()
+        elif start[0]:
+            g = info["generation"]
+            gc_pause["collections"][g] += 1
+            gc_pause["seconds"][g] += time.perf_counter() - gc_pause["t"]
 
     def probe(pad, info, i):
         now = time.perf_counter()
@@ -95,11 +106,14 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
                 ready[i] = True
                 if all(ready):
                     start[0], start[1] = now, len(stamps)
+                    if args.gc_freeze:
+                        gc.freeze()
         return Gst.PadProbeReturn.OK
 
     for i in range(n):
         pipeline.get_by_name(f"sink{i}").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe, i)
     bus = pipeline.get_bus()
+    gc.callbacks.append(on_gc)
     try:
         pipeline.set_state(Gst.State.PLAYING)
         msg = bus.timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
@@ -108,12 +122,18 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
         if msg.type == Gst.MessageType.ERROR:
             raise RuntimeError(str(msg.parse_error()))
     finally:
+        gc.callbacks.remove(on_gc)
         pipeline.set_state(Gst.State.NULL)
+        if args.gc_freeze:
+            gc.unfreeze()
     if not start[0] or len(stamps) <= start[1]:
         raise RuntimeError(f"too few frames after the warm-up: {per_stream}")
     fps = (len(stamps) - start[1]) / (stamps[-1] - start[0])
     return {"frames_per_s": round(fps, 1), "frames": per_stream, "detections_per_frame":
-            round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0]}  # fmt: skip
+            round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0],
+            "gc_in_timed_window": {"collections": gc_pause["collections"],
+                                   "seconds": [round(v, 4) for v in gc_pause["seconds"]]},
+            "timed_s": round(stamps[-1] - start[0], 3)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ERROR {variant} x{n}: {exc}", flush=True)
                 continue
             data["results"].append({"variant": variant, "streams": n, **r})
-            print(f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s", flush=True)
+            print(f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s  gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s", flush=True)
             common.write_json(out, data)
     ratios = {}
     for n in {r["streams"] for r in data["results"]}:
