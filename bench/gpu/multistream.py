@@ -14,6 +14,9 @@ decoder, the file played from the start), total frames/s over every sink:
 - ``decode``: ``filesrc ! qtdemux ! h264parse ! DECODER ! CAPS ! fakesink`` x N (the decode ceiling);
 - ``group``: ``... ! pyinfer batch-group=g batch-size=N ! fakesink`` x N (one model, one batch);
 - ``groupq``: as ``group`` with a ``queue`` before each pyinfer (the decoder's thread does not run pyinfer's code);
+- ``groupb2``: as ``group`` with ``batch-size=2N`` (two frames of each stream per model call);
+- ``pyid``: a Python passthrough element per stream (``do_transform_ip`` returns at once): the floor that any
+  element written in Python puts on N streams sharing one interpreter (the GIL), no model;
 - ``separate``: ``... ! pyinfer batch-size=1 ! fakesink`` x N (N models, N calls);
 - ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py).
 
@@ -56,10 +59,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval (0: Python's)")
     p.add_argument("--profile", action="store_true", help="sample the threads' Python stacks (bench/sampler.py)")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once every stream passed its warm-up")
+    p.add_argument("--pyspy", default="", help="py-spy binary: attach it (--threads --gil) over the timed window of "
+                   "every pyinfer variant; raw stacks in OUT/pyspy-VARIANT-xN.txt")  # fmt: skip
+    p.add_argument("--diag", action="store_true", help="count buffers pyinfer copies on arrival (shared) and plane-"
+                   "view cache misses (new frame addresses) per run")  # fmt: skip
+    p.add_argument("--pyspy-s", type=int, default=2, help="seconds py-spy samples (from the timed window's start)")
     return p.parse_args(argv)
 
 
-def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float = 180) -> dict:
+def _install_diag() -> dict:
+    """Counters around pyinfer's internals (--diag): buffers shared on arrival (copied by ``_owned``), plane-view
+    cache misses and the distinct frame addresses behind them."""
+    import pyinfer.elements.infer as inf
+    import pyinfer.frames.video as video
+
+    state = {"arrived": 0, "shared": 0, "misses": 0, "bases": set()}
+    owned, put = inf._owned, video._views_put
+
+    def counting_owned(buf):
+        state["arrived"] += 1
+        if inf._refcount(buf) > 1:
+            state["shared"] += 1
+        return owned(buf)
+
+    def counting_put(key, planes):
+        state["misses"] += 1
+        state["bases"].add(key[0])
+        return put(key, planes)
+
+    inf._owned, video._views_put = counting_owned, counting_put
+
+    def reset() -> None:
+        state.update(arrived=0, shared=0, misses=0, bases=set())
+
+    def report() -> dict:
+        return {"arrived": state["arrived"], "shared_on_arrival": state["shared"], "view_misses": state["misses"],
+                "distinct_addresses": len(state["bases"])}  # fmt: skip
+
+    return {"reset": reset, "report": report}
+
+
+def _register_pyid() -> None:
+    """``benchpyid``: a passthrough element in Python (the floor of a Python element per frame)."""
+    from pyinfer._gi import GObject, Gst, GstBase
+
+    class PyIdentity(GstBase.BaseTransform):
+        __gstmetadata__ = ("benchpyid", "Filter", "Python passthrough (bench)", "pyinfer")
+        __gsttemplates__ = (
+            Gst.PadTemplate.new("sink", Gst.PadDirection.SINK, Gst.PadPresence.ALWAYS, Gst.Caps.new_any()),
+            Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, Gst.Caps.new_any()),
+        )
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.set_passthrough(False)
+            self.set_in_place(True)
+
+        def do_transform_ip(self, buf):
+            return Gst.FlowReturn.OK
+
+    if Gst.ElementFactory.find("benchpyid") is None:
+        GObject.type_register(PyIdentity)
+        Gst.Element.register(None, "benchpyid", Gst.Rank.NONE, PyIdentity)
+
+
+def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float = 180, spy_out: str = "") -> dict:
     """N branches ``filesrc ! qtdemux ! h264parse ! DECODER ! CAPS ! MIDDLE ! fakesink``; frames/s over all."""
     from pyinfer._gi import Gst
     from pyinfer.meta import read_detections
@@ -86,6 +150,7 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
     start = [0.0, 0]  # time at which every stream passed its warm-up, frames at that time
     counts = [0]
     gc_pause = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "t": 0.0}
+    spy: list = []
 
     def on_gc(phase: str, info: dict) -> None:  # garbage collections in the timed window: how long the GIL stopped
         if phase == "start":
@@ -108,6 +173,14 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
                     start[0], start[1] = now, len(stamps)
                     if args.gc_freeze:
                         gc.freeze()
+                    if args.pyspy and middle and spy_out:
+                        import os
+                        import subprocess
+
+                        spy.append(subprocess.Popen(
+                            [args.pyspy, "record", "--pid", str(os.getpid()), "--threads", "--gil", "--nonblocking",
+                             "-r", "500", "-d", str(max(1, round(args.pyspy_s))), "-f", "raw", "-o", spy_out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
         return Gst.PadProbeReturn.OK
 
     for i in range(n):
@@ -126,6 +199,14 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
         pipeline.set_state(Gst.State.NULL)
         if args.gc_freeze:
             gc.unfreeze()
+    spy_info = {}
+    for proc in spy:
+        try:
+            _, err = proc.communicate(timeout=args.pyspy_s + 30)
+            spy_info = {"file": spy_out, "stderr": err.decode(errors="replace")[-300:]}
+        except Exception as exc:
+            proc.kill()
+            spy_info = {"file": spy_out, "error": str(exc)}
     if not start[0] or len(stamps) <= start[1]:
         raise RuntimeError(f"too few frames after the warm-up: {per_stream}")
     fps = (len(stamps) - start[1]) / (stamps[-1] - start[0])
@@ -133,7 +214,7 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
             round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0],
             "gc_in_timed_window": {"collections": gc_pause["collections"],
                                    "seconds": [round(v, 4) for v in gc_pause["seconds"]]},
-            "timed_s": round(stamps[-1] - start[0], 3)}  # fmt: skip
+            "timed_s": round(stamps[-1] - start[0], 3), **({"pyspy": spy_info} if spy_info else {})}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pyinfer.register()
     from pyinfer._gi import Gst
+
+    _register_pyid()
 
     model = "shapes"
     extra = "" if args.device == "cpu" else args.knobs
@@ -183,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d", time.gmtime())
     out = (args.out or common.RESULTS_DIR) / f"multistream-{'cpu' if cpu else 'gpu'}-{date}{args.tag}.json"
     variants = [v for v in args.variants.split(",") if v]
+    diag = _install_diag() if args.diag else None
     for n in (int(s) for s in args.streams.split(",")):
         for variant in variants:
             if time.monotonic() - t0 > args.budget_s:
@@ -199,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         "decode": "",
                         "group": f"pyinfer {engine} {extra} batch-group=streams batch-size={n} name=inf{{i}}",
                         # a queue between decoder and pyinfer: the decoder's thread never waits on pyinfer's
+                        "groupb2": f"pyinfer {engine} {extra} batch-group=streams batch-size={2 * n} name=inf{{i}}",
+                        "pyid": "benchpyid",
                         "groupq": f"queue max-size-buffers=8 max-size-bytes=0 max-size-time=0 ! pyinfer {engine} "
                         f"{extra} batch-group=streams batch-size={n} name=inf{{i}}",
                         "separate": f"pyinfer {engine} {extra} batch-size=1 name=inf{{i}}",
@@ -212,14 +298,26 @@ def main(argv: list[str] | None = None) -> int:
                         print(sampler.text(12), flush=True)
                         r["profile"] = sampler.report(12)
                     else:
-                        r = run_streams(args, n, middle)
+                        spy_out = ""
+                        if args.pyspy and variant != "decode":
+                            spy_out = str((args.out or common.RESULTS_DIR) / f"pyspy-{variant}-x{n}{args.tag}.txt")
+                        if diag is not None:
+                            diag["reset"]()
+                        r = run_streams(args, n, middle, spy_out=spy_out)
+                        if diag is not None:
+                            r["diag"] = diag["report"]()
+                            print(f"  diag {variant} x{n}: {r['diag']}", flush=True)
             except Exception as exc:
                 data["errors"].append({"what": f"{variant} x{n}", "error": f"{type(exc).__name__}: {exc}"[:1500],
                                        "trace": traceback.format_exc()[-2000:]})  # fmt: skip
                 print(f"  ERROR {variant} x{n}: {exc}", flush=True)
                 continue
             data["results"].append({"variant": variant, "streams": n, **r})
-            print(f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s  gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s", flush=True)
+            print(
+                f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s  "
+                f"gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s",
+                flush=True,
+            )
             common.write_json(out, data)
     ratios = {}
     for n in {r["streams"] for r in data["results"]}:

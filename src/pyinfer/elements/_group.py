@@ -59,6 +59,7 @@ class GroupItem:
     infer: bool
     epoch: int
     t_in: int = 0  # time.monotonic_ns() when the member took it (stats-interval's latency)
+    held: Any = None  # the reference submit_input_buffer handed over (infer._CallerRef)
 
 
 class Member:
@@ -242,7 +243,7 @@ class BatchGroup:
             log.info("batch-group %s: stopped", self.name)
 
     # -- the members' streaming threads -----------------------------------------------------------------
-    def submit(self, element: Any, buf: Gst.Buffer) -> Gst.FlowReturn:
+    def submit(self, element: Any, buf: Gst.Buffer, held: Any = None) -> Gst.FlowReturn:
         """Take one buffer of ``element`` into the open batch (sealing it when full)."""
         from pyinfer.elements.infer import _Flushing, _OpenBatch
 
@@ -258,7 +259,7 @@ class BatchGroup:
         layout = element._layout
         infer = member.frames_seen % (settings.interval + 1) == 0
         member.frames_seen += 1
-        item = GroupItem(member, buf, infer, member.epoch, time.monotonic_ns())
+        item = GroupItem(member, buf, infer, member.epoch, time.monotonic_ns(), held)
         frame = None
         if infer:
             # Mapped before the group's lock is taken: the members' streaming threads map their frames side by

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from pyinfer._gi import GObject, Gst, GstBase, GstVideo, copy_buffer
 from pyinfer.elements._base import (
@@ -794,11 +795,12 @@ class InferElement(PackedVideoFilter):
         Every buffer leaves through the worker (:meth:`_deliver`), in order; nothing is pushed from here, so
         GstBaseTransform marks no buffer DISCONT for frames held in a batch.
         """
+        held = _CallerRef(hash(buf))  # ours from here: released if this returns without keeping the buffer
         group = self._group
         if group is not None:
             if self._layout is None:
                 return Gst.FlowReturn.FLUSHING
-            return group.submit(self, _owned(buf))
+            return group.submit(self, _owned(buf), held)
         if self._engine is None or self._layout is None or self._pipe is None:
             return Gst.FlowReturn.FLUSHING
         flow = self._flow
@@ -806,7 +808,7 @@ class InferElement(PackedVideoFilter):
             return flow
         buf = _owned(buf)
         if self._ds is not None:
-            return self._ds_submit(buf)
+            return self._ds_submit(buf, held)
         if self._live is None:
             self._live = _upstream_is_live(self)
         settings = self._settings()
@@ -831,7 +833,7 @@ class InferElement(PackedVideoFilter):
                         batch.drop()
                         return ret
                     infer = False
-            batch.items.append(_Item(buf, infer, time.monotonic_ns()))
+            batch.items.append(_Item(buf, infer, time.monotonic_ns(), held))
             if batch.n_infer >= self.batch_size or batch.n_infer == 0:
                 self._seal()  # full; or nothing to infer in it: it goes out in its turn
         return self._flow
@@ -899,7 +901,7 @@ class InferElement(PackedVideoFilter):
         finally:
             self._lock.release()
 
-    def _ds_submit(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+    def _ds_submit(self, buf: Gst.Buffer, held: _CallerRef | None = None) -> Gst.FlowReturn:
         """One NVMM batch from nvstreammux: its frames in one model call on the worker, objects as NvDsObjectMeta."""
         settings = self._settings()
         self._maybe_swap()
@@ -910,7 +912,7 @@ class InferElement(PackedVideoFilter):
         if ds.writer.options.unique_id != settings.unique_id:
             ds.writer.options = self._writer_options()
         params = InferParams(settings.confidence_threshold, settings.nms_iou_threshold, settings.max_detections)
-        job = Job(tokens=[_Item(buf, infer, time.monotonic_ns())], engine=_DsEngine(ds, self._engine, buf, infer),
+        job = Job(tokens=[_Item(buf, infer, time.monotonic_ns(), held)], engine=_DsEngine(ds, self._engine, buf, infer),
                   frames=(), params=params, context="ds")  # fmt: skip
         self._pipe.put(job)
         return self._flow
@@ -1042,6 +1044,49 @@ class _Item:
     buf: Gst.Buffer
     infer: bool
     t_in: int = 0  # time.monotonic_ns() when the element took it (stats-interval's latency)
+    held: _CallerRef | None = None  # the reference submit_input_buffer handed over (see _CallerRef)
+
+
+class _CallerRef:
+    """The reference to its input buffer that GstBaseTransform hands to ``submit_input_buffer``.
+
+    In C the subclass takes ownership of that reference; the introspection data says "transfer none", so
+    PyGObject neither takes it nor releases it: the Python wrapper borrows the buffer during the call and,
+    if Python keeps the wrapper, takes a reference of its own when the call returns (released with the
+    wrapper). The caller's reference is then the element's to release, and nobody did: every buffer that
+    went through pyinfer stayed alive for ever (a pool allocated a new one for each frame, 6 MB of host
+    memory per 1080p RGB frame, or CUDA memory for each NVDEC frame). This object holds that reference: the
+    push hands it downstream (:meth:`take`), and a buffer that is dropped instead releases it with this
+    object (CPython frees it as soon as the item holding it goes).
+    """
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+    def take(self) -> int:
+        """The reference, now the caller's (given to gst_pad_push); this object no longer releases it."""
+        ptr, self.ptr = self.ptr, 0
+        return ptr
+
+    def __del__(self) -> None:
+        ptr, self.ptr = self.ptr, 0
+        if ptr:
+            _mini_object_unref(ptr)
+
+
+_UNREF: Any = None
+
+
+def _mini_object_unref(ptr: int) -> None:
+    global _UNREF
+    if _UNREF is None:
+        fn = ctypes.CDLL("libgstreamer-1.0.so.0").gst_mini_object_unref  # the GIL is released: freeing a buffer
+        fn.argtypes = [ctypes.c_void_p]  # returns it to its pool, which may wake threads waiting for one
+        fn.restype = None
+        _UNREF = fn
+    _UNREF(ptr)
 
 
 class _Stats:
@@ -1287,8 +1332,13 @@ class _Pusher:
 
     def __call__(self, pad: Gst.Pad, item: _Item) -> Gst.FlowReturn:
         ptr = hash(item.buf)
-        self._ref(ptr)
-        item.buf = None  # the wrapper goes; the reference taken above is the one pushed
+        held, item.held = item.held, None
+        if held is not None and held.ptr == ptr:
+            held.take()  # the reference the element was given is the one pushed
+        else:
+            self._ref(ptr)  # a copy the wrapper owns (see _owned): a reference for the push
+        del held  # a copy's original: its reference is released here
+        item.buf = None  # the wrapper goes (with the reference PyGObject took for it, if any)
         ret = self._push(hash(pad), ptr)
         flow = _FLOWS.get(ret)
         if flow is None:
