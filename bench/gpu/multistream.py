@@ -18,7 +18,10 @@ decoder, the file played from the start), total frames/s over every sink:
 - ``pyid``: a Python passthrough element per stream (``do_transform_ip`` returns at once): the floor that any
   element written in Python puts on N streams sharing one interpreter (the GIL), no model;
 - ``separate``: ``... ! pyinfer batch-size=1 ! fakesink`` x N (N models, N calls);
-- ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py).
+- ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py);
+- ``rawdec`` (GPU only): ``decode`` x N and, beside it in a thread of the same process, the raw model at batch N
+  replayed back to back (each batch synchronised, as pyinfer's worker does): both rates while they share the
+  GPU, the driver and the interpreter.
 
 Every sink's probe reads the frame's detections. Timed from the moment every stream has passed its first
 ``--skip`` frames to the last buffer. Target (issue #13): 8 streams, ``group`` >= 0.85 of ``decode``.
@@ -63,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "every pyinfer variant; raw stacks in OUT/pyspy-VARIANT-xN.txt")  # fmt: skip
     p.add_argument("--diag", action="store_true", help="count buffers pyinfer copies on arrival (shared) and plane-"
                    "view cache misses (new frame addresses) per run")  # fmt: skip
+    p.add_argument("--pyspy-args", default="--gil --nonblocking", help="py-spy record's sampling flags")
     p.add_argument("--pyspy-s", type=int, default=2, help="seconds py-spy samples (from the timed window's start)")
     return p.parse_args(argv)
 
@@ -178,7 +182,7 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
                         import subprocess
 
                         spy.append(subprocess.Popen(
-                            [args.pyspy, "record", "--pid", str(os.getpid()), "--threads", "--gil", "--nonblocking",
+                            [args.pyspy, "record", "--pid", str(os.getpid()), "--threads", *args.pyspy_args.split(),
                              "-r", "500", "-d", str(max(1, round(args.pyspy_s))), "-f", "raw", "-o", spy_out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))  # fmt: skip
         return Gst.PadProbeReturn.OK
@@ -278,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     tp, bundle = raw
                     r = _raw(tp, bundle, n)
+                elif variant == "rawdec":
+                    if raw is None:
+                        continue
+                    r = _raw_beside_decode(args, raw, n)
                 else:
                     middle = {
                         "decode": "",
@@ -315,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             data["results"].append({"variant": variant, "streams": n, **r})
             print(
                 f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s  "
+                f"{_raw_note(r)}"
                 f"gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s",
                 flush=True,
             )
@@ -331,6 +340,58 @@ def main(argv: list[str] | None = None) -> int:
     common.write_json(out, data)
     print(ratios, f"\nwrote {out}")
     return 0
+
+
+def _raw_note(r: dict) -> str:
+    if "raw_alone_frames_per_s" not in r:
+        return ""
+    return f"raw beside {r['raw_beside_decode_frames_per_s']} alone {r['raw_alone_frames_per_s']} "
+
+
+def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int) -> dict:
+    """``decode`` x n while the raw model replays its batch-n graph back to back in another thread."""
+    import copy
+
+    import numpy as np
+    import torch
+    from throughput import capture
+
+    tp, bundle = raw
+    frames = torch.from_numpy(np.stack(tp.render_frames(16))).to("cuda")
+    lb = tp.letterboxed(tp.frame_batches(frames, n), torch.float16)
+    module = copy.deepcopy(bundle.module).to(memory_format=torch.channels_last)
+    stamps: list[float] = []
+    stop = threading.Event()
+    with torch.inference_mode():
+        static = lb[0].clone().contiguous(memory_format=torch.channels_last)
+        graph = capture(module, static)
+
+        def loop() -> None:
+            with torch.inference_mode():
+                i = 0
+                while not stop.is_set():
+                    static.copy_(lb[i % len(lb)])
+                    graph.replay()
+                    torch.cuda.current_stream().synchronize()
+                    stamps.append(time.perf_counter())
+                    i += 1
+
+        alone_t0 = time.perf_counter()
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        time.sleep(1.0)
+        alone = sum(1 for t in stamps if t > alone_t0 + 0.2) * n / 0.8
+        t0 = time.perf_counter()
+        dec = run_streams(args, n, "")
+        t1 = time.perf_counter()
+        stop.set()
+        thread.join()
+    # the decode's timed window is its last dec["timed_s"] seconds before t1 (less the EOS handling)
+    w0 = t1 - dec["timed_s"] - 0.05
+    during = [t for t in stamps if w0 <= t <= t1 - 0.05]
+    raw_fps = (len(during) - 1) * n / (during[-1] - during[0]) if len(during) > 1 else 0.0
+    return {"frames_per_s": dec["frames_per_s"], "raw_beside_decode_frames_per_s": round(raw_fps, 1),
+            "raw_alone_frames_per_s": round(alone, 1), "run_s": round(t1 - t0, 2), "frames": dec["frames"]}  # fmt: skip
 
 
 def _raw(tp, bundle, n: int) -> dict:
