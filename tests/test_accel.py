@@ -529,3 +529,19 @@ def test_a_knob_that_stops_working_reaches_the_engines_warnings_once():
         "a batch warning",
     ]
     assert engine.take_warnings() == []
+
+
+def test_same_device_takes_cuda_as_the_current_cuda_device(monkeypatch):
+    """torch.device("cuda") != torch.device("cuda:0"): a model on "cuda" with frames viewed on "cuda:0" must not
+    be sent through a device move every batch (engine.same_device)."""
+    import torch
+
+    from pyinfer.engine import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    d = torch.device
+    assert same_device(d("cpu"), d("cpu"))
+    assert same_device(d("cuda"), d("cuda:0")) and same_device(d("cuda:0"), d("cuda"))
+    assert same_device(d("cuda:1"), d("cuda:1"))
+    assert not same_device(d("cuda"), d("cuda:1"))
+    assert not same_device(d("cuda:0"), d("cpu"))

@@ -373,10 +373,14 @@ class Engine:
         device = self.model.device
         if isinstance(frames, YuvFrames):
             channels = "RGB"  # the planes are converted to RGB as they are read
-            if frames.device != device:
+            if not same_device(frames.device, device):
                 frames = _yuv_to(frames, device)
         if self.fast is not None:
-            if not isinstance(frames, YuvFrames) and frames.device != device and not self.fast.takes_host_frames:
+            if (
+                not isinstance(frames, YuvFrames)
+                and not same_device(frames.device, device)
+                and not self.fast.takes_host_frames
+            ):
                 frames = frames.to(device)
             ticket = Ticket(n, params)
             ticket.fast = self.fast.submit(
@@ -393,7 +397,7 @@ class Engine:
         with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _nullcontext():
             if stream is not None:
                 stream.wait_stream(torch.cuda.current_stream(device))
-            if not isinstance(frames, YuvFrames) and frames.device != device:
+            if not isinstance(frames, YuvFrames) and not same_device(frames.device, device):
                 frames = frames.to(device, non_blocking=True)
             x, geometry = letterbox(
                 frames,
@@ -485,6 +489,20 @@ class _nullcontext:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def same_device(a, b) -> bool:
+    """Whether two torch devices are the same memory. torch compares ``cuda`` and ``cuda:0`` as different, and a
+    model on ``cuda`` got frames viewed on ``cuda:0``: each batch then went through ``_yuv_to`` (no copy, but a
+    dozen torch calls, each giving up the GIL and waiting for it again: 15% of a batch-group worker's time)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    import torch
+
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 def _yuv_to(frames, device):

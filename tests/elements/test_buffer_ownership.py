@@ -144,3 +144,38 @@ def test_frames_held_in_a_batch_when_the_pipeline_stops_are_freed(embedded_model
     pipeline.set_state(Gst.State.NULL)
     del pipeline, src, buf
     _assert_all_freed(counter, 5)
+
+
+def test_a_buffer_pushed_before_its_submit_returns_is_freed_once(embedded_model, monkeypatch):
+    """The worker may push a buffer before the streaming thread has left submit_input_buffer (the wrapper is
+    still borrowed then, and PyGObject takes no reference of its own): the reference handed over is pushed,
+    nothing is released twice, and every buffer is freed."""
+    from pyinfer.elements import infer
+
+    pushed = threading.Event()
+    before_return = []
+    push = infer._Pusher.__call__
+    seal = infer.InferElement._seal
+
+    def pushing(self, pad, item):
+        ret = push(self, pad, item)
+        pushed.set()
+        return ret
+
+    def sealing(self):
+        pushed.clear()
+        seal(self)
+        before_return.append(pushed.wait(2.0))  # submit returns only once the worker pushed the frame
+
+    monkeypatch.setattr(infer._Pusher, "__call__", pushing)
+    monkeypatch.setattr(infer.InferElement, "_seal", sealing)
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=20 ! video/x-raw,format=RGB,width=320,height=240 ! "
+        f"pyinfer name=infer model-engine={embedded_model.path} batch-size=1 in-flight=1 ! fakesink sync=false"
+    )
+    counter = Finalized()
+    counter.watch(pipeline, "infer")
+    _run_to_eos(pipeline)
+    del pipeline
+    assert before_return.count(True) >= 20
+    _assert_all_freed(counter, 20)

@@ -1237,6 +1237,8 @@ class _DsEngine:
     def submit(self, frames, *, channels: str, params) -> tuple:
         import torch
 
+        from pyinfer.engine import same_device
+
         steps = self.ds.steps(self.buf, self.infer)
         try:
             tensors = next(steps)
@@ -1248,7 +1250,7 @@ class _DsEngine:
                 return (steps, None, _infer_tensors(self.engine, tensors, params))
             device = self.engine.model.device
             batch = torch.stack(tensors) if len(tensors) > 1 else tensors[0][None]
-            if batch.device != device:
+            if not same_device(batch.device, device):
                 batch = batch.to(device, non_blocking=True)
             channels = "RGB" if batch.shape[3] == 3 else "RGBA"
             return (steps, self.engine.submit(batch, channels=channels, params=params), None)
@@ -1355,6 +1357,8 @@ def _infer_tensors(engine, tensors: list, params: InferParams) -> list:
     """
     import torch
 
+    from pyinfer.engine import same_device
+
     device = engine.model.device
     groups: dict[tuple, list[int]] = {}
     for i, t in enumerate(tensors):
@@ -1362,7 +1366,7 @@ def _infer_tensors(engine, tensors: list, params: InferParams) -> list:
     out: list = [None] * len(tensors)
     for shape, idx in groups.items():
         frames = torch.stack([tensors[i] for i in idx]) if len(idx) > 1 else tensors[idx[0]][None]
-        if frames.device != device:
+        if not same_device(frames.device, device):
             frames = frames.to(device, non_blocking=True)
         dets = engine.infer(
             frames,
