@@ -67,8 +67,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--diag", action="store_true", help="count buffers pyinfer copies on arrival (shared) and plane-"
                    "view cache misses (new frame addresses) per run")  # fmt: skip
     p.add_argument("--pyspy-args", default="--gil --nonblocking", help="py-spy record's sampling flags")
+    p.add_argument("--count-calls", action="store_true", help="count the C calls (torch's, ctypes', ...) each "
+                   "pyinfer thread makes in the timed window (sys.setprofile: counts, not speed)")  # fmt: skip
     p.add_argument("--pyspy-s", type=int, default=2, help="seconds py-spy samples (from the timed window's start)")
     return p.parse_args(argv)
+
+
+_COUNT: dict = {"calls": None}
+_HOOKED = threading.local()
+
+
+def _count_hook(frame, event, arg):
+    calls = _COUNT["calls"]
+    if calls is None or event != "c_call":
+        return
+    import re
+
+    name = re.sub(r"\d+", "#", threading.current_thread().name)
+    owner = getattr(arg, "__module__", None) or type(getattr(arg, "__self__", None)).__name__
+    key = (name, f"{owner}.{getattr(arg, '__qualname__', getattr(arg, '__name__', '?'))}")
+    calls[key] = calls.get(key, 0) + 1
+
+
+def _install_counting() -> None:
+    """Wrap the functions each pyinfer thread runs per frame or batch so that the thread installs the profile
+    hook on itself (a hook is per thread; the threads exist before the timed window)."""
+    from pyinfer.elements import _group, infer
+    from pyinfer.pipeline import InferPipeline
+
+    def hooking(fn, static=False):
+        def wrapper(*a, **k):
+            if not getattr(_HOOKED, "on", False):
+                _HOOKED.on = True
+                sys.setprofile(_count_hook)
+            return fn(*a, **k)
+
+        return staticmethod(wrapper) if static else wrapper
+
+    InferPipeline._submit = hooking(InferPipeline.__dict__["_submit"].__func__, static=True)
+    InferPipeline._collect = hooking(InferPipeline.__dict__["_collect"].__func__, static=True)
+    _group.BatchGroup.submit = hooking(_group.BatchGroup.submit)
+    infer._Pusher.__call__ = hooking(infer._Pusher.__call__)
+
+
+def _start_counting(calls: dict) -> None:
+    _COUNT["calls"] = calls
+
+
+def _stop_counting() -> None:
+    _COUNT["calls"] = None
+
+
+def _summarise_calls(calls: dict, frames: int) -> dict:
+    """Per thread kind: C calls per frame in total and the 60 most frequent."""
+    out: dict = {}
+    for (thread, fn), n in calls.items():
+        t = out.setdefault(thread, {"per_frame": 0.0, "top": {}})
+        t["per_frame"] += n / max(1, frames)
+        t["top"][fn] = round(n / max(1, frames), 3)
+    for t in out.values():
+        t["per_frame"] = round(t["per_frame"], 2)
+        t["top"] = dict(sorted(t["top"].items(), key=lambda kv: -kv[1])[:60])
+    return out
 
 
 def _install_diag() -> dict:
@@ -155,6 +215,7 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
     counts = [0]
     gc_pause = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "t": 0.0}
     spy: list = []
+    calls: dict = {}
 
     def on_gc(phase: str, info: dict) -> None:  # garbage collections in the timed window: how long the GIL stopped
         if phase == "start":
@@ -177,6 +238,8 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
                     start[0], start[1] = now, len(stamps)
                     if args.gc_freeze:
                         gc.freeze()
+                    if args.count_calls and middle:
+                        _start_counting(calls)
                     if args.pyspy and middle and spy_out:
                         import os
                         import subprocess
@@ -203,6 +266,8 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
         pipeline.set_state(Gst.State.NULL)
         if args.gc_freeze:
             gc.unfreeze()
+    if args.count_calls:
+        _stop_counting()
     spy_info = {}
     for proc in spy:
         try:
@@ -218,7 +283,9 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
             round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0],
             "gc_in_timed_window": {"collections": gc_pause["collections"],
                                    "seconds": [round(v, 4) for v in gc_pause["seconds"]]},
-            "timed_s": round(stamps[-1] - start[0], 3), **({"pyspy": spy_info} if spy_info else {})}  # fmt: skip
+            "timed_s": round(stamps[-1] - start[0], 3),
+            **({"c_calls": _summarise_calls(calls, len(stamps) - start[1])} if calls else {}),
+            **({"pyspy": spy_info} if spy_info else {})}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or common.RESULTS_DIR) / f"multistream-{'cpu' if cpu else 'gpu'}-{date}{args.tag}.json"
     variants = [v for v in args.variants.split(",") if v]
     diag = _install_diag() if args.diag else None
+    if args.count_calls:
+        _install_counting()
     for n in (int(s) for s in args.streams.split(",")):
         for variant in variants:
             if time.monotonic() - t0 > args.budget_s:

@@ -63,7 +63,13 @@ class GroupItem:
 
 
 class Member:
-    """A pyinfer element's side of its group: its output queue and the thread that pushes it."""
+    """A pyinfer element's side of its group: its output queue and the thread that pushes it.
+
+    One lock, two conditions: the output thread waits for items (``_has_items``), the streaming thread for room
+    and a drain or flush-stop for pushes to finish (``_room``), so a wake-up goes only to the thread it concerns
+    (each one costs a hand-over of the GIL). The output thread takes every queued item at once and pushes them
+    in order before it waits again.
+    """
 
     def __init__(self, element: Any) -> None:
         self.element = element
@@ -72,7 +78,9 @@ class Member:
         self.outstanding = 0  # buffers taken and not yet pushed (or dropped)
         self.limit = 1
         self.flow = Gst.FlowReturn.OK
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # its lock guards the fields below
+        self._has_items = threading.Condition(self._cond)
+        self._room = threading.Condition(self._cond)
         self._queue: collections.deque[GroupItem] = collections.deque()
         self._stopping = False
         self._pushing = False
@@ -85,7 +93,7 @@ class Member:
         with self._cond:
             epoch = self.epoch
             while self.outstanding >= self.limit and not self._stopping and epoch == self.epoch:
-                self._cond.wait(0.1)
+                self._room.wait(0.1)
             if self._stopping or epoch != self.epoch:
                 return False
             self.outstanding += 1
@@ -94,7 +102,7 @@ class Member:
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every buffer taken so far is pushed or dropped."""
         with self._cond:
-            return self._cond.wait_for(lambda: self.outstanding == 0 or self._stopping, timeout_s)
+            return self._room.wait_for(lambda: self.outstanding == 0 or self._stopping, timeout_s)
 
     def flush(self) -> None:
         """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch."""
@@ -103,65 +111,78 @@ class Member:
             dropped = len(self._queue)
             self._queue.clear()
             self.outstanding -= dropped
-            self._cond.notify_all()
+            self._room.notify_all()
 
     def flush_stop(self) -> None:
-        """After a flush: wait for a push that was under way, then accept buffers again."""
+        """After a flush: wait for pushes that were under way, then accept buffers again."""
         with self._cond:
-            self._cond.wait_for(lambda: not self._pushing or self._stopping, 5.0)
+            self._room.wait_for(lambda: not self._pushing or self._stopping, 5.0)
             self.flow = Gst.FlowReturn.OK
 
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._queue.clear()
-            self._cond.notify_all()
+            self._has_items.notify_all()
+            self._room.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(10)
 
     # -- the group's worker -----------------------------------------------------------------------------
     def deliver(self, item: GroupItem) -> None:
         """Queue a finished buffer for pushing (never blocks the group's worker)."""
+        self.deliver_many([item])
+
+    def deliver_many(self, items: list[GroupItem]) -> None:
+        """Queue finished buffers, in order, for pushing: one wake-up for all of them."""
         with self._cond:
-            if item.epoch != self.epoch or self._stopping:
-                if item.epoch == self.epoch:
-                    self.outstanding -= 1
-                self._cond.notify_all()
-                return
-            self._queue.append(item)
-            self._cond.notify_all()
+            queued = False
+            for item in items:
+                if item.epoch != self.epoch or self._stopping:
+                    if item.epoch == self.epoch:
+                        self.outstanding -= 1
+                    continue
+                self._queue.append(item)
+                queued = True
+            if queued:
+                self._has_items.notify()
+            if len(self._queue) < len(items):  # some were dropped: room for the streaming thread
+                self._room.notify_all()
 
     def dropped(self, item: GroupItem) -> None:
         """A buffer of the current epoch that will not be pushed (the group failed its batch)."""
         with self._cond:
             if item.epoch == self.epoch:
                 self.outstanding -= 1
-            self._cond.notify_all()
+            self._room.notify_all()
 
     def _run(self) -> None:
         push = self.element._push
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
-                    self._cond.wait()
+                    self._has_items.wait()
                 if self._stopping:
                     return
-                item = self._queue.popleft()
+                items = list(self._queue)
+                self._queue.clear()
                 self._pushing = True
-            ret = Gst.FlowReturn.OK
             try:
-                if self.flow == Gst.FlowReturn.OK:
-                    ret = push(self.element._srcpad, item)
-                    if ret == Gst.FlowReturn.OK:
-                        self.element._stats.note(self.element, item.t_in)
+                for item in items:
+                    ret = Gst.FlowReturn.OK
+                    if self.flow == Gst.FlowReturn.OK and item.epoch == self.epoch:  # not flushed meanwhile
+                        ret = push(self.element._srcpad, item)
+                        if ret == Gst.FlowReturn.OK:
+                            self.element._stats.note(self.element, item.t_in)
+                        elif self.flow == Gst.FlowReturn.OK:
+                            self.flow = ret  # the next ones are not pushed (as upstream will be told)
             finally:
                 with self._cond:
                     self._pushing = False
-                    if item.epoch == self.epoch:
-                        self.outstanding -= 1
-                        if ret != Gst.FlowReturn.OK and self.flow == Gst.FlowReturn.OK:
-                            self.flow = ret
-                    self._cond.notify_all()
+                    for item in items:
+                        if item.epoch == self.epoch:
+                            self.outstanding -= 1
+                    self._room.notify_all()
 
 
 class BatchGroup:
@@ -435,6 +456,7 @@ class BatchGroup:
                     failed.add(el)
         batch = job.context
         dets = iter(detections or ())
+        ready: dict[Member, list[GroupItem]] = {}  # per member, in order: handed over together after the batch
         for item in items:
             member = item.member
             frame_dets = next(dets) if item.infer and detections is not None else None
@@ -454,7 +476,9 @@ class BatchGroup:
                     member.flow = Gst.FlowReturn.ERROR
                     member.dropped(item)
                     continue
-            member.deliver(item)
+            ready.setdefault(member, []).append(item)
+        for member, done in ready.items():
+            member.deliver_many(done)
 
 
 def _model_key(cfg: Any) -> dict[str, Any]:
