@@ -59,38 +59,7 @@ def _stub_engine() -> None:
 
 
 def _run(middle: str, bufs: list, w: int, h: int, n: int, skip: int) -> float:
-    from pyinfer._gi import Gst, copy_buffer
-    from pyinfer.meta import read_detections
-
-    pipe = Gst.parse_launch(f"appsrc name=src ! {middle} ! fakesink name=sink sync=false")
-    src = pipe.get_by_name("src")
-    src.set_property("caps", Gst.Caps.from_string(f"video/x-raw,format=RGB,width={w},height={h},framerate=30/1"))
-    src.set_property("format", Gst.Format.TIME)
-    for prop in ("max-bytes", "max-buffers", "max-time"):
-        src.set_property(prop, 0)
-    stamps: list[float] = []
-
-    def probe(pad, info):
-        stamps.append(time.perf_counter())
-        read_detections(info.get_buffer())
-        return Gst.PadProbeReturn.OK
-
-    pipe.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
-    try:
-        pipe.set_state(Gst.State.PAUSED)
-        dur = Gst.SECOND // 30
-        for i in range(n):
-            b = copy_buffer(bufs[i % len(bufs)])  # shallow: shares the frame's memory
-            b.pts, b.duration = i * dur, dur
-            src.emit("push-buffer", b)
-        src.emit("end-of-stream")
-        pipe.set_state(Gst.State.PLAYING)
-        msg = pipe.get_bus().timed_pop_filtered(300 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    finally:
-        pipe.set_state(Gst.State.NULL)
-    if msg is None or msg.type != Gst.MessageType.EOS or len(stamps) != n:
-        raise RuntimeError(f"{middle}: {len(stamps)} of {n} buffers, {msg.parse_error() if msg else 'timeout'}")
-    return (n - 1 - skip) / (stamps[-1] - stamps[skip])
+    return _run_group(middle, bufs, w, h, n, skip, 1)
 
 
 def _run_group(middle: str, bufs: list, w: int, h: int, n: int, skip: int, streams: int) -> float:

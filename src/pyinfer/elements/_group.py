@@ -78,9 +78,10 @@ class Member:
         self.outstanding = 0  # buffers taken and not yet pushed (or dropped)
         self.limit = 1
         self.flow = Gst.FlowReturn.OK
-        self._cond = threading.Condition()  # its lock guards the fields below
-        self._has_items = threading.Condition(self._cond)
-        self._room = threading.Condition(self._cond)
+        lock = threading.RLock()  # guards the fields below; three conditions on it
+        self._cond = threading.Condition(lock)
+        self._has_items = threading.Condition(lock)
+        self._room = threading.Condition(lock)
         self._queue: collections.deque[GroupItem] = collections.deque()
         self._stopping = False
         self._pushing = False
@@ -289,11 +290,10 @@ class BatchGroup:
             try:
                 frame = self._map(buf, layout)
             except Exception as exc:
-                ret = element._failed(exc, 1)
-                if ret != Gst.FlowReturn.OK:
-                    member.dropped(item)
+                ret = _frame_failed(element, member, item, exc)
+                if ret is not None:
                     return ret
-                item.infer = infer = False
+                infer = False
         try:
             with self._lock:
                 batch = self._batch
@@ -315,11 +315,10 @@ class BatchGroup:
                         member.dropped(item)
                         return Gst.FlowReturn.FLUSHING
                     except Exception as exc:
-                        ret = element._failed(exc, 1)
-                        if ret != Gst.FlowReturn.OK:
-                            member.dropped(item)
+                        ret = _frame_failed(element, member, item, exc)
+                        if ret is not None:
                             return ret
-                        item.infer = infer = False
+                        infer = False
                 batch.items.append(item)
                 if batch.n_infer >= self.batch_size or batch.n_infer == 0:
                     self._seal()
@@ -479,6 +478,17 @@ class BatchGroup:
             ready.setdefault(member, []).append(item)
         for member, done in ready.items():
             member.deliver_many(done)
+
+
+def _frame_failed(element: Any, member: Member, item: GroupItem, exc: Exception) -> Gst.FlowReturn | None:
+    """A frame that could not be mapped or batched: the flow to return (the buffer dropped), or None when
+    ``on-error`` lets it pass uninferred (``item.infer`` is cleared)."""
+    ret = element._failed(exc, 1)
+    if ret != Gst.FlowReturn.OK:
+        member.dropped(item)
+        return ret
+    item.infer = False
+    return None
 
 
 def _model_key(cfg: Any) -> dict[str, Any]:
