@@ -32,6 +32,12 @@ class Detections:
         extra: per-detection arrays of shape (N, ...), e.g. ``unique_id`` or ``roi_id``.
         tracker_id: (N,) uint64 track ids (:data:`UNTRACKED_ID` where a detection has none), or None when no
             tracker ran (supervision's name).
+        masks: (N, S, S) uint8 instance masks, or None for models without masks. Each covers its detection's
+            ``xyxy`` box: cell (i, j) is the box's point at ``(left + (j + 0.5) * width / S, top + (i + 0.5) *
+            height / S)``; values are the mask probability x 255 (rounded), the object's pixels those >= 128
+            (probability >= 0.5, ultralytics' threshold). See :meth:`frame_mask`.
+        keypoints: (N, K, 3) float32 keypoints, or None for models without them: x, y in frame pixels (clipped to
+            the frame, as ultralytics does) and the keypoint's confidence (visibility) in [0, 1].
     """
 
     xyxy: np.ndarray
@@ -41,6 +47,8 @@ class Detections:
     labels: tuple[str, ...] = ()
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     tracker_id: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check("xyxy", self.xyxy, (4,), None)
@@ -53,6 +61,16 @@ class Detections:
             _check("tracker_id", self.tracker_id, (), n)
             if self.tracker_id.dtype != np.uint64:
                 raise TypeError(f"tracker_id: expected uint64, got {self.tracker_id.dtype}")
+        if self.masks is not None:
+            if not isinstance(self.masks, np.ndarray) or self.masks.dtype != np.uint8:
+                raise TypeError(f"masks: expected a uint8 numpy array, got {getattr(self.masks, 'dtype', self.masks)}")
+            if self.masks.ndim != 3 or len(self.masks) != n:
+                raise ValueError(f"masks: expected shape ({n}, S, S), got {self.masks.shape}")
+        if self.keypoints is not None:
+            if not isinstance(self.keypoints, np.ndarray):
+                raise TypeError(f"keypoints: expected a numpy array, got {type(self.keypoints).__name__}")
+            if self.keypoints.ndim != 3 or len(self.keypoints) != n or self.keypoints.shape[2] != 3:
+                raise ValueError(f"keypoints: expected shape ({n}, K, 3), got {self.keypoints.shape}")
         if "track_id" in self.extra:
             raise ValueError("extra['track_id'] is now the tracker_id field of Detections")
         for key, value in self.extra.items():
@@ -75,7 +93,32 @@ class Detections:
             labels=self.labels,
             extra={k: v[index] for k, v in self.extra.items()},
             tracker_id=None if self.tracker_id is None else self.tracker_id[index],
+            masks=None if self.masks is None else self.masks[index],
+            keypoints=None if self.keypoints is None else self.keypoints[index],
         )
+
+    def frame_mask(self, i: int, width: int, height: int) -> np.ndarray:
+        """Detection ``i``'s mask as a (height, width) bool array over the whole frame (nearest cell).
+
+        Raises ValueError when the detections carry no masks.
+        """
+        if self.masks is None:
+            raise ValueError("these detections carry no masks")
+        out = np.zeros((height, width), bool)
+        x1, y1, x2, y2 = (float(v) for v in self.xyxy[i])
+        c0, c1 = max(int(np.floor(x1)), 0), min(int(np.ceil(x2)), width)
+        r0, r1 = max(int(np.floor(y1)), 0), min(int(np.ceil(y2)), height)
+        if c1 <= c0 or r1 <= r0 or x2 <= x1 or y2 <= y1:
+            return out
+        s = self.masks.shape[1]
+        # pixel centres inside the box, to the cell that holds them
+        xs = (np.arange(c0, c1) + 0.5 - x1) * (s / (x2 - x1))
+        ys = (np.arange(r0, r1) + 0.5 - y1) * (s / (y2 - y1))
+        cx, cy = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
+        inside_x, inside_y = (cx >= 0) & (cx < s), (cy >= 0) & (cy < s)
+        cells = self.masks[i][np.clip(cy, 0, s - 1)[:, None], np.clip(cx, 0, s - 1)[None, :]] >= 128
+        out[r0:r1, c0:c1] = cells & inside_y[:, None] & inside_x[None, :]
+        return out
 
     def label(self, i: int) -> str:
         """The class name of detection ``i`` (its class id as text when the labels have no such entry)."""

@@ -206,6 +206,7 @@ class Engine:
         self.decoder = (
             None if self.decoder_choice.name == "auto" else get_decoder(decoder_name, postprocess=postprocess)
         )
+        self._configure_decoder()
         self.labels = labels
         self.input_width, self.input_height = input_size
         self.num_classes: int | None = 0
@@ -296,7 +297,14 @@ class Engine:
                 postprocess=self._postprocess,
             )
             self.decoder = get_decoder(self.decoder_choice.name, postprocess=self._postprocess)
+            self._configure_decoder()
         self.num_classes = check_fit(self.decoder, outputs, self.model)
+
+    def _configure_decoder(self) -> None:
+        """Give the decoder what the model's metadata says of its layout (keypoint shape, end-to-end rows)."""
+        configure = getattr(self.decoder, "configure", None)
+        if configure is not None:
+            configure(getattr(self.model, "metadata", None) or {})
 
     def _find_stride(self) -> int | None:
         """The smallest of 8, 16, 32, 64 whose odd multiples (near the input size) the model runs on.

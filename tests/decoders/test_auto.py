@@ -67,7 +67,10 @@ def test_auto_says_in_a_sentence_that_a_model_returned_no_tensors():
         ({"task": "classify"}, "classifier"),
         ({"task": "detect", "head": "RTDETRDecoder"}, "detr"),
         ({"task": "obb", "pyinfer": {"decoder": "custom"}}, "custom"),  # pyinfer's own key wins
-        ({"task": "segment"}, None),  # masks: no decoder for them yet
+        ({"task": "segment"}, "yolo-seg"),
+        ({"task": "segment", "end2end": True}, "yolo-seg"),
+        ({"task": "pose"}, "yolo-pose"),
+        ({"task": "depth"}, None),  # no decoder for it
         ({"imgsz": [640, 640], "names": {"0": "a"}}, None),
         ({}, None),
     ],
@@ -85,7 +88,8 @@ def test_every_registered_decoder_is_built_by_its_key_and_says_its_name(name):
 
 
 def test_an_unknown_decoder_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown decoder 'yolov99'.*auto, yolov8, yolov5, yolo-e2e, yolo-obb, detr"):
+    known = "auto, yolov8, yolov5, yolo-e2e, yolo-obb, yolo-seg, yolo-pose, detr"
+    with pytest.raises(ConfigError, match=rf"unknown decoder 'yolov99'.*{known}"):
         get_decoder("yolov99")
 
 

@@ -6,6 +6,8 @@
 | ``yolov5`` | :mod:`~pyinfer.decoders.yolov5` | ``[B, N, 5+nc]`` with objectness (YOLOv5, YOLOv7, YOLOX) |
 | ``yolo-e2e`` | :mod:`~pyinfer.decoders.yolo_e2e` | ``[B, K, 6]`` / ``[B, K, 7]`` (YOLOv10, YOLO26 end-to-end) |
 | ``yolo-obb`` | :mod:`~pyinfer.decoders.yolo_obb` | ``[B, 4+nc+1, N]`` rotated boxes, rotated NMS |
+| ``yolo-seg`` | :mod:`~pyinfer.decoders.yolo_seg` | ``[B, 4+nc+nm, N]`` or ``[B, K, 6+nm]``, + prototypes: masks |
+| ``yolo-pose`` | :mod:`~pyinfer.decoders.yolo_pose` | ``[B, 4+nc+K*D, N]`` or ``[B, K', 6+K*D]``: keypoints |
 | ``detr`` | :mod:`~pyinfer.decoders.detr` | ``[B, Q, 4+nc]`` or ``[B, Q, 4]`` + ``[B, Q, nc]`` |
 | ``classifier`` | :mod:`~pyinfer.decoders.classifier` | ``[B, nc]`` |
 | ``torchvision`` | :mod:`~pyinfer.decoders.torchvision` | torchvision detectors' dicts (boxes, labels, scores) |
@@ -30,6 +32,8 @@ from pyinfer.decoders.torchvision import TorchvisionDecoder
 from pyinfer.decoders.yolo import YoloV8Decoder
 from pyinfer.decoders.yolo_e2e import YoloE2EDecoder
 from pyinfer.decoders.yolo_obb import YoloObbDecoder
+from pyinfer.decoders.yolo_pose import YoloPoseDecoder
+from pyinfer.decoders.yolo_seg import YoloSegDecoder
 from pyinfer.decoders.yolov5 import YoloV5Decoder
 from pyinfer.errors import ConfigError
 
@@ -52,6 +56,8 @@ DECODERS: dict[str, Callable[[], Decoder]] = {
     "yolov5": YoloV5Decoder,
     "yolo-e2e": YoloE2EDecoder,
     "yolo-obb": YoloObbDecoder,
+    "yolo-seg": YoloSegDecoder,
+    "yolo-pose": YoloPoseDecoder,
     "detr": DetrDecoder,
     "classifier": ClassifierDecoder,
     "torchvision": TorchvisionDecoder,

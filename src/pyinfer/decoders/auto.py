@@ -74,6 +74,10 @@ def hint_from_metadata(cfg: Mapping[str, Any]) -> str | None:
         return "classifier"
     if task == "obb":
         return "yolo-e2e" if end2end else "yolo-obb"
+    if task == "segment":
+        return "yolo-seg"  # both layouts (end-to-end or not): the decoder reads end2end itself
+    if task == "pose":
+        return "yolo-pose"
     if task == "detect":
         return "yolo-e2e" if end2end else "yolov8"
     return None
@@ -135,6 +139,8 @@ def choose_decoder(
                 return DecoderChoice("yolov5", f"auto: one output {got} = [B, N, 5+nc] (channels last)")
             if a >= 5:
                 return DecoderChoice("yolov8", f"auto: one output {got}, read as the default [B, 4+nc, N]")
+    if len(outputs) == 2 and sorted(o.ndim for o in outputs) == [3, 4]:
+        return DecoderChoice("yolo-seg", f"auto: outputs {got} = detections + mask prototypes [B, nm, H, W]")
     if (
         len(outputs) == 2
         and all(o.ndim == 3 for o in outputs)
@@ -144,7 +150,7 @@ def choose_decoder(
         return DecoderChoice("detr", f"auto: outputs {got} = [B, Q, 4] boxes + [B, Q, nc] logits")
     raise DecodeError(
         f"decoder auto cannot tell the layout of outputs {got}; set decoder to one of yolov8, yolov5, yolo-e2e, "
-        "yolo-obb, detr, classifier, torchvision, or custom with postprocess=module:function"
+        "yolo-obb, yolo-seg, yolo-pose, detr, classifier, torchvision, or custom with postprocess=module:function"
     )
 
 
@@ -216,7 +222,8 @@ def _advice(
             f"{also if choice.name == 'yolov8' else ''}, or auto"
         )
     return (
-        "set decoder to the model's layout (yolov8, yolov5, yolo-e2e, yolo-obb, detr, classifier, torchvision; auto "
+        "set decoder to the model's layout (yolov8, yolov5, yolo-e2e, yolo-obb, yolo-seg, yolo-pose, detr, classifier, "
+        "torchvision; auto "
         "reads the model's metadata), or custom with postprocess=module:function"
     )
 

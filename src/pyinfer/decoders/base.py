@@ -12,6 +12,7 @@ Candidates with NaN or infinite values (a float16 overflow gives ``w=inf``) are 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -79,6 +80,8 @@ class DecodedBatch:
             class held NaN or an infinity: a problem of the model, never in ``xyxy``.
         warning: "" when the outputs were sound; else a sentence for the user naming the decoder, the output
             and the problem (an element posts it as a rate-limited WARNING).
+        masks: (M, S, S) uint8 box-local instance masks (see :class:`~pyinfer.detections.Detections`), or None.
+        keypoints: (M, K, 3) float32 keypoints (x, y in frame pixels, confidence), or None.
     """
 
     xyxy: np.ndarray
@@ -90,6 +93,8 @@ class DecodedBatch:
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
     nonfinite: int = 0
     warning: str = ""
+    masks: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
 
     def split(self) -> list[slice]:
         """One slice per frame into the row arrays."""
@@ -106,6 +111,8 @@ class DecodedBatch:
                 cxcywhr=None if self.cxcywhr is None else self.cxcywhr[s],
                 labels=labels,
                 extra={k: v[s] for k, v in self.extra.items()},
+                masks=None if self.masks is None else self.masks[s],
+                keypoints=None if self.keypoints is None else self.keypoints[s],
             )
             for s in self.split()
         ]
@@ -122,7 +129,7 @@ class FrameList:
         out = []
         for d in self.frames:
             if labels and not d.labels:
-                d = Detections(d.xyxy, d.confidence, d.class_id, d.cxcywhr, labels, d.extra)
+                d = dataclasses.replace(d, labels=labels)
             out.append(d)
         return out
 
@@ -275,6 +282,8 @@ def pack(
     extra: Mapping[str, tuple[torch.Tensor, np.dtype]] | None = None,
     nonfinite: torch.Tensor | None = None,
     where: str = "",
+    masks: torch.Tensor | None = None,
+    keypoints: torch.Tensor | None = None,
 ) -> DecodedBatch:
     """Copy a decoded batch to the host in one transfer.
 
@@ -289,6 +298,8 @@ def pack(
         nonfinite: optional 0-d count of dropped non-finite candidates (:func:`finite_candidates`), copied in
             the same transfer (as one extra row).
         where: :func:`source` of the values, for the warning when ``nonfinite`` is not 0.
+        masks: optional (M, S, S) uint8 box-local masks; their bytes travel in the same transfer as the rest.
+        keypoints: optional (M, K, 3) keypoints in frame pixels, with their confidence.
 
     Returns:
         The batch as host arrays.
@@ -296,6 +307,8 @@ def pack(
     import torch
 
     extra = dict(extra or {})
+    if keypoints is not None:
+        extra["\0keypoints"] = (keypoints, np.dtype(np.float32))
     cols = [xyxy.float(), confidence[:, None].float(), class_id[:, None].float(), frame[:, None].float()]
     if cxcywhr is not None:
         cols.append(cxcywhr.float())
@@ -307,11 +320,24 @@ def pack(
     packed: Any = torch.cat(cols, dim=1)  # a tensor, then its host copy (ndarray)
     if nonfinite is not None:  # one more row, holding the count in every column
         packed = torch.cat([packed, nonfinite.to(packed.dtype).expand(1, packed.shape[1])])
-    # One device-to-host copy for the whole batch.
-    packed = packed.cpu().numpy()
+    host_masks = None
+    if masks is not None:
+        # The masks' bytes beside the float columns' bytes, one uint8 row per detection: still one copy.
+        width = packed.shape[1]
+        flat = masks.reshape(len(masks), int(np.prod(masks.shape[1:]))).to(torch.uint8)  # -1 fails at 0 rows
+        if nonfinite is not None:
+            flat = torch.cat([flat, flat.new_zeros((1, flat.shape[1]))])
+        both = torch.cat([packed.contiguous().view(torch.uint8), flat], dim=1).cpu().numpy()
+        packed = np.ascontiguousarray(both[:, : 4 * width]).view(np.float32)
+        host_masks = np.ascontiguousarray(both[:, 4 * width :]).reshape(len(both), *masks.shape[1:])
+    else:
+        # One device-to-host copy for the whole batch.
+        packed = packed.cpu().numpy()
     dropped = 0
     if nonfinite is not None:
         dropped, packed = int(packed[-1, 0]), packed[:-1]
+        if host_masks is not None:
+            host_masks = host_masks[:-1]
     at = 7
     rot = None
     if cxcywhr is not None:
@@ -322,6 +348,7 @@ def pack(
         arr = packed[:, at : at + width].astype(dtype)
         host_extra[key] = arr.reshape(len(packed), *tensor.shape[1:])
         at += width
+    host_kpts = host_extra.pop("\0keypoints", None)
     return DecodedBatch(
         xyxy=np.ascontiguousarray(packed[:, :4], dtype=np.float32),
         confidence=np.ascontiguousarray(packed[:, 4], dtype=np.float32),
@@ -332,4 +359,6 @@ def pack(
         extra=host_extra,
         nonfinite=dropped,
         warning=nonfinite_warning(where, dropped),
+        masks=host_masks,
+        keypoints=None if host_kpts is None else np.ascontiguousarray(host_kpts, dtype=np.float32),
     )

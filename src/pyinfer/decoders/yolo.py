@@ -10,6 +10,7 @@ into the scores.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyinfer.decoders.auto import misfit
@@ -32,7 +33,51 @@ if TYPE_CHECKING:
 
     from pyinfer.ops.letterbox import LetterboxGeometry
 
-__all__ = ["MAX_NMS", "DecodedBatch", "YoloV8Decoder", "cxcywh_to_xyxy", "nms_decode"]
+__all__ = ["MAX_NMS", "DecodedBatch", "Kept", "YoloV8Decoder", "cxcywh_to_xyxy", "nms_decode", "nms_select"]
+
+
+@dataclass
+class Kept:
+    """What :func:`nms_select` keeps: rows grouped by frame, score-descending within a frame (on the device)."""
+
+    frame_idx: torch.Tensor  # (M,) frame of each row, ascending
+    anchor_idx: torch.Tensor  # (M,) the anchor each row came from (to gather its mask coefficients, keypoints)
+    xyxy: torch.Tensor  # (M, 4) boxes in model-input pixels
+    scores: torch.Tensor  # (M,) float32
+    cls: torch.Tensor  # (M,) class index
+    nonfinite: torch.Tensor  # 0-d count of dropped non-finite candidates
+
+
+def nms_select(
+    boxes: torch.Tensor,
+    class_scores: torch.Tensor,
+    *,
+    conf_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    others: torch.Tensor | None = None,
+) -> Kept:
+    """Best class per candidate, threshold, class-aware NMS per frame, cap per frame (no letterbox undone).
+
+    Args:
+        boxes: (B, N, 4) cx, cy, w, h in model-input pixels (a strided view is fine).
+        class_scores: (B, N, nc) final per-class scores.
+        others: (B, N, k) more values of each candidate (mask coefficients, keypoints) that must be finite too.
+    """
+    nc = class_scores.shape[2]
+    scores, cls = class_scores.max(dim=-1)  # (B, N); NaN where any class score is NaN (torch.max propagates it)
+    extra = (boxes,) if others is None else (boxes, others)
+    candidates, nonfinite = finite_candidates(scores, conf_threshold, *extra)
+    frame_idx, anchor_idx = candidates.nonzero(as_tuple=True)
+    scores = scores[frame_idx, anchor_idx].float()
+    if scores.numel() > MAX_NMS:
+        top = scores.topk(MAX_NMS).indices
+        frame_idx, anchor_idx, scores = frame_idx[top], anchor_idx[top], scores[top]
+    cls = cls[frame_idx, anchor_idx]
+    xyxy = cxcywh_to_xyxy(boxes[frame_idx, anchor_idx].float())
+    keep = batched_nms(xyxy, scores, frame_idx * nc + cls, iou_threshold)  # score-descending
+    keep = cap_per_frame(keep, frame_idx, max_detections)
+    return Kept(frame_idx[keep], anchor_idx[keep], xyxy[keep], scores[keep], cls[keep], nonfinite)
 
 
 def nms_decode(
@@ -59,21 +104,15 @@ def nms_decode(
     Returns:
         The batch on the host.
     """
-    bsz, _, nc = class_scores.shape
-    scores, cls = class_scores.max(dim=-1)  # (B, N); NaN where any class score is NaN (torch.max propagates it)
-    candidates, nonfinite = finite_candidates(scores, conf_threshold, boxes)
-    frame_idx, anchor_idx = candidates.nonzero(as_tuple=True)
-    scores = scores[frame_idx, anchor_idx].float()
-    if scores.numel() > MAX_NMS:
-        top = scores.topk(MAX_NMS).indices
-        frame_idx, anchor_idx, scores = frame_idx[top], anchor_idx[top], scores[top]
-    cls = cls[frame_idx, anchor_idx]
-    xyxy = cxcywh_to_xyxy(boxes[frame_idx, anchor_idx].float())
-    keep = batched_nms(xyxy, scores, frame_idx * nc + cls, iou_threshold)  # score-descending
-    keep = cap_per_frame(keep, frame_idx, max_detections)
-    return pack(
-        geometry.to_frame(xyxy[keep]), scores[keep], cls[keep], frame_idx[keep], bsz, nonfinite=nonfinite, where=where
+    k = nms_select(
+        boxes,
+        class_scores,
+        conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
     )
+    bsz = class_scores.shape[0]
+    return pack(geometry.to_frame(k.xyxy), k.scores, k.cls, k.frame_idx, bsz, nonfinite=k.nonfinite, where=where)
 
 
 class YoloV8Decoder:

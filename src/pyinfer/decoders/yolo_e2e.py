@@ -32,6 +32,23 @@ if TYPE_CHECKING:
     from pyinfer.ops.letterbox import LetterboxGeometry
 
 
+def e2e_select(out: torch.Tensor, conf_threshold: float, max_detections: int) -> tuple:
+    """The rows of an end-to-end output ``[B, K, 6 + ...]`` to keep: score above the threshold, every value
+    finite, at most ``max_detections`` per frame; grouped by frame, score-descending.
+
+    Returns:
+        (frame_idx (M,), rows (M, C) float32, nonfinite 0-d count of rows dropped for NaN or infinities).
+    """
+    import torch
+
+    candidates, nonfinite = finite_candidates(out[..., 4], conf_threshold, out)  # box, class, the rest finite
+    frame_idx, row_idx = candidates.nonzero(as_tuple=True)
+    rows = out[frame_idx, row_idx].float()
+    keep = torch.argsort(rows[:, 4], descending=True, stable=True)
+    keep = cap_per_frame(keep, frame_idx, max_detections)
+    return frame_idx[keep], rows[keep], nonfinite
+
+
 class YoloE2EDecoder:
     """Decoder for ``[B, K, 6]`` (axis-aligned) and ``[B, K, 7]`` (rotated) end-to-end outputs."""
 
@@ -96,13 +113,8 @@ class YoloE2EDecoder:
         self.num_classes(outputs)
         out = outputs[0]
         bsz = out.shape[0]
-        candidates, nonfinite = finite_candidates(out[..., 4], conf_threshold, out)  # box, class, angle finite
-        frame_idx, row_idx = candidates.nonzero(as_tuple=True)
-        rows = out[frame_idx, row_idx].float()
+        frame_idx, rows, nonfinite = e2e_select(out, conf_threshold, max_detections)
         scores = rows[:, 4]
-        keep = torch.argsort(scores, descending=True, stable=True)
-        keep = cap_per_frame(keep, frame_idx, max_detections)
-        rows, scores, frame_idx = rows[keep], scores[keep], frame_idx[keep]
         cls = rows[:, 5].round()
         where = source(self.name, outputs)
         if out.shape[2] == 6:

@@ -171,6 +171,8 @@ Decoder = choice_enum("PyInferDecoder", [
     ("yolov5", "YOLOv5, YOLOv7, YOLOX with objectness: [B, N, 5+nc]"),
     ("yolo-e2e", "YOLOv10, YOLO26 end-to-end: [B, K, 6 or 7]"),
     ("yolo-obb", "YOLO rotated boxes: [B, 4+nc+1, N]"),
+    ("yolo-seg", "YOLO instance segmentation: detections + mask prototypes"),
+    ("yolo-pose", "YOLO pose: boxes with keypoints"),
     ("detr", "RT-DETR, D-FINE: [B, Q, 4+nc]"),
     ("classifier", "Classifier: [B, nc]"),
     ("torchvision", "torchvision detectors (Faster R-CNN, RetinaNet, FCOS, SSD)"),

@@ -231,8 +231,9 @@ class InferElement(PackedVideoFilter):
         "decoder",
         type=Decoder, default="auto", nick="Decoder",
         blurb="Output decoder: auto (picked from the model's metadata, output names and shapes; see decoder-used), "
-        "yolov8 (also YOLO11), yolov5, yolo-e2e (YOLOv10/YOLO26 end-to-end), yolo-obb (rotated boxes), detr "
-        "(RT-DETR/D-FINE), classifier, torchvision (Faster R-CNN, RetinaNet, FCOS, SSD), or custom (the "
+        "yolov8 (also YOLO11), yolov5, yolo-e2e (YOLOv10/YOLO26 end-to-end), yolo-obb (rotated boxes), yolo-seg "
+        "(instance masks), yolo-pose (keypoints), detr (RT-DETR/D-FINE), classifier, torchvision (Faster R-CNN, "
+        "RetinaNet, FCOS, SSD), or custom (the "
         "postprocess hook). Applies at start and at the next "
         "model-engine change",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
