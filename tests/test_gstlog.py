@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from pyinfer.cli import plugin_path, python_path
 from pyinfer.zoo import get_model
 
@@ -24,11 +26,16 @@ def _launch(tmp_path, gst_debug: str | None) -> str:
     return out.stderr
 
 
-def test_model_device_and_decoder_choice_show_with_gst_debug_pyinfer_4(tmp_path):
-    err = _launch(tmp_path, "pyinfer:4")
+@pytest.mark.parametrize("level", ["pyinfer:4", "pyinfer:5", "*:2,pyinfer:5"])
+def test_model_device_and_decoder_choice_show_with_gst_debug_pyinfer_4_and_up(tmp_path, level):
+    err = _launch(tmp_path, level)
     lines = [line for line in err.splitlines() if " pyinfer " in line and "loaded " in line]
     assert lines, err[-2000:]
     assert "INFO" in lines[0] and "on cpu" in lines[0] and "decoder" in lines[0]
+
+
+def test_info_lines_stay_hidden_below_level_4(tmp_path):
+    assert "loaded " not in _launch(tmp_path, "pyinfer:3")
 
 
 def test_nothing_is_printed_without_gst_debug(tmp_path):

@@ -225,6 +225,23 @@ def test_nvmsgbroker_config_files_are_read_with_their_key_names(tmp_path):
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("proto", "unused"),
+    [("mqtt", ["maxlen", "share-connection"]), ("redis", ["client-id", "share-connection"]),
+     ("kafka", ["client-id", "maxlen", "share-connection"]), ("file", ["client-id", "maxlen", "password",
+     "share-connection", "username"])],
+)  # fmt: skip
+def test_each_protocol_names_the_config_options_it_does_not_read(tmp_path, proto, unused):
+    cfg = tmp_path / "cfg.txt"
+    cfg.write_text(
+        "[message-broker]\nusername = u\npassword = p\nclient-id = cam\nshare-connection = 1\nstreamsize = 5\n"
+        "kafka.linger.ms = 5\n"
+    )
+    conn = str(tmp_path / "out.jsonl") if proto == "file" else "127.0.0.1:1"
+    transport = make_transport(proto, Endpoint(conn, "t", read_config(cfg)))
+    assert transport.unused_options() == sorted(unused + ([] if proto == "kafka" else ["kafka.linger.ms"]))
+
+
 @pytest.mark.parametrize("proto", ["mqtt", "redis", "kafka"])
 def test_a_broker_that_accepts_and_never_answers_fails_within_the_connect_timeout(proto):
     # Issue #19: Redis waited for its command timeout (10 s) instead of connect-timeout (2 s) here.

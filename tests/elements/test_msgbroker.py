@@ -324,6 +324,20 @@ def test_credentials_come_from_the_config_file_property(run_pipeline, tmp_path):
         server.stop()
 
 
+def test_config_options_the_protocol_does_not_read_are_named_in_a_warning(run_pipeline, tmp_path):
+    # Issue #18: nvmsgbroker keys with no counterpart (share-connection) were ignored silently.
+    out, cfg = tmp_path / "m.jsonl", tmp_path / "cfg_file.txt"
+    cfg.write_text("[message-broker]\nfsync = true\nshare-connection = 1\npartition-key = sensor.id\n")
+    res = run_pipeline(
+        f"videotestsrc num-buffers=2 ! {CAPS} ! pymsgbroker name=broker proto=file conn-str={out} config={cfg} ! "
+        "appsink name=sink"
+    )
+    assert res.ok, res.error
+    assert len(res.pts) == 2
+    assert any(f"config file {cfg}: partition-key, share-connection not used by proto file" in w
+               for w in res.warnings), res.warnings  # fmt: skip
+
+
 def test_gst_launch_runs_the_documented_pipeline_through_the_loader_shims(fixed_model, tmp_path):
     out = tmp_path / "m.jsonl"
     env_script = f'eval "$({sys.executable} -m pyinfer.cli env)" && env -0'

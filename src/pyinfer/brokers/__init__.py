@@ -99,7 +99,7 @@ def nvmsgbroker_options(options: dict[str, str]) -> dict[str, str]:
 
     pyinfer's own name wins where a file has both. Keys with no counterpart (``share-connection``,
     ``hostname``/``port``: the ``conn-str`` property, ``payloadkey``, ``consumergroup``, ``partition-key``...)
-    are left as they are, unused (docs/messages.md lists them).
+    are left as they are; the element names them in a WARNING at start (Transport.unused_options).
     """
     out = dict(options)
     for theirs, ours in NVMSGBROKER_KEYS.items():

@@ -106,9 +106,15 @@ class Transport(ABC):
 
     #: what the user names in ``proto``.
     name = ""
+    #: the config-file options this transport reads (pyinfer's names; nvmsgbroker's are translated before).
+    OPTIONS: frozenset[str] = frozenset()
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+
+    def unused_options(self) -> list[str]:
+        """Config-file options this transport does not read (a typo, or an nvmsgbroker key with no counterpart)."""
+        return sorted(key for key in self.endpoint.options if key not in self.OPTIONS)
 
     def describe(self) -> str:
         """``proto conn-str`` for messages to people."""

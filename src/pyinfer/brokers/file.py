@@ -15,6 +15,7 @@ class FileTransport(Transport):
     once written and flushed to the operating system (``fsync = true`` in the config file: to the disk)."""
 
     name = "file"
+    OPTIONS = frozenset({"fsync"})
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)

@@ -39,6 +39,11 @@ class KafkaTransport(Transport):
     """
 
     name = "kafka"
+    OPTIONS = frozenset({"username", "password", "sasl-mechanism", "tls", "ca-file", "cert-file", "key-file",
+                         "ack-timeout"})  # fmt: skip
+
+    def unused_options(self) -> list[str]:
+        return [key for key in super().unused_options() if not key.startswith("kafka.")]
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)

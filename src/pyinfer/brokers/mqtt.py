@@ -39,6 +39,8 @@ class MqttTransport(Transport):
     """
 
     name = "mqtt"
+    OPTIONS = frozenset({"username", "password", "client-id", "qos", "keepalive", "ack-timeout", "tls",
+                         "tls-insecure", "ca-file", "cert-file", "key-file"})  # fmt: skip
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)

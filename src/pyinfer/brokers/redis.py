@@ -39,6 +39,8 @@ class RedisTransport(Transport):
     """
 
     name = "redis"
+    OPTIONS = frozenset({"username", "password", "db", "maxlen", "timeout", "tls", "tls-insecure", "ca-file",
+                         "cert-file", "key-file"})  # fmt: skip
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)

@@ -176,6 +176,11 @@ class MsgBrokerElement(GstBase.BaseTransform):
         except Exception as exc:  # a client library failing in a way we did not foresee
             post_error(self, Gst.LibraryError.INIT, f"cannot set up proto {self.proto}: {exc}", format_exception(exc))
             return False
+        unused = transport.unused_options()
+        if unused:  # as nvinfer config keys pyinfer cannot honour are named: never ignored silently
+            post_warning(self, Gst.ResourceError.SETTINGS,
+                         f"config file {self.config}: {', '.join(unused)} not used by proto {self.proto} (see "
+                         "docs/messages.md for the options each protocol reads)")  # fmt: skip
         self._stats = publisher.stats
         self._where = transport.describe()
         self._outage = False
