@@ -187,3 +187,26 @@ def test_the_streaming_writer_flushes_every_line_whole(tmp_path):
             writer.write({**GOOD, "frame": frame})
             assert [r["frame"] for r in read_jsonl(path)] == list(range(frame + 1))  # readable at once
     assert writer.count == 3
+
+
+def test_masks_are_coco_rle_and_keypoints_lists_in_the_record():
+    from pyinfer.jsonl import mask_rle, rle_mask
+
+    m = np.array([[0, 1, 1], [0, 1, 0]], bool)
+    # column-major: 0,0 | 1,1 | 1,0 -> runs 2 background, 3 foreground, 1 background
+    assert mask_rle(m) == {"size": [2, 3], "counts": [2, 3, 1]}
+    assert mask_rle(np.ones((2, 2), bool))["counts"] == [0, 4]
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        r = rng.random((7, 5)) > 0.5
+        np.testing.assert_array_equal(rle_mask(mask_rle(r)), r)
+    with pytest.raises(ConfigError, match="add up"):
+        rle_mask({"size": [2, 2], "counts": [1, 1]})
+    masks = np.zeros((1, 4, 4), np.uint8)
+    masks[0, 1:3, 1:3] = 200
+    kpts = np.array([[[1.234, 5.678, 0.5], [2, 3, 0.25]]], np.float32)
+    dets = Detections(np.array([[0, 0, 8, 8]], np.float32), np.array([0.9], np.float32), np.array([0], np.int32),
+                      masks=masks, keypoints=kpts)  # fmt: skip
+    obj = json.loads(json.dumps(frame_record(0, 0, 8, 8, dets)))["objects"][0]
+    np.testing.assert_array_equal(rle_mask(obj["mask"]), masks[0] >= 128)
+    assert obj["keypoints"] == [[1.23, 5.68, 0.5], [2.0, 3.0, 0.25]]

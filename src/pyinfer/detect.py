@@ -547,6 +547,7 @@ class _Run:
     def _on_buffer(self, i: int, writer):
         from pyinfer._gi import Gst, structure
         from pyinfer.meta import read_detections
+        from pyinfer.meta.roi import with_shapes
 
         stream, feeder = self.result.streams[i], self.feeders.get(i)
 
@@ -554,7 +555,7 @@ class _Run:
             buf = info.get_buffer()
             with structure(pad.get_current_caps()) as s:
                 width, height = s.get_value("width"), s.get_value("height")  # type: ignore[union-attr]  # caps have a structure
-            dets = read_detections(buf)
+            dets = with_shapes(buf, read_detections(buf))  # masks and keypoints of segmentation and pose models
             pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
             if pts is not None:
                 self.last_pts[i] = pts

@@ -8,8 +8,11 @@ Schema (the same for both)::
 Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``,
 ``"track_id"`` (null for an object the tracker did not track) and the other ``Detections.extra`` fields.
 Rotated boxes add ``"cxcywhr"``: ``[cx, cy, w, h, angle]`` in pixels and radians (clockwise in image
-coordinates); ``bbox`` is then the enclosing box. ``pyinfer detect`` writes each line as its frame comes
-(:class:`JsonLinesWriter`).
+coordinates); ``bbox`` is then the enclosing box. Pose models add ``"keypoints"``: ``[[x, y, confidence],
+...]`` in frame pixels. Segmentation models add ``"mask"``: ``{"size": [S, S], "counts": [...]}``, the
+box-local mask (``Detections.masks`` >= 128) over ``bbox`` as an S x S grid, run-length encoded as COCO's
+uncompressed RLE (column-major, the first run counts background cells; :func:`mask_rle`, :func:`rle_mask`).
+``pyinfer detect`` writes each line as its frame comes (:class:`JsonLinesWriter`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,28 @@ import numpy as np
 
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import ConfigError
+
+
+def mask_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A (H, W) bool mask as COCO's uncompressed RLE: ``{"size": [H, W], "counts": [...]}`` (column-major runs,
+    alternately background and foreground, the first one background, possibly 0)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs = [0, *runs]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": runs}
+
+
+def rle_mask(rle: dict[str, Any]) -> np.ndarray:
+    """:func:`mask_rle` undone: the (H, W) bool mask."""
+    h, w = (int(v) for v in rle["size"])
+    counts = [int(c) for c in rle["counts"]]
+    if sum(counts) != h * w:
+        raise ConfigError(f"mask RLE counts add up to {sum(counts)}, not {h} x {w}")
+    values = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
+    return values.reshape((h, w), order="F")
 
 
 def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
@@ -43,6 +68,10 @@ def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detect
         for key, values in detections.extra.items():
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
+        if detections.keypoints is not None:
+            obj["keypoints"] = np.round(detections.keypoints[i].astype(np.float64), 2).tolist()
+        if detections.masks is not None:
+            obj["mask"] = mask_rle(detections.masks[i] >= 128)
         if detections.tracker_id is not None:
             tid = int(detections.tracker_id[i])
             obj["track_id"] = None if tid == UNTRACKED_ID else tid  # null: untracked, as in pymsgconv's messages

@@ -219,3 +219,29 @@ def test_a_classifiers_top_k_rides_on_each_detection_and_reads_back():
     back = read_detections(buf)
     np.testing.assert_array_equal(back.class_id, dets.class_id)
     assert read_classifications(_write(_random_detections(np.random.default_rng(8), 2, 50, 50, ("a",)))) == [[], []]
+
+
+def test_masks_and_keypoints_ride_on_their_roi_metas_and_come_back_by_roi_id():
+    from pyinfer.meta import read_detections
+    from pyinfer.meta.roi import read_keypoints, read_masks, with_shapes, write_detections
+
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    kpts = rng.uniform(0, 60, (3, 5, 3)).astype(np.float32)
+    dets = Detections(
+        np.array([[1, 2, 30, 40], [5, 5, 9, 9], [0, 0, 64, 48]], np.float32), np.array([0.9, 0.8, 0.7], np.float32),
+        np.array([0, 1, 2], np.int32), masks=masks, keypoints=kpts,
+    )  # fmt: skip
+    buf = _buffer()
+    write_detections(buf, dets)
+    assert [m.tolist() for m in read_masks(buf)] == [m.tolist() for m in masks]  # type: ignore[union-attr]
+    np.testing.assert_array_equal(np.stack(read_keypoints(buf)), kpts)  # type: ignore[arg-type]
+    back = with_shapes(buf, read_detections(buf))
+    order = back.extra["roi_id"]
+    np.testing.assert_array_equal(back.masks, masks[order])
+    np.testing.assert_array_equal(back.keypoints, kpts[order])
+    plain = _buffer()
+    write_detections(plain, Detections(dets.xyxy, dets.confidence, dets.class_id))
+    assert read_masks(plain) == [None, None, None] and read_keypoints(plain) == [None, None, None]
+    got = with_shapes(plain, read_detections(plain))
+    assert got.masks is None and got.keypoints is None

@@ -56,6 +56,10 @@ class _Analytics:
 
     def write_detections(self, buf: Gst.Buffer, detections: Detections, *, unique_id: int, model_id: int) -> None:
         analytics.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
+        if detections.masks is not None or detections.keypoints is not None:
+            # GstAnalytics has no place for them here yet: masks and keypoints ride on ROI metas numbered as the
+            # object detections (roi.MASK_PARAM, roi.KEYPOINTS_PARAM), which readers match by index.
+            roi.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
 
     def write_frame_info(self, buf: Gst.Buffer, *, inferred: bool, unique_id: int, model_id: int) -> None:
         analytics.write_frame_info(buf, inferred=inferred, unique_id=unique_id, model_id=model_id)

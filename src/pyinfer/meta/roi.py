@@ -53,6 +53,12 @@ TRACKING_PARAM = "tracking"
 #: A classifier's top-k on a detection: ``count`` and ``class-id-K``, ``label-K``, ``confidence-K``, K < count.
 CLASSIFICATION_PARAM = "classification"
 FRAME_PARAM = "frame"
+#: A detection's instance mask (yolo-seg): ``width``, ``height`` (int), ``threshold`` (int, 128) and ``data``, a
+#: GstBuffer of width x height uint8 (row-major, the probability x 255) covering the detection's box.
+MASK_PARAM = "pyinfer-mask"
+#: A detection's keypoints (yolo-pose): ``count`` (int) and ``data``, a GstBuffer of count x 3 float32
+#: little-endian (x, y in frame pixels, confidence).
+KEYPOINTS_PARAM = "pyinfer-keypoints"
 FRAME_ROI_TYPE = "pyinfer-frame"
 FRAME_ID = 2**31 - 1  # the frame record's ROI id: out of the 0..N-1 range of detections
 _ROI_API = None
@@ -122,7 +128,80 @@ def write_detections(
     metas = _write_detections(buf, detections, unique_id=unique_id, model_id=model_id, first_id=first_id)
     if len(detections) and "topk_class_id" in detections.extra and "topk_confidence" in detections.extra:
         _write_classifications(metas, detections)
+    if len(detections) and (detections.masks is not None or detections.keypoints is not None):
+        _write_shapes(metas, detections)
     return metas
+
+
+def _write_shapes(metas: Sequence, detections: Detections) -> None:
+    """Masks and keypoints as :data:`MASK_PARAM` / :data:`KEYPOINTS_PARAM` params (their bytes in a GstBuffer)."""
+    masks, kpts = detections.masks, detections.keypoints
+    for i in range(len(detections)):
+        if masks is not None:
+            s = Gst.Structure.new_empty(MASK_PARAM)
+            s.set_value("width", int(masks.shape[2]))
+            s.set_value("height", int(masks.shape[1]))
+            s.set_value("threshold", 128)
+            s.set_value("data", Gst.Buffer.new_wrapped(np.ascontiguousarray(masks[i]).tobytes()))
+            metas[i].add_param(s)
+        if kpts is not None:
+            s = Gst.Structure.new_empty(KEYPOINTS_PARAM)
+            s.set_value("count", int(kpts.shape[1]))
+            s.set_value("data", Gst.Buffer.new_wrapped(np.ascontiguousarray(kpts[i], "<f4").tobytes()))
+            metas[i].add_param(s)
+
+
+def _param_bytes(s: Gst.Structure) -> bytes | None:
+    data = s.get_value("data") if s.has_field("data") else None
+    return data.extract_dup(0, data.get_size()) if isinstance(data, Gst.Buffer) else None
+
+
+def read_masks(buf: Gst.Buffer) -> list[np.ndarray | None]:
+    """Per ROI meta (ROI id order), its :data:`MASK_PARAM` mask as (height, width) uint8, or None."""
+    out: list[np.ndarray | None] = []
+    for meta in _roi_metas(buf):
+        s = meta.get_param(MASK_PARAM)
+        raw = None if s is None else _param_bytes(s)
+        if s is None or raw is None or not (s.has_field("width") and s.has_field("height")):
+            out.append(None)
+            continue
+        w, h = int(s.get_value("width")), int(s.get_value("height"))
+        out.append(np.frombuffer(raw, np.uint8).reshape(h, w).copy() if len(raw) == w * h else None)
+    return out
+
+
+def read_keypoints(buf: Gst.Buffer) -> list[np.ndarray | None]:
+    """Per ROI meta (ROI id order), its :data:`KEYPOINTS_PARAM` keypoints as (K, 3) float32, or None."""
+    out: list[np.ndarray | None] = []
+    for meta in _roi_metas(buf):
+        s = meta.get_param(KEYPOINTS_PARAM)
+        raw = None if s is None else _param_bytes(s)
+        if s is None or raw is None or not s.has_field("count"):
+            out.append(None)
+            continue
+        k = int(s.get_value("count"))
+        out.append(np.frombuffer(raw, "<f4").reshape(k, 3).astype(np.float32) if len(raw) == 12 * k else None)
+    return out
+
+
+def with_shapes(buf: Gst.Buffer, detections: Detections) -> Detections:
+    """``detections`` (read from ``buf``'s ROI metas, ``extra["roi_id"]`` numbering them) with the masks and
+    keypoints their metas carry; unchanged where not every detection has one of the same shape."""
+    import dataclasses
+
+    if not len(detections) or "roi_id" not in detections.extra:
+        return detections
+    ids = [int(v) for v in detections.extra["roi_id"]]
+    stacked: list[np.ndarray | None] = []
+    for found in (read_masks(buf), read_keypoints(buf)):
+        picked = [found[i] if 0 <= i < len(found) else None for i in ids]
+        first = picked[0]
+        ok = first is not None and all(p is not None and p.shape == first.shape for p in picked)
+        stacked.append(np.stack(cast(list, picked)) if ok else None)
+    masks, keypoints = stacked
+    if masks is None and keypoints is None:
+        return detections
+    return dataclasses.replace(detections, masks=masks, keypoints=keypoints)
 
 
 def _write_classifications(metas: Sequence, detections: Detections) -> None:
