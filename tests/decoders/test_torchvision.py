@@ -1,9 +1,11 @@
 """decoder=torchvision: torchvision detection models' list of dicts, read from tiny real torchvision models.
 
-The models are torchvision's own FasterRCNN, FCOS and KeypointRCNN classes with a one-convolution backbone
-and seeded random weights (pretrained weights cannot be downloaded here): random, but deterministic, and
-they detect plenty above a low threshold. Each test compares pyinfer's boxes in frame pixels with what the
-model itself returned for the same letterboxed input, mapped through the letterbox geometry: exactly.
+The models are torchvision's own FasterRCNN, FCOS, KeypointRCNN and SSD classes with a one-convolution
+backbone, and its retinanet_resnet50_fpn at a small size, all with seeded random weights (pretrained weights
+cannot be downloaded here): random, but deterministic, and they detect plenty above a low threshold. Each test
+compares pyinfer's boxes in frame pixels with what the model itself returned for the same letterboxed input,
+mapped through the letterbox geometry: exactly. ssd300_vgg16 and ssdlite320_mobilenet_v3_large, as torchvision
+builds them, check the documented default input sizes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import torch
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN
 from torchvision.models.detection import FasterRCNN_MobileNet_V3_Large_320_FPN_Weights
-from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection import retinanet_resnet50_fpn, ssd300_vgg16, ssdlite320_mobilenet_v3_large
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.ops import MultiScaleRoIAlign
 
 
@@ -60,6 +64,27 @@ def build_keypoints():
     torch.manual_seed(0)
     return _rcnn(KeypointRCNN, 2, keypoint_roi_pool=MultiScaleRoIAlign(["0"], 14, 2),
                  keypoint_head=KeypointRCNNHeads(8, (16,)), keypoint_predictor=KeypointRCNNPredictor(16, 3))
+
+
+def build_ssd():
+    torch.manual_seed(0)
+    anchors = DefaultBoxGenerator([[2]])
+    # size is (width, height): SSD's transform resizes every image to it (fixed_size)
+    return SSD(_backbone(8), anchors, (128, 64), 3, head=SSDHead([8], anchors.num_anchors_per_location(), 3))
+
+
+def build_retinanet():
+    torch.manual_seed(0)  # its classification head starts near 0.01 (prior_probability): keep every score
+    return retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=128,
+                                  score_thresh=0.0)
+
+
+def build_ssd300():
+    return ssd300_vgg16(weights=None, weights_backbone=None, num_classes=3)
+
+
+def build_ssdlite():
+    return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
 
 
 def build_scripted():
@@ -105,12 +130,13 @@ def reference(engine: Engine, frames, conf: float, max_det: int):
     return out
 
 
-@pytest.mark.parametrize("factory", ["build", "build_fcos", "build_keypoints"])
+@pytest.mark.parametrize("factory", ["build", "build_fcos", "build_keypoints", "build_ssd", "build_retinanet"])
 def test_boxes_are_the_models_own_mapped_through_the_letterbox_exactly(models_file, factory):
     engine = Engine.build(EngineConfig(model=f"{models_file}:{factory}", device="cpu"))
     assert engine.decoder_choice.name == "torchvision"
     assert "list of dicts" in engine.decoder_choice.reason
-    assert (engine.input_width, engine.input_height) == (128, 64)  # max_size x min_size: no second resize
+    # max_size x min_size, or SSD's fixed_size (width, height): no second resize
+    assert (engine.input_width, engine.input_height) == (128, 64)
     frames = frames_at(1)
     got = engine.infer(frames, conf_threshold=0.0, max_detections=1000)
     want = reference(engine, frames, 0.0, 1000)
@@ -127,6 +153,21 @@ def test_boxes_are_the_models_own_mapped_through_the_letterbox_exactly(models_fi
             kpts[..., 1] = (kpts[..., 1] - geometry.pad_y) / geometry.gain_y
             np.testing.assert_array_equal(dets.extra["keypoints"], kpts.numpy())
             np.testing.assert_array_equal(dets.extra["keypoints_scores"], extra["keypoints_scores"].numpy())
+
+
+@pytest.mark.parametrize(("factory", "size"), [("build_ssd300", 300), ("build_ssdlite", 320)])
+def test_torchvisions_own_ssd_factories_get_their_fixed_size_and_their_own_detections(models_file, factory, size):
+    """ssd300_vgg16 and ssdlite320_mobilenet_v3_large as torchvision builds them (random weights: their scores
+    tie, so only the sets are compared): the documented 300x300 and 320x320 inputs, the model's boxes."""
+    engine = Engine.build(EngineConfig(model=f"{models_file}:{factory}", device="cpu"))
+    assert engine.decoder_choice.name == "torchvision"
+    assert (engine.input_width, engine.input_height) == (size, size)
+    frames = frames_at(5, n=1)
+    got = engine.infer(frames, conf_threshold=0.0, max_detections=1000)[0]
+    xyxy, conf, cls, _, _ = reference(engine, frames, 0.0, 1000)[0]
+    assert len(got) == len(xyxy) > 0
+    want = sorted(zip(map(tuple, xyxy.tolist()), conf.tolist(), cls.tolist()))
+    assert sorted(zip(map(tuple, got.xyxy.tolist()), got.confidence.tolist(), got.class_id.tolist())) == want
 
 
 def test_confidence_threshold_and_max_detections_cut_the_models_list_without_more_nms(models_file):
