@@ -149,8 +149,12 @@ def draw_detections(
     display_text: bool = True,
     display_confidence: bool = True,
     display_track_id: bool = True,
+    display_mask: bool = True,
+    display_keypoints: bool = True,
 ) -> None:
-    """Draw boxes (rotated ones as polygons) and ``#track label confidence`` tags into ``frame`` in place.
+    """Draw boxes (rotated ones as polygons) and ``#track label confidence`` tags into ``frame`` in place;
+    instance masks (translucent, in the class colour) and keypoints (dots, and COCO's person skeleton for 17
+    keypoints) where the detections carry them.
 
     Tags go above their box (inside it at the top of the frame), shifted down past tags placed before them
     (or up, where the frame's bottom is too near) so that none covers another, in detection order; they stay
@@ -167,13 +171,21 @@ def draw_detections(
         display_text: draw the tags.
         display_confidence: put the confidence in the tags.
         display_track_id: put ``#track`` in the tags.
+        display_mask: fill ``detections.masks`` at :data:`MASK_ALPHA` (as nvdsosd's display-mask).
+        display_keypoints: draw ``detections.keypoints`` whose confidence is at least :data:`KEYPOINT_MIN_CONF`.
     """
     h, w = frame.shape[:2]
     n = len(detections)
-    if n == 0 or h == 0 or w == 0 or not (display_bbox or display_text):
+    masks = detections.masks if display_mask else None
+    kpts = detections.keypoints if display_keypoints else None
+    if n == 0 or h == 0 or w == 0 or not (display_bbox or display_text or masks is not None or kpts is not None):
         return
     rgb = frame[..., :3]
     colours = PALETTE[detections.class_id.astype(np.int64) % len(PALETTE)][:, _order(fmt)]
+    if masks is not None:
+        _fill_masks(rgb, detections.xyxy, masks, colours)
+    if kpts is not None:
+        _draw_keypoints(rgb, kpts, colours, thickness if thickness > 0 else auto_thickness(h))
     boxes = np.clip(np.round(np.nan_to_num(detections.xyxy)), 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.int64)
     box_list = boxes.tolist()
     if display_bbox:
@@ -201,6 +213,69 @@ def draw_detections(
             rgb, _tag_parts(detections, display_confidence, display_track_id), box_list,
             [tuple(c) for c in colours.tolist()], size,
         )  # fmt: skip
+
+
+#: Opacity of a drawn instance mask.
+MASK_ALPHA = 0.45
+#: Keypoints below this confidence are not drawn (nor the skeleton lines that end at them).
+KEYPOINT_MIN_CONF = 0.5
+#: COCO's person skeleton (ultralytics' order of the 17 keypoints): pairs of keypoint indices.
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
+                 (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))  # fmt: skip
+
+
+def _fill_masks(rgb: np.ndarray, xyxy: np.ndarray, masks: np.ndarray, colours: np.ndarray) -> None:
+    """Blend each box-local mask (cells >= 128) into its box's pixels, nearest cell per pixel centre."""
+    h, w = rgb.shape[:2]
+    s_h, s_w = masks.shape[1], masks.shape[2]
+    for i, (x1, y1, x2, y2) in enumerate(np.nan_to_num(xyxy.astype(np.float64)).tolist()):
+        c0, c1 = max(math.floor(x1), 0), min(math.ceil(x2), w)
+        r0, r1 = max(math.floor(y1), 0), min(math.ceil(y2), h)
+        if c1 <= c0 or r1 <= r0 or x2 <= x1 or y2 <= y1:
+            continue
+        cx = np.floor((np.arange(c0, c1) + 0.5 - x1) * (s_w / (x2 - x1))).astype(np.int64)
+        cy = np.floor((np.arange(r0, r1) + 0.5 - y1) * (s_h / (y2 - y1))).astype(np.int64)
+        ok_x, ok_y = (cx >= 0) & (cx < s_w), (cy >= 0) & (cy < s_h)
+        on = masks[i][np.clip(cy, 0, s_h - 1)[:, None], np.clip(cx, 0, s_w - 1)[None, :]] >= 128
+        on &= ok_y[:, None] & ok_x[None, :]
+        if not on.any():
+            continue
+        region = rgb[r0:r1, c0:c1]
+        blended = region[on].astype(np.float32) * (1 - MASK_ALPHA) + colours[i].astype(np.float32) * MASK_ALPHA
+        region[on] = np.round(blended).astype(np.uint8)
+
+
+def _draw_keypoints(rgb: np.ndarray, kpts: np.ndarray, colours: np.ndarray, thickness: int) -> None:
+    """Dots at confident keypoints and, for 17 keypoints, COCO's skeleton between confident pairs."""
+    h, w = rgb.shape[:2]
+    r = max(thickness, 2)
+    for i in range(len(kpts)):
+        pts = np.nan_to_num(kpts[i].astype(np.float64))
+        seen = pts[:, 2] >= KEYPOINT_MIN_CONF
+        colour = colours[i]
+        if len(pts) == 17:
+            for a, b in COCO_SKELETON:
+                if seen[a] and seen[b]:
+                    _draw_segment(rgb, pts[a, :2], pts[b, :2], colour, thickness)
+        for x, y in pts[seen, :2].tolist():
+            x0, y0 = round(x), round(y)
+            rgb[max(y0 - r, 0) : min(y0 + r + 1, h), max(x0 - r, 0) : min(x0 + r + 1, w)] = colour
+
+
+def _draw_segment(rgb: np.ndarray, p0: np.ndarray, p1: np.ndarray, colour: np.ndarray, thickness: int) -> None:
+    """A straight line of ``thickness`` pixels (a DDA along the major axis, thickened across it)."""
+    h, w = rgb.shape[:2]
+    d = p1 - p0
+    steps = int(min(math.ceil(max(abs(d[0]), abs(d[1]))), 4 * (h + w))) + 1
+    t = np.linspace(0.0, 1.0, steps)
+    px = np.floor(p0[0] + t * d[0]).astype(np.intp)
+    py = np.floor(p0[1] + t * d[1]).astype(np.intp)
+    offsets = np.arange(-((thickness - 1) // 2), thickness - (thickness - 1) // 2)[:, None]
+    across_y = abs(d[0]) >= abs(d[1])
+    x = (px + (0 if across_y else offsets)).ravel()
+    y = (py + (offsets if across_y else 0)).ravel()
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    rgb[y[inside], x[inside]] = colour
 
 
 def _draw_box(rgb: np.ndarray, box: list[int], colour: np.ndarray | np.void, thickness: int) -> None:

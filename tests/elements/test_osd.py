@@ -365,3 +365,49 @@ def test_display_track_id_false_leaves_the_track_id_out():
 def test_nothing_to_display_leaves_the_frame_untouched():
     _, _, out, _ = _osd([_dets([20, 30, 70, 55])], tee=True, props="display-bbox=false display-text=false")
     assert np.array_equal(out["out"][0], out["ref"][0])
+
+
+def _shape_dets(masks=None, keypoints=None) -> Detections:
+    return Detections(
+        np.array([[10, 8, 50, 48]], np.float32), np.array([0.9], np.float32), np.array([1], np.int32),
+        labels=("a", "b", "c"), masks=masks, keypoints=keypoints,
+    )  # fmt: skip
+
+
+def test_masks_are_blended_in_the_class_colour_inside_the_mask_only():
+    masks = np.zeros((1, 4, 4), np.uint8)
+    masks[0, :2, :2] = 200  # the box's top-left quarter: pixels x 10..29, y 8..27
+    frame = np.full((60, 80, 3), GREY, np.uint8)
+    draw_detections(frame, _shape_dets(masks=masks), "RGB", display_bbox=False, display_text=False)
+    colour = PALETTE[1].astype(np.float32)
+    want = np.round(GREY * 0.55 + colour * 0.45).astype(np.uint8)
+    assert (frame[8:28, 10:30] == want).all()
+    assert (frame[28:48, 10:50] == GREY).all() and (frame[8:28, 30:50] == GREY).all()
+    untouched = np.full((60, 80, 3), GREY, np.uint8)
+    draw_detections(untouched, _shape_dets(masks=masks), "RGB", display_bbox=False, display_text=False,
+                    display_mask=False)  # fmt: skip
+    assert (untouched == GREY).all()
+
+
+def test_confident_keypoints_are_dots_joined_by_the_person_skeleton():
+    kpts = np.zeros((1, 17, 3), np.float32)
+    kpts[0, :, :2] = [70, 50]  # out of the way
+    kpts[0, 5] = [20, 20, 0.9]  # left shoulder
+    kpts[0, 6] = [40, 20, 0.9]  # right shoulder: the skeleton joins 5 and 6
+    kpts[0, 0] = [20, 40, 0.2]  # the nose, not confident: not drawn
+    frame = np.full((60, 80, 3), GREY, np.uint8)
+    draw_detections(frame, _shape_dets(keypoints=kpts), "RGB", display_bbox=False, display_text=False, thickness=1)
+    colour = PALETTE[1]
+    assert (frame[20, 20] == colour).all() and (frame[20, 40] == colour).all()
+    assert (frame[20, 30] == colour).all()  # on the 5-6 line
+    assert (frame[40, 20] == GREY).all() and (frame[50, 70] == GREY).all()
+
+
+def test_pyosd_draws_the_masks_its_metadata_carries_unless_display_mask_is_false():
+    masks = np.full((1, 8, 8), 255, np.uint8)
+    dets = _shape_dets(masks=masks)
+    _, drawn, _, _ = _osd([dets], props="display-bbox=false display-text=false")
+    colour = PALETTE[1].astype(np.float32)
+    assert (drawn[0][10:46, 12:48] == np.round(GREY * 0.55 + colour * 0.45).astype(np.uint8)).all()
+    _, plain, _, _ = _osd([dets], props="display-bbox=false display-text=false display-mask=false")
+    assert (plain[0] == GREY).all()

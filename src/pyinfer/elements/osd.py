@@ -25,6 +25,7 @@ from pyinfer.elements._base import format_exception, post_error, post_warning, w
 from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.frames.system import frame_array
 from pyinfer.meta import read_detections_checked
+from pyinfer.meta.roi import has_shapes, with_shapes
 
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
 
@@ -38,6 +39,8 @@ class Drawing(NamedTuple):
     display_text: bool
     display_confidence: bool
     display_track_id: bool
+    display_mask: bool
+    display_keypoints: bool
 
 
 class OsdElement(PackedVideoFilter):
@@ -85,6 +88,18 @@ class OsdElement(PackedVideoFilter):
         flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
 
+    display_mask = GObject.Property(
+        type=bool, default=True, nick="Display masks",
+        blurb="Fill instance masks (segmentation models), translucent in the class colour (as nvdsosd's "
+        "display-mask)",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    display_keypoints = GObject.Property(
+        type=bool, default=True, nick="Display keypoints",
+        blurb="Draw keypoints (pose models) with confidence >= 0.5, and the person skeleton for 17 keypoints",
+        flags=GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+
     @GObject.Property(
         type=GObject.TYPE_UINT64, nick="Skipped metas",
         blurb="Malformed region-of-interest metas (from other producers) skipped since start",
@@ -103,7 +118,7 @@ class OsdElement(PackedVideoFilter):
         ``__init__``, as pyinfer caches its settings, made the element factory crash creating this element)."""
         return Drawing(
             self.thickness, self.text_size, self.display_bbox, self.display_text, self.display_confidence,
-            self.display_track_id,
+            self.display_track_id, self.display_mask, self.display_keypoints,
         )  # fmt: skip
 
     def do_start(self) -> bool:
@@ -119,7 +134,10 @@ class OsdElement(PackedVideoFilter):
             if len(dets) == 0:
                 return Gst.FlowReturn.OK
             settings = self._settings()
-            if not (settings.display_bbox or settings.display_text):
+            if (settings.display_mask or settings.display_keypoints) and has_shapes(buf):
+                dets = with_shapes(buf, dets)
+            shapes = dets.masks is not None or dets.keypoints is not None
+            if not (settings.display_bbox or settings.display_text or shapes):
                 return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped
             layout = self._layout.for_buffer(buf)  # type: ignore[union-attr]  # set by do_set_caps, before buffers
             # BaseTransform made the buffer writable; mapping it for writing copies memory shared with other

@@ -184,6 +184,13 @@ def read_keypoints(buf: Gst.Buffer) -> list[np.ndarray | None]:
     return out
 
 
+def has_shapes(buf: Gst.Buffer) -> bool:
+    """Whether ``buf``'s first detection (ROI id 0) carries a mask or keypoints: one lookup, so that readers of
+    plain detectors pay nothing more (one producer gives every detection of a frame the same kinds)."""
+    meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, 0)
+    return meta is not None and (meta.get_param(MASK_PARAM) is not None or meta.get_param(KEYPOINTS_PARAM) is not None)
+
+
 def with_shapes(buf: Gst.Buffer, detections: Detections) -> Detections:
     """``detections`` (read from ``buf``'s ROI metas, ``extra["roi_id"]`` numbering them) with the masks and
     keypoints their metas carry; unchanged where not every detection has one of the same shape."""
