@@ -9,6 +9,7 @@ as tests/reference does), exported to ONNX. Masks and keypoints ride on ROI meta
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def test_a_seg_or_pose_model_runs_in_the_element_with_the_engines_results(models
     model = models(cfg)
     rgb = [np.ascontiguousarray(f[..., ::-1]) for f in bgr]
     pipeline = Gst.parse_launch(
-        f"appsrc name=src ! pyinfer name=infer model-engine={model} device=cpu batch-size=2 ! appsink name=sink"
+        f"appsrc name=src ! pyinfer name=infer model-engine={model} device=cpu batch-size=2 ! pymsgconv name=conv frame-interval=1 ! "
+        "appsink name=sink"
     )
     shaped: list = []
 
@@ -79,6 +81,16 @@ def test_a_seg_or_pose_model_runs_in_the_element_with_the_engines_results(models
         return Gst.PadProbeReturn.OK
 
     pipeline.get_by_name("infer").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, keep)
+    messages: list = []
+
+    def payloads(pad, info):
+        from pyinfer.elements.msgconv import read_payloads
+
+        got = read_payloads(info.get_buffer())
+        messages.extend(json.loads(t) for t in (got.texts if got is not None else ()))
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("conv").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, payloads)
     res = run_pipeline(pipeline, feed=lambda p: push_frames(p.get_by_name("src"), rgb))
     assert res.ok, (res.error, res.debug)
     assert res.pts == [i * Gst.SECOND // 30 for i in range(FRAMES)]
@@ -109,6 +121,10 @@ def test_a_seg_or_pose_model_runs_in_the_element_with_the_engines_results(models
         assert (ref.keypoints is not None) == (decoder == "yolo-pose")
         total += len(ref)
     assert total >= FRAMES, "too few detections to compare"
+    key = "mask" if decoder == "yolo-seg" else "keypoints"
+    assert len(messages) == FRAMES and messages[0]["version"] == "1.1"
+    objects = [o for m in messages for o in m["objects"]]
+    assert len(objects) == total and all(key in o for o in objects)
 
 
 def test_detect_writes_masks_and_keypoints_in_its_json_lines(models, tmp_path):

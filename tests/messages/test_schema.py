@@ -52,7 +52,7 @@ def _build(dets: Detections, **kw) -> list[dict]:
 
 def test_a_frame_message_carries_every_field_of_the_frame_and_its_detections():
     (msg,) = _build(_dets())
-    assert msg["version"] == SCHEMA_VERSION == "1.0"
+    assert msg["version"] == SCHEMA_VERSION == "1.1"
     assert msg["message_id"] == "ab" * 16 + "-0"
     assert (msg["message_type"], msg["source_id"], msg["frame_number"], msg["pts_ns"]) == ("frame", 4, 17, 566_666_666)
     assert msg["timestamp"] == "2025-11-25T10:11:12.345Z"
@@ -180,3 +180,29 @@ def test_any_finite_detections_make_schema_valid_messages(boxes, seed, per_objec
     assert len(texts) == (n if per_object else 1)
     for text in texts:
         VALIDATOR.validate(json.loads(text))
+
+
+def test_schema_1_1_carries_keypoints_and_masks_where_the_model_gives_them():
+    from pyinfer.jsonl import rle_mask
+
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, 1:3, 1:3] = 255
+    masks[1, 0] = 130
+    kpts = np.array([[[1.23456, 2.5, 0.9]], [[3.0, 4.0, 0.1]]], np.float32)
+    base = _dets()
+    dets = Detections(base.xyxy[:2], base.confidence[:2], base.class_id[:2], labels=base.labels, masks=masks,
+                      keypoints=kpts)  # fmt: skip
+    (msg,) = _build(dets)
+    objs = msg["objects"]
+    assert objs[0]["keypoints"] == [[1.235, 2.5, 0.9]] and objs[1]["keypoints"] == [[3.0, 4.0, 0.1]]
+    for obj, mask in zip(objs, masks):
+        np.testing.assert_array_equal(rle_mask(obj["mask"]), mask >= 128)
+    (plain,) = _build(_dets())
+    assert all("keypoints" not in o and "mask" not in o for o in plain["objects"])  # only where the model has them
+    bad = json.loads(json.dumps(msg))
+    bad["objects"][0]["keypoints"] = [[1, 2]]
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate(bad)
+    nan = Detections(dets.xyxy, dets.confidence, dets.class_id, keypoints=np.full((2, 1, 3), np.nan, np.float32))
+    with pytest.raises(MetadataError, match="keypoint"):
+        _build(nan)

@@ -30,6 +30,7 @@ from pyinfer.elements._base import format_exception, post_error, post_warning, w
 from pyinfer.elements._enums import MsgconvMessagePer, choice_property
 from pyinfer.messages import FrameHeader, MessageBuilder
 from pyinfer.meta import has_detection_meta, read_detections, read_frame_info
+from pyinfer.meta.roi import has_shapes, with_shapes
 
 PAYLOAD_ID = 2**31 - 2  # below the frame record's id (2**31 - 1), far above detection ids 0..N-1
 PAYLOAD_ROI_TYPE = "pyinfer-payload"
@@ -205,6 +206,8 @@ class MsgConvElement(GstBase.BaseTransform):
         try:
             info = read_frame_info(buf)
             dets = read_detections(buf)
+            if has_shapes(buf):  # masks and keypoints of segmentation and pose models (schema 1.1)
+                dets = with_shapes(buf, dets)
             if info is None and len(dets) == 0:
                 return []  # ROI metas of some other kind only
             header = FrameHeader(

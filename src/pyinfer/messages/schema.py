@@ -12,7 +12,8 @@ One message describes one frame (``message_type`` ``"frame"``, every object of t
 
 The JSON Schema is ``schema-v1.json`` beside this module (:func:`load_schema`); ``docs/messages.md``
 describes every field. ``version`` changes its minor number for added fields and its major number for
-anything that breaks a consumer.
+anything that breaks a consumer. Version 1.1 added ``keypoints`` (``[[x, y, confidence], ...]``, pose models)
+and ``mask`` (COCO RLE over the bbox, segmentation models) to an object, present only where the model gives them.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import numpy as np
 
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import PyInferError
+from pyinfer.jsonl import mask_rle
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: objects[].keypoints and objects[].mask (segmentation and pose models)
 MESSAGE_TYPES = ("frame", "object")
 _BOX_DECIMALS = 3  # 1/1000 px: far below any detector's precision, keeps messages short
 _SCORE_DECIMALS = 6
@@ -119,6 +121,11 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
         rotated = [
             {"cx": r[0], "cy": r[1], "width": r[2], "height": r[3], "angle_rad": r[4]} for r in _round_rotated(rot)
         ]
+    kpts = None
+    if detections.keypoints is not None:
+        k = detections.keypoints.astype(np.float64)
+        _finite("a keypoint", k)
+        kpts = np.round(k, _BOX_DECIMALS).tolist()
     out = []
     for i in range(n):
         label = labels[i] if labels is not None and labels[i] is not None else detections.label(i)
@@ -138,6 +145,10 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
                 "model_id": model[i],
             }
         )
+        if kpts is not None:
+            out[-1]["keypoints"] = kpts[i]
+        if detections.masks is not None:
+            out[-1]["mask"] = mask_rle(detections.masks[i] >= 128)
     return out
 
 
