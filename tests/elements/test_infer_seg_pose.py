@@ -68,8 +68,8 @@ def test_a_seg_or_pose_model_runs_in_the_element_with_the_engines_results(models
     model = models(cfg)
     rgb = [np.ascontiguousarray(f[..., ::-1]) for f in bgr]
     pipeline = Gst.parse_launch(
-        f"appsrc name=src ! pyinfer name=infer model-engine={model} device=cpu batch-size=2 ! pymsgconv name=conv frame-interval=1 ! "
-        "appsink name=sink"
+        f"appsrc name=src ! pyinfer name=infer model-engine={model} device=cpu batch-size=2 ! "
+        "pymsgconv name=conv frame-interval=1 ! appsink name=sink"
     )
     shaped: list = []
 
