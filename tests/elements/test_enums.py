@@ -23,6 +23,7 @@ CHOICES = [
       "torchvision", "custom"), "auto"),
     ("pyinfer", "meta", "PyInferMeta", ("auto", "analytics", "roi", "both", "deepstream", "pyds"), "auto"),
     ("pyinfer", "on-error", "PyInferOnError", ("fail", "skip"), "fail"),
+    ("pyinfer", "process-mode", "PyInferProcessMode", ("primary", "secondary"), "primary"),
     ("pytracker", "iou-mode", "PyInferTrackerIouMode", ("auto", "axis", "rotated"), "auto"),
     ("pytracker", "core", "PyInferTrackerCore", ("auto", "native", "numpy"), "auto"),
     ("pymsgconv", "message-per", "PyInferMsgconvMessagePer", ("frame", "object"), "frame"),
@@ -57,7 +58,15 @@ def test_each_choice_property_is_a_genum_with_its_values_and_default(factory, pr
 def test_no_element_has_a_choice_left_as_a_plain_string():
     # The string properties that stay strings: free text (paths, specs, names), cuda:N, read-only explanations.
     free = {
-        "pyinfer": {"model-engine", "labels-file", "device", "postprocess", "batch-group", "config-file-path"},
+        "pyinfer": {
+            "model-engine",
+            "labels-file",
+            "device",
+            "postprocess",
+            "batch-group",
+            "config-file-path",
+            "operate-on-class-ids",
+        },  # a list of class ids
         "pymsgbroker": {"conn-str", "topic", "config"},
     }
     for factory in ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker"):

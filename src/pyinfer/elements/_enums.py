@@ -186,6 +186,10 @@ Meta = choice_enum("PyInferMeta", [
     ("deepstream", "DeepStream NvDsObjectMeta through pyservicemaker"),
     ("pyds", "DeepStream NvDsObjectMeta through the legacy pyds bindings"),
 ])  # fmt: skip
+ProcessMode = choice_enum("PyInferProcessMode", [
+    ("primary", "Primary: whole frames"),
+    ("secondary", "Secondary: the objects of an upstream pyinfer (their crops)"),
+])  # fmt: skip
 OnError = choice_enum("PyInferOnError", [
     ("fail", "Fail: ERROR on the bus, the pipeline stops"),
     ("skip", "Skip: the frames pass without detections"),

@@ -26,7 +26,17 @@ from pyinfer.elements._base import (
     ready_property,
     writable,
 )
-from pyinfer.elements._enums import Backend, Compile, Decoder, Meta, OnError, Precision, choice_property
+from pyinfer.elements._enums import (
+    Backend,
+    Compile,
+    Decoder,
+    Meta,
+    OnError,
+    Precision,
+    ProcessMode,
+    choice_property,
+)
+from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngine, parse_class_ids, select_objects
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
@@ -55,12 +65,15 @@ class Settings:
     max_detections: int
     unique_id: int
     interval: int
+    objects: ObjectFilter | None = None  # process-mode=secondary: which upstream objects
 
 
 #: The properties a Settings snapshot reads (GObject names).
 _SETTINGS_PROPERTIES = frozenset(
-    ("confidence-threshold", "nms-iou-threshold", "max-detections", "unique-id", "interval")
-)
+    ("confidence-threshold", "nms-iou-threshold", "max-detections", "unique-id", "interval", "process-mode",
+     "operate-on-gie-id", "operate-on-class-ids", "input-object-min-width", "input-object-min-height",
+     "input-object-max-width", "input-object-max-height", "secondary-reinfer-interval", "maintain-aspect-ratio")
+)  # fmt: skip
 
 
 def _property_set(element: InferElement, name: str) -> None:
@@ -377,6 +390,57 @@ class InferElement(PackedVideoFilter):
         "results of the one before are written and pushed (1: one batch at a time)",
     )  # fmt: skip
 
+    process_mode = ready_property(
+        "process-mode",
+        type=ProcessMode, default="primary", nick="Process mode",
+        blurb="primary: the model runs on whole frames; secondary (nvinfer's process-mode=2): on the objects an "
+        "upstream pyinfer found (ROI metas), their crops resized to the model input in one batch, each object's "
+        "classification attached to it as a classification-<unique-id> param; batch-size then counts objects "
+        "per model call",
+    )  # fmt: skip
+    operate_on_gie_id = GObject.Property(
+        type=int, default=-1, minimum=-1, maximum=2**31 - 1, nick="Operate on GIE id",
+        blurb="Secondary: only objects whose producer has this unique-id (-1: any producer)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    operate_on_class_ids = GObject.Property(
+        type=str, default="", nick="Operate on class ids",
+        blurb="Secondary: only objects of these class ids, e.g. 0;2 (also 0:2 or 0,2); empty: every class",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    input_object_min_width = GObject.Property(
+        type=int, default=0, minimum=0, maximum=32767, nick="Input object min width",
+        blurb="Secondary: skip objects narrower than this many pixels (0: no limit)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    input_object_min_height = GObject.Property(
+        type=int, default=0, minimum=0, maximum=32767, nick="Input object min height",
+        blurb="Secondary: skip objects lower than this many pixels (0: no limit)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    input_object_max_width = GObject.Property(
+        type=int, default=0, minimum=0, maximum=32767, nick="Input object max width",
+        blurb="Secondary: skip objects wider than this many pixels (0: no limit)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    input_object_max_height = GObject.Property(
+        type=int, default=0, minimum=0, maximum=32767, nick="Input object max height",
+        blurb="Secondary: skip objects higher than this many pixels (0: no limit)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    secondary_reinfer_interval = GObject.Property(
+        type=int, default=0, minimum=0, maximum=1_000_000, nick="Secondary re-infer interval",
+        blurb="Secondary: an object a tracker follows (pytracker upstream) keeps its result for this many frames "
+        "before the model runs on it again; the kept result is attached on every frame (0: every frame)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    maintain_aspect_ratio = GObject.Property(
+        type=bool, default=False, nick="Maintain aspect ratio",
+        blurb="Secondary: scale object crops keeping their aspect ratio and pad the rest (grey), instead of "
+        "stretching them to the model input (nvinfer's default)",
+        flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+
     config_file_path = ready_property(
         "config-file-path",
         type=str, default="", nick="nvinfer config file",
@@ -403,6 +467,7 @@ class InferElement(PackedVideoFilter):
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
         self._stats = _Stats()
+        self._results = ResultCache()  # process-mode=secondary: tracked objects' results (secondary-reinfer-interval)
         self._stats_interval_ms = 0
         self._group = None  # the BatchGroup this element feeds (batch-group), and its side of it
         self._group_member = None
@@ -435,10 +500,40 @@ class InferElement(PackedVideoFilter):
             max_detections=self.max_detections,
             unique_id=self.unique_id,
             interval=self.interval,
+            objects=self._object_filter(),
         )
         # Stamped with the generation read before the properties: a change during the reads makes it stale at once.
         self._settings_cache = (generation, settings)
         return settings
+
+    def _object_filter(self) -> ObjectFilter | None:
+        """process-mode=secondary: the object filter from the properties (None in primary mode)."""
+        if self.process_mode != "secondary":
+            return None
+        try:
+            class_ids = parse_class_ids(self.operate_on_class_ids)
+        except ConfigError as exc:
+            self._warn_limited("class-ids", Gst.ResourceError.SETTINGS, f"{exc}: operating on every class")
+            class_ids = frozenset()
+        return ObjectFilter(
+            gie_id=self.operate_on_gie_id,
+            class_ids=class_ids,
+            min_width=self.input_object_min_width,
+            min_height=self.input_object_min_height,
+            max_width=self.input_object_max_width,
+            max_height=self.input_object_max_height,
+            reinfer_interval=self.secondary_reinfer_interval,
+            letterbox=self.maintain_aspect_ratio,
+        )
+
+    @property
+    def _secondary(self) -> bool:
+        return self.process_mode == "secondary"
+
+    @property
+    def _frames_per_batch(self) -> int:
+        """Frames per model call: batch-size, or one in secondary mode (there batch-size counts objects)."""
+        return 1 if self._secondary else self.batch_size
 
     def _engine_config(self):
         from pyinfer.engine import EngineConfig
@@ -465,11 +560,16 @@ class InferElement(PackedVideoFilter):
         from pyinfer.engine import Engine
 
         engine = Engine.build(cfg)
+        if self._secondary:
+            _check_secondary_decoder(engine, cfg.model)
         layout = self._layout
-        if layout is not None:  # validate on a batch shaped like the live frames
+        if layout is not None:  # validate on a batch shaped like the live frames (secondary: like the crops)
             fmt = "RGB" if layout.format in YUV_FORMATS else layout.format
             channels = 3 if layout.format in YUV_FORMATS else layout.channels
-            engine.check_frames(self.batch_size, layout.height, layout.width, channels, fmt)
+            if self._secondary:
+                engine.check_frames(self.batch_size, engine.input_height, engine.input_width, channels, fmt)
+            else:
+                engine.check_frames(self.batch_size, layout.height, layout.width, channels, fmt)
         return engine
 
     def _on_load_failed(self, result: LoadResult) -> None:
@@ -551,10 +651,16 @@ class InferElement(PackedVideoFilter):
                 post_error(self, Gst.ResourceError.SETTINGS, str(exc))
                 return False
         cfg = self._engine_config()
+        if self._secondary and self.batch_group:
+            post_error(self, Gst.ResourceError.SETTINGS, "process-mode=secondary cannot join a batch-group: a "
+                       "secondary batches the objects of each buffer itself (batch-size counts objects)")  # fmt: skip
+            return False
         try:
             if self.batch_group:
                 return self._join_group(cfg)
             self._engine = on_fresh_thread(Engine.build, cfg)  # see on_fresh_thread: no OpenMP team left here
+            if self._secondary:
+                _check_secondary_decoder(self._engine, cfg.model)
         except PyInferError as exc:
             code = _start_error_code(exc)
             post_error(self, code, str(exc), error_debug(exc))
@@ -567,6 +673,7 @@ class InferElement(PackedVideoFilter):
         self._stats.reset()
         self._batches_seen = 0
         self._batch = None
+        self._results.clear()
         self._model_id = 0
         self._skipped = 0
         self._last_warning = {}
@@ -632,6 +739,10 @@ class InferElement(PackedVideoFilter):
 
     def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
         if is_nvmm(incaps):
+            if self._secondary:
+                post_error(self, Gst.CoreError.NEGOTIATION, "process-mode=secondary runs on plain GStreamer (ROI "
+                           "metas) for now; under DeepStream use nvinfer's secondary mode")  # fmt: skip
+                return False
             if self._group is not None:
                 post_error(self, Gst.CoreError.NEGOTIATION, f"batch-group {self.batch_group!r} takes system or CUDA "
                            "memory frames; on DeepStream, nvstreammux batches the streams")  # fmt: skip
@@ -749,7 +860,7 @@ class InferElement(PackedVideoFilter):
     def _latency_ns(self) -> int:
         """What the element adds: frames held until their batch fills (or times out), and the batches in flight."""
         frame = self._frame_duration_ns or _ASSUMED_FRAME_NS
-        hold = (self.batch_size - 1) * frame
+        hold = (self._frames_per_batch - 1) * frame
         timeout = self._timeout_ns()
         if timeout is not None:
             hold = min(hold, timeout)
@@ -759,7 +870,7 @@ class InferElement(PackedVideoFilter):
     def _timeout_ns(self) -> int | None:
         """How long a partial batch may wait, or None: until it is full."""
         value = self.batch_timeout
-        if value < 0 or self.batch_size == 1:
+        if value < 0 or self._frames_per_batch == 1:
             return None
         if value > 0:
             return value * 1000
@@ -817,9 +928,14 @@ class InferElement(PackedVideoFilter):
             batch = self._batch
             if batch is None:
                 self._maybe_swap()  # a new model starts serving between two batches, never inside one
-                batch = self._batch = _OpenBatch(self._engine, settings, self._model_id, self.batch_size)
+                batch = self._batch = _OpenBatch(self._engine, settings, self._model_id, self._frames_per_batch)
+                batch.object_batch = self.batch_size
             infer = self._frames_seen % (settings.interval + 1) == 0
             self._frames_seen += 1
+            objects = None
+            if infer and settings.objects is not None:
+                objects = self._select(buf, settings.objects)
+                infer = bool(objects.infer.any())  # else every object's result comes from the cache
             if infer:
                 try:
                     self._add_frame(batch, buf)
@@ -834,10 +950,25 @@ class InferElement(PackedVideoFilter):
                         batch.drop()
                         return ret
                     infer = False
-            batch.items.append(_Item(buf, infer, time.monotonic_ns(), held))
-            if batch.n_infer >= self.batch_size or batch.n_infer == 0:
+                if infer and objects is not None:
+                    batch.objects.append(objects)
+            if objects is not None and not infer:
+                objects.infer[:] = False  # not inferred (cached, or the frame failed): cached results only
+            batch.items.append(_Item(buf, infer, time.monotonic_ns(), held, objects, self._frames_seen - 1))
+            if batch.n_infer >= self._frames_per_batch or batch.n_infer == 0:
                 self._seal()  # full; or nothing to infer in it: it goes out in its turn
         return self._flow
+
+    def _select(self, buf: Gst.Buffer, flt: ObjectFilter):
+        """Secondary: the frame's objects the element operates on (FrameObjects)."""
+        from pyinfer.meta import analytics, roi
+
+        dets = roi.read_detections(buf)
+        if not len(dets) and analytics.has_analytics(buf) and len(analytics.read_detections(buf) or ()):
+            self._warn_limited("secondary-analytics", Gst.StreamError.FORMAT, "process-mode=secondary reads the "
+                               "upstream objects from ROI metas and this frame has GstAnalytics objects only: set "
+                               "meta=roi or meta=both on the primary pyinfer")  # fmt: skip
+        return select_objects(dets, flt, self._results, self._frames_seen - 1)
 
     def do_generate_output(self) -> tuple[Gst.FlowReturn, Gst.Buffer | None]:
         return Gst.FlowReturn.OK, None  # buffers are pushed by the worker, in order
@@ -869,11 +1000,11 @@ class InferElement(PackedVideoFilter):
     def _staging_ring(self, engine, layout: VideoLayout) -> StagingRing:
         device = engine.model.device
         where = str(device) if layout.memory == "cuda" else "cpu"
-        key = (tuple(layout.plane_shapes()), self.batch_size, where, device.type == "cuda")
+        key = (tuple(layout.plane_shapes()), self._frames_per_batch, where, device.type == "cuda")
         ring = self._ring
         if ring is None or ring.key != key:
-            ring = StagingRing(layout.plane_shapes(), self.batch_size, device=where, pinned=device.type == "cuda",
-                               slots=self.in_flight + 2)  # fmt: skip
+            ring = StagingRing(layout.plane_shapes(), self._frames_per_batch, device=where,
+                               pinned=device.type == "cuda", slots=self.in_flight + 2)  # fmt: skip
             ring.key = key
             self._ring = ring
         return ring
@@ -945,6 +1076,9 @@ class InferElement(PackedVideoFilter):
         take = getattr(job.engine, "take_warnings", None)
         for text in take() if take is not None else ():
             self._warn_limited(_warning_key(text), Gst.StreamError.DECODE, text)
+        if settings.objects is not None:
+            self._deliver_secondary(items, detections, settings, batch.opened_ns)
+            return
         dets = iter(detections or ())
         codec, uid, mid = self._codec, settings.unique_id, batch.model_id
         for item in items:
@@ -961,6 +1095,34 @@ class InferElement(PackedVideoFilter):
                 codec.write_frame_info(item.buf, inferred=inferred, unique_id=uid, model_id=mid)
         if n:
             self._note_cost(batch.opened_ns)
+        self._push_all(items)
+
+    def _deliver_secondary(self, items: list, results: list | None, settings: Settings, opened_ns: int) -> None:
+        """Secondary: each object's classification onto its ROI meta (fresh, or kept for its track), then push."""
+        from pyinfer.elements._secondary import remember, write_results
+
+        fresh = iter(results or ())
+        uid = settings.unique_id
+        for item in items:
+            objects = item.objects
+            if objects is None or not len(objects):
+                continue
+            got = next(fresh, None) if item.infer else None
+            if got is None:  # not inferred (all cached), or the batch failed: the cached results only
+                got = [r if not objects.infer[k] else None for k, r in enumerate(objects.cached)]
+            else:
+                remember(self._results, objects, got, item.frame_no)
+            if not any(r is not None for r in got):
+                continue
+            with writable(item.buf):
+                try:
+                    write_results(item.buf, objects, got, uid)
+                except Exception as exc:  # the frame still goes on, in its place
+                    if self._failed(exc, 1) != Gst.FlowReturn.OK:
+                        self._flow = Gst.FlowReturn.ERROR
+                        return
+        if results is not None:
+            self._note_cost(opened_ns)
         self._push_all(items)
 
     def _deliver_ds(self, job: Job, report: object, error: BaseException | None) -> None:
@@ -989,7 +1151,7 @@ class InferElement(PackedVideoFilter):
 
     def _note_cost(self, opened_ns: int) -> None:
         """Keep the slowest batch's time in the element; a LATENCY message when it grew past what was reported."""
-        cost = time.monotonic_ns() - opened_ns - (self.batch_size - 1) * (self._frame_duration_ns or 0)
+        cost = time.monotonic_ns() - opened_ns - (self._frames_per_batch - 1) * (self._frame_duration_ns or 0)
         if cost <= self._batch_cost_ns:
             return
         self._batch_cost_ns = cost
@@ -1036,6 +1198,16 @@ class InferElement(PackedVideoFilter):
         return Gst.FlowReturn.ERROR
 
 
+def _check_secondary_decoder(engine, model: str) -> None:
+    """process-mode=secondary takes classifiers (one result per object): ConfigError for other decoders."""
+    decoder = getattr(engine.decoder, "name", "")
+    if decoder != "classifier":
+        raise ConfigError(
+            f"process-mode=secondary runs classifiers on object crops; {model} decodes as {decoder!r} "
+            "(detections or keypoints inside objects are not supported yet): use decoder=classifier"
+        )
+
+
 #: Frame duration assumed for latency when the caps give no frame rate.
 _ASSUMED_FRAME_NS = Gst.SECOND // 30
 
@@ -1046,6 +1218,8 @@ class _Item:
     infer: bool
     t_in: int = 0  # time.monotonic_ns() when the element took it (stats-interval's latency)
     held: _CallerRef | None = None  # the reference submit_input_buffer handed over (see _CallerRef)
+    objects: Any = None  # process-mode=secondary: the frame's selected objects (FrameObjects)
+    frame_no: int = 0
 
 
 class _CallerRef:
@@ -1159,6 +1333,7 @@ class _OpenBatch:
         self.frames = None  # batch of one read in place
         self.copies: list = []  # futures of host frames' copies into the staging slot
         self.gather: list = []  # (index, planes) of CUDA frames to gather into the slot on submit
+        self.objects: list = []  # process-mode=secondary: FrameObjects of the inferred frames, in order
         self.ring: StagingRing | None = None
         self.slot: list | None = None
         self.opened_ns = time.monotonic_ns()
@@ -1166,6 +1341,7 @@ class _OpenBatch:
         self.on_cpu = device.type == "cpu"
         self.map_device = "cuda" if self.on_cpu else str(device)  # where CUDA memory frames are viewed from
         self.read_in_place = batch_size == 1  # a batch of one frame is read where it is, when the engine can
+        self.object_batch = 1  # process-mode=secondary: objects per model call (the element's batch-size)
 
     def job(self, layout) -> Job:
         frames = None
@@ -1189,8 +1365,11 @@ class _OpenBatch:
             if slot is not None:
                 ring.release(slot)
 
+        engine = self.engine
+        if s.objects is not None:
+            engine = SecondaryEngine(engine, self.objects, self.object_batch, s.objects.letterbox)
         return Job(
-            tokens=self.items, frames=frames, engine=self.engine, channels=channels, params=params, release=release,
+            tokens=self.items, frames=frames, engine=engine, channels=channels, params=params, release=release,
             context=_Sealed(self.settings, self.model_id, self.opened_ns),
             prepare=prepare if copies or gather else None,
         )  # fmt: skip

@@ -244,6 +244,24 @@ def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
     return out
 
 
+def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tuple[int, str, float]]]:
+    """Per detection (ROI id order), the top-k a secondary pyinfer with ``unique_id`` attached to it
+    (``process-mode=secondary``: a ``classification-<unique-id>`` param), best first; empty where none."""
+    name = f"classification-{int(unique_id)}"
+    out: list[list[tuple[int, str, float]]] = []
+    for meta in _roi_metas(buf):
+        s = meta.get_param(name)
+        if s is None or not s.has_field("count"):
+            out.append([])
+            continue
+        out.append([
+            (int(s.get_value(f"class-id-{k}")), str(s.get_value(f"label-{k}")), float(s.get_value(f"confidence-{k}")))
+            for k in range(int(s.get_value("count")))
+            if s.has_field(f"class-id-{k}")
+        ])  # fmt: skip
+    return out
+
+
 def _write_detections(
     buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
 ) -> Sequence:

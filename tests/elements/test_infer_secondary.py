@@ -1,0 +1,166 @@
+"""Secondary inference (issue #15): ``pyinfer process-mode=secondary`` runs a classifier on the objects an upstream
+pyinfer found, one crop batch per buffer, and attaches each object's top-k as a ``classification-<unique-id>``
+ROI param.
+
+The primary is the embedded shapes detector on a synthetic scene; the secondary is ``secondary_models.dominant``
+(the mean colour of the crop's centre), whose answer a test can compute itself from the same crop: every
+reported confidence is checked against torch's own resize of that object's pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import secondary_models
+from pyinfer._gi import Gst
+from pyinfer.meta import analytics
+from pyinfer.meta.roi import read_detections, read_object_classifications
+from pyinfer.ops.crops import pixel_boxes
+from pyinfer.scene.generator import Scene
+from support import push_frames
+
+FRAMES = 10
+SECONDARY = "pyinfer process-mode=secondary model-engine=secondary_models:dominant unique-id=7 confidence-threshold=0"
+
+
+@pytest.fixture(scope="module")
+def scene_frames():
+    scene = Scene(5, 640, 360)
+    return [scene.frame(i)[0] for i in range(FRAMES)]
+
+
+def _run(desc: str, frames: list[np.ndarray], uid: int = 7) -> tuple[list, list, list, Gst.Message]:
+    pipeline = Gst.parse_launch(desc)
+    got: list = []
+    sink = pipeline.get_by_name("sink")
+    sink.set_property("emit-signals", True)
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        got.append((buf.pts, read_detections(buf), read_object_classifications(buf, uid)))
+        return Gst.FlowReturn.OK
+
+    sink.connect("new-sample", on_sample)
+    bus = pipeline.get_bus()
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        push_frames(pipeline.get_by_name("src"), frames)
+        warnings = []
+        kinds = Gst.MessageType.EOS | Gst.MessageType.ERROR | Gst.MessageType.WARNING
+        while (msg := bus.timed_pop_filtered(60 * Gst.SECOND, kinds)) is not None:
+            if msg.type != Gst.MessageType.WARNING:
+                break
+            warnings.append(msg.parse_warning()[0].message)
+        assert msg is not None, "no EOS or ERROR within 60 s"
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    return got, [g[0] for g in got], warnings, msg
+
+
+def _primary(embedded_model, extra: str = "") -> str:
+    return f"appsrc name=src ! pyinfer model-engine={embedded_model.path} meta=roi unique-id=1 {extra} ! "
+
+
+def _expected(frame: np.ndarray, box: np.ndarray) -> torch.Tensor:
+    h, w = frame.shape[:2]
+    left, top, right, bottom = pixel_boxes(torch.from_numpy(box[None]), w, h)[0].tolist()
+    crop = torch.from_numpy(frame[top:bottom, left:right]).permute(2, 0, 1)[None].float()
+    crop = F.interpolate(crop, size=(32, 32), mode="bilinear", align_corners=False).round().clamp(0, 255) / 255.0
+    return secondary_models.reference(crop[0])
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_every_object_gets_the_classification_of_its_own_crop(embedded_model, scene_frames, batch):
+    got, pts, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} batch-size={batch} ! appsink name=sink",
+                            scene_frames)  # fmt: skip
+    assert msg.type == Gst.MessageType.EOS, msg.parse_error() if msg.type == Gst.MessageType.ERROR else msg.type
+    assert pts == [i * Gst.SECOND // 30 for i in range(FRAMES)]  # every buffer once, in order
+    checked = 0
+    for frame, (_, dets, classes) in zip(scene_frames, got):
+        assert len(dets) > 0 and len(classes) == len(dets)
+        for i in range(len(dets)):
+            assert classes[i], f"object {i} has no classification"
+            ids = [c for c, _, _ in classes[i]]
+            conf = [p for _, _, p in classes[i]]
+            assert sorted(ids) == [0, 1, 2] and conf == sorted(conf, reverse=True)
+            want = _expected(frame, dets.xyxy[i])
+            assert classes[i][0][0] == int(want.argmax()) or abs(float(want.max()) - conf[0]) < 0.02
+            assert abs(conf[0] - float(want.max())) < 0.02
+            assert classes[i][0][1] == secondary_models.NAMES[classes[i][0][0]]
+            checked += 1
+    assert checked > 3 * FRAMES
+    # the scene's colours follow the classes: most objects' colour names their class
+    agree = sum(
+        classes[i][0][0] == int(dets.class_id[i]) for _, dets, classes in got for i in range(len(dets))
+    )  # fmt: skip
+    assert agree >= 0.8 * checked
+
+
+def test_filters_choose_the_objects(embedded_model, scene_frames):
+    frames = scene_frames[:4]
+    got, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} operate-on-class-ids=0 ! appsink name=sink", frames)
+    assert msg.type == Gst.MessageType.EOS
+    circles = others = 0
+    for _, dets, classes in got:
+        for i in range(len(dets)):
+            if dets.class_id[i] == 0:
+                circles += bool(classes[i])
+            else:
+                others += bool(classes[i])
+    assert circles > 0 and others == 0
+    for extra in ("operate-on-gie-id=99", "input-object-min-width=10000", "input-object-max-height=1"):
+        got, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} {extra} ! appsink name=sink", frames)
+        assert msg.type == Gst.MessageType.EOS
+        assert sum(len(d) for _, d, _ in got) > 0
+        assert not any(any(c) for _, _, c in got), extra
+    got, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} operate-on-gie-id=1 ! appsink name=sink", frames)
+    assert all(all(c) for _, _, c in got)
+
+
+def test_reinfer_interval_keeps_tracked_results_and_runs_the_model_less(embedded_model, scene_frames):
+    desc = _primary(embedded_model) + "pytracker ! " + f"{SECONDARY} secondary-reinfer-interval=%d ! appsink name=sink"
+    seen = {}
+    for interval in (0, 5):
+        secondary_models.SEEN[0] = 0
+        got, _, _, msg = _run(desc % interval, scene_frames)
+        assert msg.type == Gst.MessageType.EOS
+        seen[interval] = secondary_models.SEEN[0]
+        tracked = [(d, c) for _, d, c in got]
+        n_objects = sum(len(d) for d, _ in tracked)
+        with_class = sum(bool(x) for _, c in tracked for x in c)
+        assert with_class == n_objects  # kept results are attached on every frame
+    assert 0 < seen[5] < seen[0] / 2, seen
+
+
+def test_a_detector_in_secondary_mode_is_refused_clearly(embedded_model, scene_frames):
+    desc = _primary(embedded_model) + f"pyinfer process-mode=secondary model-engine={embedded_model.path} ! "
+    _, _, _, msg = _run(desc + "appsink name=sink", scene_frames[:2])
+    assert msg.type == Gst.MessageType.ERROR
+    err = msg.parse_error()[0]
+    assert "process-mode=secondary runs classifiers" in err.message and "decoder=classifier" in err.message
+
+
+def test_secondary_in_a_batch_group_is_refused(embedded_model, scene_frames):
+    _, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} batch-group=g ! appsink name=sink", scene_frames[:2])
+    assert msg.type == Gst.MessageType.ERROR
+    assert "cannot join a batch-group" in msg.parse_error()[0].message
+
+
+def test_bad_class_ids_warn_and_operate_on_every_class(embedded_model, scene_frames):
+    got, _, warnings, msg = _run(
+        _primary(embedded_model) + f"{SECONDARY} operate-on-class-ids=0;x ! appsink name=sink", scene_frames[:2]
+    )
+    assert msg.type == Gst.MessageType.EOS
+    assert any("operate-on-class-ids" in w and "'x'" in w for w in warnings), warnings
+    assert all(all(c) for _, _, c in got)
+
+
+@pytest.mark.skipif(not analytics.available(), reason="GstAnalytics needs GStreamer >= 1.24 (this is 1.22)")
+def test_objects_in_gstanalytics_only_are_named_in_a_warning(embedded_model, scene_frames):
+    desc = f"appsrc name=src ! pyinfer model-engine={embedded_model.path} meta=analytics ! {SECONDARY} ! "
+    _, _, warnings, msg = _run(desc + "appsink name=sink", scene_frames[:2])
+    assert msg.type == Gst.MessageType.EOS
+    assert any("meta=roi or meta=both" in w for w in warnings), warnings
