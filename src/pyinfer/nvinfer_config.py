@@ -408,7 +408,7 @@ def _map_property_key(m: _Mapper, key: str, network_type: int) -> None:
                    "precision=fp16 for a faster GPU run)")  # fmt: skip
     elif key == "process-mode":
         if m.choice(g, key, {1: "primary", 2: "secondary"}) == 2:
-            m.skip(g, key, "secondary mode: pyinfer infers whole frames, not objects")
+            m.skip(g, key, "secondary mode is not read from config files yet: set process-mode=secondary on pyinfer")
     elif key == "cluster-mode":
         mode = m.choice(g, key, _CLUSTER_MODES)
         if mode in (0, 1, 3):
