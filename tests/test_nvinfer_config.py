@@ -105,6 +105,7 @@ def test_deepstream_yolo_file_maps_to_pyinfer_properties(tmp_path):
         "confidence-threshold": 0.25,
         "nms-iou-threshold": 0.45,
         "max-detections": 300,
+        "process-mode": "primary",
     }
     assert config.sources["max-detections"] == "[class-attrs-all] topk"
     assert _keys(config) == [
@@ -278,7 +279,6 @@ def test_value_mappings(tmp_path, edit, expected):
     ("edit", "named"),
     [
         ("cluster-mode=2", "cluster-mode=1"),
-        ("process-mode=1", "process-mode=2"),
         ("network-mode=0", "network-mode=3"),
         ("model-color-format=0", "model-color-format=1"),
         ("symmetric-padding=1", "symmetric-padding=0"),
@@ -298,6 +298,62 @@ def test_values_pyinfer_cannot_honour_are_named(tmp_path, edit, named):
     key = named.split("\n")[1] if "\n[" in named else named.split("\n")[-1].split("=")[0]
     assert len(config.unsupported) == 4, config.unsupported  # the three parser library keys, and this one
     assert any(key in entry for entry in config.unsupported), config.unsupported
+
+
+#: A secondary classifier's file in the form of DeepStream's samples (config_infer_secondary_*.txt).
+SECONDARY = """\
+[property]
+gpu-id=0
+net-scale-factor=1
+onnx-file=vehicletypes.onnx
+labelfile-path=labels.txt
+batch-size=16
+process-mode=2
+model-color-format=1
+network-mode=0
+is-classifier=1
+classifier-async-mode=1
+classifier-threshold=0.51
+input-object-min-width=128
+input-object-min-height=64
+input-object-max-width=1024
+operate-on-gie-id=1
+operate-on-class-ids=0;2
+secondary-reinfer-interval=10
+classifier-type=vehicletype
+gie-unique-id=4
+"""
+
+
+def test_a_secondary_classifier_file_maps_to_secondary_mode(tmp_path):
+    config = read_nvinfer_config(_write(tmp_path, SECONDARY, "config_infer_secondary.txt"))
+    p = config.properties
+    assert p["process-mode"] == "secondary" and p["decoder"] == "classifier"
+    assert p["operate-on-gie-id"] == 1 and p["operate-on-class-ids"] == "0;2"
+    assert (p["input-object-min-width"], p["input-object-min-height"], p["input-object-max-width"]) == (128, 64, 1024)
+    assert p["secondary-reinfer-interval"] == 10 and p["batch-size"] == 16 and p["unique-id"] == 4
+    assert p["confidence-threshold"] == pytest.approx(0.51)
+    assert p["maintain-aspect-ratio"] is False  # absent: nvinfer stretches object crops, and so does pyinfer
+    assert config.sources["operate-on-class-ids"] == "[property] operate-on-class-ids"
+    assert not any("maintain-aspect-ratio" in u or "process-mode" in u for u in config.unsupported), config.unsupported
+    keep = read_nvinfer_config(_write(tmp_path, SECONDARY + "maintain-aspect-ratio=1\nsymmetric-padding=1\n"))
+    assert keep.properties["maintain-aspect-ratio"] is True
+    primary = read_nvinfer_config(_write(tmp_path, SECONDARY.replace("process-mode=2", "process-mode=1")))
+    assert primary.properties["process-mode"] == "primary" and "maintain-aspect-ratio" not in primary.properties
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ("operate-on-class-ids=0;2", "operate-on-class-ids=0;car"),
+        ("operate-on-gie-id=1", "operate-on-gie-id=-2"),
+        ("input-object-min-width=128", "input-object-min-width=40000"),
+        ("secondary-reinfer-interval=10", "secondary-reinfer-interval=-1"),
+    ],
+)
+def test_bad_secondary_values_name_the_key(tmp_path, edit, match):
+    with pytest.raises(ConfigFileError, match=match.split("=")[0]):
+        read_nvinfer_config(_write(tmp_path, SECONDARY.replace(edit, match)))
 
 
 def test_silent_keys_and_equal_class_values_are_not_named(tmp_path):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyinfer.errors import ConfigError
+from pyinfer.params import parse_class_ids
 
 MAX_FILE_BYTES = 1 << 20  # an nvinfer file is a few hundred bytes; 1 MiB is not one
 #: nvinfer's defaults for a detector's [class-attrs-*] keys (gstnvinfer_property_parser.h).
@@ -49,10 +50,15 @@ _SILENT = frozenset({
     "scaling-compute-hw", "scaling-filter", "warmup-engine", "stabilize-buffer-count", "strongly-typed",
     "output-io-formats", "layer-device-precision", "use-dla-core", "int8-calib-file", "tlt-model-key",
     "uff-input-blob-name", "uff-input-order", "classifier-async-mode", "classifier-type",
-    "secondary-reinfer-interval", "operate-on-gie-id", "operate-on-class-ids", "input-object-min-width",
-    "input-object-min-height", "input-object-max-width", "input-object-max-height", "segmentation-threshold",
-    "segmentation-output-order", "parse-classifier-func-name",
+    "segmentation-threshold", "segmentation-output-order", "parse-classifier-func-name",
 })  # fmt: skip
+#: Secondary mode's object size limits (same names as pyinfer's properties).
+_OBJECT_SIZES = (
+    "input-object-min-width",
+    "input-object-min-height",
+    "input-object-max-width",
+    "input-object-max-height",
+)
 #: [property] keys whose presence pyinfer cannot honour, with what it does instead.
 _UNSUPPORTED = {
     "custom-lib-path": "a compiled parser library: pyinfer decodes the outputs itself (see decoder-used)",
@@ -407,8 +413,21 @@ def _map_property_key(m: _Mapper, key: str, network_type: int) -> None:
             m.skip(g, key, f"{_NETWORK_MODES[mode]}: pyinfer runs fp32, fp16 or bf16; runs fp32 (set "
                    "precision=fp16 for a faster GPU run)")  # fmt: skip
     elif key == "process-mode":
-        if m.choice(g, key, {1: "primary", 2: "secondary"}) == 2:
-            m.skip(g, key, "secondary mode is not read from config files yet: set process-mode=secondary on pyinfer")
+        m.set("process-mode", "secondary" if m.choice(g, key, {1: "primary", 2: "secondary"}) == 2 else "primary",
+              g, key)  # fmt: skip
+    elif key == "operate-on-gie-id":
+        m.set(key, m.ranged(g, key, -1, 2**31 - 1), g, key)
+    elif key == "operate-on-class-ids":
+        text = kf.string(g, key)
+        try:
+            parse_class_ids(text)
+        except ConfigError as exc:
+            raise ConfigFileError(f"{kf.where(g, key)}: {exc}") from None
+        m.set(key, text, g, key)
+    elif key in _OBJECT_SIZES:
+        m.set(key, m.ranged(g, key, 0, 32767), g, key)
+    elif key == "secondary-reinfer-interval":
+        m.set(key, m.ranged(g, key, 0, 1_000_000), g, key)
     elif key == "cluster-mode":
         mode = m.choice(g, key, _CLUSTER_MODES)
         if mode in (0, 1, 3):
@@ -504,6 +523,15 @@ def _map_preprocessing(m: _Mapper) -> None:
         m.skip(g, "network-input-order", "pyinfer feeds NCHW")
     keep_ratio = kf.boolean(g, "maintain-aspect-ratio") if kf.has(g, "maintain-aspect-ratio") else False
     symmetric = kf.boolean(g, "symmetric-padding") if kf.has(g, "symmetric-padding") else False
+    if m.props.get("process-mode") == "secondary":  # object crops are stretched or padded as the file says
+        m.set("maintain-aspect-ratio", keep_ratio, g, "maintain-aspect-ratio")
+        if keep_ratio and not symmetric:
+            why = "nvinfer pads object crops right and bottom; pyinfer centres them"
+            if kf.has(g, "symmetric-padding"):
+                m.skip(g, "symmetric-padding", why)
+            else:
+                m.unsupported.append(f"[{g}] symmetric-padding absent ({why})")
+        return
     resize = "pyinfer letterboxes, centred (DETR-style decoders stretch)"
     if not keep_ratio:
         where = "maintain-aspect-ratio" + ("" if kf.has(g, "maintain-aspect-ratio") else " absent")

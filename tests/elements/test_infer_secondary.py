@@ -164,3 +164,19 @@ def test_objects_in_gstanalytics_only_are_named_in_a_warning(embedded_model, sce
     _, _, warnings, msg = _run(desc + "appsink name=sink", scene_frames[:2])
     assert msg.type == Gst.MessageType.EOS
     assert any("meta=roi or meta=both" in w for w in warnings), warnings
+
+
+def test_an_nvinfer_secondary_config_file_sets_secondary_mode(embedded_model, scene_frames, tmp_path):
+    cfg = tmp_path / "config_infer_secondary.txt"
+    cfg.write_text(
+        "[property]\nprocess-mode=2\nnetwork-type=1\ngie-unique-id=7\noperate-on-gie-id=1\noperate-on-class-ids=0\n"
+        "classifier-threshold=0\nbatch-size=8\n"
+    )
+    desc = _primary(embedded_model) + (
+        f"pyinfer config-file-path={cfg} model-engine=secondary_models:dominant name=sec ! appsink name=sink"
+    )
+    got, _, _, msg = _run(desc, scene_frames[:4])
+    assert msg.type == Gst.MessageType.EOS, msg.parse_error() if msg.type == Gst.MessageType.ERROR else msg.type
+    classified = [(int(d.class_id[i]), bool(c[i])) for _, d, c in got for i in range(len(d))]
+    assert any(cls == 0 and has for cls, has in classified)
+    assert all(has == (cls == 0) for cls, has in classified)

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from pyinfer._gi import Gst, GstVideo
-from pyinfer.errors import ConfigError
 
 #: ROI param name prefix of a secondary classifier's result; the producer's unique-id follows.
 PARAM_PREFIX = "classification-"
@@ -42,20 +41,6 @@ class ObjectFilter:
     max_height: int = 0
     reinfer_interval: int = 0
     letterbox: bool = False
-
-
-def parse_class_ids(text: str) -> frozenset[int]:
-    """``"0;2"``, ``"0:2"`` or ``"0,2"`` -> {0, 2}; empty -> every class. ConfigError names a bad entry."""
-    out = set()
-    for part in text.replace(";", ",").replace(":", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.add(int(part))
-        except ValueError:
-            raise ConfigError(f"operate-on-class-ids: {part!r} is not a class id (expected e.g. '0;2')") from None
-    return frozenset(out)
 
 
 @dataclass

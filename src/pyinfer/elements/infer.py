@@ -36,7 +36,7 @@ from pyinfer.elements._enums import (
     ProcessMode,
     choice_property,
 )
-from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngine, parse_class_ids, select_objects
+from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngine, select_objects
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
@@ -44,7 +44,7 @@ from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
 from pyinfer.meta.codecs import Codec
 from pyinfer.meta.codecs import codec as meta_codec
 from pyinfer.ops.colour import YUV_FORMATS
-from pyinfer.params import DEFAULT_PARAMS, InferParams
+from pyinfer.params import DEFAULT_PARAMS, InferParams, parse_class_ids
 from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing, wait_all
 
 log = logging.getLogger(__name__)
