@@ -64,11 +64,17 @@ def cmd_scene(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     video, truth = write_scene(
-        args.out, frames=args.frames, seed=args.seed, width=args.width, height=args.height, rotated=args.rotated
+        args.out,
+        frames=args.frames,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        rotated=args.rotated,
+        marked=args.marked,
     )
     print(
         f"wrote {video} and {truth}: {args.frames} frames {args.width}x{args.height}, seed {args.seed}"
-        f"{', rotated' if args.rotated else ''} "
+        f"{', rotated' if args.rotated else ''}{', marked' if args.marked else ''} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
     return 0
@@ -242,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=1280)
     s.add_argument("--height", type=int, default=720)
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--rotated", action="store_true", help="spinning shapes; the truth adds rotated boxes (cxcywhr)")
+    variant = s.add_mutually_exclusive_group()
+    variant.add_argument(
+        "--rotated", action="store_true", help="spinning shapes; the truth adds rotated boxes (cxcywhr)"
+    )
+    variant.add_argument(
+        "--marked", action="store_true", help="a dot, a bar or nothing on every object; the truth adds its mark"
+    )
     s.set_defaults(func=cmd_scene)
 
     s = sub.add_parser(

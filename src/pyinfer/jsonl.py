@@ -5,7 +5,8 @@ Schema (the same for both)::
     {"frame": 0, "pts_ns": 0, "width": 640, "height": 480,
      "objects": [{"bbox": [left, top, width, height], "confidence": 0.97, "class_id": 1, "label": "square"}]}
 
-Ground truth adds ``"object_id"`` (a stable identity per object); detections may add ``"unique_id"``,
+Ground truth adds ``"object_id"`` (a stable identity per object), and in marked scenes ``"mark"`` (``plain``,
+``dot`` or ``bar``: ``pyinfer.scene.MARKS``); detections may add ``"unique_id"``,
 ``"track_id"`` (null for an object the tracker did not track) and the other ``Detections.extra`` fields.
 Rotated boxes add ``"cxcywhr"``: ``[cx, cy, w, h, angle]`` in pixels and radians (clockwise in image
 coordinates); ``bbox`` is then the enclosing box. Pose models add ``"keypoints"``: ``[[x, y, confidence],

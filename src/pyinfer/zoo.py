@@ -37,6 +37,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "YOLO-OBB-layout rotated-box detector for pyinfer's rotated scenes (ellipse, rectangle, triangle), "
         "384x384 input, decoder yolo-obb",
     ),
+    "marks": EmbeddedModel(
+        "marks",
+        MODELS_DIR / "marks.torchscript",
+        MODELS_DIR / "marks.labels.txt",
+        "secondary classifier of an object's mark in pyinfer's marked scenes (plain, dot, bar) from its crop, "
+        "64x64 input (stretched), decoder classifier",
+    ),
 }
 DEFAULT_MODEL = "shapes"
 

@@ -1,9 +1,9 @@
 """Synthetic scenes: coloured shapes moving over a drifting, textured background, with exact ground truth.
 
-A :class:`Scene` is fully determined by ``(seed, width, height, rotated)``. Motion is simulated frame by frame from one
-``numpy.random.Generator(PCG64(seed))``; snapshots every ``_CHECKPOINT_EVERY`` frames make random access cheap,
-and sequential access costs one simulation step plus one render per frame. The background is a closed-form
-function of the frame index (windows into precomputed textures), so it needs no state at all.
+A :class:`Scene` is fully determined by ``(seed, width, height, rotated, marked)``. Motion is simulated frame by
+frame from one ``numpy.random.Generator(PCG64(seed))``; snapshots every ``_CHECKPOINT_EVERY`` frames make random
+access cheap, and sequential access costs one simulation step plus one render per frame. The background is a
+closed-form function of the frame index (windows into precomputed textures), so it needs no state at all.
 
 Rotated scenes (``rotated=True``) show ellipses, rectangles and elongated triangles that spin as they move, and
 their truth carries a rotated box (:attr:`SceneObject.cxcywhr`). Its canonical form:
@@ -20,8 +20,18 @@ An object partly outside the frame has the rotated box clipped along its own axe
 angle around the part of its full box inside the frame (for angle 0 this is the axis-aligned clipping of the
 default scenes). Its ``bbox`` is the axis-aligned box enclosing that rotated box, clipped to the frame.
 
-The default scenes (``rotated=False``) are frozen: their frames and truth are bit-identical to those the committed
-``shapes`` model was trained and tested on (``tests/scene/test_golden.py``).
+Marked scenes (``marked=True``, axis-aligned only) give each object a mark from :data:`MARKS`, an attribute that
+is independent of its class and visible in its crop (what the embedded ``marks`` secondary classifier reads): drawn
+in the object's outline colour inside its fill, ``"dot"`` is a disc of radius ``0.16 * size``, ``"bar"`` a
+horizontal bar ``0.5 * size`` wide and ``0.14 * size`` high, ``"plain"`` nothing. Circles and squares carry the mark
+at their centre; triangles carry the dot at their centroid and the bar lower, ``0.17 * size`` above the base, where
+the triangle is wide enough for it. A mark never reaches past the fill (it is clipped to it). Each object's mark
+comes from its own generator, seeded by ``(seed, 2, object_id)``: the scene's own generator is never drawn from for
+marks, so a marked scene shows the same objects, moving the same way, as the unmarked scene of the same seed, and
+differs from it only by the marks' pixels (and ``SceneObject.mark`` in its truth).
+
+The default scenes (``rotated=False``, ``marked=False``) are frozen: their frames and truth are bit-identical to
+those the committed ``shapes`` model was trained and tested on (``tests/scene/test_golden.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import numpy as np
 from pyinfer.errors import ConfigError
 from pyinfer.scene.rotated import canonical_cxcywhr, clip_rotated_box, draw_rotated, enclosing_half_extent
 
-__all__ = ["CLASSES", "ROTATED_CLASSES", "Scene", "SceneObject", "canonical_cxcywhr"]
+__all__ = ["CLASSES", "MARKS", "ROTATED_CLASSES", "Scene", "SceneObject", "canonical_cxcywhr"]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 ROTATED_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle")  # rotated scenes; same colours per class id
@@ -57,6 +67,11 @@ _CHECKPOINT_EVERY = 64
 ROTATED_MIN_SIZE, ROTATED_MAX_SIZE = 0.08, 0.24
 _MIN_ASPECT, _MAX_ASPECT = 0.4, 0.8
 _MIN_SPIN, _MAX_SPIN = 0.004, 0.03  # radians per frame, either sense
+# Marked scenes: the marks, drawn uniformly at random per object; their sizes as fractions of the object's size.
+MARKS: tuple[str, ...] = ("plain", "dot", "bar")
+_DOT_RADIUS = 0.16
+_BAR_HALF_WIDTH, _BAR_HALF_HEIGHT = 0.25, 0.07
+_TRIANGLE_BAR_ABOVE_BASE = 0.17  # the bar's centre above a triangle's base: there the triangle is wide enough
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class SceneObject:
             rotated scenes, the box enclosing ``cxcywhr``, clipped to the frame.
         cxcywhr: rotated scenes only (else None): ``(cx, cy, w, h, angle)`` in pixels and radians, in the canonical
             form of the module docstring (``w >= h``, ``0 <= angle < pi``, clockwise on screen).
+        mark: marked scenes only (else None): the object's mark, one of :data:`MARKS`.
     """
 
     object_id: int
@@ -78,6 +94,7 @@ class SceneObject:
     label: str
     bbox: tuple[float, float, float, float]
     cxcywhr: tuple[float, float, float, float, float] | None = None
+    mark: str | None = None
 
 
 @dataclass
@@ -100,6 +117,7 @@ class _Body:
     rotated: bool = False  # a rotated-scene body: size is the long side, aspect the short / long ratio
     aspect: float = 1.0
     spin: float = 0.0  # radians per frame
+    mark: str | None = None  # marked scenes: one of MARKS
 
     def half_extent(self) -> tuple[float, float]:
         """Half sizes along the body's own axes (its long axis first when rotated)."""
@@ -197,6 +215,21 @@ class _Background:
         return out
 
 
+def _mark_mask(body: _Body, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Where a body's dot or bar lies, for pixel offsets ``xs`` (1, W) and ``ys`` (H, 1) from the body's centre."""
+    s = body.size
+    dot = body.mark == "dot"
+    dy = 0.0  # the mark's centre below the box centre
+    if body.class_id == 2:  # the centroid, hh / 3 below the box centre; the bar lower still (module docstring)
+        hh = body.half_extent()[1]
+        dy = hh / 3.0 if dot else hh - _TRIANGLE_BAR_ABOVE_BASE * s
+    my = ys - np.float32(dy)
+    if dot:
+        mask: np.ndarray = xs * xs + my * my <= (_DOT_RADIUS * s) ** 2
+        return mask
+    return (np.abs(xs) <= _BAR_HALF_WIDTH * s) & (np.abs(my) <= _BAR_HALF_HEIGHT * s)
+
+
 def _draw(img: np.ndarray, body: _Body) -> None:
     """Rasterise one object in place: a pixel is drawn when its centre lies inside the shape."""
     if body.rotated:
@@ -228,6 +261,8 @@ def _draw(img: np.ndarray, body: _Body) -> None:
     win = img[y0:y1, x0:x1]
     win[inside] = body.outline
     win[inner] = body.fill
+    if body.mark is not None and body.mark != "plain":  # marked scenes only; in the outline colour, inside the fill
+        win[inner & _mark_mask(body, xs, ys)] = body.outline
 
 
 class Scene:
@@ -239,17 +274,22 @@ class Scene:
         height: frame height in pixels, >= 64.
         rotated: ellipses, rectangles and elongated triangles that spin, with rotated boxes in the truth
             (:data:`ROTATED_CLASSES`); the default is the frozen axis-aligned scene (:data:`CLASSES`).
+        marked: give every object a mark from :data:`MARKS` (see the module docstring), named in its truth
+            (:attr:`SceneObject.mark`); the same objects and motion as the unmarked scene. Axis-aligned scenes only.
 
     Raises:
-        ConfigError: on a negative seed or a frame smaller than 64 x 64.
+        ConfigError: on a negative seed, a frame smaller than 64 x 64, or ``marked`` with ``rotated``.
     """
 
-    def __init__(self, seed: int, width: int, height: int, *, rotated: bool = False) -> None:
+    def __init__(self, seed: int, width: int, height: int, *, rotated: bool = False, marked: bool = False) -> None:
         for name, value, low in (("seed", seed, 0), ("width", width, 64), ("height", height, 64)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"scene {name} must be an integer >= {low}, got {value!r}")
+        if rotated and marked:
+            raise ConfigError("marked scenes are axis-aligned only: rotated and marked cannot be combined")
         self.seed, self.width, self.height = int(seed), int(width), int(height)
         self.rotated = bool(rotated)
+        self.marked = bool(marked)
         self.classes = ROTATED_CLASSES if self.rotated else CLASSES
         self._m = float(min(width, height))
         self._background = _Background(np.random.Generator(np.random.PCG64([self.seed, 1])), self.width, self.height)
@@ -306,6 +346,9 @@ class Scene:
             outline=(int(outline[0]), int(outline[1]), int(outline[2])),
         )
         self._next_id += 1
+        if self.marked:  # from the object's own generator: the scene's generator draws exactly as unmarked
+            mark_rng = np.random.Generator(np.random.PCG64([self.seed, 2, body.object_id]))
+            body.mark = MARKS[int(mark_rng.integers(len(MARKS)))]
         if self.rotated:  # drawn after the default scene's draws, which therefore stay as they were
             body.rotated = True
             body.aspect = float(rng.uniform(_MIN_ASPECT, _MAX_ASPECT))
@@ -408,7 +451,7 @@ class Scene:
             if area < 16.0 or area < 0.25 * (right - left) * (bottom - top):
                 continue
             bbox = (float(cl), float(ct), float(cr - cl), float(cb - ct))
-            out.append(SceneObject(body.object_id, body.class_id, CLASSES[body.class_id], bbox))
+            out.append(SceneObject(body.object_id, body.class_id, CLASSES[body.class_id], bbox, mark=body.mark))
         return out
 
     def _rotated_truth(self) -> list[SceneObject]:

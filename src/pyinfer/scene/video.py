@@ -20,10 +20,11 @@ _MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
 def render_frames(
-    seed: int, width: int, height: int, frames: int, *, rotated: bool = False
+    seed: int, width: int, height: int, frames: int, *, rotated: bool = False, marked: bool = False
 ) -> Iterator[tuple[np.ndarray, list[SceneObject]]]:
-    """Yield ``(image, objects)`` for frames ``0 .. frames - 1`` of ``Scene(seed, width, height, rotated=rotated)``."""
-    scene = Scene(seed, width, height, rotated=rotated)
+    """Yield ``(image, objects)`` for frames ``0 .. frames - 1`` of ``Scene(seed, width, height, rotated=rotated,
+    marked=marked)``."""
+    scene = Scene(seed, width, height, rotated=rotated, marked=marked)
     for index in range(frames):
         yield scene.frame(index)
 
@@ -32,7 +33,8 @@ def truth_record(index: int, pts_ns: int, width: int, height: int, objects: list
     """One frame's ground truth in the schema of :mod:`pyinfer.jsonl` (boxes rounded to 0.01 px).
 
     Objects of rotated scenes add ``"cxcywhr": [cx, cy, w, h, angle]`` (pixels rounded to 0.01, the angle in
-    radians to 1e-5; the canonical form of :mod:`pyinfer.scene.generator`).
+    radians to 1e-5; the canonical form of :mod:`pyinfer.scene.generator`). Objects of marked scenes add
+    ``"mark"``: one of :data:`pyinfer.scene.MARKS`.
     """
     records = []
     for o in objects:
@@ -45,6 +47,8 @@ def truth_record(index: int, pts_ns: int, width: int, height: int, objects: list
         }
         if o.cxcywhr is not None:
             rec["cxcywhr"] = [*(round(v, 2) for v in o.cxcywhr[:4]), round(o.cxcywhr[4], 5)]
+        if o.mark is not None:
+            rec["mark"] = o.mark
         records.append(rec)
     return {"frame": index, "pts_ns": pts_ns, "width": width, "height": height, "objects": records}
 
@@ -79,25 +83,28 @@ def write_scene(
     height: int,
     fps: int = 30,
     rotated: bool = False,
+    marked: bool = False,
 ) -> tuple[Path, Path]:
     """Render ``frames`` frames of ``Scene(seed, width, height)`` to ``out_dir/video.mp4`` and ``out_dir/truth.jsonl``.
 
     The truth has one record per frame with ``pts_ns = round(frame * 1e9 / fps)``, ``confidence`` 1.0 and an
     ``object_id`` on every object. With ``rotated``, the scene is the rotated variant and every object also
-    carries ``cxcywhr`` (see :func:`truth_record`).
+    carries ``cxcywhr`` (see :func:`truth_record`). With ``marked``, every object carries a mark (drawn, and
+    named as ``"mark"`` in the truth).
 
     Returns:
         ``(video_path, truth_path)``.
 
     Raises:
-        ConfigError: on a non-positive frame count or fps (and on a bad scene size or seed).
+        ConfigError: on a non-positive frame count or fps (and on a bad scene size or seed, or ``marked`` with
+            ``rotated``).
         RuntimeError: when the GStreamer pipeline fails; the message names the failing element.
     """
     if not isinstance(frames, int) or frames < 1:
         raise ConfigError(f"frames must be a positive integer, got {frames!r}")
     if not isinstance(fps, int) or fps < 1:
         raise ConfigError(f"fps must be a positive integer, got {fps!r}")
-    scene = Scene(seed, width, height, rotated=rotated)
+    scene = Scene(seed, width, height, rotated=rotated, marked=marked)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     video_path, truth_path = out / "video.mp4", out / "truth.jsonl"
