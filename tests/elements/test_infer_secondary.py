@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 import secondary_models
 from pyinfer._gi import Gst
-from pyinfer.meta import analytics
-from pyinfer.meta.roi import read_detections, read_object_classifications
+from pyinfer.meta import analytics, read_detections, read_object_classifications, roi
 from pyinfer.ops.crops import pixel_boxes
 from pyinfer.scene.generator import Scene
 from support import push_frames
@@ -32,7 +31,10 @@ def scene_frames():
     return [scene.frame(i)[0] for i in range(FRAMES)]
 
 
-def _run(desc: str, frames: list[np.ndarray], uid: int = 7) -> tuple[list, list, list, Gst.Message]:
+def _run(desc: str, frames: list[np.ndarray], uid: int = 7, reader=None) -> tuple[list, list, list, Gst.Message]:
+    """Play ``desc`` on ``frames``: per buffer (pts, detections, the secondary's top-k per detection), the pts,
+    the WARNING texts, and the final message. ``reader(buf, uid)`` reads the top-k (default: GstAnalytics first)."""
+    reader = reader or read_object_classifications
     pipeline = Gst.parse_launch(desc)
     got: list = []
     sink = pipeline.get_by_name("sink")
@@ -40,7 +42,7 @@ def _run(desc: str, frames: list[np.ndarray], uid: int = 7) -> tuple[list, list,
 
     def on_sample(appsink):
         buf = appsink.emit("pull-sample").get_buffer()
-        got.append((buf.pts, read_detections(buf), read_object_classifications(buf, uid)))
+        got.append((buf.pts, read_detections(buf), reader(buf, uid)))
         return Gst.FlowReturn.OK
 
     sink.connect("new-sample", on_sample)
@@ -159,11 +161,20 @@ def test_bad_class_ids_warn_and_operate_on_every_class(embedded_model, scene_fra
 
 
 @pytest.mark.skipif(not analytics.available(), reason="GstAnalytics needs GStreamer >= 1.24 (this is 1.22)")
-def test_objects_in_gstanalytics_only_are_named_in_a_warning(embedded_model, scene_frames):
-    desc = f"appsrc name=src ! pyinfer model-engine={embedded_model.path} meta=analytics ! {SECONDARY} ! "
-    _, _, warnings, msg = _run(desc + "appsink name=sink", scene_frames[:2])
-    assert msg.type == Gst.MessageType.EOS
-    assert any("meta=roi or meta=both" in w for w in warnings), warnings
+@pytest.mark.parametrize("meta", ["analytics", "both"])
+def test_objects_in_gstanalytics_get_a_classification_mtd(embedded_model, scene_frames, meta):
+    desc = f"appsrc name=src ! pyinfer model-engine={embedded_model.path} unique-id=1 meta={meta} ! {SECONDARY} ! "
+    got, _, _, msg = _run(desc + "appsink name=sink", scene_frames[:3])
+    assert msg.type == Gst.MessageType.EOS, msg.parse_error() if msg.type == Gst.MessageType.ERROR else msg.type
+    for frame, (_, dets, classes) in zip(scene_frames, got):
+        assert "mtd_id" in dets.extra and len(dets) > 0 and len(classes) == len(dets)
+        for i in range(len(dets)):
+            assert classes[i] and classes[i][0][1] == secondary_models.NAMES[classes[i][0][0]]
+            assert abs(classes[i][0][2] - float(_expected(frame, dets.xyxy[i]).max())) < 0.02
+    if meta == "both":  # the ROI metas carry the same results
+        from_roi, _, _, msg = _run(desc + "appsink name=sink", scene_frames[:3], reader=roi.read_object_classifications)
+        assert msg.type == Gst.MessageType.EOS
+        assert [c for _, _, c in from_roi] == [c for _, _, c in got]
 
 
 def test_an_nvinfer_secondary_config_file_sets_secondary_mode(embedded_model, scene_frames, tmp_path):

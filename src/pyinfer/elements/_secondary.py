@@ -2,12 +2,14 @@
 
 nvinfer's secondary mode, on plain GStreamer. Per buffer, on the streaming thread, :func:`select_objects` picks
 the objects the element operates on (``operate-on-gie-id``, ``operate-on-class-ids``, ``input-object-min/max``
-sizes) from the detections an upstream producer attached (ROI metas); objects a tracker follows whose result is
-younger than ``secondary-reinfer-interval`` frames take it from :class:`ResultCache` instead of the model. On the
-worker, :class:`SecondaryEngine` cuts every selected object of the job's frames out in one batch on the frames'
-device (:func:`pyinfer.ops.crops.crop_resize`), runs the model on the crops in calls of at most ``batch-size``
-objects, and :func:`write_results` attaches each object's classification to its ROI meta as a
-``classification-<unique-id>`` param (the fields of the ``classification`` param; README "Metadata contract").
+sizes) from the detections an upstream producer attached (GstAnalytics or ROI metas); objects a tracker follows
+whose result is younger than ``secondary-reinfer-interval`` frames take it from :class:`ResultCache` instead of
+the model. On the worker, :class:`SecondaryEngine` cuts every selected object of the job's frames out in one
+batch on the frames' device (:func:`pyinfer.ops.crops.crop_resize`) and runs the model on the crops in calls of
+at most ``batch-size`` objects; :func:`write_results` attaches each object's classification where the object is:
+a classification Mtd and a ``pyinfer-secondary`` Mtd naming the producer (GstAnalytics), and a
+``classification-<unique-id>`` param on its ROI meta (the fields of the ``classification`` param). README
+"Metadata contract".
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class FrameObjects:
     track_ids: np.ndarray | None  # (N,) uint64, or None: untracked
     infer: np.ndarray  # (N,) bool: run the model (else ``cached[i]`` is the result)
     cached: list = field(default_factory=list)  # per object: a cached result or None
+    od_ids: np.ndarray | None = None  # (N,) the objects' GstAnalytics OD Mtd ids, when read from GstAnalytics
 
     @classmethod
     def empty(cls) -> FrameObjects:
@@ -99,7 +102,8 @@ def select_objects(dets: Any, flt: ObjectFilter, cache: ResultCache | None, fram
                 infer[k] = False
                 cached[k] = hit
     roi_ids = np.asarray(dets.extra["roi_id"], np.int64)[idx]
-    return FrameObjects(roi_ids, xyxy[idx], tracks, infer, cached)
+    od_ids = np.asarray(dets.extra["mtd_id"], np.int64)[idx] if "mtd_id" in dets.extra else None
+    return FrameObjects(roi_ids, xyxy[idx], tracks, infer, cached, od_ids)
 
 
 class ResultCache:
@@ -195,7 +199,19 @@ def _classified(dets: Any, labels: tuple[str, ...]) -> Classified | None:
 
 
 def write_results(buf: Gst.Buffer, objects: FrameObjects, results: list, unique_id: int) -> int:
-    """Attach each classified object's top-k to its ROI meta (``buf`` writable); returns how many were written."""
+    """Attach each classified object's top-k where the object is (``buf`` writable): its GstAnalytics OD Mtd
+    (objects read from GstAnalytics) and its ROI meta (where the buffer has one with the object's id: ``meta=roi``
+    or ``meta=both`` upstream); returns how many objects were written."""
+    written = 0
+    if objects.od_ids is not None:
+        from pyinfer.meta import analytics
+
+        topks = [None if r is None else (r.class_ids, r.labels, r.confidences) for r in results]
+        written = analytics.write_object_classifications(buf, objects.od_ids.tolist(), topks, unique_id)
+    return max(written, _write_roi(buf, objects, results, unique_id))
+
+
+def _write_roi(buf: Gst.Buffer, objects: FrameObjects, results: list, unique_id: int) -> int:
     name = param_name(unique_id)
     written = 0
     for roi_id, res in zip(objects.roi_ids.tolist(), results):

@@ -960,14 +960,10 @@ class InferElement(PackedVideoFilter):
         return self._flow
 
     def _select(self, buf: Gst.Buffer, flt: ObjectFilter):
-        """Secondary: the frame's objects the element operates on (FrameObjects)."""
-        from pyinfer.meta import analytics, roi
+        """Secondary: the frame's objects the element operates on (FrameObjects), GstAnalytics first."""
+        from pyinfer.meta import read_detections
 
-        dets = roi.read_detections(buf)
-        if not len(dets) and analytics.has_analytics(buf) and len(analytics.read_detections(buf) or ()):
-            self._warn_limited("secondary-analytics", Gst.StreamError.FORMAT, "process-mode=secondary reads the "
-                               "upstream objects from ROI metas and this frame has GstAnalytics objects only: set "
-                               "meta=roi or meta=both on the primary pyinfer")  # fmt: skip
+        dets = read_detections(buf)
         return select_objects(dets, flt, self._results, self._frames_seen - 1)
 
     def do_generate_output(self) -> tuple[Gst.FlowReturn, Gst.Buffer | None]:

@@ -23,6 +23,7 @@ __all__ = [
     "read_detections",
     "read_detections_checked",
     "read_frame_info",
+    "read_object_classifications",
     "write_detections",
 ]
 
@@ -54,6 +55,14 @@ def read_frame_info(buf: Gst.Buffer) -> FrameInfo | None:
     """pyinfer's frame record on ``buf`` (GstAnalytics frame Mtd first, then the ROI record), or None."""
     info = analytics.read_frame_info(buf)
     return info if info is not None else roi.read_frame_info(buf)
+
+
+def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tuple[int, str, float]]]:
+    """Per detection (the order of :func:`read_detections`), the top-k a secondary pyinfer with ``unique_id``
+    attached to it, ``(class_id, label, confidence)`` best first; empty where none (GstAnalytics first)."""
+    if analytics.has_analytics(buf):
+        return analytics.read_object_classifications(buf, unique_id)
+    return roi.read_object_classifications(buf, unique_id)
 
 
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:

@@ -81,6 +81,10 @@ from pyinfer.meta.roi import FrameInfo
 
 DETECTION_MTD = "pyinfer-detection"
 FRAME_MTD = "pyinfer-frame"
+#: A secondary classifier's result on an object (process-mode=secondary): related OD RELATE_TO it.
+SECONDARY_MTD = "pyinfer-secondary"
+#: unique_id (int32), the classification Mtd's id (uint32), k (uint32); then k int32 class ids, best first.
+SECONDARY_STRUCT = struct.Struct("<iII")
 #: The pyinfer detection Mtd's data: class_id, unique_id, model_id, flags, index, od_id, frames_since_update,
 #: n_topk, then left, top, width, height, rotated_cx, rotated_cy, rotated_width, rotated_height, angle_rad;
 #: followed by n_topk int32: a classifier's top-k class ids, in the classification Mtd's order.
@@ -175,9 +179,14 @@ class _Api:
         self.quark = fn(glib, "g_quark_from_string", c_uint32, c_char_p)
         self.quark_to_string = fn(glib, "g_quark_to_string", c_char_p, c_uint32)
         # The custom Mtd types: their address is their type; kept for the life of the process.
-        self._impls = (_MtdImpl(DETECTION_MTD.encode()), _MtdImpl(FRAME_MTD.encode()))
+        self._impls = (
+            _MtdImpl(DETECTION_MTD.encode()),
+            _MtdImpl(FRAME_MTD.encode()),
+            _MtdImpl(SECONDARY_MTD.encode()),
+        )
         self.det_type = ctypes.addressof(self._impls[0])
         self.frame_type = ctypes.addressof(self._impls[1])
+        self.secondary_type = ctypes.addressof(self._impls[2])
         self.oriented = self.add_oriented_od is not None and self.od_oriented_location is not None
         self._labels: dict[int, str] = {}  # quark -> label (quarks are never freed)
         self._quarks: dict[str, int] = {}
@@ -203,6 +212,13 @@ class _Api:
         if self.related(meta, mtd_id, REL_RELATE_TO, mtd_type, byref(state), byref(out)):
             return out
         return None
+
+    def related_all(self, meta: int, mtd_id: int, mtd_type: int) -> list[Mtd]:
+        """Every Mtd of ``mtd_type`` that ``mtd_id`` RELATE_TO."""
+        state, out, found = c_void_p(0), Mtd(), []
+        while self.related(meta, mtd_id, REL_RELATE_TO, mtd_type, byref(state), byref(out)):
+            found.append(Mtd(out.id, out.meta))
+        return found
 
     def all_of(self, meta: int, mtd_type: int) -> list[Mtd]:
         state, out, found = c_void_p(0), Mtd(), []
@@ -795,6 +811,67 @@ def _topk_ids(api: _Api, meta: int, mtd: Mtd) -> list[int]:
     if size < fixed + 4 * k:
         return []
     return list(struct.unpack_from(f"<{k}i", raw, fixed))
+
+
+def write_object_classifications(
+    buf: Gst.Buffer, od_ids: Sequence[int], topks: Sequence[tuple[list[int], list[str], list[float]] | None],
+    unique_id: int,
+) -> int:  # fmt: skip
+    """A secondary classifier's results (``buf`` writable): for each OD Mtd id with a top-k (class ids, labels,
+    confidences; None: nothing), a classification Mtd and a :data:`SECONDARY_MTD` naming ``unique_id`` and it, both
+    related OD RELATE_TO them. Returns how many objects were written."""
+    api = _require()
+    meta = _relation_meta(api, buf)
+    cls_mtd, pmtd = Mtd(), Mtd()
+    written = 0
+    for od_id, topk in zip(od_ids, topks):
+        if topk is None:
+            continue
+        ids, labels, levels = topk
+        k = len(ids)
+        quarks = [api.label_quark(label) for label in labels]
+        if not api.add_cls(meta, k, (c_float * k)(*levels), (c_uint32 * k)(*quarks), byref(cls_mtd)):
+            raise RuntimeError("could not add a classification Mtd")
+        packed = SECONDARY_STRUCT.pack(int(unique_id), cls_mtd.id, k) + struct.pack(f"<{k}i", *ids)
+        data = api.add_mtd(meta, api.secondary_type, len(packed), byref(pmtd))
+        if not data:
+            raise RuntimeError("could not add the pyinfer secondary Mtd")
+        ctypes.memmove(data, packed, len(packed))
+        api.set_relation(meta, REL_RELATE_TO, int(od_id), cls_mtd.id)
+        api.set_relation(meta, REL_RELATE_TO, int(od_id), pmtd.id)
+        written += 1
+    return written
+
+
+def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tuple[int, str, float]]]:
+    """Per OD Mtd (id order, as :func:`read_detections`), the top-k the secondary ``unique_id`` attached to it
+    (:func:`write_object_classifications`) as ``(class_id, label, confidence)``, best first; empty where none."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return []
+    out = []
+    fixed = SECONDARY_STRUCT.size
+    for od in api.all_of(meta, api.od_type):
+        entries: list[tuple[int, str, float]] = []
+        for p in api.related_all(meta, od.id, api.secondary_type):
+            size = api.mtd_size(byref(p))
+            if size < fixed:
+                continue
+            raw = ctypes.string_at(api.mtd_data(meta, p.id), size)
+            uid, cls_id, k = SECONDARY_STRUCT.unpack_from(raw)
+            if uid != unique_id or size < fixed + 4 * k:
+                continue
+            ids = struct.unpack_from(f"<{k}i", raw, fixed)
+            c = Mtd(cls_id, meta)
+            n = min(k, api.cls_length(byref(c)))
+            entries = [
+                (int(ids[j]), api.quark_label(api.cls_quark(byref(c), j)), float(api.cls_level(byref(c), j)))
+                for j in range(n)
+            ]
+            break
+        out.append(entries)
+    return out
 
 
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
