@@ -63,7 +63,13 @@ demo: setup
 	    --track --publish $(DEMO_DIR)/rotated/messages.jsonl --json $(DEMO_DIR)/rotated/detections.jsonl \
 	    --video $(DEMO_DIR)/rotated/annotated.mp4
 	$(VENV)/bin/pyinfer eval --rotated --json $(DEMO_DIR)/rotated/detections.jsonl --truth $(DEMO_DIR)/rotated/truth.jsonl
-	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4"
+	@echo "--- secondary inference: the marks classifier on every tracked object (pyinfer process-mode=secondary)"
+	$(VENV)/bin/pyinfer scene --marked --frames $(DEMO_FRAMES) --seed 2026 --width 1280 --height 720 --out $(DEMO_DIR)/marked
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/marked/video.mp4 --track --secondary marks --secondary-reinfer-interval 5 \
+	    --publish $(DEMO_DIR)/marked/messages.jsonl --json $(DEMO_DIR)/marked/detections.jsonl \
+	    --video $(DEMO_DIR)/marked/annotated.mp4
+	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/marked/detections.jsonl --truth $(DEMO_DIR)/marked/truth.jsonl
+	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 # Lint, format check and type check (ruff and mypy, pinned in the test extra; configured in pyproject.toml).

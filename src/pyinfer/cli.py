@@ -126,6 +126,8 @@ def _detect(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             publish=args.publish,
             track=args.track,
+            secondary=args.secondary,
+            secondary_reinfer_interval=args.secondary_reinfer_interval,
         )
     except ConfigError as exc:
         print(f"pyinfer detect: {exc}", file=sys.stderr)
@@ -159,7 +161,7 @@ def print_evaluation(
     """Print precision/recall, and MOTA/IDF1/ID switches when the predictions carry track ids (pytracker), as
     ``pyinfer eval`` and ``pyinfer detect --truth`` do; warn on stderr when the two files do not look like the
     same video. Returns the figures as a dict. Raises ConfigError as :func:`pyinfer.evaluate.evaluate_files`."""
-    from pyinfer.evaluate import evaluate_files
+    from pyinfer.evaluate import evaluate_attribute_files, evaluate_files
     from pyinfer.track.metrics import evaluate_tracking_files
 
     result = evaluate_files(pred_path, truth_path, iou_threshold=iou_threshold, rotated=rotated)
@@ -169,6 +171,10 @@ def print_evaluation(
     if tracking is not None:
         print(tracking)
         data["tracking"] = tracking.as_dict()
+    attribute = None if rotated else evaluate_attribute_files(pred_path, truth_path, iou_threshold=iou_threshold)
+    if attribute is not None:
+        print(attribute)
+        data["secondary"] = attribute.as_dict()
     for warning in result.warnings:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
     return data
@@ -306,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "a path or file:///path (JSON lines), mqtt://host:port/topic, redis://host:port/stream, "
                    "kafka://host:port/topic")  # fmt: skip
     s.add_argument("--track", action="store_true", help="track objects (pytracker): track ids in JSON and messages")
+    s.add_argument("--secondary", default="", metavar="MODEL",
+                   help="a classifier run on each object's crop (pyinfer process-mode=secondary, after the tracker): "
+                   "a model file, module:callable or an embedded classifier's name (marks); its best class per "
+                   "object goes to the JSON, the messages and the video's labels")  # fmt: skip
+    s.add_argument("--secondary-reinfer-interval", type=_ranged(int, "secondary_reinfer_interval"), default=0,
+                   metavar="N", help="with --track: a tracked object keeps its secondary result for N frames "
+                   "(default 0: every frame)")  # fmt: skip
     s.set_defaults(func=cmd_detect)
 
     s = sub.add_parser(

@@ -60,7 +60,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "interval": (0, 1_000_000),
     "input_width": (0, 16384),
     "input_height": (0, 16384),
+    "secondary_reinfer_interval": (0, 1_000_000),
 }
+#: The unique-id of ``pyinfer detect``'s detector and of its secondary classifier (``--secondary``).
+PRIMARY_ID, SECONDARY_ID = 1, 2
 #: An interrupted run gives up on finishing the outputs when no frame has moved for this long (exit 1).
 EOS_WAIT_S = 30.0
 #: An interrupted live input (RTSP, HTTP) whose EOS has not reached pyinfer, and none of whose frames has come
@@ -102,6 +105,8 @@ class DetectOptions:
     progress: bool = True
     publish: str | None = None  # a target for pymsgconv ! pymsgbroker (see pyinfer.brokers.parse_target)
     track: bool = False  # insert pytracker after pyinfer
+    secondary: str = ""  # a classifier run on each object (pyinfer process-mode=secondary), after the tracker
+    secondary_reinfer_interval: int = 0  # its secondary-reinfer-interval (needs track)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -243,6 +248,7 @@ def build_description(opts: DetectOptions, model: str, labels: str, sources: lis
         "nms-iou-threshold": opts.nms_iou_threshold,
         "decoder": quote(opts.decoder),
         "interval": opts.interval,
+        "unique-id": PRIMARY_ID,
     }
     if opts.allow_pickle:
         props["allow-pickle"] = "true"
@@ -262,6 +268,17 @@ def build_description(opts: DetectOptions, model: str, labels: str, sources: lis
         head = f"{head_description(src, suffix)} ! {infer}"
         if opts.track:
             head += f" ! pytracker name=track{suffix}"
+        if opts.secondary:
+            # After the tracker, as DeepStream's pgie ! nvtracker ! sgie: tracked objects keep their result.
+            sec_model, sec_labels = resolve_model(opts.secondary)
+            head += (
+                f" ! pyinfer name=secondary{suffix} process-mode=secondary model-engine={quote(sec_model)} "
+                f"decoder=classifier unique-id={SECONDARY_ID} operate-on-gie-id={PRIMARY_ID} "
+                f"device={quote(opts.device)} batch-size=32 confidence-threshold=0 "
+                f"secondary-reinfer-interval={opts.secondary_reinfer_interval}"
+            )
+            if sec_labels:
+                head += f" labels-file={quote(sec_labels)}"
         if opts.publish:
             # Every frame, one message each; the broker sits in line (a pass-through), so no tee is needed.
             head += f" ! pymsgconv frame-interval=1 source-id={index} ! pymsgbroker name=broker{suffix} "
@@ -502,7 +519,8 @@ class _Run:
             infer.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_first(i))
             infer.get_static_pad("sink").add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_eos(i))
             # After the tracker when there is one, so the JSON lines carry track ids.
-            probed = pipeline.get_by_name(_name("track", suffix)) if opts.track else infer
+            last = "secondary" if opts.secondary else "track" if opts.track else "infer"
+            probed = pipeline.get_by_name(_name(last, suffix))
             probed.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_buffer(i, writer))
             if stream.video_out:
                 _pad_to_even_sizes(pipeline.get_by_name(_name("even", suffix)))
@@ -546,7 +564,7 @@ class _Run:
 
     def _on_buffer(self, i: int, writer):
         from pyinfer._gi import Gst, structure
-        from pyinfer.meta import read_detections
+        from pyinfer.meta import read_detections, read_secondary_results
         from pyinfer.meta.roi import with_shapes
 
         stream, feeder = self.result.streams[i], self.feeders.get(i)
@@ -559,7 +577,8 @@ class _Run:
             pts = buf.pts if buf.pts != Gst.CLOCK_TIME_NONE else None
             if pts is not None:
                 self.last_pts[i] = pts
-            rec = frame_record(stream.frames, pts, width, height, dets)
+            secondary = read_secondary_results(buf) if self.opts.secondary else None
+            rec = frame_record(stream.frames, pts, width, height, dets, secondary)
             if feeder is not None:  # frame N of an image input is the Nth image pushed
                 rec = {"frame": rec.pop("frame"), "file": feeder.pushed[stream.frames], **rec}
             if self.several:

@@ -122,11 +122,18 @@ def label_text(detections: Detections, i: int, *, confidence: bool = True, track
     return "".join(_tag_parts(detections[i : i + 1], confidence, track_id)[0])
 
 
+#: ``Detections.extra`` key of the text secondary classifiers add to a tag (pyosd sets it from the metadata).
+SECONDARY_LABELS = "secondary_labels"
+
+
 def _tag_parts(detections: Detections, confidence: bool = True, track_id: bool = True) -> list[tuple[str, str]]:
     """Each detection's tag in two parts: ``#track label`` (stable over frames) and `` confidence`` (empty on
     predicted boxes, or without ``confidence``); ``track_id=False`` leaves out ``#track``."""
     labels = detections.labels
     heads = [labels[c] if 0 <= c < len(labels) else str(c) for c in detections.class_id.tolist()]
+    secondary = detections.extra.get(SECONDARY_LABELS)
+    if secondary is not None:  # a secondary classifier's best class follows the label
+        heads = [f"{h} {s}" if s else h for h, s in zip(heads, np.asarray(secondary, object).tolist())]
     if track_id and detections.tracker_id is not None:
         heads = [h if t == _UNTRACKED else f"#{t} {h}" for h, t in zip(heads, detections.tracker_id.tolist())]
     if not confidence:

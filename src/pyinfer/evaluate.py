@@ -92,8 +92,15 @@ def match_frame(pred: Detections, truth: Detections, iou_threshold: float, *, ro
     Returns:
         (K,) float64 IoU of each matched pair.
     """
+    return np.asarray([iou for _, _, iou in match_pairs(pred, truth, iou_threshold, rotated=rotated)], np.float64)
+
+
+def match_pairs(
+    pred: Detections, truth: Detections, iou_threshold: float, *, rotated: bool = False
+) -> list[tuple[int, int, float]]:
+    """:func:`match_frame`'s matches as ``(detection index, truth index, IoU)``."""
     if len(pred) == 0 or len(truth) == 0:
-        return np.zeros(0)
+        return []
     if rotated:
         if pred.cxcywhr is None or truth.cxcywhr is None:
             side = "detections" if pred.cxcywhr is None else "truth"
@@ -109,8 +116,8 @@ def match_frame(pred: Detections, truth: Detections, iou_threshold: float, *, ro
         j = int(np.argmax(row))
         if row[j] >= iou_threshold:
             taken[j] = True
-            matched.append(row[j])
-    return np.asarray(matched, np.float64)
+            matched.append((int(i), j, float(row[j])))
+    return matched
 
 
 def _rotated_detections(rec: dict[str, Any], side: str) -> Detections:
@@ -281,3 +288,89 @@ def evaluate_files(
 ) -> EvalResult:
     """:func:`evaluate` on two JSON-lines files (see :func:`pyinfer.jsonl.read_jsonl` for the errors it raises)."""
     return evaluate(read_jsonl(pred_path), read_jsonl(truth_path), iou_threshold=iou_threshold, rotated=rotated)
+
+
+@dataclass(frozen=True)
+class AttributeResult:
+    """A secondary classifier scored against a truth attribute on the detections matched to truth objects.
+
+    Attributes:
+        attribute: the truth objects' field (``mark`` in marked scenes).
+        matched: matched detections whose truth object has the attribute.
+        classified: of those, the ones a secondary classified (``classifications`` in the detection record).
+        correct: of those, the ones whose best class (first secondary, lowest unique id) equals the attribute.
+        per_value: per attribute value, ``(classified, correct)``.
+    """
+
+    attribute: str
+    matched: int
+    classified: int
+    correct: int
+    per_value: dict[str, tuple[int, int]]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.classified if self.classified else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attribute": self.attribute, "matched": self.matched, "classified": self.classified,
+            "correct": self.correct, "accuracy": round(self.accuracy, 4),
+            "per_value": {k: {"classified": c, "correct": ok, "accuracy": round(ok / c, 4) if c else 0.0}
+                          for k, (c, ok) in sorted(self.per_value.items())},
+        }  # fmt: skip
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{k} {ok / c:.3f}" for k, (c, ok) in sorted(self.per_value.items()) if c)
+        return (
+            f"secondary vs truth {self.attribute}: {self.classified} of {self.matched} matched objects classified, "
+            f"accuracy {self.accuracy:.3f} ({parts})"
+        )
+
+
+def evaluate_attribute(
+    pred_records: Iterable[dict[str, Any]],
+    truth_records: Iterable[dict[str, Any]],
+    attribute: str = "mark",
+    *,
+    iou_threshold: float = 0.5,
+) -> AttributeResult | None:
+    """Score secondary classifications (``classifications`` of detection records) against the truth objects'
+    ``attribute`` on the pairs :func:`match_pairs` matches; None when the truth has no such attribute or no
+    detection carries a classification."""
+    preds = {rec["frame"]: rec for rec in pred_records}
+    truths = {rec["frame"]: rec for rec in truth_records}
+    if not any(attribute in o for r in truths.values() for o in r["objects"]):
+        return None
+    if not any("classifications" in o for r in preds.values() for o in r["objects"]):
+        return None
+    matched = classified = correct = 0
+    per_value: dict[str, list[int]] = {}
+    for frame, prec in preds.items():
+        trec = truths.get(frame)
+        if trec is None:
+            continue
+        pairs = match_pairs(record_detections(prec), record_detections(trec), iou_threshold)
+        for i, j, _ in pairs:
+            want = trec["objects"][j].get(attribute)
+            if want is None:
+                continue
+            matched += 1
+            found = prec["objects"][i].get("classifications") or []
+            if not found:
+                continue
+            got = min(found, key=lambda c: c.get("unique_id", 0)).get("label")
+            slot = per_value.setdefault(str(want), [0, 0])
+            classified += 1
+            slot[0] += 1
+            if got == want:
+                correct += 1
+                slot[1] += 1
+    return AttributeResult(attribute, matched, classified, correct, {k: (v[0], v[1]) for k, v in per_value.items()})
+
+
+def evaluate_attribute_files(
+    pred_path: str | Path, truth_path: str | Path, attribute: str = "mark", iou_threshold: float = 0.5
+) -> AttributeResult | None:
+    """:func:`evaluate_attribute` on two JSON-lines files."""
+    return evaluate_attribute(read_jsonl(pred_path), read_jsonl(truth_path), attribute, iou_threshold=iou_threshold)

@@ -51,8 +51,16 @@ def rle_mask(rle: dict[str, Any]) -> np.ndarray:
     return values.reshape((h, w), order="F")
 
 
-def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detections: Detections) -> dict[str, Any]:
-    """Build one frame's record from its detections (boxes rounded to 0.01 px)."""
+def frame_record(
+    frame: int, pts_ns: int | None, width: int, height: int, detections: Detections,
+    secondary: list[dict[int, list[tuple[int, str, float]]]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Build one frame's record from its detections (boxes rounded to 0.01 px).
+
+    ``secondary``: per detection, the secondary classifiers' top-k (``pyinfer.meta.read_secondary_results``);
+    each object then lists their best classes in ``classifications`` (``unique_id``, ``class_id``, ``label``,
+    ``confidence``), by unique id.
+    """
     ltwh = np.round(detections.ltwh.astype(np.float64), 2)
     rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
     objects = []
@@ -76,8 +84,20 @@ def frame_record(frame: int, pts_ns: int | None, width: int, height: int, detect
         if detections.tracker_id is not None:
             tid = int(detections.tracker_id[i])
             obj["track_id"] = None if tid == UNTRACKED_ID else tid  # null: untracked, as in pymsgconv's messages
+        if secondary is not None and i < len(secondary) and secondary[i]:
+            obj["classifications"] = classification_entries(secondary[i])
         objects.append(obj)
     return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
+
+
+def classification_entries(found: dict[int, list[tuple[int, str, float]]]) -> list[dict[str, Any]]:
+    """The best class of each secondary (``{unique_id: top-k}``) as JSON objects, by unique id."""
+    return [
+        {"unique_id": int(uid), "class_id": int(topk[0][0]), "label": str(topk[0][1]),
+         "confidence": round(float(topk[0][2]), 4)}
+        for uid, topk in sorted(found.items())
+        if topk
+    ]  # fmt: skip
 
 
 def dump_record(rec: dict[str, Any]) -> str:

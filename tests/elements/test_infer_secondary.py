@@ -191,3 +191,17 @@ def test_an_nvinfer_secondary_config_file_sets_secondary_mode(embedded_model, sc
     classified = [(int(d.class_id[i]), bool(c[i])) for _, d, c in got for i in range(len(d))]
     assert any(cls == 0 and has for cls, has in classified)
     assert all(has == (cls == 0) for cls, has in classified)
+
+
+def test_two_secondaries_keep_their_own_results(embedded_model, scene_frames):
+    from pyinfer.meta import read_secondary_results
+
+    second = SECONDARY.replace("unique-id=7", "unique-id=8") + " maintain-aspect-ratio=true"
+    desc = _primary(embedded_model) + f"{SECONDARY} ! {second} ! appsink name=sink"
+    got, _, _, msg = _run(desc, scene_frames[:3], reader=lambda buf, uid: read_secondary_results(buf))
+    assert msg.type == Gst.MessageType.EOS
+    for _, dets, found in got:
+        assert len(found) == len(dets) > 0
+        for entry in found:
+            assert set(entry) == {7, 8}
+            assert entry[7][0][1] in secondary_models.NAMES and entry[8][0][1] in secondary_models.NAMES

@@ -19,12 +19,15 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
+import numpy as np
+
 from pyinfer._gi import GObject, Gst
-from pyinfer.draw import draw_detections
+from pyinfer.detections import Detections
+from pyinfer.draw import SECONDARY_LABELS, draw_detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.frames.system import frame_array
-from pyinfer.meta import read_detections_checked
+from pyinfer.meta import read_detections_checked, read_secondary_results
 from pyinfer.meta.roi import has_shapes, with_shapes
 
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
@@ -136,6 +139,8 @@ class OsdElement(PackedVideoFilter):
             settings = self._settings()
             if (settings.display_mask or settings.display_keypoints) and has_shapes(buf):
                 dets = with_shapes(buf, dets)
+            if settings.display_text:
+                dets = _with_secondary_labels(buf, dets)
             shapes = dets.masks is not None or dets.keypoints is not None
             if not (settings.display_bbox or settings.display_text or shapes):
                 return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped
@@ -168,3 +173,19 @@ class OsdElement(PackedVideoFilter):
                 f"{problems[0]}",
                 "\n".join(problems),
             )  # fmt: skip
+
+
+def _with_secondary_labels(buf: Gst.Buffer, dets: Detections) -> Detections:
+    """``dets`` with each object's secondary classes (best first, by unique id) for its tag, where any."""
+    import dataclasses
+
+    found = read_secondary_results(buf)
+    if not any(found):
+        return dets
+    ids = dets.extra.get("roi_id")
+    rows = [int(v) for v in ids] if ids is not None else list(range(len(dets)))
+    texts = np.empty(len(dets), object)
+    for i, row in enumerate(rows):
+        entry = found[row] if 0 <= row < len(found) else {}
+        texts[i] = " ".join(topk[0][1] for _, topk in sorted(entry.items()) if topk)
+    return dataclasses.replace(dets, extra={**dets.extra, SECONDARY_LABELS: texts})

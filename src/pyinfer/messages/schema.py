@@ -13,13 +13,16 @@ One message describes one frame (``message_type`` ``"frame"``, every object of t
 The JSON Schema is ``schema-v1.json`` beside this module (:func:`load_schema`); ``docs/messages.md``
 describes every field. ``version`` changes its minor number for added fields and its major number for
 anything that breaks a consumer. Version 1.1 added ``keypoints`` (``[[x, y, confidence], ...]``, pose models)
-and ``mask`` (COCO RLE over the bbox, segmentation models) to an object, present only where the model gives them.
+and ``mask`` (COCO RLE over the bbox, segmentation models) to an object, present only where the model gives them;
+1.2 added ``classifications`` (``[{"unique_id", "class_id", "label", "confidence"}, ...]``: the best class of each
+secondary classifier that ran on the object, ``pyinfer process-mode=secondary``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,9 +34,10 @@ import numpy as np
 
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import PyInferError
-from pyinfer.jsonl import mask_rle
+from pyinfer.jsonl import classification_entries, mask_rle
 
-SCHEMA_VERSION = "1.1"  # 1.1: objects[].keypoints and objects[].mask (segmentation and pose models)
+#: 1.1: objects[].keypoints and objects[].mask (segmentation and pose models); 1.2: objects[].classifications
+SCHEMA_VERSION = "1.2"
 MESSAGE_TYPES = ("frame", "object")
 _BOX_DECIMALS = 3  # 1/1000 px: far below any detector's precision, keeps messages short
 _SCORE_DECIMALS = 6
@@ -77,7 +81,11 @@ def _finite(name: str, values: np.ndarray) -> None:
         raise MetadataError(f"{name} holds a non-finite value (NaN or infinity)")
 
 
-def object_records(detections: Detections, labels: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+def object_records(
+    detections: Detections,
+    labels: Sequence[str | None] | None = None,
+    secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
+) -> list[dict[str, Any]]:
     """The ``objects`` entries of a message for ``detections``, in their order.
 
     Args:
@@ -86,6 +94,8 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
             ``track_id``.
         labels: per-detection labels that replace ``detections.label(i)`` where not None (e.g. the ROI
             type of another producer's meta, which has no class id).
+        secondary: per detection, secondary classifiers' top-k (``pyinfer.meta.read_secondary_results``):
+            objects with any get ``classifications``.
 
     Returns:
         JSON-ready dicts, one per detection.
@@ -149,6 +159,12 @@ def object_records(detections: Detections, labels: Sequence[str | None] | None =
             out[-1]["keypoints"] = kpts[i]
         if detections.masks is not None:
             out[-1]["mask"] = mask_rle(detections.masks[i] >= 128)
+        if secondary is not None and i < len(secondary) and secondary[i]:
+            entries = classification_entries(secondary[i])
+            for e in entries:
+                if not (math.isfinite(e["confidence"]) and 0.0 <= e["confidence"] <= 1.0):
+                    raise MetadataError(f"a secondary confidence of object {i} is outside [0, 1]: {e['confidence']}")
+            out[-1]["classifications"] = entries
     return out
 
 
@@ -206,6 +222,7 @@ class MessageBuilder:
         *,
         per_object: bool = False,
         labels: Sequence[str | None] | None = None,
+        secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
     ) -> list[str]:
         """The messages for one frame, as JSON text.
 
@@ -214,6 +231,7 @@ class MessageBuilder:
             detections: the frame's detections (see :func:`object_records` for ``extra``).
             per_object: one message per object (none for a frame without objects) instead of one per frame.
             labels: per-detection label overrides (see :func:`object_records`).
+            secondary: per-detection secondary classifications (see :func:`object_records`).
 
         Returns:
             JSON texts (compact, UTF-8 safe, no NaN).
@@ -221,7 +239,7 @@ class MessageBuilder:
         Raises:
             MetadataError: the detections cannot make a valid message.
         """
-        objects = object_records(detections, labels)
+        objects = object_records(detections, labels, secondary)
         if not per_object:
             messages = [envelope(header, self.next_id(), "frame", objects, len(objects))]
         else:

@@ -24,6 +24,7 @@ __all__ = [
     "read_detections_checked",
     "read_frame_info",
     "read_object_classifications",
+    "read_secondary_results",
     "write_detections",
 ]
 
@@ -63,6 +64,14 @@ def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tu
     if analytics.has_analytics(buf):
         return analytics.read_object_classifications(buf, unique_id)
     return roi.read_object_classifications(buf, unique_id)
+
+
+def read_secondary_results(buf: Gst.Buffer) -> list[dict[int, list[tuple[int, str, float]]]]:
+    """Per detection (the order of :func:`read_detections`), every secondary pyinfer's top-k attached to it,
+    ``{unique_id: [(class_id, label, confidence), ...]}`` (GstAnalytics first)."""
+    if analytics.has_analytics(buf):
+        return analytics.read_secondary_results(buf)
+    return roi.read_secondary_results(buf)
 
 
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:

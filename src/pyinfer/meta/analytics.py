@@ -846,6 +846,12 @@ def write_object_classifications(
 def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tuple[int, str, float]]]:
     """Per OD Mtd (id order, as :func:`read_detections`), the top-k the secondary ``unique_id`` attached to it
     (:func:`write_object_classifications`) as ``(class_id, label, confidence)``, best first; empty where none."""
+    return [found.get(unique_id, []) for found in read_secondary_results(buf)]
+
+
+def read_secondary_results(buf: Gst.Buffer) -> list[dict[int, list[tuple[int, str, float]]]]:
+    """Per OD Mtd (id order), every secondary's top-k attached to it: ``{unique_id: [(class_id, label,
+    confidence), ...]}``; empty dicts where none."""
     api = _require()
     meta = api.get_meta(hash(buf))
     if not meta:
@@ -853,24 +859,23 @@ def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tu
     out = []
     fixed = SECONDARY_STRUCT.size
     for od in api.all_of(meta, api.od_type):
-        entries: list[tuple[int, str, float]] = []
+        found: dict[int, list[tuple[int, str, float]]] = {}
         for p in api.related_all(meta, od.id, api.secondary_type):
             size = api.mtd_size(byref(p))
             if size < fixed:
                 continue
             raw = ctypes.string_at(api.mtd_data(meta, p.id), size)
             uid, cls_id, k = SECONDARY_STRUCT.unpack_from(raw)
-            if uid != unique_id or size < fixed + 4 * k:
+            if uid in found or size < fixed + 4 * k:
                 continue
             ids = struct.unpack_from(f"<{k}i", raw, fixed)
             c = Mtd(cls_id, meta)
             n = min(k, api.cls_length(byref(c)))
-            entries = [
+            found[uid] = [
                 (int(ids[j]), api.quark_label(api.cls_quark(byref(c), j)), float(api.cls_level(byref(c), j)))
                 for j in range(n)
             ]
-            break
-        out.append(entries)
+        out.append(found)
     return out
 
 

@@ -262,6 +262,50 @@ def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tu
     return out
 
 
+_STRUCTURE_NAME: Any = None
+
+
+def _param_names(meta: GstVideo.VideoRegionOfInterestMeta) -> list[str]:
+    """The names of an ROI meta's params (PyGObject gives the GList as structure pointers on 3.42)."""
+    global _STRUCTURE_NAME
+    names = []
+    for p in meta.params or ():
+        if isinstance(p, int):
+            if _STRUCTURE_NAME is None:
+                from pyinfer._clib import system_library
+
+                fn = system_library("gstreamer-1.0", hold_gil=True).gst_structure_get_name
+                fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+                _STRUCTURE_NAME = fn
+            raw = _STRUCTURE_NAME(p)
+            names.append(raw.decode() if raw else "")
+        else:
+            names.append(p.get_name())
+    return names
+
+
+def read_secondary_results(buf: Gst.Buffer) -> list[dict[int, list[tuple[int, str, float]]]]:
+    """Per detection (ROI id order), every secondary's top-k attached to it: ``{unique_id: [(class_id, label,
+    confidence), ...]}`` (see :func:`read_object_classifications`); empty dicts where none."""
+    out: list[dict[int, list[tuple[int, str, float]]]] = []
+    for meta in _roi_metas(buf):
+        found: dict[int, list[tuple[int, str, float]]] = {}
+        for name in _param_names(meta):
+            if not name.startswith("classification-"):
+                continue
+            s = meta.get_param(name)
+            if s is None or not s.has_field("count") or not name[len("classification-") :].isdigit():
+                continue
+            found[int(name[len("classification-") :])] = [
+                (int(s.get_value(f"class-id-{k}")), str(s.get_value(f"label-{k}")),
+                 float(s.get_value(f"confidence-{k}")))
+                for k in range(int(s.get_value("count")))
+                if s.has_field(f"class-id-{k}")
+            ]  # fmt: skip
+        out.append(found)
+    return out
+
+
 def _write_detections(
     buf: Gst.Buffer, detections: Detections, *, unique_id: int = 0, model_id: int = 0, first_id: int = 0
 ) -> Sequence:
