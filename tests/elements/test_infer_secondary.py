@@ -205,3 +205,59 @@ def test_two_secondaries_keep_their_own_results(embedded_model, scene_frames):
         for entry in found:
             assert set(entry) == {7, 8}
             assert entry[7][0][1] in secondary_models.NAMES and entry[8][0][1] in secondary_models.NAMES
+
+
+def test_a_hot_swap_drops_the_results_kept_for_tracked_objects(embedded_model):
+    import time
+
+    from pyinfer._gi import structure
+
+    scene = Scene(5, 640, 360)
+    frames = [scene.frame(i)[0] for i in range(40)]
+    desc = _primary(embedded_model) + f"pytracker ! {SECONDARY} name=sec secondary-reinfer-interval=1000 ! "
+    pipeline = Gst.parse_launch(desc + "appsink name=sink sync=false emit-signals=true")
+    got: list = []
+    first: list[int] = []
+
+    def on_sample(appsink):
+        buf = appsink.emit("pull-sample").get_buffer()
+        got.append([c[0][1] for c in read_object_classifications(buf, 7) if c])
+        return Gst.FlowReturn.OK
+
+    def on_sync(_bus, msg):
+        with structure(msg) as s:
+            if s is not None and s.get_name() == "pyinfer-model-updated" and s.get_value("ok"):
+                first.append(int(s.get_value("first-frame")))
+
+    pipeline.get_by_name("sink").connect("new-sample", on_sample)
+    bus = pipeline.get_bus()
+    bus.enable_sync_message_emission()
+    bus.connect("sync-message::element", on_sync)
+    src = pipeline.get_by_name("src")
+    caps = Gst.Caps.from_string("video/x-raw,format=RGB,width=640,height=360,framerate=30/1")
+    src.set_property("caps", caps)
+    src.set_property("format", Gst.Format.TIME)
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        for i, frame in enumerate(frames):
+            if i == 8:  # once the first frames are out (results kept for every tracked object), the new model
+                deadline = time.monotonic() + 30
+                while len(got) < 8 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                pipeline.get_by_name("sec").set_property("model-engine", "secondary_models:shouting")
+            if i >= 8 and not first:  # one frame at a time until the new model serves
+                deadline = time.monotonic() + 0.5
+                while not first and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            buf = Gst.Buffer.new_wrapped(frame.tobytes())
+            buf.pts, buf.duration = i * Gst.SECOND // 30, Gst.SECOND // 30
+            src.emit("push-buffer", buf)
+        src.emit("end-of-stream")
+        msg = bus.timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    assert msg.type == Gst.MessageType.EOS
+    assert len(got) == 40 and first and 8 <= first[0] < 40
+    before, after = got[: first[0]], got[first[0] :]
+    assert all(label.islower() for labels in before for label in labels) and any(before)
+    assert all(label.isupper() for labels in after for label in labels) and any(after)

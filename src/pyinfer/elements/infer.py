@@ -599,6 +599,7 @@ class InferElement(PackedVideoFilter):
         engine, result = ready
         self._engine = engine
         self._model_id = result.generation
+        self._results.clear()  # secondary: results kept for tracked objects were the old model's
         log.info("model %s serving from frame %d, decoder %s", result.path, self._frames_seen, engine.decoder_choice)
         self._announce(result, first_frame=self._frames_seen)
 
