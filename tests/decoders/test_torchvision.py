@@ -153,6 +153,12 @@ def test_boxes_are_the_models_own_mapped_through_the_letterbox_exactly(models_fi
             kpts[..., 1] = (kpts[..., 1] - geometry.pad_y) / geometry.gain_y
             np.testing.assert_array_equal(dets.extra["keypoints"], kpts.numpy())
             np.testing.assert_array_equal(dets.extra["keypoints_scores"], extra["keypoints_scores"].numpy())
+            assert dets.keypoints is not None and dets.keypoints.shape == (len(dets), kpts.shape[1], 3)
+            np.testing.assert_array_equal(dets.keypoints[..., :2], kpts[..., :2].numpy())
+            np.testing.assert_allclose(dets.keypoints[..., 2], torch.sigmoid(extra["keypoints_scores"]).numpy(),
+                                       rtol=1e-6)  # fmt: skip
+        else:
+            assert dets.keypoints is None
 
 
 @pytest.mark.parametrize(("factory", "size"), [("build_ssd300", 300), ("build_ssdlite", 320)])

@@ -151,3 +151,41 @@ def test_detect_writes_masks_and_keypoints_in_its_json_lines(models, tmp_path):
                     assert obj["mask"]["size"] == [64, 64] and rle_mask(obj["mask"]).any()
                 else:
                     assert len(obj["keypoints"]) == 17 and all(len(p) == 3 for p in obj["keypoints"])
+
+
+@pytest.mark.skipif(
+    not __import__("pyinfer.meta.analytics", fromlist=["x"]).segmentation_available(),
+    reason="GstAnalytics segmentation Mtds need GStreamer >= 1.26 (this is older)",
+)
+def test_masks_are_gstanalytics_instance_segmentation_mtds_on_1_26(models, run_pipeline):
+    from pyinfer.meta import analytics, read_detections
+
+    bgr = bgr_frames(640, 480, FRAMES, block=2)
+    rgb = [np.ascontiguousarray(f[..., ::-1]) for f in bgr]
+    pipeline = Gst.parse_launch(
+        f"appsrc name=src ! pyinfer name=infer model-engine={models('yolov8n-seg.yaml')} device=cpu meta=analytics ! "
+        "appsink name=sink"
+    )
+    seen: list = []
+
+    def keep(pad, info):
+        buf = info.get_buffer()
+        dets = read_detections(buf)
+        seen.append((dets, with_shapes(buf, dets).masks, analytics.read_instance_masks(buf)))
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("infer").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, keep)
+    res = run_pipeline(pipeline, feed=lambda p: push_frames(p.get_by_name("src"), rgb))
+    assert res.ok, (res.error, res.debug)
+    total = 0
+    for dets, masks, segs in seen:
+        assert len(segs) == len(dets)
+        for i in range(len(dets)):
+            mask, (x, y, w, h) = segs[i]
+            assert mask.shape == masks[i].shape  # the box-local mask, as the ROI param carries it
+            np.testing.assert_array_equal(mask, (masks[i] >= 128).astype(np.uint8))  # region 1: the object
+            x0, y0, x1, y1 = dets.xyxy[i]
+            assert (x, y) == (int(np.floor(x0)), int(np.floor(y0)))  # over the OD Mtd's box
+            assert x + w == int(np.ceil(x1)) and y + h == int(np.ceil(y1))
+            total += 1
+    assert total >= FRAMES

@@ -5,7 +5,9 @@ were given, ``labels`` (N,) class indices (COCO category ids, background 0, for 
 and ``scores`` (N,), already suppressed (each model runs its own NMS) and capped (``detections_per_img``).
 The backend packs them into padded tensors (:func:`pyinfer.backends.base.pack_detection_dicts`):
 ``boxes`` ``[B, M, 4]``, ``scores`` ``[B, M]`` (padding rows -1), ``labels`` ``[B, M]`` (integers), and for
-Keypoint R-CNN ``keypoints`` ``[B, M, K, 3]`` (x, y, visibility) and ``keypoints_scores`` ``[B, M, K]``.
+Keypoint R-CNN ``keypoints`` ``[B, M, K, 3]`` (x, y, visibility) and ``keypoints_scores`` ``[B, M, K]``; its
+keypoints become ``Detections.keypoints`` (x, y in frame pixels, the sigmoid of the score as confidence) and stay
+in ``extra["keypoints"]`` / ``extra["keypoints_scores"]`` as the model gives them.
 
 The model gets the letterboxed frames in [0, 1] (it normalises and resizes them itself, in
 ``GeneralizedRCNNTransform``, and maps its boxes back to the image it was given), so boxes come back in
@@ -73,12 +75,17 @@ class TorchvisionDecoder:
         frame_idx, row_idx, conf = frame_idx[keep], row_idx[keep], conf[keep]
         xyxy = geometry.to_frame(boxes[frame_idx, row_idx].float().clone())
         extra: dict[str, tuple[torch.Tensor, np.dtype]] = {}
+        keypoints = None
         if len(outputs) == 5:
             kpts = outputs[3][frame_idx, row_idx].float().clone()  # (M, K, 3): x, y, visibility
             kpts[..., 0] = (kpts[..., 0] - geometry.pad_x) / geometry.gain_x
             kpts[..., 1] = (kpts[..., 1] - geometry.pad_y) / geometry.gain_y
+            kscores = outputs[4][frame_idx, row_idx].float()
             extra["keypoints"] = (kpts, np.dtype(np.float32))
-            extra["keypoints_scores"] = (outputs[4][frame_idx, row_idx], np.dtype(np.float32))
+            extra["keypoints_scores"] = (kscores, np.dtype(np.float32))
+            # Detections.keypoints (what the metadata, pyosd and the messages carry): x, y and a confidence in
+            # [0, 1], the sigmoid of the heatmap score (torchvision's scores are unbounded logits).
+            keypoints = torch.cat([kpts[..., :2], torch.sigmoid(kscores)[..., None]], dim=-1)
         return pack(
             xyxy,
             conf,
@@ -88,4 +95,5 @@ class TorchvisionDecoder:
             extra=extra,
             nonfinite=nonfinite,
             where=source(self.name, outputs),
+            keypoints=keypoints,
         )

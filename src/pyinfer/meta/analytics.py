@@ -145,6 +145,20 @@ class _Api:
         # 1.26: oriented boxes
         self.add_oriented_od = optional(an, "gst_analytics_relation_meta_add_oriented_od_mtd", c_int, c_void_p,
                                         c_uint32, c_int, c_int, c_int, c_int, c_float, c_float, P)  # fmt: skip
+        # Segmentation Mtds (GStreamer >= 1.26): instance masks of segmentation models.
+        self.add_segmentation = optional(an, "gst_analytics_relation_meta_add_segmentation_mtd", c_int, c_void_p,
+                                         c_void_p, c_int, c_size_t, POINTER(c_uint), c_int, c_int, c_uint, c_uint,
+                                         P)  # fmt: skip
+        self.segmentation_mask = optional(an, "gst_analytics_segmentation_mtd_get_mask", c_void_p, P,
+                                          POINTER(c_int), POINTER(c_int), POINTER(c_uint), POINTER(c_uint))  # fmt: skip
+        seg_type = optional(an, "gst_analytics_segmentation_mtd_get_mtd_type", c_size_t)
+        self.segmentation_type: int | None = seg_type() if seg_type is not None else None
+        video = system_library("gstvideo-1.0", hold_gil=True)
+        self.add_video_meta = fn(video, "gst_buffer_add_video_meta", c_void_p, c_void_p, c_int, c_int, c_uint, c_uint)
+        self.get_video_meta = fn(video, "gst_buffer_get_video_meta", c_void_p, c_void_p)
+        self.buffer_extract = fn(gst, "gst_buffer_extract", c_size_t, c_void_p, c_size_t, c_void_p, c_size_t)
+        self.buffer_ref = fn(gst, "gst_mini_object_ref", c_void_p, c_void_p)
+        self.buffer_unref = fn(gst, "gst_mini_object_unref", None, c_void_p)
         self.od_location = fn(an, "gst_analytics_od_mtd_get_location", c_int, P, POINTER(c_int), POINTER(c_int),
                               POINTER(c_int), POINTER(c_int), POINTER(c_float))  # fmt: skip
         self.od_oriented_location = optional(an, "gst_analytics_od_mtd_get_oriented_location", c_int, P,
@@ -304,6 +318,109 @@ def _self_test(api: _Api) -> bool:
 def available() -> bool:
     """GstAnalytics can be written and read here (GStreamer >= 1.24 with libgstanalytics, self-test passed)."""
     return _api() is not None
+
+
+def segmentation_available() -> bool:
+    """Segmentation Mtds exist (GStreamer >= 1.26): instance masks are written as GstAnalytics too."""
+    api = _api()
+    return api is not None and api.add_segmentation is not None and api.segmentation_type is not None
+
+
+#: GST_VIDEO_FORMAT_GRAY8 and GST_SEGMENTATION_TYPE_INSTANCE (stable enum values of GStreamer's headers).
+_GRAY8, _SEGMENTATION_INSTANCE = 25, 1
+#: Mask cells at or above this (probability x 255) belong to the object (region 1).
+MASK_THRESHOLD = 128
+
+
+def write_instance_masks(buf: Gst.Buffer, od_ids: Sequence[int], masks: np.ndarray) -> list[int]:
+    """One instance segmentation Mtd per object (GStreamer >= 1.26; ``buf`` writable): the box-local mask
+    (``masks[i]``, (S, S) uint8 probability x 255) as a GRAY8 buffer of region ids, 1 for the object's cells
+    (>= :data:`MASK_THRESHOLD`) and 0 for the rest, placed over the OD Mtd's box, regions [0, 1]; related
+    ``od RELATE_TO seg``. Returns the segmentation Mtd ids (none where segmentation Mtds do not exist)."""
+    api = _require()
+    if not segmentation_available():
+        return []
+    meta = _relation_meta(api, buf)
+    od, seg = Mtd(), Mtd()
+    x, y, w, h, conf = c_int(), c_int(), c_int(), c_int(), c_float()
+    regions = (c_uint * 2)(0, 1)
+    ids = []
+    for od_id, mask in zip(od_ids, masks):
+        od.id, od.meta = int(od_id), meta
+        if not api.od_location(byref(od), byref(x), byref(y), byref(w), byref(h), byref(conf)):
+            raise RuntimeError(f"no object-detection Mtd {od_id} to attach a mask to")
+        cells = (np.asarray(mask) >= MASK_THRESHOLD).astype(np.uint8)
+        mh, mw = cells.shape
+        mbuf = Gst.Buffer.new_wrapped(np.ascontiguousarray(cells).tobytes())
+        ptr = hash(mbuf)
+        if not api.add_video_meta(ptr, 0, _GRAY8, mw, mh):
+            raise RuntimeError("could not add the mask's video meta")
+        api.buffer_ref(ptr)  # add_segmentation_mtd takes a reference (transfer full); the wrapper keeps its own
+        if not api.add_segmentation(meta, ptr, _SEGMENTATION_INSTANCE, 2, regions, x.value, y.value,
+                                    max(w.value, 1), max(h.value, 1), byref(seg)):  # fmt: skip
+            api.buffer_unref(ptr)
+            raise RuntimeError("could not add a segmentation Mtd")
+        api.set_relation(meta, REL_RELATE_TO, od.id, seg.id)
+        ids.append(seg.id)
+    return ids
+
+
+def read_instance_masks(buf: Gst.Buffer) -> list[tuple[np.ndarray, tuple[int, int, int, int]] | None]:
+    """Per OD Mtd (id order), the instance segmentation Mtd related to it: its region-id mask ((h, w) uint8)
+    and where it lies ``(x, y, w, h)`` in frame pixels; None where none (or before GStreamer 1.26)."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    seg_type = api.segmentation_type
+    if not meta or seg_type is None or api.segmentation_mask is None:
+        return []
+    out: list[tuple[np.ndarray, tuple[int, int, int, int]] | None] = []
+    x, y, w, h = c_int(), c_int(), c_uint(), c_uint()
+    for od in api.all_of(meta, api.od_type):
+        seg = api.related_one(meta, od.id, seg_type)
+        if seg is None:
+            out.append(None)
+            continue
+        ptr = api.segmentation_mask(byref(seg), byref(x), byref(y), byref(w), byref(h))
+        if not ptr:
+            out.append(None)
+            continue
+        try:
+            mask = _gray8(api, ptr)
+        finally:
+            api.buffer_unref(ptr)
+        out.append(None if mask is None else (mask, (x.value, y.value, w.value, h.value)))
+    return out
+
+
+class _VideoMeta(Structure):
+    """The head of ``GstVideoMeta`` (unchanged since GStreamer 1.0): GstMeta, buffer, flags, format, id, width,
+    height, n_planes, offset[4], stride[4]."""
+
+    _fields_ = [
+        ("meta_flags", c_int), ("meta_info", c_void_p), ("buffer", c_void_p), ("flags", c_int), ("format", c_int),
+        ("id", c_uint), ("width", c_uint), ("height", c_uint), ("n_planes", c_uint),
+        ("offset", c_size_t * 4), ("stride", c_int * 4),
+    ]  # fmt: skip
+
+
+def _gray8(api: _Api, ptr: int) -> np.ndarray | None:
+    """The GRAY8 image of a mask buffer, by its GstVideoMeta (width, height, stride, offset), copied out."""
+    vptr = api.get_video_meta(ptr)
+    if not vptr:
+        return None
+    vm = _VideoMeta.from_address(vptr)
+    if vm.format != _GRAY8 or vm.width == 0 or vm.height == 0:
+        return None
+    width, height, stride, offset = int(vm.width), int(vm.height), int(vm.stride[0]), int(vm.offset[0])
+    size = int(api.buffer_size(ptr))
+    need = offset + stride * (height - 1) + width
+    if stride < width or size < need:
+        return None
+    rows = np.empty(size, np.uint8)
+    if api.buffer_extract(ptr, 0, rows.ctypes.data, size) != size:
+        return None
+    rows = rows[offset:need]
+    return np.lib.stride_tricks.as_strided(rows, (height, width), (stride, 1)).copy()
 
 
 def oriented_available() -> bool:

@@ -55,7 +55,8 @@ class _Analytics:
     name: str = "analytics"
 
     def write_detections(self, buf: Gst.Buffer, detections: Detections, *, unique_id: int, model_id: int) -> None:
-        analytics.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
+        ids = analytics.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
+        _instance_masks(buf, ids, detections)
         if detections.masks is not None or detections.keypoints is not None:
             # GstAnalytics has no place for them here yet: masks and keypoints ride on ROI metas numbered as the
             # object detections (roi.MASK_PARAM, roi.KEYPOINTS_PARAM), which readers match by index.
@@ -70,12 +71,19 @@ class _Both:
     name: str = "analytics+roi"
 
     def write_detections(self, buf: Gst.Buffer, detections: Detections, *, unique_id: int, model_id: int) -> None:
-        analytics.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
+        ids = analytics.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
+        _instance_masks(buf, ids, detections)
         roi.write_detections(buf, detections, unique_id=unique_id, model_id=model_id)
 
     def write_frame_info(self, buf: Gst.Buffer, *, inferred: bool, unique_id: int, model_id: int) -> None:
         analytics.write_frame_info(buf, inferred=inferred, unique_id=unique_id, model_id=model_id)
         roi.write_frame_info(buf, inferred=inferred, unique_id=unique_id, model_id=model_id)
+
+
+def _instance_masks(buf: Gst.Buffer, od_ids: list[int], detections: Detections) -> None:
+    """Masks of a segmentation model as GstAnalytics instance segmentation Mtds too (GStreamer >= 1.26)."""
+    if detections.masks is not None and len(od_ids) and analytics.segmentation_available():
+        analytics.write_instance_masks(buf, od_ids, detections.masks)
 
 
 def codec(name: str) -> Codec:
