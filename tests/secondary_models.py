@@ -43,3 +43,21 @@ def shouting() -> torch.nn.Module:
 shouting.imgsz = 32  # type: ignore[attr-defined]
 shouting.decoder = "classifier"  # type: ignore[attr-defined]
 shouting.names = [n.upper() for n in NAMES]  # type: ignore[attr-defined]
+
+
+class CentreBox(torch.nn.Module):
+    """A YOLOv8-layout detector (``[B, 4 + 1, 2]``) that finds one box in the middle of every 32x32 input:
+    centre (16, 16), 16 wide and 8 high, score 0.9 (the second anchor scores 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = torch.tensor([[16.0, 4.0], [16.0, 4.0], [16.0, 2.0], [8.0, 2.0], [0.9, 0.0]], device=x.device)
+        return table.unsqueeze(0).expand(x.shape[0], -1, -1) + x[:, :1, :1, :1].flatten(1)[:, :1, None] * 0
+
+
+def centre_box() -> torch.nn.Module:
+    return CentreBox().eval()
+
+
+centre_box.imgsz = 32  # type: ignore[attr-defined]
+centre_box.decoder = "yolov8"  # type: ignore[attr-defined]
+centre_box.names = ["inner"]  # type: ignore[attr-defined]

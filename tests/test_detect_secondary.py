@@ -90,3 +90,37 @@ def test_secondary_without_objects_to_classify_leaves_records_unchanged(tmp_path
         {"unique_id": 3, "class_id": 0, "label": "a", "confidence": 0.5},
         {"unique_id": 7, "class_id": 1, "label": "dot", "confidence": 0.8},
     ]
+
+
+def test_a_detector_secondary_adds_children_with_their_parent_in_json_and_messages(tmp_path):
+    from pathlib import Path
+
+    out = tmp_path
+    subprocess.run([*PYINFER, "scene", "--frames", "8", "--seed", "1000231", "--width", "640", "--height", "384",
+                    "--out", str(out)], check=True, capture_output=True, timeout=120)  # fmt: skip
+    model = f"{Path(__file__).resolve().parent / 'secondary_models.py'}:centre_box"
+    proc = subprocess.run(
+        [*PYINFER, "detect", str(out / "video.mp4"), "--secondary", model, "--json", str(out / "det.jsonl"),
+         "--publish", str(out / "msgs.jsonl"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = list(read_jsonl(out / "det.jsonl"))
+    messages = [json.loads(line) for line in (out / "msgs.jsonl").read_text().splitlines()]
+    assert len(records) == len(messages) == 8
+    children = 0
+    for rec, msg in zip(records, messages):
+        objs = rec["objects"]
+        for j, o in enumerate(objs):
+            if o["unique_id"] == 2:  # a child: the middle of its parent's box
+                parent = objs[o["parent"]]
+                assert parent["unique_id"] == 1 and "parent" not in parent
+                pl, pt, pw, ph = parent["bbox"]
+                assert pl <= o["bbox"][0] and o["bbox"][0] + o["bbox"][2] <= pl + pw + 1
+                assert pt <= o["bbox"][1] and o["bbox"][1] + o["bbox"][3] <= pt + ph + 1
+                assert msg["objects"][j]["parent_index"] == msg["objects"][o["parent"]]["index"]
+                children += 1
+            else:
+                assert "parent" not in o and "parent_index" not in msg["objects"][j]
+        assert sum(o["unique_id"] == 2 for o in objs) == sum(o["unique_id"] == 1 for o in objs)
+    assert children >= 8

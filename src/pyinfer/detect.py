@@ -105,7 +105,7 @@ class DetectOptions:
     progress: bool = True
     publish: str | None = None  # a target for pymsgconv ! pymsgbroker (see pyinfer.brokers.parse_target)
     track: bool = False  # insert pytracker after pyinfer
-    secondary: str = ""  # a classifier run on each object (pyinfer process-mode=secondary), after the tracker
+    secondary: str = ""  # a model run on each object (pyinfer process-mode=secondary), after the tracker
     secondary_reinfer_interval: int = 0  # its secondary-reinfer-interval (needs track)
 
     @property
@@ -273,7 +273,7 @@ def build_description(opts: DetectOptions, model: str, labels: str, sources: lis
             sec_model, sec_labels = resolve_model(opts.secondary)
             head += (
                 f" ! pyinfer name=secondary{suffix} process-mode=secondary model-engine={quote(sec_model)} "
-                f"decoder=classifier unique-id={SECONDARY_ID} operate-on-gie-id={PRIMARY_ID} "
+                f"unique-id={SECONDARY_ID} operate-on-gie-id={PRIMARY_ID} "
                 f"device={quote(opts.device)} batch-size=32 confidence-threshold=0 "
                 f"secondary-reinfer-interval={opts.secondary_reinfer_interval}"
             )
@@ -564,7 +564,7 @@ class _Run:
 
     def _on_buffer(self, i: int, writer):
         from pyinfer._gi import Gst, structure
-        from pyinfer.meta import read_detections, read_secondary_results
+        from pyinfer.meta import read_detections, read_parents, read_secondary_results
         from pyinfer.meta.roi import with_shapes
 
         stream, feeder = self.result.streams[i], self.feeders.get(i)
@@ -578,7 +578,8 @@ class _Run:
             if pts is not None:
                 self.last_pts[i] = pts
             secondary = read_secondary_results(buf) if self.opts.secondary else None
-            rec = frame_record(stream.frames, pts, width, height, dets, secondary)
+            parents = read_parents(buf) if self.opts.secondary else None
+            rec = frame_record(stream.frames, pts, width, height, dets, secondary, parents)
             if feeder is not None:  # frame N of an image input is the Nth image pushed
                 rec = {"frame": rec.pop("frame"), "file": feeder.pushed[stream.frames], **rec}
             if self.several:

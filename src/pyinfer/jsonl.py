@@ -54,12 +54,14 @@ def rle_mask(rle: dict[str, Any]) -> np.ndarray:
 def frame_record(
     frame: int, pts_ns: int | None, width: int, height: int, detections: Detections,
     secondary: list[dict[int, list[tuple[int, str, float]]]] | None = None,
+    parents: list[int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Build one frame's record from its detections (boxes rounded to 0.01 px).
 
     ``secondary``: per detection, the secondary classifiers' top-k (``pyinfer.meta.read_secondary_results``);
     each object then lists their best classes in ``classifications`` (``unique_id``, ``class_id``, ``label``,
-    ``confidence``), by unique id.
+    ``confidence``), by unique id. ``parents``: per detection, the index of the object it was found inside (a
+    secondary detector), or -1; such objects get ``parent``, that index in ``objects``.
     """
     ltwh = np.round(detections.ltwh.astype(np.float64), 2)
     rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
@@ -86,6 +88,8 @@ def frame_record(
             obj["track_id"] = None if tid == UNTRACKED_ID else tid  # null: untracked, as in pymsgconv's messages
         if secondary is not None and i < len(secondary) and secondary[i]:
             obj["classifications"] = classification_entries(secondary[i])
+        if parents is not None and i < len(parents) and 0 <= parents[i] < len(detections):
+            obj["parent"] = int(parents[i])
         objects.append(obj)
     return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
 

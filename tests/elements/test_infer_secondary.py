@@ -137,14 +137,6 @@ def test_reinfer_interval_keeps_tracked_results_and_runs_the_model_less(embedded
     assert 0 < seen[5] < seen[0] / 2, seen
 
 
-def test_a_detector_in_secondary_mode_is_refused_clearly(embedded_model, scene_frames):
-    desc = _primary(embedded_model) + f"pyinfer process-mode=secondary model-engine={embedded_model.path} ! "
-    _, _, _, msg = _run(desc + "appsink name=sink", scene_frames[:2])
-    assert msg.type == Gst.MessageType.ERROR
-    err = msg.parse_error()[0]
-    assert "process-mode=secondary runs classifiers" in err.message and "decoder=classifier" in err.message
-
-
 def test_secondary_in_a_batch_group_is_refused(embedded_model, scene_frames):
     _, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} batch-group=g ! appsink name=sink", scene_frames[:2])
     assert msg.type == Gst.MessageType.ERROR
@@ -261,3 +253,87 @@ def test_a_hot_swap_drops_the_results_kept_for_tracked_objects(embedded_model):
     before, after = got[: first[0]], got[first[0] :]
     assert all(label.islower() for labels in before for label in labels) and any(before)
     assert all(label.isupper() for labels in after for label in labels) and any(after)
+
+
+DETECTOR = "pyinfer process-mode=secondary model-engine=secondary_models:centre_box unique-id=7 batch-size=8"
+
+
+def _children_checked(got: list) -> int:
+    """Every primary object has exactly one child: the middle half (x) and quarter (y) of its pixel box."""
+    from pyinfer.ops.crops import pixel_boxes
+
+    n = 0
+    for _, dets, (parents, labels) in got:
+        primary = np.flatnonzero(np.asarray(dets.extra["unique_id"]) == 1)
+        children = np.flatnonzero(np.asarray(dets.extra["unique_id"]) == 7)
+        assert len(primary) > 0 and len(children) == len(primary)
+        assert all(parents[i] == -1 for i in primary)
+        assert sorted(parents[i] for i in children) == sorted(primary.tolist())
+        for c in children:
+            p = parents[c]
+            left, top, right, bottom = pixel_boxes(torch.from_numpy(dets.xyxy[p : p + 1]), 640, 360)[0].tolist()
+            sx, sy = (right - left) / 32, (bottom - top) / 32
+            want = [left + 8 * sx, top + 12 * sy, left + 24 * sx, top + 20 * sy]
+            np.testing.assert_allclose(dets.xyxy[c], want, atol=0.01)
+            assert labels[c] == "inner" and labels[p] != "inner"  # the secondary's own label on its objects
+            n += 1
+    return n
+
+
+def _parents_and_labels(buf: Gst.Buffer, uid: int) -> tuple[list[int], list[str]]:
+    """Per object: its parent's index (-1: none) and its own label (the ROI type, or the OD Mtd's type)."""
+    from pyinfer._gi import GLib, GstVideo
+    from pyinfer.meta import read_parents
+
+    if analytics.has_analytics(buf):
+        return read_parents(buf), analytics.object_labels(buf, read_detections(buf).extra["mtd_id"].tolist())
+    labels = []
+    while (meta := GstVideo.buffer_get_video_region_of_interest_meta_id(buf, len(labels))) is not None:
+        labels.append(GLib.quark_to_string(meta.roi_type))
+    return read_parents(buf), labels
+
+
+def test_a_detector_secondary_adds_the_objects_it_finds_inside_each_object(embedded_model, scene_frames):
+    desc = _primary(embedded_model) + f"{DETECTOR} ! appsink name=sink"
+    got, pts, _, msg = _run(desc, scene_frames[:4], reader=_parents_and_labels)
+    assert msg.type == Gst.MessageType.EOS, msg.parse_error() if msg.type == Gst.MessageType.ERROR else msg.type
+    assert len(pts) == 4
+    assert _children_checked(got) > 8
+
+
+@pytest.mark.skipif(not analytics.available(), reason="GstAnalytics needs GStreamer >= 1.24 (this is 1.22)")
+def test_a_detector_secondary_relates_children_to_parents_in_gstanalytics(embedded_model, scene_frames):
+    desc = f"appsrc name=src ! pyinfer model-engine={embedded_model.path} unique-id=1 meta=analytics ! {DETECTOR} ! "
+    got, _, _, msg = _run(desc + "appsink name=sink", scene_frames[:3], reader=_parents_and_labels)
+    assert msg.type == Gst.MessageType.EOS, msg.parse_error() if msg.type == Gst.MessageType.ERROR else msg.type
+    assert _children_checked(got) > 6
+
+
+def test_crop_to_frame_maps_boxes_and_keypoints_back_for_stretch_and_letterbox():
+    from pyinfer.detections import Detections
+    from pyinfer.elements._secondary import crop_to_frame
+
+    dets = Detections(
+        np.array([[0, 0, 32, 32], [8, 8, 16, 24]], np.float32), np.array([0.9, 0.8], np.float32),
+        np.array([0, 0], np.int32), keypoints=np.array([[[16, 16, 1]], [[0, 32, 0.5]]], np.float32),
+    )  # fmt: skip
+    region = np.array([100, 50, 164, 66])  # 64 x 16 px
+    out = crop_to_frame(dets, region, 32, 32, letterbox=False)
+    np.testing.assert_allclose(out.xyxy, [[100, 50, 164, 66], [116, 54, 132, 62]])
+    np.testing.assert_allclose(out.keypoints[:, 0], [[132, 58, 1], [100, 66, 0.5]])
+    lb = crop_to_frame(dets, region, 32, 32, letterbox=True)  # 2 px per input px, content rows 12..20
+    np.testing.assert_allclose(lb.xyxy[1], [116, 50, 132, 66])  # y 8..24 -> -8..24 px: clipped to the crop
+    np.testing.assert_allclose(lb.keypoints[0, 0], [132, 58, 1])
+
+
+def test_rotated_or_mask_models_are_refused_as_secondaries():
+    from types import SimpleNamespace
+
+    from pyinfer.elements.infer import _check_secondary_decoder
+    from pyinfer.errors import ConfigError
+
+    for name in ("yolo-obb", "yolo-seg"):
+        with pytest.raises(ConfigError, match=name):
+            _check_secondary_decoder(SimpleNamespace(decoder=SimpleNamespace(name=name)), "m.onnx")
+    for name in ("classifier", "yolov8", "yolo-pose", "detr"):
+        _check_secondary_decoder(SimpleNamespace(decoder=SimpleNamespace(name=name)), "m.onnx")

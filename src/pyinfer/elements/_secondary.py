@@ -155,6 +155,7 @@ class SecondaryEngine:
         self.objects = objects
         self.batch = max(1, batch)
         self.letterbox = letterbox
+        self.classify = is_classifier(engine)
         self.take_warnings = getattr(engine, "take_warnings", None)
 
     def submit(self, frames: Any, *, channels: str, params: Any) -> list:
@@ -172,16 +173,101 @@ class SecondaryEngine:
         boxes = torch.from_numpy(np.stack([self.objects[f].boxes[k] for f, k in picks]))
         index = torch.tensor([f for f, _ in picks], dtype=torch.int64)
         eng = self.engine
-        crops = crop_resize(frames, index, boxes, eng.input_width, eng.input_height, letterbox=self.letterbox)
+        iw, ih = eng.input_width, eng.input_height
+        crops = crop_resize(frames, index, boxes, iw, ih, letterbox=self.letterbox)
         labels = tuple(eng.labels)
+        regions = None
+        if not self.classify:  # detections inside objects: back from crop pixels to frame pixels
+            from pyinfer.ops.crops import pixel_boxes
+
+            _, height, width, _ = (int(v) for v in frames.shape)
+            regions = pixel_boxes(boxes, width, height).numpy()
         for start in range(0, len(picks), self.batch):
             dets = eng.collect(eng.submit(crops[start : start + self.batch], channels=channels, params=params))
-            for (f, k), d in zip(picks[start : start + self.batch], dets):
-                results[f][k] = _classified(d, labels)
+            for j, ((f, k), d) in enumerate(zip(picks[start : start + self.batch], dets)):
+                if regions is None:
+                    results[f][k] = _classified(d, labels)
+                else:
+                    inside = crop_to_frame(d, regions[start + j], iw, ih, self.letterbox)
+                    results[f][k] = inside if len(inside) else None
         return results
 
     def collect(self, ticket: list) -> list:
         return ticket
+
+
+def is_classifier(engine: Any) -> bool:
+    """Whether ``engine``'s results are one classification per crop (else detections inside each object)."""
+    return getattr(getattr(engine, "decoder", None), "name", "") == "classifier"
+
+
+def crop_to_frame(dets: Any, region: np.ndarray, in_w: int, in_h: int, letterbox: bool) -> Any:
+    """Detections made on one object's crop (model-input pixels) mapped to frame pixels: ``region`` is the
+    crop's whole-pixel box (left, top, right, bottom) as :func:`pyinfer.ops.crops.crop_resize` cut it; boxes are
+    clipped to it. Keypoints are mapped the same way."""
+    import dataclasses
+
+    left, top, right, bottom = (float(v) for v in region)
+    rx, ry = (right - left) / in_w, (bottom - top) / in_h  # source pixels per input pixel
+    px = py = 0.0
+    if letterbox:
+        rx = ry = max(rx, ry)
+        px, py = (in_w - (right - left) / rx) / 2.0, (in_h - (bottom - top) / ry) / 2.0
+    xyxy = np.asarray(dets.xyxy, np.float64).copy()
+    xyxy[:, [0, 2]] = np.clip(left + (xyxy[:, [0, 2]] - px) * rx, left, right)
+    xyxy[:, [1, 3]] = np.clip(top + (xyxy[:, [1, 3]] - py) * ry, top, bottom)
+    keypoints = None
+    if dets.keypoints is not None:
+        keypoints = np.asarray(dets.keypoints, np.float32).copy()
+        keypoints[..., 0] = left + (keypoints[..., 0] - px) * rx
+        keypoints[..., 1] = top + (keypoints[..., 1] - py) * ry
+    return dataclasses.replace(dets, xyxy=xyxy.astype(np.float32), keypoints=keypoints)
+
+
+def concat_children(parts: list) -> Any:
+    """One Detections of several objects' children (same labels, no rotated boxes or masks)."""
+    from pyinfer.detections import Detections
+
+    first = parts[0]
+    kpts = None
+    if all(p.keypoints is not None for p in parts):
+        kpts = np.concatenate([p.keypoints for p in parts])
+    return Detections(
+        xyxy=np.concatenate([p.xyxy for p in parts]),
+        confidence=np.concatenate([p.confidence for p in parts]),
+        class_id=np.concatenate([p.class_id for p in parts]),
+        labels=first.labels,
+        keypoints=kpts,
+    )
+
+
+def write_children(
+    buf: Gst.Buffer, objects: FrameObjects, results: list, unique_id: int, model_id: int
+) -> int:  # fmt: skip
+    """A detector secondary's detections inside the objects, added to the frame's objects (``buf`` writable):
+    GstAnalytics OD Mtds (objects read from GstAnalytics) with ``parent CONTAIN child`` and ``child IS_PART_OF
+    parent``, and ROI metas numbered after the frame's (where the frame has ROI metas) with a ``pyinfer-parent``
+    param (``id``: the parent's ROI id). Returns how many were added."""
+    from pyinfer.meta import analytics, roi
+
+    parts, parent_rows = [], []
+    for k, res in enumerate(results):
+        if res is not None and len(res):
+            parts.append(res)
+            parent_rows += [k] * len(res)
+    if not parts:
+        return 0
+    children = concat_children(parts)
+    rows = np.asarray(parent_rows, np.int64)
+    if objects.od_ids is not None:
+        ids = analytics.write_children(buf, children, objects.od_ids[rows].tolist(), unique_id=unique_id,
+                                       model_id=model_id)  # fmt: skip
+        if roi.read_frame_info(buf) is None and not len(roi.roi_metas(buf)):
+            return len(ids)
+    metas = roi.write_detections(buf, children, unique_id=unique_id, model_id=model_id,
+                                 first_id=len(roi.roi_metas(buf)))  # fmt: skip
+    roi.set_parents(metas, objects.roi_ids[rows].tolist())
+    return len(metas)
 
 
 def _classified(dets: Any, labels: tuple[str, ...]) -> Classified | None:

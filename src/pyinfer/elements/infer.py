@@ -36,7 +36,7 @@ from pyinfer.elements._enums import (
     ProcessMode,
     choice_property,
 )
-from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngine, select_objects
+from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngine, is_classifier, select_objects
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
@@ -394,9 +394,9 @@ class InferElement(PackedVideoFilter):
         "process-mode",
         type=ProcessMode, default="primary", nick="Process mode",
         blurb="primary: the model runs on whole frames; secondary (nvinfer's process-mode=2): on the objects an "
-        "upstream pyinfer found (ROI metas), their crops resized to the model input in one batch, each object's "
-        "classification attached to it as a classification-<unique-id> param; batch-size then counts objects "
-        "per model call",
+        "upstream pyinfer found, their crops resized to the model input in one batch; a classifier's result is "
+        "attached to each object, a detector's objects are added inside their parent; batch-size then counts "
+        "objects per model call",
     )  # fmt: skip
     operate_on_gie_id = GObject.Property(
         type=int, default=-1, minimum=-1, maximum=2**31 - 1, nick="Operate on GIE id",
@@ -965,7 +965,8 @@ class InferElement(PackedVideoFilter):
         from pyinfer.meta import read_detections
 
         dets = read_detections(buf)
-        return select_objects(dets, flt, self._results, self._frames_seen - 1)
+        cache = self._results if is_classifier(self._engine) else None  # detections inside objects move with them
+        return select_objects(dets, flt, cache, self._frames_seen - 1)
 
     def do_generate_output(self) -> tuple[Gst.FlowReturn, Gst.Buffer | None]:
         return Gst.FlowReturn.OK, None  # buffers are pushed by the worker, in order
@@ -1074,7 +1075,7 @@ class InferElement(PackedVideoFilter):
         for text in take() if take is not None else ():
             self._warn_limited(_warning_key(text), Gst.StreamError.DECODE, text)
         if settings.objects is not None:
-            self._deliver_secondary(items, detections, settings, batch.opened_ns)
+            self._deliver_secondary(items, detections, settings, batch.opened_ns, job.engine, batch.model_id)
             return
         dets = iter(detections or ())
         codec, uid, mid = self._codec, settings.unique_id, batch.model_id
@@ -1094,12 +1095,15 @@ class InferElement(PackedVideoFilter):
             self._note_cost(batch.opened_ns)
         self._push_all(items)
 
-    def _deliver_secondary(self, items: list, results: list | None, settings: Settings, opened_ns: int) -> None:
+    def _deliver_secondary(
+        self, items: list, results: list | None, settings: Settings, opened_ns: int, job_engine, model_id: int
+    ) -> None:
         """Secondary: each object's classification onto its ROI meta (fresh, or kept for its track), then push."""
-        from pyinfer.elements._secondary import remember, write_results
+        from pyinfer.elements._secondary import remember, write_children, write_results
 
         fresh = iter(results or ())
         uid = settings.unique_id
+        classify = is_classifier(getattr(job_engine, "engine", job_engine))
         for item in items:
             objects = item.objects
             if objects is None or not len(objects):
@@ -1107,13 +1111,16 @@ class InferElement(PackedVideoFilter):
             got = next(fresh, None) if item.infer else None
             if got is None:  # not inferred (all cached), or the batch failed: the cached results only
                 got = [r if not objects.infer[k] else None for k, r in enumerate(objects.cached)]
-            else:
+            elif classify:
                 remember(self._results, objects, got, item.frame_no)
             if not any(r is not None for r in got):
                 continue
             with writable(item.buf):
                 try:
-                    write_results(item.buf, objects, got, uid)
+                    if classify:
+                        write_results(item.buf, objects, got, uid)
+                    else:
+                        write_children(item.buf, objects, got, uid, model_id)
                 except Exception as exc:  # the frame still goes on, in its place
                     if self._failed(exc, 1) != Gst.FlowReturn.OK:
                         self._flow = Gst.FlowReturn.ERROR
@@ -1196,12 +1203,13 @@ class InferElement(PackedVideoFilter):
 
 
 def _check_secondary_decoder(engine, model: str) -> None:
-    """process-mode=secondary takes classifiers (one result per object): ConfigError for other decoders."""
+    """process-mode=secondary: classifiers (one result per object) and detectors (objects inside objects, with
+    keypoints where the decoder gives them); ConfigError for decoders whose results cannot be mapped back yet."""
     decoder = getattr(engine.decoder, "name", "")
-    if decoder != "classifier":
+    if decoder in ("yolo-obb", "yolo-seg"):
         raise ConfigError(
-            f"process-mode=secondary runs classifiers on object crops; {model} decodes as {decoder!r} "
-            "(detections or keypoints inside objects are not supported yet): use decoder=classifier"
+            f"process-mode=secondary cannot run {model} (decoder {decoder!r}): rotated boxes and masks inside "
+            "objects are not supported yet; classifiers and detectors (with keypoints) are"
         )
 
 

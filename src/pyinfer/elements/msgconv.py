@@ -29,7 +29,7 @@ from pyinfer.detections import Detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._enums import MsgconvMessagePer, choice_property
 from pyinfer.messages import FrameHeader, MessageBuilder
-from pyinfer.meta import has_detection_meta, read_detections, read_frame_info, read_secondary_results
+from pyinfer.meta import has_detection_meta, read_detections, read_frame_info, read_parents, read_secondary_results
 from pyinfer.meta.roi import has_shapes, with_shapes
 
 PAYLOAD_ID = 2**31 - 2  # below the frame record's id (2**31 - 1), far above detection ids 0..N-1
@@ -221,8 +221,9 @@ class MsgConvElement(GstBase.BaseTransform):
             )
             labels = _foreign_labels(buf, dets)
             secondary = read_secondary_results(buf) if len(dets) else None  # schema 1.2
+            parents = read_parents(buf) if len(dets) else None
             return self._builder.build(header, dets, per_object=self._message_per == "object", labels=labels,  # type: ignore[union-attr]  # only called with a builder (do_transform_ip)
-                                       secondary=secondary)  # fmt: skip
+                                       secondary=secondary, parents=parents)  # fmt: skip
         except Exception as exc:  # metadata of another producer that does not follow the contract
             self._malformed += 1
             now = time.monotonic()

@@ -15,7 +15,8 @@ describes every field. ``version`` changes its minor number for added fields and
 anything that breaks a consumer. Version 1.1 added ``keypoints`` (``[[x, y, confidence], ...]``, pose models)
 and ``mask`` (COCO RLE over the bbox, segmentation models) to an object, present only where the model gives them;
 1.2 added ``classifications`` (``[{"unique_id", "class_id", "label", "confidence"}, ...]``: the best class of each
-secondary classifier that ran on the object, ``pyinfer process-mode=secondary``).
+secondary classifier that ran on the object, ``pyinfer process-mode=secondary``) and ``parent_index`` (the ``index``
+of the object a secondary detector found this one inside).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def object_records(
     detections: Detections,
     labels: Sequence[str | None] | None = None,
     secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
+    parents: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``objects`` entries of a message for ``detections``, in their order.
 
@@ -96,6 +98,8 @@ def object_records(
             type of another producer's meta, which has no class id).
         secondary: per detection, secondary classifiers' top-k (``pyinfer.meta.read_secondary_results``):
             objects with any get ``classifications``.
+        parents: per detection, the position of the object it was found inside (a secondary detector) or -1:
+            such objects get ``parent_index``, that object's ``index``.
 
     Returns:
         JSON-ready dicts, one per detection.
@@ -165,6 +169,8 @@ def object_records(
                 if not (math.isfinite(e["confidence"]) and 0.0 <= e["confidence"] <= 1.0):
                     raise MetadataError(f"a secondary confidence of object {i} is outside [0, 1]: {e['confidence']}")
             out[-1]["classifications"] = entries
+        if parents is not None and i < len(parents) and 0 <= parents[i] < n:
+            out[-1]["parent_index"] = index[parents[i]]
     return out
 
 
@@ -223,6 +229,7 @@ class MessageBuilder:
         per_object: bool = False,
         labels: Sequence[str | None] | None = None,
         secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
+        parents: Sequence[int] | None = None,
     ) -> list[str]:
         """The messages for one frame, as JSON text.
 
@@ -232,6 +239,7 @@ class MessageBuilder:
             per_object: one message per object (none for a frame without objects) instead of one per frame.
             labels: per-detection label overrides (see :func:`object_records`).
             secondary: per-detection secondary classifications (see :func:`object_records`).
+            parents: per-detection parents (see :func:`object_records`).
 
         Returns:
             JSON texts (compact, UTF-8 safe, no NaN).
@@ -239,7 +247,7 @@ class MessageBuilder:
         Raises:
             MetadataError: the detections cannot make a valid message.
         """
-        objects = object_records(detections, labels, secondary)
+        objects = object_records(detections, labels, secondary, parents)
         if not per_object:
             messages = [envelope(header, self.next_id(), "frame", objects, len(objects))]
         else:

@@ -24,6 +24,7 @@ __all__ = [
     "read_detections_checked",
     "read_frame_info",
     "read_object_classifications",
+    "read_parents",
     "read_secondary_results",
     "write_detections",
 ]
@@ -72,6 +73,14 @@ def read_secondary_results(buf: Gst.Buffer) -> list[dict[int, list[tuple[int, st
     if analytics.has_analytics(buf):
         return analytics.read_secondary_results(buf)
     return roi.read_secondary_results(buf)
+
+
+def read_parents(buf: Gst.Buffer) -> list[int]:
+    """Per detection (the order of :func:`read_detections`), the index of the object it was found inside (by a
+    secondary detector, ``process-mode=secondary``), or -1 (GstAnalytics first)."""
+    if analytics.has_analytics(buf):
+        return analytics.read_parents(buf)
+    return roi.read_parents(buf)
 
 
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:

@@ -92,7 +92,7 @@ DETECTION_STRUCT = struct.Struct("<iiiIiIII9d")
 #: The pyinfer frame Mtd's data: inferred, unique_id, model_id, reserved.
 FRAME_STRUCT = struct.Struct("<iiiI")
 FLAG_ROTATED, FLAG_PREDICTED, FLAG_AGE = 1, 2, 4
-REL_RELATE_TO = 1 << 3
+REL_IS_PART_OF, REL_CONTAIN, REL_RELATE_TO = 1 << 1, 1 << 2, 1 << 3
 CLOCK_TIME_NONE = 0xFFFF_FFFF_FFFF_FFFF
 _TWO_PI = 2 * math.pi
 
@@ -958,6 +958,43 @@ def write_object_classifications(
         api.set_relation(meta, REL_RELATE_TO, int(od_id), pmtd.id)
         written += 1
     return written
+
+
+def write_children(
+    buf: Gst.Buffer, detections: Detections, parents: Sequence[int], *, unique_id: int, model_id: int
+) -> list[int]:  # fmt: skip
+    """Objects found inside others (a secondary detector): the Mtds of :func:`write_detections`, numbered after
+    the frame's, each related ``parent CONTAIN child`` and ``child IS_PART_OF parent`` to its parent OD Mtd
+    (``parents``, one per detection). Returns the new OD Mtd ids."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    first_index = len(api.all_of(meta, api.od_type)) if meta else 0
+    ids = _write(api, buf, detections, unique_id=unique_id, model_id=model_id, first_index=first_index)
+    meta = api.get_meta(hash(buf))
+    for child, parent in zip(ids, parents):
+        api.set_relation(meta, REL_CONTAIN, int(parent), int(child))
+        api.set_relation(meta, REL_IS_PART_OF, int(child), int(parent))
+    return ids
+
+
+def read_parents(buf: Gst.Buffer) -> list[int]:
+    """Per OD Mtd (id order), the index (in that order) of the OD Mtd it IS_PART_OF (a secondary detector's
+    result inside that object), or -1."""
+    api = _require()
+    meta = api.get_meta(hash(buf))
+    if not meta:
+        return []
+    ods = api.all_of(meta, api.od_type)
+    index = {od.id: i for i, od in enumerate(ods)}
+    out = []
+    state, found = c_void_p(0), Mtd()
+    for od in ods:
+        state.value = None
+        parent = -1
+        if api.related(meta, od.id, REL_IS_PART_OF, api.od_type, byref(state), byref(found)):
+            parent = index.get(found.id, -1)
+        out.append(parent)
+    return out
 
 
 def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tuple[int, str, float]]]:

@@ -262,6 +262,28 @@ def read_object_classifications(buf: Gst.Buffer, unique_id: int) -> list[list[tu
     return out
 
 
+#: ROI param of an object found inside another by a secondary detector: ``id`` (int), the parent's ROI id.
+PARENT_PARAM = "pyinfer-parent"
+
+
+def set_parents(metas: Sequence, parent_ids: Sequence[int]) -> None:
+    """Give each meta a :data:`PARENT_PARAM` naming its parent's ROI id (the buffer is writable)."""
+    for meta, parent in zip(metas, parent_ids):
+        s = Gst.Structure.new_empty(PARENT_PARAM)
+        s.set_value("id", int(parent))
+        meta.add_param(s)
+
+
+def read_parents(buf: Gst.Buffer) -> list[int]:
+    """Per detection (ROI id order), its parent's ROI id (a secondary detector's result inside that object), or
+    -1."""
+    out = []
+    for meta in _roi_metas(buf):
+        s = meta.get_param(PARENT_PARAM)
+        out.append(int(s.get_value("id")) if s is not None and s.has_field("id") else -1)
+    return out
+
+
 _STRUCTURE_NAME: Any = None
 
 
