@@ -189,3 +189,45 @@ def test_masks_are_gstanalytics_instance_segmentation_mtds_on_1_26(models, run_p
             assert x + w == int(np.ceil(x1)) and y + h == int(np.ceil(y1))
             total += 1
     assert total >= FRAMES
+
+
+@pytest.mark.parametrize("meta", ["roi", "analytics"])
+@pytest.mark.parametrize("cfg", ["yolov8n-seg.yaml", "yolov8n-pose.yaml"])
+def test_pytracker_carries_masks_and_keypoints_to_the_boxes_it_predicts(models, run_pipeline, cfg, meta):
+    from pyinfer.meta import analytics, read_detections, read_frame_info
+
+    if meta == "analytics" and not analytics.available():
+        pytest.skip("GstAnalytics needs GStreamer >= 1.24 (this is 1.22)")
+    still = np.ascontiguousarray(bgr_frames(640, 480, 1, block=2)[0][..., ::-1])
+    frames = [still] * 9  # one scene held still: every track confirmed, its predicted box where it was
+    pipeline = Gst.parse_launch(
+        f"appsrc name=src ! pyinfer model-engine={models(cfg)} device=cpu interval=1 meta={meta} ! pytracker ! "
+        "appsink name=sink"
+    )
+    seen: list = []
+
+    def keep(pad, info):
+        buf = info.get_buffer()
+        seen.append((read_frame_info(buf).inferred, with_shapes(buf, read_detections(buf))))
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, keep)
+    res = run_pipeline(pipeline, feed=lambda p: push_frames(p.get_by_name("src"), frames))
+    assert res.ok, (res.error, res.debug)
+    assert [inferred for inferred, _ in seen] == [k % 2 == 0 for k in range(9)]
+    checked = 0
+    for k in range(3, 9, 2):  # predicted frames after the tracks are confirmed
+        before, now = seen[k - 1][1], seen[k][1]
+        assert len(now) > 0 and now.tracker_id is not None
+        last = {int(t): i for i, t in enumerate(before.tracker_id.tolist())}
+        for i, t in enumerate(now.tracker_id.tolist()):
+            j = last[int(t)]
+            if cfg.endswith("seg.yaml"):
+                assert now.masks is not None, "the predicted boxes lost their masks"
+                np.testing.assert_array_equal(now.masks[i], before.masks[j])
+            else:
+                assert now.keypoints is not None, "the predicted boxes lost their keypoints"
+                # the box held still: the keypoints stay where they were (moved with the box)
+                np.testing.assert_allclose(now.keypoints[i], before.keypoints[j], atol=0.5)
+            checked += 1
+    assert checked >= 3

@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -33,8 +34,8 @@ from pyinfer.elements._base import format_exception, post_error, post_warning, w
 from pyinfer.elements._enums import TrackerCore, TrackerIouMode, choice_property
 from pyinfer.errors import ConfigError
 from pyinfer.meta import analytics, read_detections_checked, read_frame_info
+from pyinfer.meta.roi import has_shapes, roi_metas, set_track_id, set_track_ids, with_shapes, write_detections
 from pyinfer.meta.roi import read_frame_info as roi_frame_info
-from pyinfer.meta.roi import roi_metas, set_track_id, set_track_ids, write_detections
 from pyinfer.track.bytetrack import BACKENDS, IOU_MODES, ByteTracker, Tracker, TrackerConfig
 
 _RW = GObject.ParamFlags.READWRITE | Gst.PARAM_MUTABLE_PLAYING
@@ -175,6 +176,7 @@ class TrackerElement(GstBase.BaseTransform):
         self._skipped = 0
         self._bad_config = ""
         self._labels = {}
+        self._shapes: dict[int, tuple] = {}  # track id -> (mask, box-relative keypoints) of its last detection
         return True
 
     def do_stop(self) -> bool:
@@ -237,6 +239,8 @@ class TrackerElement(GstBase.BaseTransform):
         if not tracked:
             return
         track_ids = ids[tracked].tolist()
+        if has_shapes(buf):  # masks and keypoints, for the boxes this track gets on frames not inferred
+            self._keep_shapes(with_shapes(buf, dets), tracked, track_ids)
         with writable(buf):
             if isinstance(read, analytics.CheckedDetections):
                 pts = int(buf.pts)
@@ -245,6 +249,45 @@ class TrackerElement(GstBase.BaseTransform):
                 self._mirror_to_roi(buf, dets, tracked, track_ids)
             else:
                 set_track_ids(read.metas, tracked, track_ids, predicted=False)
+
+    def _keep_shapes(self, dets: Detections, tracked: list[int], track_ids: list[int]) -> None:
+        """Remember each tracked detection's mask (box-local) and keypoints (relative to its box)."""
+        if dets.masks is None and dets.keypoints is None:
+            return
+        shapes = self._shapes
+        for i, tid in zip(tracked, track_ids):
+            rel = None
+            if dets.keypoints is not None:
+                x0, y0, x1, y1 = (float(v) for v in dets.xyxy[i])
+                rel = dets.keypoints[i].astype(np.float32).copy()
+                rel[:, 0] = (rel[:, 0] - x0) / max(x1 - x0, 1e-6)
+                rel[:, 1] = (rel[:, 1] - y0) / max(y1 - y0, 1e-6)
+            shapes[tid] = (None if dets.masks is None else dets.masks[i], rel)
+        if len(shapes) > 4096:  # tracks long gone: keep the newest half
+            for key in list(shapes)[:2048]:
+                del shapes[key]
+
+    def _predicted_shapes(self, pred: Detections) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The kept masks and keypoints of predicted boxes (keypoints moved with the box), where every box has
+        them alike (else None)."""
+        if not self._shapes or pred.tracker_id is None or len(pred) == 0:
+            return None, None
+        kept = [self._shapes.get(int(t)) for t in pred.tracker_id.tolist()]
+        if any(k is None for k in kept):
+            return None, None
+        masks = [k[0] for k in kept]  # type: ignore[index]  # checked: none is None
+        rels = [k[1] for k in kept]  # type: ignore[index]
+        out_masks = None
+        if all(m is not None for m in masks) and len({m.shape for m in masks}) == 1:
+            out_masks = np.stack(masks)
+        out_kpts = None
+        if all(r is not None for r in rels) and len({r.shape for r in rels}) == 1:
+            out_kpts = np.stack(rels).astype(np.float32)
+            x0, y0 = pred.xyxy[:, 0:1], pred.xyxy[:, 1:2]
+            w, h = pred.xyxy[:, 2:3] - x0, pred.xyxy[:, 3:4] - y0
+            out_kpts[:, :, 0] = x0 + out_kpts[:, :, 0] * w
+            out_kpts[:, :, 1] = y0 + out_kpts[:, :, 1] * h
+        return out_masks, out_kpts
 
     def _first_seen_pts(self, track_id: int, pts: int) -> int:
         """The PTS at which ``track_id`` was first reported (for the tracking Mtd's first_seen)."""
@@ -290,13 +333,20 @@ class TrackerElement(GstBase.BaseTransform):
         if len(pred) == 0 or pred.tracker_id is None:
             return
         ids = pred.tracker_id.tolist()
+        masks, keypoints = self._predicted_shapes(pred)
+        if masks is not None or keypoints is not None:
+            pred = dataclasses.replace(pred, masks=masks, keypoints=keypoints)
         since = pred.extra["frames_since_update"].tolist()
         if analytics.has_analytics(buf):
             pts = int(buf.pts)
             with writable(buf):
-                analytics.write_predicted(buf, pred, unique_id=unique_id, model_id=model_id, pts=pts,
-                                          first_seen=[self._first_seen_pts(t, pts) for t in ids])  # fmt: skip
-            if roi_frame_info(buf) is None:  # meta=both also has the ROI record: predict there too
+                od_ids = analytics.write_predicted(buf, pred, unique_id=unique_id, model_id=model_id, pts=pts,
+                                                   first_seen=[self._first_seen_pts(t, pts) for t in ids])  # fmt: skip
+                if masks is not None and analytics.segmentation_available():
+                    analytics.write_instance_masks(buf, od_ids, masks)
+            # meta=both also has the ROI record: predict there too; masks and keypoints ride on ROI metas beside
+            # the analytics objects (as pyinfer writes them)
+            if roi_frame_info(buf) is None and masks is None and keypoints is None:
                 return
         first_id = len(roi_metas(buf))
         with writable(buf):
