@@ -44,6 +44,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "secondary classifier of an object's mark in pyinfer's marked scenes (plain, dot, bar) from its crop, "
         "64x64 input (stretched), decoder classifier",
     ),
+    "vertices": EmbeddedModel(
+        "vertices",
+        MODELS_DIR / "vertices.torchscript",
+        MODELS_DIR / "vertices.labels.txt",
+        "secondary keypoint model of an object's vertices in pyinfer's scenes (square corners, triangle vertices, "
+        "circle extreme points; 4 keypoints) from its crop, 64x64 input (stretched), decoder yolo-pose",
+    ),
 }
 DEFAULT_MODEL = "shapes"
 
