@@ -124,3 +124,31 @@ def test_a_detector_secondary_adds_children_with_their_parent_in_json_and_messag
                 assert "parent" not in o and "parent_index" not in msg["objects"][j]
         assert sum(o["unique_id"] == 2 for o in objs) == sum(o["unique_id"] == 1 for o in objs)
     assert children >= 8
+
+
+def test_the_vertices_secondary_gives_each_object_a_child_with_keypoints(tmp_path):
+    out = tmp_path
+    subprocess.run([*PYINFER, "scene", "--frames", "6", "--seed", "1000231", "--width", "640", "--height", "384",
+                    "--out", str(out)], check=True, capture_output=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [*PYINFER, "detect", str(out / "video.mp4"), "--secondary", "vertices", "--json", str(out / "det.jsonl"),
+         "--publish", str(out / "msgs.jsonl"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = list(read_jsonl(out / "det.jsonl"))
+    messages = [json.loads(line) for line in (out / "msgs.jsonl").read_text().splitlines()]
+    with_kpts = 0
+    for rec, msg in zip(records, messages):
+        for o, m in zip(rec["objects"], msg["objects"]):
+            if o["unique_id"] == 2:  # the child: 4 keypoints inside its parent's box
+                parent = rec["objects"][o["parent"]]
+                assert len(o["keypoints"]) == 4 and len(m["keypoints"]) == 4
+                left, top, w, h = parent["bbox"]
+                for x, y, c in o["keypoints"]:
+                    if c > 0.5:
+                        assert left - 0.1 * w <= x <= left + 1.1 * w and top - 0.1 * h <= y <= top + 1.1 * h
+                with_kpts += 1
+            else:  # the frame's own objects have none: left out, not written as zeros
+                assert "keypoints" not in o and "keypoints" not in m
+    assert with_kpts >= 6

@@ -79,9 +79,9 @@ def frame_record(
         for key, values in detections.extra.items():
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
-        if detections.keypoints is not None:
+        if detections.keypoints is not None and detections.keypoints[i].any():  # all 0: the object has none
             obj["keypoints"] = np.round(detections.keypoints[i].astype(np.float64), 2).tolist()
-        if detections.masks is not None:
+        if detections.masks is not None and detections.masks[i].any():
             obj["mask"] = mask_rle(detections.masks[i] >= 128)
         if detections.tracker_id is not None:
             tid = int(detections.tracker_id[i])

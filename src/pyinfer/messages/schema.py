@@ -159,9 +159,9 @@ def object_records(
                 "model_id": model[i],
             }
         )
-        if kpts is not None:
-            out[-1]["keypoints"] = kpts[i]
-        if detections.masks is not None:
+        if kpts is not None and detections.keypoints is not None and detections.keypoints[i].any():
+            out[-1]["keypoints"] = kpts[i]  # all 0: the object has none (see pyinfer.meta.roi.with_shapes)
+        if detections.masks is not None and detections.masks[i].any():
             out[-1]["mask"] = mask_rle(detections.masks[i] >= 128)
         if secondary is not None and i < len(secondary) and secondary[i]:
             entries = classification_entries(secondary[i])

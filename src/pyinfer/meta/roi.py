@@ -185,15 +185,24 @@ def read_keypoints(buf: Gst.Buffer) -> list[np.ndarray | None]:
 
 
 def has_shapes(buf: Gst.Buffer) -> bool:
-    """Whether ``buf``'s first detection (ROI id 0) carries a mask or keypoints: one lookup, so that readers of
-    plain detectors pay nothing more (one producer gives every detection of a frame the same kinds)."""
-    meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, 0)
-    return meta is not None and (meta.get_param(MASK_PARAM) is not None or meta.get_param(KEYPOINTS_PARAM) is not None)
+    """Whether ``buf``'s first or last detection carries a mask or keypoints: two lookups, so that readers of plain
+    detectors pay nothing more (a producer gives every detection it writes the same kinds; a secondary adds its
+    objects after the frame's)."""
+    last = max(int(buf.get_n_meta(_roi_api())) - 1, 0)
+    for roi_id in dict.fromkeys((0, last, last - 1, last - 2)):  # the frame record and a payload may follow
+        if roi_id < 0:
+            continue
+        meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, roi_id)
+        if meta is not None and (meta.get_param(MASK_PARAM) is not None or meta.get_param(KEYPOINTS_PARAM) is not None):
+            return True
+    return False
 
 
 def with_shapes(buf: Gst.Buffer, detections: Detections) -> Detections:
     """``detections`` (read from ``buf``'s ROI metas, ``extra["roi_id"]`` numbering them) with the masks and
-    keypoints their metas carry; unchanged where not every detection has one of the same shape."""
+    keypoints their metas carry. Where only some detections have them (a secondary model's objects beside the
+    frame's), the others get an empty mask (all 0) or keypoints of confidence 0 at (0, 0), which the JSON lines
+    and the messages leave out; unchanged where none has one, or they differ in shape."""
     import dataclasses
 
     if not len(detections) or "roi_id" not in detections.extra:
@@ -202,9 +211,12 @@ def with_shapes(buf: Gst.Buffer, detections: Detections) -> Detections:
     stacked: list[np.ndarray | None] = []
     for found in (read_masks(buf), read_keypoints(buf)):
         picked = [found[i] if 0 <= i < len(found) else None for i in ids]
-        first = picked[0]
-        ok = first is not None and all(p is not None and p.shape == first.shape for p in picked)
-        stacked.append(np.stack(cast(list, picked)) if ok else None)
+        present = [p for p in picked if p is not None]
+        if not present or any(p.shape != present[0].shape for p in present):
+            stacked.append(None)
+            continue
+        blank = np.zeros_like(present[0])
+        stacked.append(np.stack([p if p is not None else blank for p in picked]))
     masks, keypoints = stacked
     if masks is None and keypoints is None:
         return detections
