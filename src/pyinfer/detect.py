@@ -258,6 +258,12 @@ def build_description(opts: DetectOptions, model: str, labels: str, sources: lis
         props["input-width"], props["input-height"] = opts.input_width, opts.input_height
     if labels:
         props["labels-file"] = quote(labels)
+    if opts.secondary:
+        # A secondary detector's keypoints ride on ROI metas numbered as the objects: with GstAnalytics, the
+        # detector writes both forms so that they have ids to follow.
+        from pyinfer.meta import analytics
+
+        props["meta"] = "both" if analytics.available() else "roi"
     several = len(sources) > 1
     if several:
         props["batch-group"] = quote(BATCH_GROUP)
