@@ -272,6 +272,52 @@ def test_one_stream_flushing_drops_only_its_own_frames(embedded_model):
             time.sleep(0.05)
         assert [p for p, _, _ in s.out[1]] == [k * Gst.SECOND // 30 for k in range(5)]  # untouched
         assert [p for p, _, _ in s.out[0]] == [k * Gst.SECOND // 30 for k in range(3)]  # the 2 flushed ones gone
+        # The flushed frames are no longer counted as out: an EOS after the seek is not held waiting for them.
+        member = group.members[s.pipeline.get_by_name("inf0")]
+        assert member.outstanding == 0
+        for i in range(2):
+            s.pipeline.get_by_name(f"src{i}").emit("end-of-stream")
+        msg = s.pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        assert msg is not None and msg.type == Gst.MessageType.EOS
+    finally:
+        s.stop()
+
+
+def test_a_stream_seeking_again_and_again_keeps_flowing(embedded_model):
+    """Frames flushed while held in the group's batch do not use up the member's room: after more seeks than
+    the member has room for (batch-size * (in-flight + 2) = 8 here), each with a frame held, frames still flow
+    and the stream ends."""
+    s = Streams(embedded_model, 1, "batch-group=seeks batch-size=2 in-flight=2 batch-timeout=50000")
+    try:
+        s.pipeline.set_state(Gst.State.PLAYING)
+        src = s.pipeline.get_by_name("src0")
+        inf = s.pipeline.get_by_name("inf0")
+        pad = inf.get_static_pad("sink")
+        frames = _frames(54, 1)
+        for _ in range(10):
+            group = _group._GROUPS["seeks"]
+            member = group.members[inf]
+
+            def held(group=group, member=member) -> bool:
+                batch = group._batch
+                return batch is not None and any(item.epoch == member.epoch for item in batch.items)
+
+            _push_no_eos(src, frames)  # one frame: held in the open batch (batch-size 2) until the timeout
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not held():
+                time.sleep(0.002)
+            assert held()
+            assert pad.send_event(Gst.Event.new_flush_start())
+            assert pad.send_event(Gst.Event.new_flush_stop(True))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and group._batch is not None:  # the flushed frame's batch goes
+                time.sleep(0.01)
+        assert not s.out[0]  # every frame pushed so far was flushed
+        _push_no_eos(src, _frames(55, 4))
+        src.emit("end-of-stream")
+        msg = s.pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        assert msg is not None and msg.type == Gst.MessageType.EOS
+        assert [p for p, _, _ in s.out[0]] == [k * Gst.SECOND // 30 for k in range(4)]
     finally:
         s.stop()
 

@@ -106,12 +106,17 @@ class Member:
             return self._room.wait_for(lambda: self.outstanding == 0 or self._stopping, timeout_s)
 
     def flush(self) -> None:
-        """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch."""
+        """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch.
+
+        ``outstanding`` counts the current epoch's buffers only: the flushed ones, wherever they are (queued
+        here, in the open batch, in flight on the worker, being pushed), are never counted back, so it starts
+        again from 0 (counting only the queued ones left those elsewhere counted for ever: after enough
+        seeks the streaming thread waited for room that never came, and an EOS after a seek waited for ever).
+        """
         with self._cond:
             self.epoch += 1
-            dropped = len(self._queue)
             self._queue.clear()
-            self.outstanding -= dropped
+            self.outstanding = 0
             self._room.notify_all()
 
     def flush_stop(self) -> None:
