@@ -50,7 +50,8 @@ def test_every_detection_carries_the_secondary_class_and_eval_scores_it(run):
 
 
 def test_messages_carry_the_same_classifications_and_validate(run):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject's [test] extra)
+
     out, _ = run
     messages = [json.loads(line) for line in (out / "msgs.jsonl").read_text().splitlines()]
     records = list(read_jsonl(out / "det.jsonl"))
