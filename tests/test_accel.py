@@ -389,6 +389,22 @@ def test_pipelined_batches_on_cuda_give_the_synchronous_results():
         assert_same(fast.infer(frames), got)
 
 
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("seed", [31, 32])
+def test_fixed_decode_on_cuda_runs_the_triton_nms_and_gives_the_eager_result(seed, monkeypatch):
+    from pyinfer.ops import nms_triton
+
+    out = clustered_outputs(seed, 4, 80).cuda()
+    conf, iou = torch.tensor(0.25).cuda(), torch.tensor(0.45).cuda()
+    got = decode_fixed(out, conf, iou, geometry=GEO, candidates=512, max_det=300)
+    assert nms_triton.available(), nms_triton._FAILED  # the kernel served (a failure turns it off)
+    monkeypatch.setattr(nms_triton, "ENABLED", False)
+    ref = decode_fixed(out, conf, iou, geometry=GEO, candidates=512, max_det=300)  # the eager rounds, on CUDA
+    assert ref[:, 0, 0].sum() > 8  # detections to compare
+    assert torch.equal(ref, got)
+
+
 @pytest.mark.parametrize("seed", [21, 22])
 def test_fixed_decode_of_half_outputs_gives_the_plain_decoders_detections_of_the_float32_cast(seed):
     # The fast path hands decode_fixed a fp16 model's own outputs; the plain decoder sees them cast to float32.

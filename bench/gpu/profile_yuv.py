@@ -174,10 +174,12 @@ def main() -> int:
             note(bs, "stages_us", "copy + graph + device-to-host", gpu_us(replay_all))
 
         # loops, frames/s
-        raw_graph = tp.capture(bundle.module, x_in)
+        with torch.inference_mode():
+            raw_graph = tp.capture(bundle.module, x_in)
 
         def raw_step(_):
-            x_in.copy_(lb)
+            with torch.inference_mode():  # x_in and lb are inference tensors
+                x_in.copy_(lb)
             raw_graph.replay()
 
         note(bs, "loops_fps", "raw graph", timer.measure(raw_step, [0], bs)["frames_per_s"])

@@ -272,24 +272,13 @@ def decode_fixed(
     box = out[:, :4, :].gather(2, idx.unsqueeze(1).expand(b, 4, c)).float()  # (B, 4, C) cx, cy, w, h
     cx, cy, w, h = box.unbind(1)
     x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-    # Pairwise IoU as torchvision's NMS kernel computes it; [j, i]: does better box j suppress box i? Boxes of
-    # other frames never meet here, and a huge box (cx=1e30) has IoU 0 (or NaN: no suppression) with the others,
-    # as in the plain decoder's NMS.
-    iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(min=0)
-    ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(min=0)
-    inter = iw * ih
-    area = (x2 - x1) * (y2 - y1)
-    overlap = inter / (area[:, :, None] + area[:, None, :] - inter)
-    # Greedy NMS order: higher score first, equal scores in anchor order (a strict total order).
-    sj, si = top[:, :, None], top[:, None, :]
-    better = (sj > si) | ((sj == si) & (order[:, None] < order[None, :]))
-    suppresses = (overlap > iou) & (cls[:, :, None] == cls[:, None, :]) & better & valid[:, :, None] & valid[:, None, :]
-    keep = valid
-    for _ in range(iterations):
-        keep = valid & ~(suppresses & keep[:, :, None]).any(dim=1)
-    unconverged = (keep != (valid & ~(suppresses & keep[:, :, None]).any(dim=1))).any(dim=1)
-    # Rank of each kept box among the kept ones, best first: the per-frame cap and its row in the result.
-    rank = (better & keep[:, :, None]).sum(dim=1)
+    # The NMS: a few Triton launches on CUDA (the same booleans), the eager pairwise tensors elsewhere.
+    from pyinfer.ops import nms_triton
+
+    nms = nms_triton.try_keep_rank(x1, y1, x2, y2, top, cls, valid, iou, iterations)
+    if nms is None:
+        nms = nms_fixed_point(x1, y1, x2, y2, top, cls, valid, iou, iterations)
+    keep, rank, unconverged = nms
     keep = keep & (rank < max_det)
     count = keep.sum(dim=1)
     xyxy = torch.stack((x1, y1, x2, y2), dim=2)
@@ -302,6 +291,48 @@ def decode_fixed(
     zero = torch.zeros_like(count)
     head = torch.stack((count, overflow.long(), unconverged.long(), nonfinite, zero, zero), dim=1)  # few kernels
     return torch.cat((head.float()[:, None, :], placed[:, :k]), dim=1)
+
+
+def nms_fixed_point(
+    x1: torch.Tensor,
+    y1: torch.Tensor,
+    x2: torch.Tensor,
+    y2: torch.Tensor,
+    score: torch.Tensor,
+    cls: torch.Tensor,
+    valid: torch.Tensor,
+    iou: torch.Tensor,
+    iterations: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The class-aware greedy NMS of :func:`decode_fixed` on (B, C) candidates, eagerly: (keep, rank, unconverged).
+
+    ``keep``: the fixed point of ``keep = valid & ~any(keep[j] & suppresses[j, i])`` after ``iterations`` rounds;
+    ``rank``: kept boxes better than each box; ``unconverged`` (B,): one more round would change ``keep``.
+    :func:`pyinfer.ops.nms_triton.keep_rank` computes the same on CUDA in a few kernel launches.
+    """
+    import torch
+
+    c = int(x1.shape[1])
+    order = torch.arange(c, device=x1.device)
+    # Pairwise IoU as torchvision's NMS kernel computes it; [j, i]: does better box j suppress box i? Boxes of
+    # other frames never meet here, and a huge box (cx=1e30) has IoU 0 (or NaN: no suppression) with the others,
+    # as in the plain decoder's NMS.
+    iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp(min=0)
+    ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp(min=0)
+    inter = iw * ih
+    area = (x2 - x1) * (y2 - y1)
+    overlap = inter / (area[:, :, None] + area[:, None, :] - inter)
+    # Greedy NMS order: higher score first, equal scores in anchor order (a strict total order).
+    sj, si = score[:, :, None], score[:, None, :]
+    better = (sj > si) | ((sj == si) & (order[:, None] < order[None, :]))
+    suppresses = (overlap > iou) & (cls[:, :, None] == cls[:, None, :]) & better & valid[:, :, None] & valid[:, None, :]
+    keep = valid
+    for _ in range(iterations):
+        keep = valid & ~(suppresses & keep[:, :, None]).any(dim=1)
+    unconverged = (keep != (valid & ~(suppresses & keep[:, :, None]).any(dim=1))).any(dim=1)
+    # Rank of each kept box among the kept ones, best first: the per-frame cap and its row in the result.
+    rank = (better & keep[:, :, None]).sum(dim=1)
+    return keep, rank, unconverged
 
 
 def unpack_fixed(
