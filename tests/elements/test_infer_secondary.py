@@ -101,6 +101,36 @@ def test_every_object_gets_the_classification_of_its_own_crop(embedded_model, sc
     assert agree >= 0.8 * checked
 
 
+ON_CUDA = pytest.param(
+    "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", ON_CUDA])
+def test_crops_are_cut_where_the_model_runs(embedded_model, scene_frames, device, monkeypatch):
+    # Host frames for a GPU secondary go to the GPU whole; cutting 100 objects on the CPU cost 25x the crops on
+    # the GPU in the H200 run (bench/secondary.py).
+    from pyinfer.ops import crops
+
+    seen = []
+    real = crops.crop_resize
+
+    def spy(frames, *args, **kwargs):
+        seen.append(frames.device.type)
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(crops, "crop_resize", spy)
+    got, pts, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} device={device} batch-size=4 ! appsink "
+                            "name=sink", scene_frames[:4])  # fmt: skip
+    assert msg.type == Gst.MessageType.EOS
+    assert pts == [i * Gst.SECOND // 30 for i in range(4)]
+    assert seen and set(seen) == {device}
+    for frame, (_, dets, classes) in zip(scene_frames, got):
+        for i in range(len(dets)):
+            want = _expected(frame, dets.xyxy[i])
+            assert abs(classes[i][0][2] - float(want.max())) < 0.02
+
+
 def test_filters_choose_the_objects(embedded_model, scene_frames):
     frames = scene_frames[:4]
     got, _, _, msg = _run(_primary(embedded_model) + f"{SECONDARY} operate-on-class-ids=0 ! appsink name=sink", frames)
