@@ -121,7 +121,13 @@ class Detections:
         return out
 
     def label(self, i: int) -> str:
-        """The class name of detection ``i`` (its class id as text when the labels have no such entry)."""
+        """The class name of detection ``i``: its own label where ``extra["label"]`` holds one (detections of several
+        producers, whose class ids mean different classes), else its class id's entry in ``labels`` (the class id as
+        text when there is none)."""
+        for key in ("label", "foreign_label"):  # foreign_label: another producer's GstAnalytics object
+            own = self.extra.get(key)
+            if own is not None and own[i]:
+                return str(own[i])
         c = int(self.class_id[i])
         return self.labels[c] if 0 <= c < len(self.labels) else str(c)
 

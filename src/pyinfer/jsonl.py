@@ -29,6 +29,10 @@ from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import ConfigError
 
 
+#: ``extra`` entries that :meth:`Detections.label` reads (not written as fields of their own).
+_LABEL_KEYS = ("label", "foreign_label")
+
+
 def mask_rle(mask: np.ndarray) -> dict[str, Any]:
     """A (H, W) bool mask as COCO's uncompressed RLE: ``{"size": [H, W], "counts": [...]}`` (column-major runs,
     alternately background and foreground, the first one background, possibly 0)."""
@@ -77,6 +81,8 @@ def frame_record(
             cx, cy, w, h, a = rot[i]
             obj["cxcywhr"] = [round(cx, 2), round(cy, 2), round(w, 2), round(h, 2), round(a, 5)]
         for key, values in detections.extra.items():
+            if key in _LABEL_KEYS:  # already in "label"
+                continue
             value = values[i]
             obj[key] = value.item() if isinstance(value, np.generic) else value.tolist()
         if detections.keypoints is not None and detections.keypoints[i].any():  # all 0: the object has none

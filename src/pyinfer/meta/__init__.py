@@ -9,7 +9,10 @@ readers here take whichever a buffer carries, GstAnalytics first: companions (``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import numpy as np
 
 from pyinfer._gi import Gst
 from pyinfer.detections import Detections
@@ -39,8 +42,32 @@ def read_detections(buf: Gst.Buffer, labels: tuple[str, ...] = ()) -> Detections
     if analytics.has_analytics(buf):
         got = analytics.read_detections(buf, labels)
         if got is not None:
-            return got
-    return roi.read_detections(buf, labels)
+            return got if labels else _own_labels(buf, got, analytics=True)
+    got = roi.read_detections(buf, labels)
+    return got if labels else _own_labels(buf, got, analytics=False)
+
+
+def _own_labels(buf: Gst.Buffer, dets: Detections, *, analytics: bool) -> Detections:
+    """Detections of several producers (a primary and a secondary detector) may use one class id for different
+    classes: the labels tuple, one name per class id, then names some of them wrongly. Where producers differ,
+    each detection's own label (its ROI type / OD type) goes to ``extra["label"]``, which
+    :meth:`Detections.label` prefers; frames of one producer cost one comparison."""
+    uid = dets.extra.get("unique_id")
+    if uid is None or len(dets) < 2 or not (uid != uid[0]).any():
+        return dets
+    if analytics:
+        from pyinfer.meta import analytics as _an
+
+        mtd = dets.extra.get("mtd_id")
+        if mtd is None:
+            return dets
+        own = _an.object_labels(buf, mtd.tolist())
+    else:
+        own = roi.object_labels(buf, dets.extra["roi_id"].tolist())
+    if all(not own[i] or own[i] == dets.label(i) for i in range(len(dets))):
+        return dets
+    per = np.array([own[i] or dets.label(i) for i in range(len(dets))], dtype=object)
+    return dataclasses.replace(dets, extra={**dets.extra, "label": per})
 
 
 def read_detections_checked(buf: Gst.Buffer, *, tracking: bool = True) -> Any:

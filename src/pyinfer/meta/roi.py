@@ -237,6 +237,15 @@ def _write_classifications(metas: Sequence, detections: Detections) -> None:
         metas[i].add_param(s)
 
 
+def object_labels(buf: Gst.Buffer, roi_ids: Sequence[int]) -> list[str]:
+    """The ROI type (label) of each ROI meta id of ``buf`` ("" where there is no such meta)."""
+    out = []
+    for i in roi_ids:
+        meta = GstVideo.buffer_get_video_region_of_interest_meta_id(buf, int(i))
+        out.append((GLib.quark_to_string(meta.roi_type) or "") if meta is not None else "")
+    return out
+
+
 def read_classifications(buf: Gst.Buffer) -> list[list[tuple[int, str, float]]]:
     """Per detection (ROI id order), the classifier's top-k as ``(class_id, label, confidence)``, best first.
 
