@@ -28,7 +28,6 @@ import numpy as np
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import ConfigError
 
-
 #: ``extra`` entries that :meth:`Detections.label` reads (not written as fields of their own).
 _LABEL_KEYS = ("label", "foreign_label")
 

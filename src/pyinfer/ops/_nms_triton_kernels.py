@@ -6,17 +6,22 @@ import triton.language as tl
 
 
 @triton.jit
-def nms_pass(x1_ptr, y1_ptr, x2_ptr, y2_ptr, s_ptr, c_ptr, valid_ptr, keep_ptr, out_ptr, iou_ptr, C,
+def nms_pass(x1_ptr, y1_ptr, x2_ptr, y2_ptr, s_ptr, c_ptr, valid_ptr, nv_ptr, keep_ptr, out_ptr, iou_ptr, C,
              RANK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr):  # fmt: skip
     """One pass over the pairs (j, i) of one frame's candidates, for the block of boxes i of this program.
 
     RANK false: out[i] = valid[i] and no kept box j suppresses i (better, same class, IoU > threshold): one round
     of :func:`pyinfer.accel.decode_fixed`'s fixed point. RANK true: out[i] = how many kept boxes are better than i.
+    Boxes at and after ``nv[b]`` (one past the frame's last valid box) are neither kept nor suppressors: the loops
+    stop there, and a block of boxes i that starts there does no pairs (a frame with few candidates costs little).
     The IoU is computed as the eager code does (the same float32 operations in the same order, a rounded division;
     launched without fused multiply-adds), so the rounds give the same booleans.
     """
     b = tl.program_id(0)
-    ii = tl.program_id(1) * BI + tl.arange(0, BI)
+    i0 = tl.program_id(1) * BI
+    ii = i0 + tl.arange(0, BI)
+    nv = tl.load(nv_ptr + b)
+    jend = tl.where(i0 < nv, nv, 0)
     mi = ii < C
     base = b * C
     x1i = tl.load(x1_ptr + base + ii, mask=mi, other=0.0)
@@ -29,7 +34,7 @@ def nms_pass(x1_ptr, y1_ptr, x2_ptr, y2_ptr, s_ptr, c_ptr, valid_ptr, keep_ptr, 
     area_i = (x2i - x1i) * (y2i - y1i)
     thr = tl.load(iou_ptr)
     acc = tl.zeros((BI,), dtype=tl.int32)
-    for j0 in range(0, C, BJ):
+    for j0 in range(0, jend, BJ):
         jj = j0 + tl.arange(0, BJ)
         mj = jj < C
         kj = tl.load(keep_ptr + base + jj, mask=mj, other=0)

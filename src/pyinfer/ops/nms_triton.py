@@ -57,13 +57,15 @@ def keep_rank(
     x1, y1, x2, y2, score = (t.float().contiguous() for t in (x1, y1, x2, y2, score))
     cls = cls.contiguous()
     valid_i = valid.to(torch.int32).contiguous()
+    # one past each frame's last valid box (decode_fixed's valid boxes are a prefix: their count)
+    nv = (valid_i * torch.arange(1, c + 1, dtype=torch.int32, device=x1.device)).amax(dim=1).to(torch.int32)
     thr = iou.float().reshape(())
     grid = (b, (c + BI - 1) // BI)
 
     def run(keep_in: Any, rank: bool) -> Any:
         out = torch.empty((b, c), dtype=torch.int32, device=x1.device)
         kernel[grid](
-            x1, y1, x2, y2, score, cls, valid_i, keep_in, out, thr, c,
+            x1, y1, x2, y2, score, cls, valid_i, nv, keep_in, out, thr, c,
             RANK=rank, BI=BI, BJ=BJ, enable_fp_fusion=False,
         )  # fmt: skip
         return out
