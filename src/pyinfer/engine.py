@@ -428,6 +428,11 @@ class Engine:
 
     def collect(self, ticket: Ticket) -> list[Detections]:
         """Wait for a submitted batch and decode it: one Detections per frame, boxes in frame pixels."""
+        return self.collect_batch(ticket).detections(self.labels)
+
+    def collect_batch(self, ticket: Ticket) -> Any:
+        """:meth:`collect` before the split into one Detections per frame: the batch's DecodedBatch (rows with their
+        frame index), for callers that read many small frames at once (a secondary's crops)."""
         import torch
 
         if ticket.done:
@@ -438,7 +443,7 @@ class Engine:
             batch = self.fast.collect(ticket.fast)
             check_batch_size(batch, ticket.n, model=self.model.path)
             self._note(batch)
-            return batch.detections(self.labels)
+            return batch
         try:
             stream = self._stream
             with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _nullcontext():
@@ -452,7 +457,7 @@ class Engine:
                 )
             check_batch_size(batch, ticket.n, model=self.model.path)
             self._note(batch)
-            return batch.detections(self.labels)
+            return batch
         finally:
             self._busy[ticket.slot] = False
             ticket.outputs = None
