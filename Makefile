@@ -16,6 +16,8 @@ APT_PACKAGES := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugin
 # A tested torch/torchvision pair from the package index (CUDA builds; they run on the CPU too).
 # PIP_FIND_LINKS is cleared so a local CPU-only torch wheel without a matching torchvision is not picked.
 TORCH_PACKAGES := torch==2.14.1 torchvision==0.29.2
+# The Triton Inference Server for the backend=triton tests (tritonserver 2.51 with the python backend, CPU).
+TRITON_SERVER_PACKAGE := nvidia-pytriton==0.7.0
 DEMO_DIR := out/demo
 DEMO_FRAMES ?= 300
 
@@ -48,6 +50,10 @@ $(VENV)/.installed: pyproject.toml | apt
 	@# The distribution was called "pyinfer" before it became pyinfer-gst: an old editable install goes first.
 	@if $(PY) -m pip show -q pyinfer >/dev/null 2>&1; then $(PY) -m pip uninstall -y -q pyinfer; fi
 	PIP_FIND_LINKS= $(PY) -m pip install -q -e '.[test]'
+	@# backend=triton's tests start a real Triton Inference Server: the tritonserver binary (CPU, python backend)
+	@# of the nvidia-pytriton wheel. --no-deps: its own Python code pins numpy<2 and is never imported; the
+	@# binary needs only libpython3.11 (from libpython3-dev above) and the tritonclient of the triton extra.
+	PIP_FIND_LINKS= $(PY) -m pip install -q --no-deps $(TRITON_SERVER_PACKAGE)
 	@$(PY) -c "import gi; gi.require_version('Gst', '1.0'); import torch, torchvision, pyinfer; print('pyinfer', pyinfer.__version__, 'torch', torch.__version__)"
 	@touch $@
 

@@ -419,7 +419,8 @@ class Engine:
             self._inputs[slot] = x
             self._busy[slot] = True
             try:
-                ticket.outputs = self.model.forward(x)
+                send = self.model.submit  # remote models: the request is in flight until collect
+                ticket.outputs = send(x) if send is not None else self.model.forward(x)
             except BaseException:
                 self._busy[slot] = False  # a failed batch gives its input buffer back
                 raise
@@ -446,6 +447,12 @@ class Engine:
             return batch
         try:
             stream = self._stream
+            if self.model.wait is not None:  # a remote model's request: its outputs arrive now
+                try:
+                    ticket.outputs = self.model.wait(ticket.outputs)
+                finally:
+                    if self.model.notes is not None:
+                        self.warnings.extend(self.model.notes())
             with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else _nullcontext():
                 check_classes(self.decoder, ticket.outputs, self.num_classes, model=self.model.path)
                 batch = self.decoder.decode(

@@ -7,6 +7,7 @@
 | module | ``package.module:callable`` returning an ``nn.Module`` | module.py |
 | onnx | ``.onnx`` through ONNX Runtime | onnx.py |
 | tensorrt | ``.engine``/``.plan``; ``.onnx`` with backend=tensorrt builds and caches an engine | tensorrt.py |
+| triton | ``triton://host:port/model`` (gRPC), ``http://host:port/model``: a Triton Inference Server | triton.py |
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pyinfer.backends.base import PRECISIONS
 from pyinfer.backends.module import is_module_spec
+from pyinfer.backends.triton import is_triton_url
 from pyinfer.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ EXTENSIONS: dict[str, str] = {
     ".plan": "tensorrt",
 }
 #: ``backend`` property values.
-BACKENDS = ("auto", "torchscript", "export", "module", "onnx", "tensorrt")
+BACKENDS = ("auto", "torchscript", "export", "module", "onnx", "tensorrt", "triton")
 
 
 def supported_kinds() -> str:
@@ -50,6 +52,8 @@ def resolve_backend(path: str, backend: str = "auto") -> str:
         raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
+    if is_triton_url(path):
+        return "triton"
     if is_module_spec(path) and not Path(path).exists():
         return "module"
     suffix = Path(path).suffix.lower()
@@ -110,6 +114,10 @@ def load_model(
         raise ConfigError(f"batch size must be at least 1, not {max_batch}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if path and (backend == "triton" or (backend == "auto" and is_triton_url(path))):
+        from pyinfer.backends.triton import load_triton
+
+        return load_triton(path, device, precision=precision, max_batch=max_batch)
     if path and (backend == "module" or (backend == "auto" and is_module_spec(path) and not Path(path).exists())):
         from pyinfer.backends.module import load_module
 

@@ -35,6 +35,12 @@ class LoadedModel:
         output_names: the outputs' names where the runtime has them (ONNX, TensorRT), else empty.
         module: the ``torch.nn.Module`` behind ``forward`` for torch backends (channels-last converts it),
             else None.
+        submit: for remote models (backend=triton): sends a batch and returns at once, a handle for ``wait``,
+            which returns the outputs (the engine waits in ``collect``, so batches in flight overlap); None for
+            models that run in ``forward``.
+        wait: see ``submit``.
+        notes: returns (and clears) messages the backend wants reported (e.g. a server reachable again).
+        remote: the backend's connection object for remote models, else None.
     """
 
     forward: Callable[[torch.Tensor], list[torch.Tensor]]
@@ -50,6 +56,10 @@ class LoadedModel:
     metadata: dict[str, Any] | None = None
     output_names: tuple[str, ...] = ()
     module: Any = None
+    submit: Callable[[torch.Tensor], Any] | None = None
+    wait: Callable[[Any], list[torch.Tensor]] | None = None
+    notes: Callable[[], list[str]] | None = None
+    remote: Any = None
 
 
 def torch_dtype(precision: str) -> torch.dtype:

@@ -153,6 +153,7 @@ Backend = choice_enum("PyInferBackend", [
     ("module", "Python factory returning an nn.Module (package.module:callable)"),
     ("onnx", "ONNX Runtime (.onnx)"),
     ("tensorrt", "TensorRT (.engine, .plan; an .onnx model builds a cached engine)"),
+    ("triton", "Triton Inference Server (triton://host:port/model, http://host:port/model)"),
 ])  # fmt: skip
 Precision = choice_enum("PyInferPrecision", [
     ("fp32", "32-bit float: the model as saved"),
