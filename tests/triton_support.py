@@ -129,6 +129,25 @@ def backend_dir(work: Path) -> Path:
     return work / "backends"
 
 
+def stub_libpython(work: Path) -> Path:
+    """A directory whose copy of the wheel's bundled libpython (renamed, e.g. libpython3-419a3a08.13.so.1.0, and
+    older than Debian's) is this interpreter's own: the stub imports the standard library's extension modules
+    (_ctypes), which need the libpython they were built with (Debian 13's 3.13.5 _ctypes needs
+    _PyErr_SetLocaleString, which the wheel's 3.13 lacks). Put first on the stub's LD_LIBRARY_PATH."""
+    import sysconfig
+
+    libs = tritonserver_dir().parent.parent / "nvidia_pytriton.libs"
+    out = work / "stub-libs"
+    out.mkdir(parents=True, exist_ok=True)
+    own = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
+    if own.exists():
+        for bundled in libs.glob(f"libpython3-*.{sys.version_info.minor}.so*"):
+            link = out / bundled.name
+            if not link.exists():
+                link.symlink_to(own)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -165,7 +184,8 @@ class TritonServer:
         env = dict(os.environ, **self.env)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the stub runs this venv's python
         # the stub copied out of the wheel looks for the wheel's bundled libraries (libcudart...) on the path
-        env["LD_LIBRARY_PATH"] = f"{root.parent.parent / 'nvidia_pytriton.libs'}:{env.get('LD_LIBRARY_PATH', '')}"
+        libs = f"{stub_libpython(self.work)}:{root.parent.parent / 'nvidia_pytriton.libs'}"
+        env["LD_LIBRARY_PATH"] = f"{libs}:{env.get('LD_LIBRARY_PATH', '')}"
         cmd = [
             str(root / "bin" / "tritonserver"), f"--model-repository={self.repository}",
             f"--backend-directory={backend_dir(self.work)}", "--grpc-address=127.0.0.1", "--http-address=127.0.0.1",
@@ -205,6 +225,8 @@ class TritonServer:
 
     def tail(self, n: int = 3000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-n:]
+            text = self.log_path.read_text(errors="replace")
+            errors = "\n".join(line for line in text.splitlines() if line.startswith(("E", "W")))
+            return (errors + "\n...\n" if errors else "") + text[-n:]
         except OSError:
             return ""

@@ -15,7 +15,8 @@ from support import run
 
 #: (element, property, GEnum type name, its nicks in value order, default)
 CHOICES = [
-    ("pyinfer", "backend", "PyInferBackend", ("auto", "torchscript", "export", "module", "onnx", "tensorrt"), "auto"),
+    ("pyinfer", "backend", "PyInferBackend",
+     ("auto", "torchscript", "export", "module", "onnx", "tensorrt", "triton"), "auto"),
     ("pyinfer", "precision", "PyInferPrecision", ("fp32", "fp16", "bf16"), "fp32"),
     ("pyinfer", "compile", "PyInferCompile", ("off", "default", "reduce-overhead", "max-autotune"), "off"),
     ("pyinfer", "decoder", "PyInferDecoder",
