@@ -149,8 +149,9 @@ class InferElement(PackedVideoFilter):
         type=str, default="", nick="Model file",
         blurb="The model; required: .torchscript/.ts (TorchScript), .pt (a TorchScript archive; a pickled checkpoint "
         "only with allow-pickle=true), .pt2 (torch.export), .onnx (ONNX Runtime), "
-        ".engine/.plan (TensorRT), or package.module:callable or /path/file.py:callable (a factory returning an "
-        "nn.Module, e.g. a torchvision detector). Set while "
+        ".engine/.plan (TensorRT), package.module:callable or /path/file.py:callable (a factory returning an "
+        "nn.Module, e.g. a torchvision detector), or a model on a Triton Inference Server: "
+        "triton://host:8001/model[/version] (gRPC) or http://host:8000/model (docs/triton.md). Set while "
         "playing, the new model loads in the background and replaces the old one between two batches (hot-swap)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
     )  # fmt: skip
@@ -166,14 +167,15 @@ class InferElement(PackedVideoFilter):
     backend = ready_property(
         "backend",
         type=Backend, default="auto", nick="Backend",
-        blurb="Runtime: auto (from the model-engine extension), torchscript, export, module, onnx or tensorrt "
-        "(tensorrt with an .onnx model builds an engine once and caches it beside the model)",
+        blurb="Runtime: auto (from the model-engine extension or URL scheme), torchscript, export, module, onnx, "
+        "tensorrt (with an .onnx model builds an engine once and caches it beside the model) or triton (a remote "
+        "Triton Inference Server; letterbox and decode stay here)",
     )  # fmt: skip
     precision = ready_property(
         "precision",
         type=Precision, default="fp32", nick="Precision",
         blurb="fp32 (the model as saved), fp16 or bf16: weights cast (torch backends) or TensorRT builder flags; "
-        "ONNX runs in the precision it was exported in",
+        "ONNX runs in the precision it was exported in; Triton as the server's model config declares its input",
     )  # fmt: skip
     cuda_graphs = ready_property(
         "cuda-graphs",
@@ -216,7 +218,8 @@ class InferElement(PackedVideoFilter):
     device = ready_property(
         "device",
         type=str, default="auto", nick="Device",
-        blurb="Where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N",
+        blurb="Where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N (backend=triton: "
+        "where letterbox and decode run; the model runs where the server puts it)",
     )  # fmt: skip
     batch_size = ready_property(
         "batch-size",
