@@ -23,6 +23,7 @@ def register() -> None:
     from pyinfer.elements.msgconv import MsgConvElement
     from pyinfer.elements.osd import OsdElement
     from pyinfer.elements.tracker import TrackerElement
+    from pyinfer.elements.vlm import VlmElement
 
     for name, cls in (
         ("pyinfer", InferElement),
@@ -30,6 +31,7 @@ def register() -> None:
         ("pytracker", TrackerElement),
         ("pymsgconv", MsgConvElement),
         ("pymsgbroker", MsgBrokerElement),
+        ("pyvlm", VlmElement),
     ):
         if Gst.ElementFactory.find(name) is None:
             GObject.type_register(cls)

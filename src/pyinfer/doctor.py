@@ -18,7 +18,7 @@ from typing import Any
 
 from pyinfer import __version__
 
-OUR_ELEMENTS = ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker")
+OUR_ELEMENTS = ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker", "pyvlm")
 BROKER_CLIENTS = (("paho.mqtt.client", "MQTT (paho-mqtt)"), ("redis", "Redis (redis)"),
                   ("confluent_kafka", "Kafka (confluent-kafka)"))  # fmt: skip
 NVIDIA_ELEMENTS = ("nvstreammux", "nvvideoconvert", "nvinfer", "nvtracker", "nvdsosd", "nvmsgconv", "nvmsgbroker")

@@ -31,6 +31,9 @@ CHOICES = [
     ("pymsgbroker", "proto", "PyInferMsgbrokerProto", ("none", "file", "mqtt", "redis", "kafka"), "none"),
     ("pymsgbroker", "drop-policy", "PyInferMsgbrokerDropPolicy", ("oldest", "newest"), "oldest"),
     ("pymsgbroker", "on-connect-error", "PyInferMsgbrokerOnConnectError", ("fail", "retry"), "fail"),
+    ("pyvlm", "drop-policy", "PyInferVlmDropPolicy", ("oldest", "newest"), "oldest"),
+    ("pyvlm", "process-mode", "PyInferProcessMode", ("primary", "secondary"), "primary"),
+    ("pyvlm", "on-error", "PyInferOnError", ("fail", "skip"), "fail"),
 ]  # fmt: skip
 IDS = [f"{element}:{prop}" for element, prop, *_ in CHOICES]
 
@@ -69,8 +72,9 @@ def test_no_element_has_a_choice_left_as_a_plain_string():
             "operate-on-class-ids",
         },  # a list of class ids
         "pymsgbroker": {"conn-str", "topic", "config"},
+        "pyvlm": {"text-model", "model-config", "prompt", "operate-on-class-ids"},
     }
-    for factory in ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker"):
+    for factory in ("pyinfer", "pytracker", "pyosd", "pymsgconv", "pymsgbroker", "pyvlm"):
         writable = {
             p.name for p in _element(factory).list_properties()
             if p.value_type == GObject.TYPE_STRING and p.flags & GObject.ParamFlags.WRITABLE
@@ -84,6 +88,7 @@ def test_the_enums_list_what_the_code_accepts():
     from pyinfer.backends import BACKENDS, PRECISIONS
     from pyinfer.brokers import DROP_POLICIES, PROTOCOLS
     from pyinfer.decoders import DECODER_NAMES
+    from pyinfer.elements._async import DROP_POLICIES as VLM_DROP_POLICIES
     from pyinfer.meta.codecs import NAMES
     from pyinfer.track.bytetrack import BACKENDS as TRACKER_CORES
     from pyinfer.track.bytetrack import IOU_MODES
@@ -97,6 +102,7 @@ def test_the_enums_list_what_the_code_accepts():
     assert _enums.nicks(_enums.TrackerCore) == TRACKER_CORES
     assert _enums.nicks(_enums.MsgbrokerProto) == ("none", *PROTOCOLS)
     assert _enums.nicks(_enums.MsgbrokerDropPolicy) == DROP_POLICIES
+    assert _enums.nicks(_enums.VlmDropPolicy) == VLM_DROP_POLICIES
 
 
 @pytest.mark.parametrize(("factory", "prop", "type_name", "nicks", "default"), CHOICES, ids=IDS)
@@ -251,7 +257,7 @@ def _property_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-@pytest.mark.parametrize("factory", ["pyinfer", "pytracker", "pymsgconv", "pymsgbroker"])
+@pytest.mark.parametrize("factory", ["pyinfer", "pytracker", "pymsgconv", "pymsgbroker", "pyvlm"])
 def test_gst_inspect_lists_the_enum_values(inspect_env, factory):
     out = subprocess.run(["gst-inspect-1.0", factory], env=inspect_env, capture_output=True, text=True,
                          timeout=120, check=False)  # fmt: skip

@@ -37,6 +37,7 @@ __all__ = [
     "Precision",
     "TrackerCore",
     "TrackerIouMode",
+    "VlmDropPolicy",
     "choice_enum",
     "choice_property",
     "enum_default",
@@ -227,4 +228,10 @@ MsgbrokerDropPolicy = choice_enum("PyInferMsgbrokerDropPolicy", [
 MsgbrokerOnConnectError = choice_enum("PyInferMsgbrokerOnConnectError", [
     ("fail", "Fail: ERROR, the pipeline does not start"),
     ("retry", "Retry: WARNING, start anyway and keep reconnecting"),
+])  # fmt: skip
+
+# -- pyvlm -----------------------------------------------------------------------------------------------
+VlmDropPolicy = choice_enum("PyInferVlmDropPolicy", [
+    ("oldest", "Drop the longest-waiting request: the model answers the freshest frames"),
+    ("newest", "Drop the request offered"),
 ])  # fmt: skip
