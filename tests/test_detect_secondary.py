@@ -59,7 +59,7 @@ def test_messages_carry_the_same_classifications_and_validate(run):
     schema = load_schema()
     for msg, rec in zip(messages, records):
         jsonschema.validate(msg, schema)
-        assert msg["version"] == "1.2"
+        assert msg["version"] == "1.3"
         assert [o["classifications"] for o in msg["objects"]] == [o["classifications"] for o in rec["objects"]]
 
 

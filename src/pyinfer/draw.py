@@ -222,6 +222,35 @@ def draw_detections(
         )  # fmt: skip
 
 
+#: Colour of the caption tags (pyvlm's texts about the whole frame): dark grey, white text.
+CAPTION_COLOUR = (40, 40, 40)
+
+
+def draw_captions(frame: np.ndarray, lines: list[str], fmt: str = "RGB", *, text_size: int = 0) -> None:
+    """Draw ``lines`` (captions, answers) as tags stacked at the frame's top-left corner, clipped to the frame.
+
+    Args:
+        frame: (H, W, C) uint8, writable; C >= 3.
+        lines: one tag each, top to bottom.
+        fmt: the pixel format (only the channel order matters; the caption colour is grey).
+        text_size: tag text size in pixels; 0: :func:`auto_text_size` of the frame height.
+    """
+    h, w = frame.shape[:2]
+    if not lines or h == 0 or w == 0:
+        return
+    rgb = frame[..., :3]
+    size = text_size if text_size > 0 else auto_text_size(h)
+    y = x = _margin(size)
+    for line in lines:
+        tag = _tag_image(line, CAPTION_COLOUR, size)
+        rows, cols = min(tag.shape[0], h - y), min(tag.shape[1], w - x)
+        if rows <= 0:
+            return
+        if cols > 0:
+            rgb[y : y + rows, x : x + cols] = tag[:rows, :cols]
+        y += tag.shape[0]
+
+
 #: Opacity of a drawn instance mask.
 MASK_ALPHA = 0.45
 #: Keypoints below this confidence are not drawn (nor the skeleton lines that end at them).

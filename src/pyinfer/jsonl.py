@@ -13,13 +13,16 @@ coordinates); ``bbox`` is then the enclosing box. Pose models add ``"keypoints"`
 ...]`` in frame pixels. Segmentation models add ``"mask"``: ``{"size": [S, S], "counts": [...]}``, the
 box-local mask (``Detections.masks`` >= 128) over ``bbox`` as an S x S grid, run-length encoded as COCO's
 uncompressed RLE (column-major, the first run counts background cells; :func:`mask_rle`, :func:`rle_mask`).
-``pyinfer detect`` writes each line as its frame comes (:class:`JsonLinesWriter`).
+Frames that passed ``pyvlm`` add ``"texts"`` (answers about the whole frame) and objects ``"texts"`` (answers about
+that object): ``[{"text", "prompt", "unique_id", "source_frame", "source_pts_ns"}, ...]``, ``source_frame`` being
+the frame the model read (:func:`text_entries`). ``pyinfer detect`` writes each line as its frame comes
+(:class:`JsonLinesWriter`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +61,16 @@ def frame_record(
     frame: int, pts_ns: int | None, width: int, height: int, detections: Detections,
     secondary: list[dict[int, list[tuple[int, str, float]]]] | None = None,
     parents: list[int] | None = None,
+    texts: Sequence[Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Build one frame's record from its detections (boxes rounded to 0.01 px).
 
     ``secondary``: per detection, the secondary classifiers' top-k (``pyinfer.meta.read_secondary_results``);
     each object then lists their best classes in ``classifications`` (``unique_id``, ``class_id``, ``label``,
     ``confidence``), by unique id. ``parents``: per detection, the index of the object it was found inside (a
-    secondary detector), or -1; such objects get ``parent``, that index in ``objects``.
+    secondary detector), or -1; such objects get ``parent``, that index in ``objects``. ``texts``: the frame's
+    text results (``pyinfer.meta.text.read_texts``, pyvlm): the frame's own go to the record's ``texts``, an
+    object's to its ``texts`` (:func:`text_entries`).
     """
     ltwh = np.round(detections.ltwh.astype(np.float64), 2)
     rot = None if detections.cxcywhr is None else detections.cxcywhr.astype(np.float64).tolist()
@@ -96,7 +102,26 @@ def frame_record(
         if parents is not None and i < len(parents) and 0 <= parents[i] < len(detections):
             obj["parent"] = int(parents[i])
         objects.append(obj)
-    return {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
+    rec = {"frame": frame, "pts_ns": pts_ns, "width": width, "height": height, "objects": objects}
+    if texts:
+        whole = [t for t in texts if t.object_index < 0]
+        if whole:
+            rec["texts"] = text_entries(whole)
+        for i, obj in enumerate(objects):
+            own = [t for t in texts if t.object_index == i]
+            if own:
+                obj["texts"] = text_entries(own)
+    return rec
+
+
+def text_entries(texts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Text results (:class:`pyinfer.text.TextResult`) as JSON objects: ``text``, ``prompt``, ``unique_id``,
+    ``source_frame`` (the number of the frame the model read, counted by its producer) and ``source_pts_ns``."""
+    return [
+        {"text": t.text, "prompt": t.prompt, "unique_id": int(t.unique_id), "source_frame": int(t.source_frame),
+         "source_pts_ns": None if t.source_pts is None else int(t.source_pts)}
+        for t in texts
+    ]  # fmt: skip
 
 
 def classification_entries(found: dict[int, list[tuple[int, str, float]]]) -> list[dict[str, Any]]:

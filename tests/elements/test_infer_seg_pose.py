@@ -122,7 +122,7 @@ def test_a_seg_or_pose_model_runs_in_the_element_with_the_engines_results(models
         total += len(ref)
     assert total >= FRAMES, "too few detections to compare"
     key = "mask" if decoder == "yolo-seg" else "keypoints"
-    assert len(messages) == FRAMES and messages[0]["version"] == "1.2"
+    assert len(messages) == FRAMES and messages[0]["version"] == "1.3"
     objects = [o for m in messages for o in m["objects"]]
     assert len(objects) == total and all(key in o for o in objects)
 

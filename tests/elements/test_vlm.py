@@ -8,6 +8,7 @@ so every answer can be checked against the frame it names.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import text_models
 from pyinfer._gi import Gst
 from pyinfer.detections import Detections
 from pyinfer.elements._base import writable
+from pyinfer.elements.msgconv import read_payloads
 from pyinfer.meta import read_detections, roi
 from pyinfer.meta.text import read_texts
 
@@ -38,6 +40,8 @@ class Run:
     latency_s: list = field(default_factory=list)  # per buffer: time from pyvlm's sink pad to its src pad
     messages: list = field(default_factory=list)  # pyinfer-text element messages, as dicts
     warnings: list = field(default_factory=list)
+    payloads: list = field(default_factory=list)  # per buffer out: pymsgconv's messages (after="pymsgconv")
+    frames: list = field(default_factory=list)  # per buffer out: its pixels
     final: Gst.Message | None = None
     element: Gst.Element | None = None
     pushed: int = 0
@@ -48,10 +52,13 @@ class Run:
 
 
 def play(props: str, frames: int, *, pace_s: float = 0.01, objects=None, fmt: str = "RGB", during=None,
-         timeout_s: float = 60.0) -> Run:  # fmt: skip
+         after: str = "", timeout_s: float = 60.0) -> Run:  # fmt: skip
     """Push ``frames`` numbered frames (``pace_s`` apart) through ``pyvlm props``; ``objects(i)`` gives frame i's
-    detections to attach upstream; ``during(i, element)`` runs before frame i is pushed."""
-    pipeline = Gst.parse_launch(f"appsrc name=src format=time ! pyvlm name=v {props} ! appsink name=sink sync=false")
+    detections to attach upstream; ``during(i, element)`` runs before frame i is pushed; ``after``: elements
+    between pyvlm and the appsink."""
+    tail = f"{after} ! " if after else ""
+    pipeline = Gst.parse_launch(f"appsrc name=src format=time ! pyvlm name=v {props} ! {tail}appsink name=sink "
+                                "sync=false")  # fmt: skip
     run = Run(element=pipeline.get_by_name("v"))
     sink, src = pipeline.get_by_name("sink"), pipeline.get_by_name("src")
     entered: dict[int, float] = {}
@@ -72,6 +79,12 @@ def play(props: str, frames: int, *, pace_s: float = 0.01, objects=None, fmt: st
         buf = appsink.emit("pull-sample").get_buffer()
         run.texts.append(read_texts(buf))
         run.detections.append(read_detections(buf))
+        payloads = read_payloads(buf)
+        run.payloads.append([json.loads(t) for t in payloads.texts] if payloads is not None else [])
+        ok, info = buf.map(Gst.MapFlags.READ)
+        assert ok
+        run.frames.append(np.frombuffer(bytes(info.data), np.uint8).reshape(H, W, 3))
+        buf.unmap(info)
         return Gst.FlowReturn.OK
 
     sink.set_property("emit-signals", True)
@@ -310,3 +323,81 @@ def test_on_error_skip_keeps_the_video_going_with_a_warning():
     assert run.final.type == Gst.MessageType.EOS, run.error
     assert len(run.texts) == 40 and not any(run.texts)
     assert any("the slow model broke" in w for w in run.warnings)
+
+
+def test_texts_reach_the_messages_and_the_json_lines():
+    from jsonschema import Draft202012Validator
+
+    from pyinfer.jsonl import frame_record
+    from pyinfer.messages import load_schema
+
+    validator = Draft202012Validator(load_schema())
+    run = play("text-model=text_models:slow model-config=0.03 prompt=count", 50, after="pymsgconv frame-interval=1")
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    with_texts = 0
+    for n, (messages, texts) in enumerate(zip(run.payloads, run.texts)):
+        assert len(messages) == (1 if texts else 0)  # pyvlm's texts alone make a message
+        for m in messages:
+            validator.validate(m)
+            (entry,) = m["texts"]
+            assert entry == {"text": f"value {entry['source_frame']}", "prompt": "count", "unique_id": 16,
+                             "source_frame": texts[0].source_frame, "source_pts_ns": texts[0].source_pts}  # fmt: skip
+            assert entry["source_frame"] < m["frame_number"] == n
+            with_texts += 1
+        rec = frame_record(n, None, W, H, run.detections[n], texts=texts)
+        assert rec.get("texts", []) == (messages[0]["texts"] if messages else [])
+    assert with_texts > 10
+
+
+def test_object_texts_reach_their_objects_in_the_messages():
+    from jsonschema import Draft202012Validator
+
+    from pyinfer.messages import load_schema
+
+    validator = Draft202012Validator(load_schema())
+    run = play("text-model=text_models:colour model-config=0.03 process-mode=secondary", 40, objects=_objects,
+               after="pymsgconv frame-interval=1")  # fmt: skip
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    names = list(text_models.COLOURS)
+    seen = 0
+    for (message,) in run.payloads:
+        validator.validate(message)
+        assert "texts" not in message
+        for obj in message["objects"]:
+            for entry in obj.get("texts", []):
+                assert entry["text"].split()[0] == names[obj["index"]]
+                assert entry["source_frame"] < message["frame_number"]
+                seen += 1
+    assert seen > 40
+
+
+def test_pyosd_draws_frame_answers_as_captions():
+    from pyinfer.draw import CAPTION_COLOUR
+
+    run = play("text-model=text_models:slow model-config=0.03", 40, after="pyosd")
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    for n, (frame, texts) in enumerate(zip(run.frames, run.texts)):
+        corner = frame[: H // 2, : W // 2]
+        drawn = bool(np.all(corner == CAPTION_COLOUR, axis=-1).any())
+        assert drawn == bool(texts), n  # a caption exactly where the frame carries an answer
+        if not texts:
+            np.testing.assert_array_equal(frame, numbered(n))  # untouched
+
+
+def test_pyosd_puts_object_answers_in_their_tags():
+    from pyinfer.elements.osd import _with_texts
+
+    run = play("text-model=text_models:colour model-config=0.03 process-mode=secondary", 30, objects=_objects)
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    n = max(i for i, t in enumerate(run.texts) if len(t) == 3)
+    buf = Gst.Buffer.new_wrapped(bytes(W * H * 3))
+    dets = _objects(n)[1]
+    with writable(buf):
+        roi.write_detections(buf, dets, unique_id=1)
+        from pyinfer.meta.text import write_texts
+
+        write_texts(buf, run.texts[n])
+    tagged, captions = _with_texts(buf, read_detections(buf))
+    assert captions == []
+    heads = tagged.extra["secondary_labels"].tolist()
+    assert [h.split()[0] for h in heads] == list(text_models.COLOURS)

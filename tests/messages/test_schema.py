@@ -52,7 +52,7 @@ def _build(dets: Detections, **kw) -> list[dict]:
 
 def test_a_frame_message_carries_every_field_of_the_frame_and_its_detections():
     (msg,) = _build(_dets())
-    assert msg["version"] == SCHEMA_VERSION == "1.2"
+    assert msg["version"] == SCHEMA_VERSION == "1.3"
     assert msg["message_id"] == "ab" * 16 + "-0"
     assert (msg["message_type"], msg["source_id"], msg["frame_number"], msg["pts_ns"]) == ("frame", 4, 17, 566_666_666)
     assert msg["timestamp"] == "2025-11-25T10:11:12.345Z"

@@ -31,6 +31,7 @@ from pyinfer.elements._enums import MsgconvMessagePer, choice_property
 from pyinfer.messages import FrameHeader, MessageBuilder
 from pyinfer.meta import has_detection_meta, read_detections, read_frame_info, read_parents, read_secondary_results
 from pyinfer.meta.roi import has_shapes, with_shapes
+from pyinfer.meta.text import read_texts
 
 PAYLOAD_ID = 2**31 - 2  # below the frame record's id (2**31 - 1), far above detection ids 0..N-1
 PAYLOAD_ROI_TYPE = "pyinfer-payload"
@@ -208,7 +209,8 @@ class MsgConvElement(GstBase.BaseTransform):
             dets = read_detections(buf)
             if has_shapes(buf):  # masks and keypoints of segmentation and pose models (schema 1.1)
                 dets = with_shapes(buf, dets)
-            if info is None and len(dets) == 0:
+            texts = read_texts(buf)  # pyvlm's answers (schema 1.3)
+            if info is None and len(dets) == 0 and not texts:
                 return []  # ROI metas of some other kind only
             header = FrameHeader(
                 source_id=self.source_id,
@@ -223,7 +225,7 @@ class MsgConvElement(GstBase.BaseTransform):
             secondary = read_secondary_results(buf) if len(dets) else None  # schema 1.2
             parents = read_parents(buf) if len(dets) else None
             return self._builder.build(header, dets, per_object=self._message_per == "object", labels=labels,  # type: ignore[union-attr]  # only called with a builder (do_transform_ip)
-                                       secondary=secondary, parents=parents)  # fmt: skip
+                                       secondary=secondary, parents=parents, texts=texts)  # fmt: skip
         except Exception as exc:  # metadata of another producer that does not follow the contract
             self._malformed += 1
             now = time.monotonic()

@@ -23,12 +23,12 @@ import numpy as np
 
 from pyinfer._gi import GObject, Gst
 from pyinfer.detections import Detections
-from pyinfer.draw import SECONDARY_LABELS, draw_detections
+from pyinfer.draw import SECONDARY_LABELS, draw_captions, draw_detections
 from pyinfer.elements._base import format_exception, post_error, post_warning, writable
 from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
 from pyinfer.frames.system import frame_array
 from pyinfer.meta import read_detections_checked, read_secondary_results
-from pyinfer.meta.roi import has_shapes, with_shapes
+from pyinfer.meta.roi import _roi_api, has_shapes, with_shapes
 
 WARNING_INTERVAL_S = 5.0  # malformed metadata posts at most one WARNING per this many seconds
 
@@ -134,15 +134,22 @@ class OsdElement(PackedVideoFilter):
             if read.problems:
                 self._report_malformed(read.problems)
             dets = read.detections
-            if len(dets) == 0:
-                return Gst.FlowReturn.OK
             settings = self._settings()
+            # pyvlm's texts are ROI metas (one id lookup finds whether there are any)
+            texts = settings.display_text and buf.get_n_meta(_roi_api()) > 0
+            if len(dets) == 0 and not texts:
+                return Gst.FlowReturn.OK
             if (settings.display_mask or settings.display_keypoints) and has_shapes(buf):
                 dets = with_shapes(buf, dets)
-            if settings.display_text:
+            if settings.display_text and len(dets):
                 dets = _with_secondary_labels(buf, dets)
+            captions: list[str] = []
+            if texts:
+                dets, captions = _with_texts(buf, dets)
+                if len(dets) == 0 and not captions:
+                    return Gst.FlowReturn.OK
             shapes = dets.masks is not None or dets.keypoints is not None
-            if not (settings.display_bbox or settings.display_text or shapes):
+            if not (settings.display_bbox or settings.display_text or shapes or captions):
                 return Gst.FlowReturn.OK  # nothing to draw: the frame is not mapped
             layout = self._layout.for_buffer(buf)  # type: ignore[union-attr]  # set by do_set_caps, before buffers
             # BaseTransform made the buffer writable; mapping it for writing copies memory shared with other
@@ -153,7 +160,10 @@ class OsdElement(PackedVideoFilter):
                     raise ValueError("could not map the buffer for writing")
                 try:
                     frame = frame_array(info.data, layout, writeable=True)
-                    draw_detections(frame, dets, layout.format, **settings._asdict())
+                    if len(dets):
+                        draw_detections(frame, dets, layout.format, **settings._asdict())
+                    if captions:
+                        draw_captions(frame, captions, layout.format, text_size=settings.text_size)
                     del frame
                 finally:
                     buf.unmap(info)
@@ -189,3 +199,27 @@ def _with_secondary_labels(buf: Gst.Buffer, dets: Detections) -> Detections:
         entry = found[row] if 0 <= row < len(found) else {}
         texts[i] = " ".join(topk[0][1] for _, topk in sorted(entry.items()) if topk)
     return dataclasses.replace(dets, extra={**dets.extra, SECONDARY_LABELS: texts})
+
+
+def _with_texts(buf: Gst.Buffer, dets: Detections) -> tuple[Detections, list[str]]:
+    """pyvlm's texts (:mod:`pyinfer.meta.text`): an object's follow its tag, the frame's become captions."""
+    import dataclasses
+
+    from pyinfer.meta.text import read_texts
+
+    texts = read_texts(buf)
+    if not texts:
+        return dets, []
+    captions = [t.text for t in texts if t.object_index < 0]
+    per: list[list[str]] = [[] for _ in range(len(dets))]
+    for t in texts:
+        if 0 <= t.object_index < len(dets):
+            per[t.object_index].append(t.text)
+    if not any(per):
+        return dets, captions
+    old = dets.extra.get(SECONDARY_LABELS)
+    heads = np.empty(len(dets), object)
+    for i, lines in enumerate(per):
+        parts = ([str(old[i])] if old is not None and old[i] else []) + lines
+        heads[i] = " ".join(parts)
+    return dataclasses.replace(dets, extra={**dets.extra, SECONDARY_LABELS: heads}), captions

@@ -16,7 +16,10 @@ anything that breaks a consumer. Version 1.1 added ``keypoints`` (``[[x, y, conf
 and ``mask`` (COCO RLE over the bbox, segmentation models) to an object, present only where the model gives them;
 1.2 added ``classifications`` (``[{"unique_id", "class_id", "label", "confidence"}, ...]``: the best class of each
 secondary classifier that ran on the object, ``pyinfer process-mode=secondary``) and ``parent_index`` (the ``index``
-of the object a secondary detector found this one inside).
+of the object a secondary detector found this one inside); 1.3 added ``texts`` to the message (answers of a slow
+model about the whole frame, ``pyvlm``) and to an object (answers about that object):
+``[{"text", "prompt", "unique_id", "source_frame", "source_pts_ns"}, ...]``, ``source_frame`` being the number the
+producer gave the frame its model read.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import numpy as np
 
 from pyinfer.detections import UNTRACKED_ID, Detections
 from pyinfer.errors import PyInferError
-from pyinfer.jsonl import classification_entries, mask_rle
+from pyinfer.jsonl import classification_entries, mask_rle, text_entries
 
 #: 1.1: objects[].keypoints and objects[].mask (segmentation and pose models); 1.2: objects[].classifications
-SCHEMA_VERSION = "1.2"
+#: and parent_index; 1.3: texts and objects[].texts (pyvlm)
+SCHEMA_VERSION = "1.3"
 MESSAGE_TYPES = ("frame", "object")
 _BOX_DECIMALS = 3  # 1/1000 px: far below any detector's precision, keeps messages short
 _SCORE_DECIMALS = 6
@@ -87,6 +91,7 @@ def object_records(
     labels: Sequence[str | None] | None = None,
     secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
     parents: Sequence[int] | None = None,
+    texts: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``objects`` entries of a message for ``detections``, in their order.
 
@@ -100,6 +105,7 @@ def object_records(
             objects with any get ``classifications``.
         parents: per detection, the position of the object it was found inside (a secondary detector) or -1:
             such objects get ``parent_index``, that object's ``index``.
+        texts: the frame's text results (``pyinfer.meta.text.read_texts``): objects with any get ``texts``.
 
     Returns:
         JSON-ready dicts, one per detection.
@@ -171,6 +177,9 @@ def object_records(
             out[-1]["classifications"] = entries
         if parents is not None and i < len(parents) and 0 <= parents[i] < n:
             out[-1]["parent_index"] = index[parents[i]]
+        own = [t for t in texts if t.object_index == i] if texts else None
+        if own:
+            out[-1]["texts"] = text_entries(own)
     return out
 
 
@@ -230,6 +239,7 @@ class MessageBuilder:
         labels: Sequence[str | None] | None = None,
         secondary: Sequence[dict[int, list[tuple[int, str, float]]]] | None = None,
         parents: Sequence[int] | None = None,
+        texts: Sequence[Any] | None = None,
     ) -> list[str]:
         """The messages for one frame, as JSON text.
 
@@ -240,6 +250,8 @@ class MessageBuilder:
             labels: per-detection label overrides (see :func:`object_records`).
             secondary: per-detection secondary classifications (see :func:`object_records`).
             parents: per-detection parents (see :func:`object_records`).
+            texts: the frame's text results (``pyinfer.meta.text.read_texts``): those about the whole frame go
+                to every message's ``texts``, an object's to that object.
 
         Returns:
             JSON texts (compact, UTF-8 safe, no NaN).
@@ -247,11 +259,15 @@ class MessageBuilder:
         Raises:
             MetadataError: the detections cannot make a valid message.
         """
-        objects = object_records(detections, labels, secondary, parents)
+        objects = object_records(detections, labels, secondary, parents, texts)
         if not per_object:
             messages = [envelope(header, self.next_id(), "frame", objects, len(objects))]
         else:
             messages = [envelope(header, self.next_id(), "object", [obj], len(objects)) for obj in objects]
+        whole = [t for t in texts if t.object_index < 0] if texts else None
+        if whole:
+            for m in messages:
+                m["texts"] = text_entries(whole)
         try:
             return [json.dumps(m, separators=(",", ":"), ensure_ascii=False, allow_nan=False) for m in messages]
         except (ValueError, TypeError) as exc:  # a value from foreign metadata JSON cannot hold

@@ -18,6 +18,7 @@ from pyinfer._gi import Gst
 from pyinfer.detections import Detections
 from pyinfer.meta import analytics, roi
 from pyinfer.meta.roi import FrameInfo, write_detections
+from pyinfer.meta.text import read_texts
 
 __all__ = [
     "FrameInfo",
@@ -29,6 +30,7 @@ __all__ = [
     "read_object_classifications",
     "read_parents",
     "read_secondary_results",
+    "read_texts",
     "write_detections",
 ]
 
