@@ -75,7 +75,9 @@ demo: setup
 	    --publish $(DEMO_DIR)/marked/messages.jsonl --json $(DEMO_DIR)/marked/detections.jsonl \
 	    --video $(DEMO_DIR)/marked/annotated.mp4
 	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/marked/detections.jsonl --truth $(DEMO_DIR)/marked/truth.jsonl
-	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4"
+	@echo "--- text: the embedded counter model captions frames beside the video (pyvlm, docs/vlm.md)"
+	$(VENV)/bin/python -m pyinfer.text.demo $(DEMO_DIR)/video.mp4 --truth $(DEMO_DIR)/truth.jsonl --out $(DEMO_DIR)/text
+	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4 $(DEMO_DIR)/text/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 # Lint, format check and type check (ruff and mypy, pinned in the test extra; configured in pyproject.toml).
