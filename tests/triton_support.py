@@ -18,7 +18,7 @@ from pathlib import Path
 SHAPES_PARAMS = {"imgsz": "[384, 384]", "names": "{0: 'circle', 1: 'square', 2: 'triangle'}", "task": "detect"}
 
 MODEL_PY = '''
-"""The shapes detector (TorchScript) on the CPU, for pyinfer's tests."""
+"""The shapes detector (TorchScript), for pyinfer's tests and bench/triton.py."""
 import json
 import os
 
@@ -28,16 +28,17 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        torch.set_num_threads(1)
         config = json.loads(args["model_config"])
         self.config = config
         self.uint8 = config["input"][0]["data_type"] == "TYPE_UINT8"
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        torch.set_num_threads(int(params.get("threads") or 1))
+        self.device = torch.device(params.get("device") or "cpu")
         self.delay = float(params.get("delay_s") or 0)
         self.fail = params.get("fail", "")
         self.delay_after = int(params.get("delay_after") or 0)
         self.calls = 0
-        self.net = torch.jit.load(os.environ.get("PYINFER_SHAPES", "{path}"), map_location="cpu").eval()
+        self.net = torch.jit.load(os.environ.get("PYINFER_SHAPES", "{path}"), map_location=self.device).eval()
         self.log = os.environ.get("PYINFER_TRITON_BATCH_LOG")
 
     def execute(self, requests):
@@ -51,7 +52,7 @@ class TritonPythonModel:
         tensors = [pb_utils.get_input_tensor_by_name(r, "images") for r in requests]
         arrays = [torch.utils.dlpack.from_dlpack(t.to_dlpack()) for t in tensors]  # not as_numpy: see below
         sizes = [a.shape[0] for a in arrays]
-        x = torch.cat(arrays)
+        x = torch.cat(arrays).to(self.device)
         if self.uint8:
             x = x.float() / 255
         if self.log:
@@ -59,7 +60,7 @@ class TritonPythonModel:
                 ids = [r.request_id() for r in requests]
                 f.write(json.dumps({{"model": self.config["name"], "ids": ids, "rows": int(x.shape[0])}}) + "\\n")
         with torch.inference_mode():
-            out = self.net(x)
+            out = self.net(x).cpu()
         responses, start = [], 0
         # Tensors through DLPack both ways: the stub's NumPy conversions gave empty outputs and wrong inputs here
         # (NumPy 2.4 in this venv; the stub was built against an older one).
@@ -73,11 +74,13 @@ class TritonPythonModel:
 
 
 def config_pbtxt(name: str, *, dtype: str = "TYPE_FP32", max_batch: int = 8, delay_s: float = 0.0,
-                 queue_delay_us: int = 2000, fail: str = "", delay_after: int = 0) -> str:  # fmt: skip
+                 queue_delay_us: int = 2000, fail: str = "", delay_after: int = 0, threads: int = 1,
+                 device: str = "cpu") -> str:  # fmt: skip
     """A python-backend model's config: the shapes detector's input/output, dynamic batching, and the test knobs
     (``delay_s`` before each execute after the first ``delay_after``, ``fail``: answer every request with this
-    error)."""
-    params = dict(SHAPES_PARAMS, delay_s=str(delay_s), fail=fail, delay_after=str(delay_after))
+    error); ``threads``: torch's intra-op threads in the model, ``device``: where it runs (cpu, cuda)."""
+    params = dict(SHAPES_PARAMS, delay_s=str(delay_s), fail=fail, delay_after=str(delay_after),
+                  threads=str(threads), device=device)  # fmt: skip
     lines = "\n".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items())
     return textwrap.dedent(f"""\
         name: "{name}"
