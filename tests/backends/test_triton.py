@@ -168,6 +168,26 @@ def test_no_server_at_start_is_an_error_within_the_connect_timeout(run_pipeline)
     )
 
 
+def test_a_server_that_comes_up_within_the_connect_timeout_is_waited_for(tmp_path, embedded_model, scene_frames,
+                                                                         reference):  # fmt: skip
+    """The pipeline starts before its server: start waits (connect-timeout=60) and the frames get detections."""
+    repo = write_repository(tmp_path / "repo", embedded_model.path, {"shapes": {}})
+    srv = TritonServer(repo, tmp_path)  # its ports are fixed now; it starts a second after the pipeline
+    starter = threading.Timer(1.0, srv.start)
+    url = srv.url("shapes", **{"connect-timeout": "60"})
+    pipeline = Gst.parse_launch(f"appsrc name=src ! pyinfer model-engine={url} device=cpu ! appsink name=sink")
+    starter.start()
+    try:
+        t0 = time.monotonic()
+        res = run(pipeline, timeout_s=120, feed=lambda p: push_frames(p.get_by_name("src"), scene_frames))
+        assert res.ok, res.error
+        assert time.monotonic() - t0 > 1.0  # it did wait for the server
+        assert [len(d) for d in res.detections] == [len(d) for d in reference]
+    finally:
+        starter.join()
+        srv.stop()
+
+
 def test_an_unknown_model_names_the_models_the_server_has(server, run_pipeline):
     res = run_pipeline(f"{SRC} ! pyinfer model-engine={server.url('nope')} ! fakesink")
     assert res.error.matches(Gst.ResourceError.quark(), Gst.ResourceError.NOT_FOUND), res.error.message
