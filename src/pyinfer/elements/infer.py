@@ -1053,6 +1053,11 @@ class InferElement(PackedVideoFilter):
     # -- the worker's side: metadata and pushes ----------------------------------------------------------
     def _deliver(self, job: Job, detections: list | None, error: BaseException | None) -> None:
         """On the worker: write the batch's metadata, then push its buffers in order."""
+        if self._flow == Gst.FlowReturn.ERROR:
+            # on-error=fail stopped the stream at an earlier batch: the batches already in flight behind it are
+            # not pushed (the frames after the failed one would otherwise reach downstream after the ERROR)
+            job.done()
+            return
         if job.context == "ds":
             self._deliver_ds(job, detections, error)
             return
