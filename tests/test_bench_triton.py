@@ -1,5 +1,5 @@
-"""Smoke test of bench/triton.py: against a real tritonserver it runs and writes a complete result file (no timing
-assertions: the figures depend on the machine)."""
+"""Smoke test of bench/triton_remote.py: against a real tritonserver it runs and writes a complete result file (no
+timing assertions: the figures depend on the machine)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "triton.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "triton_remote.py"
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 SHAPES_PARAMS = {"imgsz": "[384, 384]", "names": "{0: 'circle', 1: 'square', 2: 'triangle'}", "task": "detect"}
 
 MODEL_PY = '''
-"""The shapes detector (TorchScript), for pyinfer's tests and bench/triton.py."""
+"""The shapes detector (TorchScript), for pyinfer's tests and bench/triton_remote.py."""
 import json
 import os
 

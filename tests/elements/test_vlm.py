@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import text_models
-from pyinfer._gi import Gst
+from pyinfer._gi import Gst, structure
 from pyinfer.detections import Detections
 from pyinfer.elements._base import writable
 from pyinfer.elements.msgconv import read_payloads
@@ -126,9 +126,9 @@ def play(props: str, frames: int, *, pace_s: float = 0.01, objects=None, fmt: st
             if msg is None:
                 continue
             if msg.type == Gst.MessageType.ELEMENT:
-                s = msg.get_structure()
-                if s is not None and s.get_name() == "pyinfer-text":
-                    run.messages.append({k: s.get_value(k) for k in ("text", "prompt", "source-frame", "object")})
+                with structure(msg) as s:
+                    if s is not None and s.get_name() == "pyinfer-text":
+                        run.messages.append({k: s.get_value(k) for k in ("text", "prompt", "source-frame", "object")})
                 continue
             if msg.type == Gst.MessageType.WARNING:
                 run.warnings.append(msg.parse_warning()[0].message)

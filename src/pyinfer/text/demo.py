@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyinfer
 
     pyinfer.register()  # initialises GStreamer: the element modules below build caps at import
-    from pyinfer._gi import Gst
+    from pyinfer._gi import Gst, structure
     from pyinfer.elements.msgconv import read_payloads
     from pyinfer.jsonl import JsonLinesWriter, frame_record, read_jsonl
     from pyinfer.meta import read_detections
@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     def on_sample(sink):
         sample = sink.emit("pull-sample")
         buf = sample.get_buffer()
-        s = sample.get_caps().get_structure(0)
         texts = read_texts(buf)
         for t in texts:
             answers[t.source_frame] = t.text
@@ -63,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         for text in payloads.texts if payloads is not None else ():
             messages.write(text + "\n")
         pts = None if buf.pts == Gst.CLOCK_TIME_NONE else int(buf.pts)
-        width, height = s.get_int("width")[1], s.get_int("height")[1]
+        with structure(sample.get_caps()) as s:
+            width, height = s.get_int("width")[1], s.get_int("height")[1]
         lines.write(frame_record(frame[0], pts, width, height, read_detections(buf), texts=texts))
         frame[0] += 1
         return Gst.FlowReturn.OK

@@ -29,9 +29,9 @@ log tells how many model calls had requests of both processes).
 
 Writes bench/results/triton-<device>-<UTC date>.json (or ``--out``) with the command, machine and date.
 
-    .venv/bin/python bench/triton.py --quick --torch-threads 1   # ~1-3 min on 2 cores
-    .venv/bin/python bench/triton.py                  # ~5 min
-    .venv/bin/python bench/triton.py --device cuda    # GPU machine: model on the GPU in the server and locally
+    .venv/bin/python bench/triton_remote.py --quick --torch-threads 1   # ~1-3 min on 2 cores
+    .venv/bin/python bench/triton_remote.py                  # ~5 min
+    .venv/bin/python bench/triton_remote.py --device cuda    # GPU machine: model on the GPU in the server and locally
 
 backend=triton has no CUDA shared memory: with ``--device cuda`` the client letterboxes on the GPU, copies the
 tensor to host memory for the wire or system shared memory, and the server's model.py moves it to its GPU.
@@ -51,24 +51,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# This file is named triton.py: with bench/ on sys.path (Python puts a script's folder first), ``import triton``
-# (OpenAI Triton: torch.compile, pyinfer's CUDA NMS kernel) would import it. bench/ leaves the path; common is
-# loaded by file; tests/ gives triton_support (the server, as the tests start it).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# Not named triton.py: with bench/ first on sys.path (a script's folder), ``import triton`` (OpenAI Triton, which
+# torch and pyinfer's kernels import) would find it, there and in every other script of bench/.
+# tests/ gives triton_support (the server, as the tests start it).
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 
-
-def _load_common():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("common", HERE / "common.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-common = _load_common()
-
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
