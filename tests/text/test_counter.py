@@ -93,3 +93,21 @@ def push_frames(appsrc: Gst.Element, frames: list[np.ndarray], pace_s: float) ->
 #: Per-class count accuracy asked of the committed model (measured 0.67 to 0.80 per class on 200 held-out frames,
 #: docs/vlm.md; an untrained net scores about 0.1 to 0.3).
 COUNT_ACCURACY_FLOOR = 0.45
+
+
+def test_the_demo_runs_at_the_demos_frame_size(tmp_path):
+    """`make demo`'s text step on a 1280x720 scene (it deadlocked at preroll there: x264enc held frames while the
+    appsink branch's queue, 10 MB, was full): it finishes, with a line per frame and a non-empty video."""
+    import subprocess
+    import sys
+
+    scene = tmp_path / "scene"
+    subprocess.run([sys.executable, "-m", "pyinfer.cli", "scene", "--frames", "12", "--seed", "2024", "--width",
+                    "1280", "--height", "720", "--out", str(scene)], check=True, timeout=120)  # fmt: skip
+    out = tmp_path / "text"
+    proc = subprocess.run([sys.executable, "-m", "pyinfer.text.demo", str(scene / "video.mp4"), "--truth",
+                           str(scene / "truth.jsonl"), "--out", str(out)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((out / "texts.jsonl").read_text().splitlines()) == 12
+    assert (out / "annotated.mp4").stat().st_size > 0

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Gst.parse_launch(
         f'filesrc location="{args.video}" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! '
         f'pyvlm text-model=pyinfer.text.counter:load prompt="{prompt}" ! pymsgconv frame-interval=1 ! '
+        # tune=zerolatency: x264enc holds no frames, so the appsink branch's queue (10 MB: four 720p frames) never
+        # fills while the encoder waits for more (preroll deadlock at 1280x720)
         "tee name=t ! queue ! appsink name=sink sync=false t. ! queue ! pyosd ! videoconvert ! "
-        "x264enc speed-preset=veryfast ! h264parse ! mp4mux ! "
+        "x264enc speed-preset=veryfast tune=zerolatency ! h264parse ! mp4mux ! "
         f'filesink location="{args.out / "annotated.mp4"}"'
     )
     answers: dict[int, str] = {}
