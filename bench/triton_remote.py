@@ -132,7 +132,7 @@ class ElementRun:
         caps = f"video/x-raw,format=RGB,width={WIDTH},height={HEIGHT},framerate=30/1"
         self.pipeline = Gst.parse_launch(
             f"appsrc name=src format=time caps={caps} ! pyinfer name=infer device={device} batch-size={batch} "
-            "! fakesink sync=false"
+            "meta=roi ! fakesink sync=false"  # ROI metas on every GStreamer version: counted at the src pad
         )
         infer = self.pipeline.get_by_name("infer")
         infer.set_property("model-engine", model)  # set, not parsed: a URL's ?a=b&c=d stays whole
