@@ -56,32 +56,33 @@ def is_module_spec(text: str) -> bool:
     return _SPEC.match(text) is not None or _FILE_SPEC.match(text) is not None
 
 
-def _import_file(spec: str, path: Path) -> Any:
+def _import_file(spec: str, path: Path, prop: str = "model-engine") -> Any:
     """Run the Python file ``path`` as a fresh module (the one a ``/path/file.py:callable`` spec names)."""
     if not path.is_file():
-        raise ModelError(f"model-engine {spec}: file {path} does not exist", missing=True)
+        raise ModelError(f"{prop} {spec}: file {path} does not exist", missing=True)
     # A name of its own per file: two files called detector.py do not replace each other.
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     stem = re.sub(r"\W", "_", path.stem)
     name = f"pyinfer_model_{stem}_{digest}"
     mod_spec = importlib.util.spec_from_file_location(name, path)
     if mod_spec is None or mod_spec.loader is None:
-        raise ModelError(f"model-engine {spec}: cannot load {path} as Python")
+        raise ModelError(f"{prop} {spec}: cannot load {path} as Python")
     module = importlib.util.module_from_spec(mod_spec)
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     try:
         mod_spec.loader.exec_module(module)
     except ModuleNotFoundError as exc:
         del sys.modules[name]
-        raise DependencyError(f"model-engine {spec}: {path} imports a missing module: {exc}") from exc
+        raise DependencyError(f"{prop} {spec}: {path} imports a missing module: {exc}") from exc
     except Exception as exc:  # the user's file failed at import time
         del sys.modules[name]
-        raise ModelError(f"model-engine {spec}: running {path} raised {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"{prop} {spec}: running {path} raised {type(exc).__name__}: {exc}") from exc
     return module
 
 
-def resolve_factory(spec: str) -> Callable[..., Any]:
-    """Import the module a ``module:callable`` spec names and return the callable.
+def resolve_factory(spec: str, prop: str = "model-engine") -> Callable[..., Any]:
+    """Import the module a ``module:callable`` spec names and return the callable (``prop``: the property that
+    named it, for the messages; pyvlm's ``text-model`` uses this too).
 
     Raises:
         ConfigError: ``spec`` is malformed, or names something that is not callable.
@@ -92,34 +93,34 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     match = _SPEC.match(spec) if file_match is None else file_match
     if match is None:
         raise ConfigError(
-            f"model-engine {spec!r} is not a module:callable spec (e.g. mypkg.detector:build or "
-            "/path/to/detector.py:build) nor a model file"
+            f"{prop} {spec!r} is not a module:callable spec (e.g. mypkg.detector:build or "
+            "/path/to/detector.py:build)" + (" nor a model file" if prop == "model-engine" else "")
         )
     modname, attr = match.groups()
     if file_match:
-        return _attribute(spec, _import_file(spec, Path(modname)), Path(modname).name, attr)
+        return _attribute(spec, _import_file(spec, Path(modname), prop), Path(modname).name, attr, prop)
     try:
         obj: Any = importlib.import_module(modname)
     except ModuleNotFoundError as exc:
         if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
             raise ModelError(
-                f"model-engine {spec}: no module named {modname!r} on the Python path; add its folder to PYTHONPATH",
+                f"{prop} {spec}: no module named {modname!r} on the Python path; add its folder to PYTHONPATH",
                 missing=True,
             ) from exc
-        raise DependencyError(f"model-engine {spec}: importing {modname} failed: {exc}") from exc
+        raise DependencyError(f"{prop} {spec}: importing {modname} failed: {exc}") from exc
     except Exception as exc:  # the user's module failed at import time
-        raise ModelError(f"model-engine {spec}: importing {modname} raised {type(exc).__name__}: {exc}") from exc
-    return _attribute(spec, obj, modname, attr)
+        raise ModelError(f"{prop} {spec}: importing {modname} raised {type(exc).__name__}: {exc}") from exc
+    return _attribute(spec, obj, modname, attr, prop)
 
 
-def _attribute(spec: str, obj: Any, modname: str, attr: str) -> Callable[..., Any]:
+def _attribute(spec: str, obj: Any, modname: str, attr: str, prop: str = "model-engine") -> Callable[..., Any]:
     """The callable ``attr`` (dotted) of module ``obj``; ModelError when missing, ConfigError when not callable."""
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ModelError(f"model-engine {spec}: {modname} has no attribute {attr!r}", missing=True)
+            raise ModelError(f"{prop} {spec}: {modname} has no attribute {attr!r}", missing=True)
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"model-engine {spec}: {attr} is a {type(obj).__name__}, not a callable factory")
+        raise ConfigError(f"{prop} {spec}: {attr} is a {type(obj).__name__}, not a callable factory")
     return obj
 
 
