@@ -15,7 +15,11 @@ where the budget allows). Variants, frames/s each:
 - ``nvdec-pyinfer-system``: ``nvh264dec ! video/x-raw,format=NV12`` (system memory) ``! pyinfer``;
 - ``cuda-appsrc-pyinfer``: NV12 frames decoded by NVDEC once, kept in CUDA memory and pushed again and again by
   an appsrc (frames on the GPU faster than one decoder makes them): pyinfer on GPU-resident frames;
-- ``host-appsrc-pyinfer``: 1080p RGB frames in host memory through appsrc (the path measured in issue #7).
+- ``host-appsrc-pyinfer``: 1080p RGB frames in host memory through appsrc (the path measured in issue #7): 16
+  frames whose memories come back again and again (shallow copies), as a buffer pool's do, so pyinfer page-locks
+  them in place (pyinfer.frames.pinning) and the GPU copies them by DMA;
+- ``host-appsrc-pyinfer-staged``: the same with page-locking off (what a source that allocates every frame afresh
+  gets): each frame is copied by the CPU into pinned staging first.
 
 Every pipeline has a probe on the sink pad that reads each frame's detections (pyinfer.meta.roi), timed from the
 first buffer after the warm-up frames. Results: bench/results/element-gpu-DATE.json (--out).
@@ -150,8 +154,11 @@ def decode_cuda_frames(video: str, n: int) -> tuple[list, object]:
 def run_appsrc(bufs: list, caps, batch: int, knobs: str, n_push: int, skip: int) -> dict:
     """appsrc (the buffers, queued before PLAYING, shallow copies with fresh timestamps) ! pyinfer ! fakesink."""
     from pyinfer._gi import copy_buffer
+    from pyinfer.frames import pinning
 
     Gst = tp_gst()
+    pin = pinning._PINNING
+    registered = pin.registered if pin is not None else 0
     desc = (
         "appsrc name=src ! pyinfer model-engine=throughput:element_model decoder=yolov8 device=cuda "
         f"batch-size={batch} {knobs} ! fakesink name=sink sync=false"
@@ -185,8 +192,22 @@ def run_appsrc(bufs: list, caps, batch: int, knobs: str, n_push: int, skip: int)
         raise RuntimeError(f"pipeline: {msg.parse_error() if msg is not None else 'timeout'}")
     if len(stamps) != n_push:
         raise RuntimeError(f"{len(stamps)} of {n_push} buffers reached the sink")
+    pin = pinning._PINNING
     return {"frames_per_s": round(_rate(stamps, skip), 1), "frames": n_push, "timed_from_frame": skip,
-            "detections_per_frame": round(sum(counts) / n_push, 2), "pipeline": desc}  # fmt: skip
+            "detections_per_frame": round(sum(counts) / n_push, 2), "pipeline": desc,
+            "memories_page_locked": (pin.registered - registered) if pin is not None else 0}  # fmt: skip
+
+
+def staged(fn, *a):
+    """``fn(*a)`` with host-frame page-locking off: every host frame is copied into pinned staging by the CPU."""
+    from pyinfer.frames import pinning
+
+    saved = pinning._PINNING, pinning._PINNING_TRIED
+    pinning._PINNING, pinning._PINNING_TRIED = None, True
+    try:
+        return fn(*a)
+    finally:
+        pinning._PINNING, pinning._PINNING_TRIED = saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                     cuda_bufs, cuda_caps, b, k, int(args.push_scale * max(600, 60 * b)), skip))  # fmt: skip
             add("host-appsrc-pyinfer", b, knob, attempt(f"host appsrc pyinfer b{b} {knob}", run_appsrc,
                 host_bufs, host_caps, b, k, int(args.push_scale * max(400, 40 * b)), skip))  # fmt: skip
+            add("host-appsrc-pyinfer-staged", b, knob, attempt(f"host appsrc pyinfer staged b{b} {knob}", staged,
+                run_appsrc, host_bufs, host_caps, b, k, int(args.push_scale * max(400, 40 * b)), skip))  # fmt: skip
         for b in batches:  # last: a decode-only run into system memory did not finish in a first run
             pinf = f"pyinfer model-engine=throughput:element_model decoder=yolov8 device=cuda batch-size={b} {k}"
             add("nvdec-pyinfer-system", b, knob, attempt(f"nvdec system pyinfer b{b} {knob}", run_file, args.video,
@@ -358,6 +381,13 @@ def evaluate(data: dict) -> None:
             if dec and got:
                 t[f"nvdec stream/decode-only b{b} {knob}"] = {"ratio": round(got / dec, 3), "target": 0.9,
                                                                "met": got / dec >= 0.9}  # fmt: skip
+        staged_host = _fps(data, "host-appsrc-pyinfer-staged", 16, knob)
+        if staged_host:
+            t[f"host frames staged b16 {knob} vs 1527 fps (issue #12's 'today')"] = {
+                "ratio": round(staged_host / 1527, 2),
+                "target": 3.0,
+                "met": staged_host / 1527 >= 3,
+            }
         host = _fps(data, "host-appsrc-pyinfer", 16, knob)
         if host:
             t[f"host frames b16 {knob} vs 1527 fps (issue #12's 'today')"] = {

@@ -466,7 +466,7 @@ class InferElement(PackedVideoFilter):
         self._lock = threading.RLock()  # the open batch: filled by the streaming thread, sealed by a timeout too
         self._batch: _OpenBatch | None = None
         self._pipe: InferPipeline | None = None
-        self._ring: StagingRing | None = None
+        self._rings: dict[str, StagingRing] = {}  # by where the slots are: "cpu", or the model's CUDA device
         self._flow = Gst.FlowReturn.OK  # the last push's result, returned upstream at the next buffer
         self._ds = None  # DeepStreamSession while NVMM caps are negotiated
         self._stats = _Stats()
@@ -727,15 +727,15 @@ class InferElement(PackedVideoFilter):
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.flush()  # wakes a streaming thread waiting for room while it holds the lock (see _flush)
-        if self._ring is not None:
-            self._ring.close()
+        for ring in self._rings.values():
+            ring.close()
         with self._lock:
             batch, self._batch = self._batch, None
         if batch is not None:
             batch.drop()
         if pipe is not None:
             pipe.stop()
-        self._ring = None
+        self._rings = {}
         self._engine = None
         self._layout = None
         self._ds = None
@@ -759,7 +759,7 @@ class InferElement(PackedVideoFilter):
             if layout is None:
                 return False
             self._layout = layout
-            self._ring = None
+            self._rings = {}
             return self._ds is not None or self._open_deepstream()
         try:
             layout = VideoLayout.from_caps(incaps)
@@ -776,7 +776,7 @@ class InferElement(PackedVideoFilter):
                        f"it runs on {engine.model.device}: set device=cuda or put cudadownload before it")  # fmt: skip
             return False
         self._layout = layout
-        self._ring = None  # sized for the old frames
+        self._rings = {}  # sized for the old frames
         self._ds = None
         self._meta_used = self._codec.name
         rate = GstVideo.VideoInfo.new_from_caps(incaps)
@@ -886,10 +886,10 @@ class InferElement(PackedVideoFilter):
         # Wake the streaming thread before taking the lock it may hold: it can be waiting for room in the pipeline
         # or for a staging slot while the worker waits in a push that a prerolled sink holds until this
         # FLUSH_START reaches it (a flushing seek in PAUSED deadlocked that way).
-        pipe, ring = self._pipe, self._ring
+        pipe, rings = self._pipe, list(self._rings.values())
         if pipe is not None:
             pipe.flush()
-        if ring is not None:
+        for ring in rings:
             ring.interrupt()
         with self._lock:
             batch, self._batch = self._batch, None
@@ -978,19 +978,24 @@ class InferElement(PackedVideoFilter):
         """Map one frame and put it in the batch: staged (copied) or, when no copy is needed, kept mapped."""
         engine = batch.engine
         layout = self._layout
-        frame = map_frame(buf, layout, batch.map_device)
-        if batch.read_in_place and (layout.memory == "cuda" or batch.on_cpu):
+        frame = map_frame(buf, layout, batch.map_device, pin=not batch.on_cpu and layout.memory != "cuda")
+        # page-locked host memory (a recycled pool buffer, see pyinfer.frames.pinning) goes to the GPU by DMA
+        pinned = frame.pinned
+        if batch.read_in_place and (
+            layout.memory == "cuda" or batch.on_cpu or (pinned and layout.format not in YUV_FORMATS)
+        ):
             batch.mapped.append(frame)  # read where it is: the mapping stays open until the batch is delivered
             batch.frames = frame.frames()
             batch.n_infer += 1
             return
         try:
             if batch.slot is None:
-                ring = self._staging_ring(engine, layout)
+                # a batch whose first frame is page-locked is gathered on the device, as CUDA frames are
+                ring = self._staging_ring(engine, layout, on_device=layout.memory == "cuda" or pinned)
                 batch.ring, batch.slot = ring, ring.acquire()
                 if batch.slot is None:
                     raise _Flushing()
-            if layout.memory == "cuda":  # gathered on the device in one call when the batch is submitted
+            if batch.ring.device != "cpu":  # gathered on the device in one call when the batch is submitted
                 batch.gather.append((batch.n_infer, frame.planes))
             else:  # copied on the copy threads while this thread takes the next frame
                 batch.copies += StagingRing.put_async(batch.slot, batch.n_infer, frame.planes)
@@ -998,16 +1003,18 @@ class InferElement(PackedVideoFilter):
             batch.mapped.append(frame)  # the copies read it after this returns: mapped until the batch is done
         batch.n_infer += 1
 
-    def _staging_ring(self, engine, layout: VideoLayout) -> StagingRing:
+    def _staging_ring(self, engine, layout: VideoLayout, *, on_device: bool = False) -> StagingRing:
+        """The staging slots for the next batch: on the model's device (CUDA frames, page-locked host frames:
+        gathered there) or in host memory (pinned for a GPU model; the copy threads fill it)."""
         device = engine.model.device
-        where = str(device) if layout.memory == "cuda" else "cpu"
+        where = str(device) if on_device else "cpu"
         key = (tuple(layout.plane_shapes()), self._frames_per_batch, where, device.type == "cuda")
-        ring = self._ring
+        ring = self._rings.get(where)
         if ring is None or ring.key != key:
             ring = StagingRing(layout.plane_shapes(), self._frames_per_batch, device=where,
                                pinned=device.type == "cuda", slots=self.in_flight + 2)  # fmt: skip
             ring.key = key
-            self._ring = ring
+            self._rings[where] = ring
         return ring
 
     def _seal(self) -> None:

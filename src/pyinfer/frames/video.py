@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyinfer._gi import Gst, GstVideo
+from pyinfer.frames.pinning import host_pinning
 from pyinfer.ops.colour import YUV_FORMATS, YuvColour
 
 #: Packed formats with their bytes per pixel.
@@ -246,24 +247,29 @@ class _CudaArray:
 class MappedFrame:
     """One buffer mapped for reading; ``planes`` are uint8 torch views of it, valid until :meth:`close`."""
 
-    def __init__(self, buf: Gst.Buffer, layout: VideoLayout, device: str = "cuda") -> None:
+    def __init__(self, buf: Gst.Buffer, layout: VideoLayout, device: str = "cuda", *, pin: bool = False) -> None:
         self._buf = buf
         self._ptr = hash(buf)  # the GstBuffer's address
         self.layout = layout.for_pointer(self._ptr)
         self._cinfo: _GstMapInfo | None = None
         self.device = device  # where CUDA memory planes are viewed from
+        #: host memory that is page-locked (see :mod:`pyinfer.frames.pinning`): copied to the GPU without staging
+        self.pinned = False
         if layout.memory == "cuda":
             self._map_cuda(device)
         else:
-            self._map_system()
+            self._map_system(pin)
 
-    def _map_system(self) -> None:
+    def _map_system(self, pin: bool = False) -> None:
         info = _GstMapInfo()
         if not _gst().gst_buffer_map(self._ptr, ctypes.byref(info), int(Gst.MapFlags.READ)):
             raise FrameError("could not map the buffer for reading")
         self._cinfo = info
         try:
             layout, base, size = self.layout, int(info.data or 0), int(info.size)
+            if pin:
+                pinning = host_pinning()
+                self.pinned = pinning is not None and pinning.pinned(int(info.memory or 0), base, size)
             key = (base, size, "cpu", layout.format, layout.width, layout.height, layout.offsets, layout.strides)
             planes = _views_get(key) if base else None
             if planes is None:
@@ -344,6 +350,7 @@ class MappedFrame:
         self._buf = None
 
 
-def map_frame(buf: Gst.Buffer, layout: VideoLayout, device: str = "cuda") -> MappedFrame:
-    """Map ``buf`` (see :class:`MappedFrame`); FrameError if its memory does not hold the frame."""
-    return MappedFrame(buf, layout, device)
+def map_frame(buf: Gst.Buffer, layout: VideoLayout, device: str = "cuda", *, pin: bool = False) -> MappedFrame:
+    """Map ``buf`` (see :class:`MappedFrame`); FrameError if its memory does not hold the frame. ``pin``: host
+    memory that a pool recycles is page-locked in place (:mod:`pyinfer.frames.pinning`), for a GPU model."""
+    return MappedFrame(buf, layout, device, pin=pin)
