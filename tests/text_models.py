@@ -113,3 +113,14 @@ def exits():
         raise SystemExit(3)
 
     return model
+
+
+def mean(config: str = "0.0"):
+    """Answers each image's mean pixel value and size, ``mean 93.125 320x240`` (checkable against the frame)."""
+    delay = float(config)
+
+    def model(images, prompt):
+        time.sleep(delay)
+        return [f"mean {float(im.mean()):.3f} {im.shape[1]}x{im.shape[0]}" for im in images]
+
+    return model

@@ -32,6 +32,7 @@ CHOICES = [
     ("pymsgbroker", "drop-policy", "PyInferMsgbrokerDropPolicy", ("oldest", "newest"), "oldest"),
     ("pymsgbroker", "on-connect-error", "PyInferMsgbrokerOnConnectError", ("fail", "retry"), "fail"),
     ("pyvlm", "drop-policy", "PyInferVlmDropPolicy", ("oldest", "newest"), "oldest"),
+    ("pyvlm", "mode", "PyInferVlmMode", ("async", "sync"), "async"),
     ("pyvlm", "process-mode", "PyInferProcessMode", ("primary", "secondary"), "primary"),
     ("pyvlm", "on-error", "PyInferOnError", ("fail", "skip"), "fail"),
 ]  # fmt: skip

@@ -169,6 +169,43 @@ def test_answers_land_on_later_frames_with_the_frame_they_were_computed_on():
     assert sources == sorted(sources) and len(set(sources)) > 3  # newer answers replace older ones
 
 
+def test_sync_mode_answers_every_offered_frame_on_itself():
+    """mode=sync: each offered frame waits for its own answer, none is dropped, and the answer is on that frame."""
+    run = play("mode=sync text-model=text_models:slow model-config=0.02 interval=1 queue-size=1", 30, pace_s=0.0)
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    assert len(run.texts) == 30 == run.pushed
+    for n, texts in enumerate(run.texts):
+        if n % 2 == 0:  # offered: answered on itself
+            assert [t.source_frame for t in texts] == [n]
+            assert texts[0].text == f"value {n}"
+        else:  # not offered: the answer of the frame before
+            assert [t.source_frame for t in texts] == [n - 1]
+    assert run.element.get_property("answered") == 15 == run.element.get_property("submitted")
+    assert run.element.get_property("dropped") == 0  # queue-size does not apply: nothing is dropped
+    assert min(run.latency_s[::2]) >= 0.015  # an offered frame waited for the model (its call takes 20 ms)
+
+
+def test_sync_mode_secondary_answers_each_object_on_its_own_frame():
+    run = play("mode=sync process-mode=secondary text-model=text_models:colour model-config=0.0", 12,
+               objects=_objects)  # fmt: skip
+    assert run.final.type == Gst.MessageType.EOS, run.error
+    for n, texts in enumerate(run.texts):
+        assert texts and all(t.source_frame == n for t in texts)
+        assert sorted(t.object_index for t in texts) == list(range(len(texts)))
+
+
+@pytest.mark.parametrize(("props", "stops"), [("", True), ("on-error=skip", False)])
+def test_sync_mode_a_failing_model_follows_on_error(props, stops):
+    run = play(f"mode=sync text-model=text_models:raising {props}", 20, pace_s=0.0)
+    if stops:
+        assert run.error is not None and "the slow model broke" in run.error[0].message
+        assert run.pushed < 20 or len(run.texts) < 20  # the stream stopped at the first frame
+    else:
+        assert run.final.type == Gst.MessageType.EOS, run.error
+        assert len(run.texts) == 20 and not any(run.texts)
+        assert any("the slow model broke" in w for w in run.warnings)
+
+
 def test_bgr_frames_reach_the_model_as_rgb():
     run = play("text-model=text_models:slow model-config=0.02", 30, fmt="BGR")
     assert run.final.type == Gst.MessageType.EOS, run.error

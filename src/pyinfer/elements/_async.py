@@ -43,6 +43,8 @@ class Request:
     boxes: np.ndarray | None = None  # (N, 4) float32 xyxy of the crops in frame pixels; None: the whole frame
     track_ids: list[int | None] | None = None  # per crop: the object's track id, or None (untracked)
     objects: list[int] | None = None  # per crop: the object's index on its frame
+    sources: list[int] | None = None  # per image: its stream (DeepStream's source_id); None: all stream 0
+    frame_nos: list[int] | None = None  # per image: its frame number in its stream; None: all ``frame_no``
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Answered:
     box: tuple[float, float, float, float] | None = None  # the crop's box; None: the whole frame
     track_id: int | None = None
     object_index: int = -1  # the object's index on the frame the model read
+    source: int = 0  # the stream it is about (DeepStream's source_id; 0 on plain GStreamer)
 
 
 class RequestQueue:
@@ -74,6 +77,11 @@ class RequestQueue:
     def has_room(self) -> bool:
         """Whether a request put now would be kept without dropping another (a hint: no lock)."""
         return len(self._items) < self.size
+
+    def count_submitted(self) -> None:
+        """Count a request answered at once (``mode=sync``), never queued."""
+        with self._cond:
+            self.submitted += 1
 
     def refuse(self) -> None:
         """Count a request dropped before it was made (``newest`` and full: its pixels are not even copied)."""
@@ -181,6 +189,33 @@ class AnswerStore:
             self.frame, self._tracks, self._untracked = None, {}, []
 
 
+class SourceStores:
+    """One :class:`AnswerStore` per stream (DeepStream batches carry several; plain GStreamer has stream 0):
+    answers about one camera never land on another's frames."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: dict[int, AnswerStore] = {}
+
+    def get(self, source: int) -> AnswerStore:
+        with self._lock:
+            store = self._stores.get(source)
+            if store is None:
+                store = self._stores[source] = AnswerStore()
+            return store
+
+    def update(self, answers: list[Answered]) -> None:
+        by_source: dict[int, list[Answered]] = {}
+        for a in answers:
+            by_source.setdefault(a.source, []).append(a)
+        for source, got in by_source.items():
+            self.get(source).update(got)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stores.clear()
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU of xyxy boxes ``a`` (N, 4) and ``b`` (M, 4)."""
     if not len(a) or not len(b):
@@ -199,7 +234,7 @@ class AsyncWorker:
     Args:
         model: ``model(images, prompt) -> list`` (the text-model contract).
         queue: where requests come from.
-        store: where answers go.
+        store: where answers go (an :class:`AnswerStore` or :class:`SourceStores`: anything with ``update``).
         prompt: called once per model call for the prompt to use.
         batch: images per model call at most.
         on_answers: called on this thread with each request's answers (after they are stored).
@@ -211,7 +246,7 @@ class AsyncWorker:
         self,
         model: Callable[[list, str], Any],
         queue: RequestQueue,
-        store: AnswerStore,
+        store: AnswerStore | SourceStores,
         *,
         prompt: Callable[[], str],
         batch: int,
@@ -258,6 +293,19 @@ class AsyncWorker:
                 self.answered += len(got)
                 self.on_answers(got)
 
+    def answer_now(self, reqs: list[Request]) -> bool:
+        """Answer ``reqs`` on the calling thread (``mode=sync``): stored and reported as the thread would; False
+        when the model failed and the stream must stop (on_error said so)."""
+        try:
+            answers = self._answer(reqs)
+        except BaseException as exc:  # user code: anything
+            return self.on_error(exc)
+        for got in answers:
+            self.store.update(got)
+            self.answered += len(got)
+            self.on_answers(got)
+        return True
+
     def _answer(self, reqs: list[Request]) -> list[list[Answered]]:
         images = [img for r in reqs for img in r.images]
         answers: list[tuple[Answer, str]] = []
@@ -275,12 +323,14 @@ class AsyncWorker:
             for i in range(len(r.images)):
                 answer, prompt = answers[k]
                 k += 1
+                source = r.sources[i] if r.sources is not None else 0
+                frame_no = r.frame_nos[i] if r.frame_nos is not None else r.frame_no
                 if r.boxes is None:
-                    got.append(Answered(answer, prompt, r.frame_no, r.pts))
+                    got.append(Answered(answer, prompt, frame_no, r.pts, source=source))
                 else:
                     box = tuple(float(v) for v in r.boxes[i])
                     track = r.track_ids[i] if r.track_ids is not None else None
                     index = r.objects[i] if r.objects is not None else i
-                    got.append(Answered(answer, prompt, r.frame_no, r.pts, box, track, index))  # type: ignore[arg-type]
+                    got.append(Answered(answer, prompt, frame_no, r.pts, box, track, index, source))  # type: ignore[arg-type]
             result.append(got)
         return result

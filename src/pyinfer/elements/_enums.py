@@ -38,6 +38,7 @@ __all__ = [
     "TrackerCore",
     "TrackerIouMode",
     "VlmDropPolicy",
+    "VlmMode",
     "choice_enum",
     "choice_property",
     "enum_default",
@@ -234,4 +235,8 @@ MsgbrokerOnConnectError = choice_enum("PyInferMsgbrokerOnConnectError", [
 VlmDropPolicy = choice_enum("PyInferVlmDropPolicy", [
     ("oldest", "Drop the longest-waiting request: the model answers the freshest frames"),
     ("newest", "Drop the request offered"),
+])  # fmt: skip
+VlmMode = choice_enum("PyInferVlmMode", [
+    ("async", "The model runs on its own thread; answers attach to the next frames (the video never waits)"),
+    ("sync", "The model answers each offered frame before it leaves (the video waits: offline files, evaluation)"),
 ])  # fmt: skip

@@ -29,6 +29,7 @@ from pyinfer.elements._async import (
     AsyncWorker,
     Request,
     RequestQueue,
+    SourceStores,
 )
 from pyinfer.elements._base import (
     describe_exception,
@@ -38,8 +39,8 @@ from pyinfer.elements._base import (
     ready_property,
     writable,
 )
-from pyinfer.elements._enums import OnError, ProcessMode, VlmDropPolicy, choice_property
-from pyinfer.elements._video import TEMPLATES, PackedVideoFilter
+from pyinfer.elements._enums import OnError, ProcessMode, VlmDropPolicy, VlmMode, choice_property
+from pyinfer.elements._video import SYSTEM_AND_NVMM_TEMPLATES, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, PyInferError
 from pyinfer.frames.system import frame_array
 from pyinfer.text import TextResult
@@ -61,7 +62,7 @@ class VlmElement(PackedVideoFilter):
         "attaches its text answers to the next frames",
         "pyinfer developers",
     )
-    __gsttemplates__ = TEMPLATES
+    __gsttemplates__ = SYSTEM_AND_NVMM_TEMPLATES
 
     text_model = ready_property(
         "text-model",
@@ -79,6 +80,14 @@ class VlmElement(PackedVideoFilter):
         blurb="Passed to the model with each call; set while playing, it applies from the next model call on "
         "(each answer carries the prompt it answered)",
         flags=_RW | Gst.PARAM_MUTABLE_PLAYING,
+    )  # fmt: skip
+    mode = choice_property(
+        "mode",
+        type=VlmMode, default="async", nick="Mode",
+        blurb="async: the model runs on its own thread and the video never waits for it (answers attach to the "
+        "next frames); sync: each offered frame waits for its own answer (every offered frame answered, for "
+        "files and evaluation; queue-size and drop-policy do not apply)",
+        flags=_RW | Gst.PARAM_MUTABLE_READY,
     )  # fmt: skip
     process_mode = choice_property(
         "process-mode",
@@ -153,15 +162,19 @@ class VlmElement(PackedVideoFilter):
     @GObject.Property(type=GObject.TYPE_UINT64, nick="Answered", blurb="Images the model answered since start",
                       flags=GObject.ParamFlags.READABLE)  # fmt: skip
     def answered(self) -> int:
-        return self._worker.answered if self._worker is not None else 0
+        worker = self._worker
+        return worker.answered if worker is not None else self._answered_before_stop
 
     def __init__(self) -> None:
         super().__init__()
         self._queue: RequestQueue | None = None
         self._worker: AsyncWorker | None = None
-        self._store = AnswerStore()
+        self._stores = SourceStores()  # per stream: one on plain GStreamer, one per source_id under DeepStream
+        self._sm = None  # pyservicemaker while DeepStream NVMM caps are negotiated
         self._frame_no = 0
         self._failed = False
+        self._sync = False
+        self._answered_before_stop = 0  # the count of the last run, readable after it stopped
         self._last_warning = -WARNING_INTERVAL_S
 
     # -- state -------------------------------------------------------------------------------------
@@ -181,33 +194,84 @@ class VlmElement(PackedVideoFilter):
             return False
         self._frame_no = 0
         self._failed = False
-        self._store.clear()
+        self._answered_before_stop = 0
+        self._stores.clear()
         self._queue = RequestQueue(self.queue_size, self.drop_policy)
         self._worker = AsyncWorker(
-            model, self._queue, self._store, prompt=lambda: str(self.prompt or ""), batch=self.batch_size,
+            model, self._queue, self._stores, prompt=lambda: str(self.prompt or ""), batch=self.batch_size,
             on_answers=self._on_answers, on_error=self._on_model_error,
         )  # fmt: skip
-        self._worker.start()
+        self._sync = self.mode == "sync"
+        if not self._sync:
+            self._worker.start()
         return True
 
     def do_stop(self) -> bool:
         worker, self._worker = self._worker, None
+        if worker is not None:
+            self._answered_before_stop = worker.answered
         if worker is not None and not worker.stop():
             log.warning("%s: the text model is still in a call; its answer will be dropped", self.get_name())
-        self._store.clear()
+        self._stores.clear()
         return True
 
     def do_sink_event(self, event: Gst.Event) -> bool:
         if event.type == Gst.EventType.FLUSH_STOP:  # a seek: answers about frames before it are stale
             if self._queue is not None:
                 self._queue.clear()
-            self._store.clear()
+            self._stores.clear()
         return GstBase.BaseTransform.do_sink_event(self, event)
 
+    def do_set_caps(self, incaps: Gst.Caps, outcaps: Gst.Caps) -> bool:
+        if not is_nvmm(incaps):
+            self._sm = None
+            self.set_passthrough(False)
+            return PackedVideoFilter.do_set_caps(self, incaps, outcaps)
+        from pyinfer.frames.deepstream import load_bindings
+
+        try:
+            _api, sm, _pyds = load_bindings("auto")
+        except PyInferError as exc:
+            post_error(self, Gst.LibraryError.INIT, str(exc))
+            return False
+        if sm is None:
+            post_error(self, Gst.CoreError.NEGOTIATION, "pyvlm on DeepStream NVMM batches writes its answers through "
+                       "pyservicemaker (DeepStream 8/9), which is not importable; pyds cannot attach custom user "
+                       "meta without a compiled binding")  # fmt: skip
+            return False
+        self._sm = sm
+        self._layout = None
+        # DeepStream metadata lives in the batch, not in a GstMeta: the buffer is never made writable (copied)
+        self.set_passthrough(True)
+        return True
+
     # -- buffers -----------------------------------------------------------------------------------
+    def _offer(self, make_request) -> bool:
+        """Offer one request to the model (made only when it would be kept); False: the model failed in sync mode
+        and the stream stops (the error is posted)."""
+        queue, worker = self._queue, self._worker
+        if queue is None or worker is None:
+            return True
+        if self._sync:
+            req = make_request()
+            if req is None:
+                return True
+            queue.count_submitted()
+            return worker.answer_now([req])
+        queue.policy = self.drop_policy
+        if queue.policy == "newest" and not queue.has_room():
+            queue.refuse()  # it would be dropped: not even copied
+            return True
+        req = make_request()
+        if req is not None:
+            queue.put(req)
+        return True
+
     def do_transform_ip(self, buf: Gst.Buffer) -> Gst.FlowReturn:
         if self._failed:
             return Gst.FlowReturn.ERROR  # posted by the worker
+        if self._sm is not None:
+            return self._transform_nvmm(buf)
         frame_no = self._frame_no
         self._frame_no += 1
         try:
@@ -217,15 +281,8 @@ class VlmElement(PackedVideoFilter):
                 from pyinfer.meta import read_detections
 
                 dets = read_detections(buf)
-            queue = self._queue
-            if queue is not None and frame_no % (self.interval + 1) == 0:
-                queue.policy = self.drop_policy
-                if queue.policy == "newest" and not queue.has_room():
-                    queue.refuse()  # it would be dropped: not even copied
-                else:
-                    req = self._request(buf, frame_no, dets)
-                    if req is not None:
-                        queue.put(req)
+            if frame_no % (self.interval + 1) == 0 and not self._offer(lambda: self._request(buf, frame_no, dets)):
+                return Gst.FlowReturn.ERROR  # posted by _on_model_error
             texts, found = self._attach(buf, frame_no, dets)
             if texts or found:
                 with writable(buf):
@@ -279,45 +336,116 @@ class VlmElement(PackedVideoFilter):
 
     def _select(self, dets) -> np.ndarray:
         """Secondary: the indices of the objects operate-on-gie-id and operate-on-class-ids let through."""
+        n = len(dets)
+        return self._select_ids(np.asarray(dets.extra.get("unique_id", np.full(n, -1)), np.int64),
+                                np.asarray(dets.class_id))  # fmt: skip
+
+    def _select_ids(self, producers: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
         from pyinfer.params import parse_class_ids
 
-        n = len(dets)
-        keep = np.ones(n, bool)
+        keep = np.ones(len(class_ids), bool)
         gie = self.operate_on_gie_id
         if gie >= 0:
-            keep &= np.asarray(dets.extra.get("unique_id", np.full(n, -1)), np.int64) == gie
+            keep &= np.asarray(producers, np.int64) == gie
         try:
             classes = parse_class_ids(self.operate_on_class_ids)
         except ConfigError:
             classes = frozenset()
         if classes:
-            keep &= np.isin(np.asarray(dets.class_id), list(classes))
+            keep &= np.isin(np.asarray(class_ids), list(classes))
         return np.flatnonzero(keep)
+
+    # -- DeepStream --------------------------------------------------------------------------------
+    def _transform_nvmm(self, buf: Gst.Buffer) -> Gst.FlowReturn:
+        """One NVMM batch: its offered frames (or their objects' crops) in one request, answers per source_id."""
+        from pyinfer.elements._vlm_ds import read_batch, write_batch
+
+        secondary = self.process_mode == "secondary"
+        every = self.interval + 1
+        try:
+            frames = read_batch(self._sm, buf, lambda _sid, number: number % every == 0, secondary)
+            offered = [f for f in frames if f.pixels is not None]
+            if offered and not self._offer(lambda: self._ds_request(offered, secondary)):
+                return Gst.FlowReturn.ERROR  # posted by _on_model_error
+            for f in offered:
+                f.pixels = None
+            answers: dict[int, tuple[list, dict[int, dict]]] = {}
+            for f in frames:
+                store = self._stores.get(f.source_id)
+                whole = (0.0, 0.0, float(f.width), float(f.height))
+                texts, _found = self._answers_for(store, f.frame_number, f.boxes if secondary else None,
+                                                  f.track_ids, whole)  # fmt: skip
+                if not texts:
+                    continue
+                frame_texts = [_record(t) for t in texts if t.object_index < 0]
+                object_texts = {t.object_index: _record(t) for t in texts if t.object_index >= 0}
+                answers[f.batch_id] = (frame_texts, object_texts)
+            if answers:
+                write_batch(self._sm, buf, answers)
+        except Exception as exc:
+            post_error(self, Gst.StreamError.FAILED, f"pyvlm failed on a DeepStream batch: {describe_exception(exc)}",
+                       error_debug(exc))  # fmt: skip
+            return Gst.FlowReturn.ERROR
+        return Gst.FlowReturn.OK
+
+    def _ds_request(self, offered: list, secondary: bool) -> Request | None:
+        """The offered frames of one batch (whole, or their selected objects' crops) as one request."""
+        if not secondary:
+            return Request(offered[0].frame_number, None, [f.pixels for f in offered],
+                           sources=[f.source_id for f in offered],
+                           frame_nos=[f.frame_number for f in offered])  # fmt: skip
+        images, boxes, tracks, objects, sources, numbers = [], [], [], [], [], []
+        for f in offered:
+            picks = self._select_ids(np.asarray(f.producers), np.asarray(f.class_ids))
+            h, w = f.pixels.shape[:2]
+            for k in picks.tolist():
+                x0, y0, x1, y1 = f.boxes[k].tolist()
+                left, top = max(0, int(x0)), max(0, int(y0))
+                right, bottom = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+                if right <= left or bottom <= top:
+                    continue
+                images.append(np.ascontiguousarray(f.pixels[top:bottom, left:right]))
+                boxes.append(f.boxes[k])
+                tracks.append(f.track_ids[k])
+                objects.append(k)
+                sources.append(f.source_id)
+                numbers.append(f.frame_number)
+        if not images:
+            return None
+        return Request(numbers[0], None, images, np.asarray(boxes, np.float32), tracks, objects, sources, numbers)
 
     def _attach(self, buf: Gst.Buffer, frame_no: int, dets) -> tuple[list[TextResult], list[tuple]]:
         """The answers for this frame: text records, and (open-vocabulary) detections with their offset."""
+        layout = self._layout
+        whole = (0.0, 0.0, float(layout.width), float(layout.height)) if layout is not None else (0.0,) * 4
+        if dets is None:
+            return self._answers_for(self._stores.get(0), frame_no, None, [], whole)
+        return self._answers_for(self._stores.get(0), frame_no, np.asarray(dets.xyxy, np.float32).reshape(-1, 4),
+                                 _track_ids(dets), whole)  # fmt: skip
+
+    def _answers_for(
+        self, store: AnswerStore, frame_no: int, boxes: np.ndarray | None, tracks: list, whole: tuple
+    ) -> tuple[list[TextResult], list[tuple]]:
+        """From ``store``, the answers for frame ``frame_no``: the whole frame's (``boxes`` None), or those of its
+        objects (``boxes`` xyxy, ``tracks`` their track ids); text records and open-vocabulary detections."""
         max_age = self.max_age
         uid = self.unique_id
-        layout = self._layout
         texts: list[TextResult] = []
         found: list[tuple] = []
 
         def fresh(a: Answered | None) -> bool:
             return a is not None and (max_age == 0 or frame_no - a.frame_no <= max_age)
 
-        if dets is None:
-            a = self._store.frame
+        if boxes is None:
+            a = store.frame
             if fresh(a) and a is not None:
-                whole = (0.0, 0.0, float(layout.width), float(layout.height)) if layout is not None else (0.0,) * 4
                 texts.append(TextResult(a.answer.text, uid, a.frame_no, a.pts, -1, None, a.prompt, whole))
                 if a.answer.boxes is not None:
                     found.append((a.answer, 0.0, 0.0))
             return texts, found
-        if not len(dets):
+        if not len(boxes):
             return texts, found
-        tracks = _track_ids(dets)
-        boxes = np.asarray(dets.xyxy, np.float32)
-        for i, a in enumerate(self._store.for_objects(boxes, tracks)):
+        for i, a in enumerate(store.for_objects(boxes, tracks)):
             if not fresh(a) or a is None:
                 continue
             box = tuple(float(v) for v in boxes[i])
@@ -339,6 +467,7 @@ class VlmElement(PackedVideoFilter):
             if a.track_id is not None:
                 s.set_value("track-id", GObject.Value(GObject.TYPE_UINT64, a.track_id))
             s.set_value("unique-id", int(self.unique_id))
+            s.set_value("source-id", int(a.source))
             self.post_message(Gst.Message.new_element(self, s))
 
     def _on_model_error(self, exc: BaseException) -> bool:
@@ -354,6 +483,12 @@ class VlmElement(PackedVideoFilter):
         self._failed = True
         post_error(self, code, f"text model failed: {text}", error_debug(exc))
         return False
+
+
+def _record(t: TextResult) -> dict:
+    """A text answer as the JSON a DeepStream user meta carries."""
+    return {"text": t.text, "prompt": t.prompt, "unique_id": t.unique_id, "source_frame": t.source_frame,
+            "source_pts_ns": t.source_pts}  # fmt: skip
 
 
 def _track_ids(dets) -> list[int | None]:

@@ -188,7 +188,26 @@ class EventMessageUserMetadata:
 
 
 class DisplayMetadata:
-    """NvDsDisplayMeta (unused by pyinfer; present so append's type check is complete)."""
+    """NvDsDisplayMeta: ``add_text`` copies the string (g_strdup) into one of MAX_ELEMENTS_IN_DISPLAY_META (16)
+    slots; a full meta drops the text silently (the C call returns FALSE and the binding discards it)."""
+
+    MAX_ELEMENTS = 16
+
+    def __init__(self) -> None:
+        self.texts: list[dict] = []
+        self.dropped = 0
+
+    def add_text(self, text: Any) -> None:
+        from pyservicemaker import osd
+
+        if not isinstance(text, osd.Text):
+            raise TypeError(f"DisplayMetadata.add_text(): incompatible function arguments: {type(text).__name__}")
+        if len(self.texts) >= self.MAX_ELEMENTS:
+            self.dropped += 1
+            return
+        raw = text.display_text
+        value = raw.decode() if isinstance(raw, bytes) else str(raw)
+        self.texts.append({"display_text": value, "x_offset": text.x_offset, "y_offset": text.y_offset})
 
 
 class BatchMetadata:

@@ -55,3 +55,34 @@ def _rect_params(meta: nvds.ObjectMeta) -> _Ref:
 
 def _text_params(meta: nvds.ObjectMeta) -> _Ref:
     return _Ref(meta.text_params)
+
+
+class Text:
+    """osd.Text (NvOSD_TextParams for display meta): ``display_text`` str or bytes, offsets unsigned."""
+
+    def __init__(self) -> None:
+        self.display_text: str | bytes = ""
+        self._x = self._y = 0
+        self.font = Font()
+        self.set_bg_color = False
+        self.bg_color = Color()
+
+    @property
+    def x_offset(self) -> int:
+        return self._x
+
+    @x_offset.setter
+    def x_offset(self, value: int) -> None:
+        if int(value) < 0:
+            raise TypeError("x_offset is unsigned")
+        self._x = int(value)
+
+    @property
+    def y_offset(self) -> int:
+        return self._y
+
+    @y_offset.setter
+    def y_offset(self, value: int) -> None:
+        if int(value) < 0:
+            raise TypeError("y_offset is unsigned")
+        self._y = int(value)
