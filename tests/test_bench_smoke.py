@@ -65,3 +65,25 @@ def test_elements_bench_quick(tmp_path: Path) -> None:
     assert set(r["element_ms_per_frame_over_identity"]) == {
         "pytracker", "pyosd", "pytracker_numpy", "pytracker_axis", "pytracker_axis_numpy", "python_noop_axis",
     }  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_vlm_async_bench_quick(tmp_path: Path) -> None:
+    """bench/vlm_async.py (pyvlm async vs sync, the README's figures) runs, and its figures say what they should:
+    with a slow model the async video is not held (no paced frame late), the sync video is (every one)."""
+    out = tmp_path / "vlm.json"
+    script = BENCH.with_name("vlm_async.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--frames", "24", "--delays", "0.1", "--out", str(out)],
+        capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["command"][-1] == str(out) and r["machine"]["cpu_count"] and r["date"]
+    rows = {(x["mode"], x["paced_fps"] is not None): x for x in r["results"]}
+    assert set(rows) == {("async", False), ("sync", False), ("async", True), ("sync", True)}
+    assert all(x["frames"] == 24 for x in rows.values())
+    assert rows["sync", False]["answers"] == 24  # every frame answered on itself
+    assert rows["sync", True]["frames_later_than_one_interval"] == 24  # 0.1 s a call: each frame held past 33 ms
+    assert rows["async", True]["frames_later_than_one_interval"] <= 6  # not held (a few: a loaded machine's hiccups)
+    assert rows["async", False]["video_frames_per_s"] > 2 * rows["sync", False]["video_frames_per_s"]
