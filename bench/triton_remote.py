@@ -8,7 +8,10 @@ and runs, side by side in one process and interleaved (A B C D ... A B C D ...),
 
 - ``local``: ``appsrc ! pyinfer model-engine=<shapes.torchscript> ! fakesink`` (the model in the element);
 - ``grpc``, ``http``: ``model-engine=triton://...`` / ``http://...`` with ``shm=off`` (the tensor on the wire);
-- ``shm``: gRPC with the input tensor in system shared memory (``shm=on``; what ``shm=auto`` picks on loopback);
+- ``shm``: gRPC with the input tensor in system shared memory (``shm=system``; what ``shm=auto`` picks on
+  loopback for an element on the CPU);
+- ``cudashm`` (``--device cuda``): gRPC with the input in CUDA shared memory (``shm=cuda``; what ``shm=auto``
+  picks for an element on a GPU);
 
 each at ``--batches`` (batch-size 1 and 8), default ``in-flight`` (2). Per run of one pipeline:
 
@@ -33,8 +36,9 @@ Writes bench/results/triton-<device>-<UTC date>.json (or ``--out``) with the com
     .venv/bin/python bench/triton_remote.py                  # ~5 min
     .venv/bin/python bench/triton_remote.py --device cuda    # GPU machine: model on the GPU in the server and locally
 
-backend=triton has no CUDA shared memory: with ``--device cuda`` the client letterboxes on the GPU, copies the
-tensor to host memory for the wire or system shared memory, and the server's model.py moves it to its GPU.
+With ``--device cuda`` the client letterboxes on the GPU; ``grpc``/``http``/``shm`` copy the tensor to host memory
+(for the wire or system shared memory) and the server's model.py moves it back to its GPU; ``cudashm`` (added
+with ``--device cuda``) copies it device to device into a region the server reads in place (CUDA shared memory).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ import numpy as np  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
 VARIANTS = ("local", "grpc", "http", "shm")
+#: Added with --device cuda: gRPC with the input in CUDA shared memory (device to device, no host copy).
+CUDA_VARIANTS = ("cudashm",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,12 +89,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads of the server's model (0: as local)")
     p.add_argument("--queue-delay-us", type=int, default=1000, help="the server's dynamic batching window")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="", help=f"comma-separated (default {','.join(VARIANTS)}, and "
+                   f"{','.join(CUDA_VARIANTS)} with --device cuda)")  # fmt: skip
     p.add_argument("--no-processes", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # a child process's settings (JSON)
     args = p.parse_args(argv)
     quick = args.quick
+    if not args.variants:
+        args.variants = ",".join(VARIANTS + (CUDA_VARIANTS if args.device.startswith("cuda") else ()))
     for name, full, short in (("frames", 96, 32), ("latency_batches", 12, 6), ("reps", 3, 2),
                               ("process_frames", 120, 32), ("process_reps", 2, 1), ("calls", 10, 5)):  # fmt: skip
         if getattr(args, name) is None:
@@ -117,7 +126,9 @@ def model_url(server, variant: str) -> str:
     if variant == "http":
         return server.url("shapes", "http", shm="off")
     if variant == "shm":
-        return server.url("shapes", "grpc", shm="on")
+        return server.url("shapes", "grpc", shm="system")
+    if variant == "cudashm":
+        return server.url("shapes", "grpc", shm="cuda")
     raise ValueError(variant)
 
 
@@ -308,6 +319,12 @@ def call_table(server, args) -> dict:
                             torch.cuda.synchronize()
                         times[v].append(time.perf_counter() - t0)
             rows = {v: {"ms_per_call": ms(t)} for v, t in times.items()}
+            if "local" in models:  # the same numbers whichever way the tensor travelled
+                want = models["local"].forward(x)[0].float().cpu()
+                for v, m in models.items():
+                    got = m.forward(x)[0].float().cpu()
+                    rows[v]["max_abs_diff_vs_local"] = round(float((got - want).abs().max()), 6)
+                    rows[v]["shm"] = m.metadata.get("triton", {}).get("shm", "-")
             if "local" in rows:
                 for v, row in rows.items():
                     if v != "local":
@@ -477,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
                 "local": "model-engine=<shapes.torchscript>",
                 "grpc": "triton://...?shm=off",
                 "http": "http://...?shm=off",
-                "shm": "triton://...?shm=on (system shared memory)",
+                "shm": "triton://...?shm=system (system shared memory)",
+                "cudashm": "triton://...?shm=cuda (CUDA shared memory; --device cuda only)",
             },
             "device": args.device,
             "throughput_frames": args.frames,
@@ -486,7 +504,6 @@ def main(argv: list[str] | None = None) -> int:
             "process_frames": args.process_frames,
             "process_reps": args.process_reps,
             "quick": args.quick,
-            "cuda_shared_memory": "not supported by backend=triton (system shared memory only)",
         },
         "element": element,
         "call": calls,

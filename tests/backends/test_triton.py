@@ -89,6 +89,24 @@ def test_metadata_comes_from_the_server_model_config(server):
     status = grpcclient.InferenceServerClient(server.grpc).get_system_shared_memory_status(as_json=True)
     registered = set(status.get("regions", {}))
     assert set(model.remote.handles) <= registered
+    assert model.metadata["triton"]["shm"] == "system"  # the element runs on the CPU here: no CUDA shared memory
+
+
+def test_shm_cuda_needs_the_element_on_a_gpu(server):
+    with pytest.raises(ConfigError, match="shm=cuda needs the element on a GPU"):
+        load_model(server.url("shapes", shm="cuda"), "cpu")
+
+
+def test_shm_system_and_off_say_where_the_input_travels(server, embedded_model):
+    import torch
+
+    x = torch.rand(2, 3, 384, 384)
+    want = torch.jit.load(str(embedded_model.path))(x)
+    for shm, kind in (("system", "system"), ("off", "off")):
+        model = load_model(server.url("shapes", shm=shm), "cpu", max_batch=2)
+        assert model.metadata["triton"]["shm"] == kind
+        assert bool(model.remote.handles) == (kind == "system") and model.remote.cuda is None
+        torch.testing.assert_close(model.forward(x)[0], want, atol=1e-3, rtol=1e-4)
 
 
 def test_a_batch_above_the_server_max_is_sent_in_chunks(server, embedded_model):
@@ -327,6 +345,16 @@ def test_urls_name_the_protocol_model_version_and_options():
     )  # fmt: skip
     assert (parse_url("http://h/m").port, parse_url("grpc://h/m").port) == (8000, 8001)
     assert not parse_url("triton://10.0.0.5:8001/m").use_shm and parse_url("triton://127.0.0.1/m").use_shm
+    # which shared memory is tried, in order, for an element on a GPU / on the CPU
+    kinds = {shm: (parse_url(f"triton://127.0.0.1/m?shm={shm}").shm_kinds("cuda"),
+                   parse_url(f"triton://127.0.0.1/m?shm={shm}").shm_kinds("cpu"))
+             for shm in ("auto", "on", "off", "cuda", "system")}  # fmt: skip
+    assert kinds == {
+        "auto": (["cuda", "system"], ["system"]), "on": (["cuda", "system"], ["system"]), "off": ([], []),
+        "cuda": (["cuda"], ["cuda"]), "system": (["system"], ["system"]),
+    }  # fmt: skip
+    assert parse_url("triton://10.0.0.5/m").shm_kinds("cuda") == []  # another host: over the wire
+    assert parse_url("triton://10.0.0.5/m?shm=cuda").shm_kinds("cuda") == ["cuda"]  # the user says it is this host
     assert resolve_backend("triton://h:8001/m") == "triton"
     assert resolve_backend("model.onnx") == "onnx"
 

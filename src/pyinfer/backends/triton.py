@@ -9,8 +9,16 @@
 
 Query options: ``timeout`` (seconds one request may take, default 10: a slow server fails the batch, never
 blocks it forever), ``connect-timeout`` (seconds to wait for the server and model to be ready at start,
-default 5), ``shm`` (``auto``: system shared memory for the input tensor when the host is this machine's
-loopback address; ``on``; ``off``).
+default 5), ``shm``: how the input tensor reaches a server on this machine's loopback address:
+
+- ``auto`` (default): CUDA shared memory when the element runs on a GPU (the letterboxed tensor is copied
+  device-to-device into a region the server opened with ``cudaIpcOpenMemHandle``: no trip through host memory),
+  else system shared memory; where the chosen kind cannot be set up (a server built without GPU support, no CUDA
+  IPC), the next one (system shared memory, then the wire), with a WARNING; over the wire for other hosts;
+- ``cuda`` / ``system``: that kind only, an error at start if the server refuses it;
+- ``on``: as ``auto``, also for a non-loopback host, and an error where no kind can be set up; ``off``: the wire.
+
+Outputs always come back in the response.
 
 What goes over the wire is the letterboxed (B, 3, H, W) tensor pyinfer makes for every backend: float32 (or
 float16) when the model's input is TYPE_FP32 (TYPE_FP16), and the same pixels as uint8 when the server's model
@@ -53,6 +61,8 @@ SCHEMES = {"triton": "grpc", "grpc": "grpc", "triton+grpc": "grpc", "http": "htt
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 #: Triton input data types pyinfer sends: config data_type -> (wire datatype, torch dtype name).
 INPUT_TYPES = {"TYPE_FP32": ("FP32", "float32"), "TYPE_FP16": ("FP16", "float16"), "TYPE_UINT8": ("UINT8", "uint8")}
+#: Values of the ``shm`` URL option.
+SHM_CHOICES = ("auto", "on", "off", "cuda", "system")
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 2.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -85,7 +95,15 @@ class TritonTarget:
 
     @property
     def use_shm(self) -> bool:
-        return self.shm == "on" or (self.shm == "auto" and self.host in LOOPBACK)
+        return self.shm in ("on", "cuda", "system") or (self.shm == "auto" and self.host in LOOPBACK)
+
+    def shm_kinds(self, device_type: str) -> list[str]:
+        """The shared memory kinds to try, in order ("cuda", "system"); empty: over the wire."""
+        if not self.use_shm:
+            return []
+        if self.shm in ("cuda", "system"):
+            return [self.shm]
+        return ["cuda", "system"] if device_type == "cuda" else ["system"]
 
 
 def parse_url(path: str) -> TritonTarget:
@@ -125,8 +143,8 @@ def parse_url(path: str) -> TritonTarget:
                 raise ConfigError(f"model-engine {path!r}: {key}={query[key]!r} is not a positive number of seconds")
             setattr(target, attr, value)
     if "shm" in query:
-        if query["shm"] not in ("auto", "on", "off"):
-            raise ConfigError(f"model-engine {path!r}: shm={query['shm']!r} is not one of auto, on, off")
+        if query["shm"] not in SHM_CHOICES:
+            raise ConfigError(f"model-engine {path!r}: shm={query['shm']!r} is not one of {', '.join(SHM_CHOICES)}")
         target.shm = query["shm"]
     return target
 
@@ -169,6 +187,8 @@ class TritonModel:
         self.regions: queue.Queue[str] = queue.Queue()
         self.region_bytes = 0
         self.handles: dict[str, Any] = {}
+        self.cuda: CudaRegions | None = None  # CUDA shared memory regions (shm=cuda/auto on a GPU)
+        self.shm_kind = "off"  # what the input travels in: cuda, system (shared memory) or off (the wire)
         self.registered = False
         self.reconnect = False
         self.generation = 0
@@ -313,8 +333,28 @@ class TritonModel:
             self.regions.put(name)
         weakref.finalize(self, _destroy_shm, self.target, self.client_mod, dict(self.handles))
 
+    def drop_shm(self) -> None:
+        """Forget shared memory that could not be set up (regions unregistered where they were, and freed)."""
+        handles, cuda = dict(self.handles), self.cuda
+        self.handles.clear()
+        self.cuda = None
+        self.registered = False
+        while not self.regions.empty():
+            self.regions.get_nowait()
+        if handles:
+            _destroy_shm(self.target, self.client_mod, handles)
+        if cuda is not None:
+            _destroy_cuda_shm(self.target, self.client_mod, cuda)
+
+    def setup_cuda_shm(self, nbytes: int, count: int) -> None:
+        self.cuda = CudaRegions(self.device, nbytes, count)
+        self.region_bytes = nbytes
+        for name in self.cuda.regions:
+            self.regions.put(name)
+        weakref.finalize(self, _destroy_cuda_shm, self.target, self.client_mod, self.cuda)
+
     def ensure_registered(self) -> None:
-        if self.registered or not self.handles:
+        if self.registered or not (self.handles or self.cuda):
             return
         for name in self.handles:
             try:  # noqa: SIM105
@@ -322,6 +362,14 @@ class TritonModel:
             except Exception:
                 pass
             self._call(self.ctl().register_system_shared_memory, name, "/" + name, self.region_bytes)
+        if self.cuda is not None:
+            index = self.device.index if self.device.index is not None else 0
+            for name, raw in self.cuda.handles.items():
+                try:  # noqa: SIM105
+                    self._call(self.ctl().unregister_cuda_shared_memory, name)
+                except Exception:
+                    pass
+                self._call(self.ctl().register_cuda_shared_memory, name, raw, index, self.region_bytes)
         self.registered = True
 
 
@@ -344,6 +392,94 @@ def _destroy_shm(target: TritonTarget, client_mod: ModuleType, handles: dict[str
             pass
 
 
+class CudaRegions:
+    """Device memory the server reads the input from (Triton's CUDA shared memory).
+
+    Each region is its own ``cudaMalloc`` (not torch's caching allocator: the server opens the handle of a whole
+    allocation and reads from its start, and a tensor of torch's may sit inside a larger block) with its
+    ``cudaIpcGetMemHandle``, sent base64-encoded as tritonclient's ``register_cuda_shared_memory`` wants it.
+    The CUDA runtime is the one torch loaded (so the same device numbering and context)."""
+
+    def __init__(self, device: torch.device, nbytes: int, count: int) -> None:
+        import base64
+        import ctypes
+
+        import torch
+
+        from pyinfer.frames.pinning import _cudart_path
+
+        path = _cudart_path()
+        if path is None:
+            raise RuntimeError("no CUDA runtime loaded in this process")
+        rt = ctypes.CDLL(path)
+        rt.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+        rt.cudaIpcGetMemHandle.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        rt.cudaFree.argtypes = [ctypes.c_void_p]
+        self._rt = rt
+        self.device = device
+        self.nbytes = nbytes
+        self.ptrs: dict[str, int] = {}
+        self.handles: dict[str, bytes] = {}  # name -> base64 cudaIpcMemHandle_t
+        self.views: dict[str, Any] = {}  # name -> uint8 tensor over the region
+        self.regions: list[str] = []
+        with torch.cuda.device(device):
+            for i in range(count):
+                name = f"pyinfer-cuda-{os.getpid()}-{next(_ids)}-{i}"
+                ptr = ctypes.c_void_p()
+                err = rt.cudaMalloc(ctypes.byref(ptr), nbytes)
+                if err:
+                    self.free()
+                    raise RuntimeError(f"cudaMalloc of {nbytes} bytes failed (cudaError {err})")
+                self.ptrs[name] = int(ptr.value or 0)
+                handle = ctypes.create_string_buffer(64)  # cudaIpcMemHandle_t: 64 opaque bytes
+                err = rt.cudaIpcGetMemHandle(handle, ptr)
+                if err:
+                    self.free()
+                    raise RuntimeError(f"cudaIpcGetMemHandle failed (cudaError {err}): no CUDA IPC here")
+                self.handles[name] = base64.b64encode(handle.raw)
+                self.views[name] = torch.as_tensor(_DeviceBytes(self.ptrs[name], nbytes), device=device)
+                self.regions.append(name)
+
+    def write(self, name: str, x: torch.Tensor) -> int:
+        """Copy ``x`` (on the device) to the start of region ``name`` and wait for the copy; its byte count."""
+        import torch
+
+        flat = x.contiguous().reshape(-1).view(torch.uint8)
+        n = int(flat.numel())
+        self.views[name][:n].copy_(flat)
+        torch.cuda.current_stream(self.device).synchronize()  # the server reads it as soon as the request lands
+        return n
+
+    def free(self) -> None:
+        self.views.clear()
+        for ptr in self.ptrs.values():
+            self._rt.cudaFree(ptr)
+        self.ptrs.clear()
+
+
+class _DeviceBytes:
+    """A device pointer as a uint8 vector for ``torch.as_tensor`` (``__cuda_array_interface__`` version 3)."""
+
+    def __init__(self, ptr: int, nbytes: int) -> None:
+        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (ptr, False), "version": 3}
+
+
+def _destroy_cuda_shm(target: TritonTarget, client_mod: ModuleType, regions: CudaRegions) -> None:
+    try:
+        client = client_mod.InferenceServerClient(target.url)
+        for name in regions.handles:
+            try:  # noqa: SIM105
+                client.unregister_cuda_shared_memory(name)
+            except Exception:
+                pass
+    except Exception:
+        pass
+    try:  # noqa: SIM105
+        regions.free()
+    except Exception:
+        pass
+
+
 def _index_models(index: Any) -> list:
     if isinstance(index, dict):
         return index.get("models", [])
@@ -355,6 +491,15 @@ def _index_models(index: Any) -> list:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _DeviceTensor:
+    """A device tensor with the two attributes ``send`` reads of a NumPy array (``shape``, ``nbytes``)."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+        self.shape = tuple(t.shape)
+        self.nbytes = int(t.numel() * t.element_size())
 
 
 @dataclass
@@ -418,38 +563,55 @@ def load_triton(path: str, device: str, *, precision: str = "fp32", max_batch: i
     np_dtype = np.dtype(np_name)
     client = conn.client_mod
 
-    if target.use_shm and static_size is not None:
+    kinds = target.shm_kinds(conn.device.type) if static_size is not None else []
+    if "cuda" in kinds and conn.device.type != "cuda":
+        raise ConfigError(f"model-engine {path}: shm=cuda needs the element on a GPU (device=cuda)")
+    for i, kind in enumerate(kinds):
         per_frame = 3 * dims[1] * dims[2] * np_dtype.itemsize
         try:
-            conn.setup_shm(per_frame * min(max_batch, chunk), count=8)
+            if kind == "cuda":
+                conn.setup_cuda_shm(per_frame * min(max_batch, chunk), count=4)
+            else:
+                conn.setup_shm(per_frame * min(max_batch, chunk), count=8)
             conn.ensure_registered()
+            conn.shm_kind = kind
+            break
         except Exception as exc:
-            if target.shm == "on":
-                raise ModelError(f"Triton server {target.url}: system shared memory failed: {first_line(exc)}") from exc
-            log.warning("Triton server %s: no system shared memory (%s); tensors go over the wire", target.url,
-                        first_line(exc))  # fmt: skip
-            conn.handles.clear()
+            conn.drop_shm()
+            last = i + 1 == len(kinds)
+            if target.shm in ("cuda", "system") or (target.shm == "on" and last):
+                raise ModelError(f"Triton server {target.url}: {kind} shared memory failed: {first_line(exc)}") from exc
+            then = "tensors go over the wire" if last else "system shared memory"
+            log.warning("Triton server %s: no %s shared memory (%s); %s", target.url, kind, first_line(exc), then)
+    metadata["triton"]["shm"] = conn.shm_kind
 
-    def to_wire(x: torch.Tensor) -> Any:
+    def wire_dtype(x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         if wire_type == "UINT8":
-            x = (x.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
-        elif wire_type == "FP16":
-            x = x.half()
-        else:
-            x = x.float()
-        return x.cpu().contiguous().numpy()
+            return (x.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+        return x.half() if wire_type == "FP16" else x.float()
+
+    def to_wire(x: torch.Tensor) -> Any:
+        return wire_dtype(x).cpu().contiguous().numpy()
+
+    def to_device_wire(x: torch.Tensor) -> Any:
+        """CUDA shared memory: the tensor stays on the device (``shape``/``nbytes`` as a NumPy array has them)."""
+        return _DeviceTensor(wire_dtype(x.to(conn.device)).contiguous())
 
     def send(x: torch.Tensor) -> Pending:
         conn.check()
         conn.fresh_connection()
-        arr = to_wire(x)
+        arr = to_wire(x) if conn.cuda is None else to_device_wire(x)
         if fixed is not None and arr.shape[0] != fixed:
             raise ModelError(f"Triton model {target.model} takes batches of exactly {fixed}")
         region = None
         infer_input = client.InferInput(input_name, list(arr.shape), wire_type)
         try:
-            if conn.handles and arr.nbytes <= conn.region_bytes:  # larger than the batch-size: over the wire
+            if conn.cuda is not None and arr.nbytes <= conn.region_bytes:  # device to device, no host copy
+                conn.ensure_registered()
+                region = conn.regions.get(timeout=target.timeout_s)
+                infer_input.set_shared_memory(region, conn.cuda.write(region, arr.t))
+            elif conn.handles and arr.nbytes <= conn.region_bytes:  # larger than the batch-size: over the wire
                 import tritonclient.utils.shared_memory as shm
 
                 conn.ensure_registered()
@@ -457,7 +619,7 @@ def load_triton(path: str, device: str, *, precision: str = "fp32", max_batch: i
                 shm.set_shared_memory_region(conn.handles[region], [arr])
                 infer_input.set_shared_memory(region, arr.nbytes)
             else:
-                infer_input.set_data_from_numpy(arr)
+                infer_input.set_data_from_numpy(arr if isinstance(arr, np.ndarray) else arr.t.cpu().numpy())
         except Exception as exc:
             if region is not None:
                 conn.regions.put(region)
