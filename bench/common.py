@@ -31,7 +31,7 @@ def machine_info() -> dict:
     try:
         from pyinfer._gi import Gst
 
-        gst = Gst.version_string()
+        gst = Gst.version_string() if Gst.is_initialized() else "not used"
     except (ImportError, ValueError):
         gst = "absent"
     return {

@@ -92,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", default="", help=f"comma-separated (default {','.join(VARIANTS)}, and "
                    f"{','.join(CUDA_VARIANTS)} with --device cuda)")  # fmt: skip
     p.add_argument("--no-processes", action="store_true")
+    p.add_argument("--calls-only", action="store_true", help="only the model-call table (no GStreamer needed)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # a child process's settings (JSON)
     args = p.parse_args(argv)
@@ -450,11 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     from pyinfer.zoo import get_model
     from triton_support import TritonServer, write_repository
 
-    pyinfer.register()
+    if not args.calls_only:
+        pyinfer.register()
     threads = args.threads or torch.get_num_threads()
     t_start = time.monotonic()
     load_start = os.getloadavg()
-    frames = scene_frames()
+    frames = [] if args.calls_only else scene_frames()
     with tempfile.TemporaryDirectory(prefix="pyinfer-triton-bench-") as tmp:
         work = Path(tmp)
         batch_log = work / "batches.jsonl"
@@ -466,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         ready_s = time.monotonic() - t0
         try:
-            element = element_table(server, args, frames)
+            element = {} if args.calls_only else element_table(server, args, frames)
             calls = call_table(server, args)
-            processes = {} if args.no_processes else process_table(server, args, batch_log)
+            processes = {} if args.no_processes or args.calls_only else process_table(server, args, batch_log)
         except BaseException:
             print(server.tail(), file=sys.stderr)
             raise

@@ -5,7 +5,7 @@ The element on the GPU letterboxes there; with ``shm=cuda`` the tensor is copied
 the server opened through CUDA IPC (registered with ``register_cuda_shared_memory``), never through host memory.
 The server's python-backend model runs the embedded detector on the GPU. Its outputs must equal the local
 backend's, the regions must be the ones the server lists, and ``shm=auto`` must pick CUDA shared memory here.
-CI has no GPU: skipped there, saying why.
+CI has no GPU: skipped there, saying why. It needs no GStreamer (``pytest --noconftest`` works).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ except (ImportError, FileNotFoundError) as exc:
     pytest.skip(f"needs the nvidia-pytriton tritonserver: {exc}", allow_module_level=True)
 
 from pyinfer.backends import load_model
+from pyinfer.zoo import get_model
+
+# No GStreamer here (the fixtures of tests/conftest.py are not used): the GPU machine's carry limit leaves room for
+# the tritonserver bundle or GStreamer's, so this runs as ``pytest --noconftest tests/gpu/test_triton_cuda_shm.py``.
+
+
+@pytest.fixture(scope="module")
+def embedded_model():
+    return get_model()
 
 
 @pytest.fixture(scope="module")
