@@ -225,3 +225,65 @@ def test_per_object_attributes_travel_as_json_user_meta():
     assert [t["label"] for t in meta.data["topk"]] == ["owl", "cat"]
     assert meta.data["topk"][1]["confidence"] == pytest.approx(0.1)
     assert meta.data["colour"] == 3 and "unique_id" not in meta.data
+
+
+# -- masks and keypoints (issue #15) ---------------------------------------------------------------------------------
+def _seg_pose() -> Detections:
+    xyxy = np.array([[10.0, 10.0, 50.0, 40.0], [100.0, 20.0, 180.0, 90.0]], np.float32)
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[0, 2:6, 2:6] = 255
+    masks[1, :, :4] = 200
+    kpts = np.array([[[12.0, 11.0, 0.9], [48.5, 39.25, 0.2]], [[101.0, 21.0, 0.8], [179.0, 89.0, 0.7]]], np.float32)
+    return Detections(xyxy, np.array([0.9, 0.8], np.float32), np.array([0, 1], np.int32), labels=("a", "b"),
+                      masks=masks, keypoints=kpts)  # fmt: skip
+
+
+def test_masks_become_mask_params_in_memory_deepstream_can_free():
+    from pyinfer.meta.deepstream import MASK_THRESHOLD
+
+    dets = _seg_pose()
+    bm, report = _write_sm(dets)
+    assert report.written == 2 and not report.not_written
+    for obj, cells in zip(bm.objects, dets.masks):
+        m = obj.mask_params
+        assert (m.width, m.height, m.size) == (8, 8, 8 * 8 * 4)  # the model's cells over the box, as nvinfer's
+        assert m.threshold == MASK_THRESHOLD
+        np.testing.assert_allclose(m.values, cells / 255.0, atol=1e-6)
+        assert [name for name, _ in obj.writes].count("mask_params.mask_array") == 1
+    import gc
+
+    gc.collect()  # nothing in Python owns the blocks: collecting must not free them
+    nvds.reset()  # DeepStream releases the batch: each block still holds its mask and is g_free'd
+    assert not nvds.MASKS
+
+
+def test_the_fake_refuses_numpy_owned_mask_memory():
+    """What pyinfer must not do: hand pyservicemaker's non-copying setter an array NumPy will free."""
+    buf, _bm = _batch()
+    batch_meta = sm.Buffer(buf).batch_meta
+    om = batch_meta.acquire_object_meta()
+    with pytest.raises(nvds.BadFree, match="NumPy"):
+        om.mask_params.mask_array = np.ones((4, 4), np.float32)
+    with pytest.raises(nvds.BadFree, match="NumPy"):
+        om.mask_params.mask_array = np.ones((4, 8), np.float32)[:, :4].copy()
+
+
+def test_keypoints_become_a_json_user_meta_on_their_object():
+    from pyinfer.meta.deepstream import KEYPOINTS_META_TYPE
+
+    dets = _seg_pose()
+    bm, _ = _write_sm(dets)
+    for obj, kpts in zip(bm.objects, dets.keypoints):
+        metas = [u for u in obj.user_meta if u.meta_type == KEYPOINTS_META_TYPE]
+        assert len(metas) == 1
+        np.testing.assert_allclose(metas[0].data["keypoints"], kpts, atol=1e-3)
+
+
+def test_pyds_reports_masks_and_keypoints_it_cannot_write():
+    buf, bm = _batch()
+    batch_meta = pyds.gst_buffer_get_nvds_batch_meta(hash(buf))
+    frame = pyds.NvDsFrameMeta.cast(batch_meta.frame_meta_list.data)
+    report = PydsWriter(pyds, WriterOptions()).write_frame(batch_meta, frame, _seg_pose(), W, H)
+    assert report.written == 2
+    assert report.not_written == {"masks", "keypoints"}
+    assert all(o.mask_params.data == 0 for o in bm.objects)

@@ -10,7 +10,12 @@ What is enforced here (from ../shared/deepstream-contract.md):
   that forgets a field is caught by the tests;
 - labels are limited to 127 bytes (``obj_label[128]``): a longer one raises :class:`Overflow` (the real
   bindings overflow the buffer);
-- ``rotation_angle`` exists only when the fake plays DeepStream >= 9 (``ds_major``).
+- ``rotation_angle`` exists only when the fake plays DeepStream >= 9 (``ds_major``);
+- ``mask_params.data`` belongs to DeepStream once set: it is freed with the real ``g_free`` when the batch is
+  released (:func:`reset`), as DeepStream frees nvinfer's g_malloc'd masks. pyservicemaker's ``mask_array``
+  setter stores the array's pointer without copying, so memory NumPy owns (it would be freed twice) raises
+  :class:`Overflow`-like :class:`BadFree` at the setter, and a mask set twice on one object (the first block would
+  leak) raises too. At release the block must still hold the values it held when set (a freed block would not).
 """
 
 from __future__ import annotations
@@ -40,6 +45,47 @@ def live_pixel_views() -> int:
     return len(_PIXEL_VIEWS)
 
 
+class BadFree(RuntimeError):
+    """Memory handed to DeepStream that it cannot free with g_free (the real one corrupts the heap)."""
+
+
+@dataclass
+class MaskParams:
+    """NvOSD_MaskParams: ``data`` is a float* (an address), ``size`` its byte size."""
+
+    data: int = 0
+    size: int = 0
+    threshold: float = 0.0
+    width: int = 0
+    height: int = 0
+    values: np.ndarray | None = None  # a copy taken when set (what a release checks the block still holds)
+
+
+#: Masks handed to DeepStream, freed with g_free by reset() (the batch's release).
+MASKS: list[MaskParams] = []
+
+
+def _g_free() -> Any:
+    import ctypes
+
+    fn = ctypes.CDLL("libglib-2.0.so.0").g_free
+    fn.argtypes, fn.restype = [ctypes.c_void_p], None
+    return fn
+
+
+def release_masks() -> None:
+    """What DeepStream does with each object's mask when the batch is released: check it, then g_free it."""
+    import ctypes
+
+    g_free = _g_free()
+    masks, MASKS[:] = list(MASKS), []
+    for m in masks:
+        now = np.ctypeslib.as_array((ctypes.c_float * (m.width * m.height)).from_address(m.data)).copy()
+        if m.values is not None and not np.array_equal(now.reshape(m.height, m.width), m.values):
+            raise BadFree(f"mask_params.data at 0x{m.data:x} changed before DeepStream released it (freed early?)")
+        g_free(m.data)
+
+
 class Overflow(RuntimeError):
     """A write past a fixed-size C buffer (the real bindings corrupt memory here)."""
 
@@ -49,6 +95,7 @@ class Segfault(RuntimeError):
 
 
 def reset() -> None:
+    release_masks()
     REGISTRY.clear()
     HISTORY.clear()
 
@@ -165,6 +212,7 @@ class ObjectMeta:
         self.label = ""
         self.rect_params = Rect(self, rotation=batch.ds_major >= 9)
         self.text_params = TextParams(self)
+        self.mask_params = MaskParams()
         self.user_meta: list[UserMeta] = []
         self.writes.clear()
         self.attached_to: FrameMeta | None = None

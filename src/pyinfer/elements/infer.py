@@ -1197,6 +1197,11 @@ class InferElement(PackedVideoFilter):
         if report.labels_cut:
             self._warn_limited("labels", Gst.ResourceError.SETTINGS, f"labels longer than 127 bytes cut for "
                                f"NvDsObjectMeta: {sorted(report.labels_cut)[0][:40]!r}...")  # fmt: skip
+        if report.not_written:
+            self._warn_limited("not-written", Gst.ResourceError.SETTINGS, f"the model's "
+                               f"{' and '.join(sorted(report.not_written))} are not written through pyds (it has no "
+                               "way to hand DeepStream a mask or a custom user meta without a compiled binding): "
+                               "use pyservicemaker (meta=deepstream)")  # fmt: skip
 
     def _failed(self, exc: BaseException, frames: int) -> Gst.FlowReturn:
         """Apply the on-error policy to a failure that cost ``frames`` frames their detections."""

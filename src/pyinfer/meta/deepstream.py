@@ -18,6 +18,14 @@ in as module objects, never imported at module level. Field by field this mirror
   (pyservicemaker only: pyds needs a compiled binding for custom user meta);
 - per-object attributes (``Detections.extra``, e.g. a classifier's top-k labels and scores): a JSON user meta
   of type :data:`ATTRIBUTES_META_TYPE` on the object (pyservicemaker only);
+- instance masks (``Detections.masks``): ``mask_params`` as nvinfer writes them, a float mask local to the box
+  (the model's S x S cells over it, values the probability) with ``threshold`` 0.5, in memory from ``g_malloc``:
+  DeepStream frees ``mask_params.data`` with ``g_free`` when the object is released (nvinfer g_malloc's it),
+  and pyservicemaker's ``mask_array`` setter stores the array's pointer without copying
+  (deepstream-contract.md §1.6), so the array handed to it wraps a g_malloc'd block, never NumPy's own memory
+  (pyservicemaker only; pyds reports them as not written);
+- keypoints (``Detections.keypoints``): a JSON user meta of type :data:`KEYPOINTS_META_TYPE` on the object,
+  ``{"keypoints": [[x, y, confidence], ...]}`` in frame pixels (pyservicemaker only);
 - optional event meta for nvmsgconv: ``acquire_event_message_meta`` + ``generate`` + ``append`` per object.
 """
 
@@ -40,6 +48,8 @@ NVDS_START_USER_META = 8193
 #: no nvds_get_user_meta_type).
 ROTATED_BOX_META_TYPE = NVDS_START_USER_META + 0x5069  # "Pi"
 ATTRIBUTES_META_TYPE = NVDS_START_USER_META + 0x506A
+KEYPOINTS_META_TYPE = NVDS_START_USER_META + 0x506B
+MASK_THRESHOLD = 0.5  # ultralytics' (and Detections.masks') threshold on the mask probability
 MAX_LABEL_BYTES = 127  # obj_label is char[128]
 BORDER_WIDTH = 3  # nvinfer's default
 TEXT_ABOVE_PX = 10  # nvinfer puts the text 10 px above the box
@@ -76,11 +86,13 @@ class WriteReport:
     written: int = 0
     pool_exhausted: bool = False
     labels_cut: set[str] = field(default_factory=set)
+    not_written: set[str] = field(default_factory=set)  # what this writer cannot carry ("masks", "keypoints")
 
     def merge(self, other: WriteReport) -> None:
         self.written += other.written
         self.pool_exhausted |= other.pool_exhausted
         self.labels_cut |= other.labels_cut
+        self.not_written |= other.not_written
 
 
 @dataclass
@@ -227,6 +239,15 @@ class ServiceMakerWriter:
                 um = batch_meta.acquire_user_meta()
                 um.set_user_data_json(rows.attributes[i], ATTRIBUTES_META_TYPE)
                 om.append(um)
+            if dets.masks is not None:
+                mask = om.mask_params
+                mask.threshold = MASK_THRESHOLD
+                mask.mask_array = glib_float_mask(dets.masks[i])  # DeepStream g_free's it with the object
+            if dets.keypoints is not None:
+                um = batch_meta.acquire_user_meta()
+                um.set_user_data_json({"keypoints": dets.keypoints[i].astype(float).round(3).tolist()},
+                                      KEYPOINTS_META_TYPE)  # fmt: skip
+                om.append(um)
             frame_meta.append(om)
             if self.options.event_meta:
                 em = batch_meta.acquire_event_message_meta()
@@ -251,6 +272,10 @@ class PydsWriter:
             return report
         pyds = self.pyds
         rows, report.labels_cut = _rows(dets, width, height, rotation_field=False)
+        if dets.masks is not None:
+            report.not_written.add("masks")  # pyds cannot hand DeepStream a g_malloc'd mask without a binding
+        if dets.keypoints is not None:
+            report.not_written.add("keypoints")  # custom user meta needs a compiled binding with pyds
         uid = self.options.unique_id
         pyds.nvds_acquire_meta_lock(batch_meta)
         try:
@@ -284,6 +309,28 @@ class PydsWriter:
         finally:
             pyds.nvds_release_meta_lock(batch_meta)
         return report
+
+
+_G_MALLOC: Any = None
+
+
+def glib_float_mask(cells: np.ndarray) -> np.ndarray:
+    """A (S, S) uint8 mask (probability x 255) as a float32 array of probabilities in memory from ``g_malloc``,
+    which DeepStream frees with ``g_free`` (the array does not own it: nothing in Python frees it)."""
+    import ctypes
+
+    global _G_MALLOC
+    if _G_MALLOC is None:
+        from pyinfer._clib import system_library
+
+        fn = system_library("glib-2.0", hold_gil=True).g_malloc
+        fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_void_p
+        _G_MALLOC = fn
+    h, w = cells.shape
+    ptr = _G_MALLOC(max(1, h * w) * 4)
+    out = np.ctypeslib.as_array((ctypes.c_float * (h * w)).from_address(ptr)).reshape(h, w)
+    np.multiply(cells, np.float32(1.0 / 255.0), out=out, casting="unsafe")
+    return out
 
 
 def labels_fit(labels: Sequence[str]) -> list[str]:

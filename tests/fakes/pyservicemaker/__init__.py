@@ -135,7 +135,7 @@ class ObjectMetadata(_Wrapper):
     def __getattr__(self, name: str) -> Any:
         if name in self._FIELDS:
             return getattr(self._t(), name)
-        if name in ("rect_params", "text_params"):
+        if name in ("rect_params", "text_params", "mask_params"):
             return getattr(osd, "_" + name)(self._t())
         raise AttributeError(f"'pyservicemaker.ObjectMetadata' object has no attribute {name!r}")
 

@@ -86,3 +86,63 @@ class Text:
         if int(value) < 0:
             raise TypeError("y_offset is unsigned")
         self._y = int(value)
+
+
+class _MaskRef:
+    """``om.mask_params`` (osd.Mask by reference): ``threshold``; ``mask_array`` getter = float32 (h, w) view of
+    ``data``, setter = stores the array's pointer and shape WITHOUT copying (deepstream-contract.md §1.6)."""
+
+    def __init__(self, meta: nvds.ObjectMeta):
+        object.__setattr__(self, "_meta", meta)
+
+    @property
+    def threshold(self) -> float:
+        return self._meta.mask_params.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._meta.mask_params.threshold = float(value)
+        self._meta.record("mask_params.threshold", float(value))
+
+    @property
+    def mask_array(self) -> Any:
+        import ctypes
+
+        import numpy as np
+
+        m = self._meta.mask_params
+        if not m.data:
+            return np.zeros((0, 0), np.float32)
+        return np.ctypeslib.as_array((ctypes.c_float * (m.width * m.height)).from_address(m.data)).reshape(
+            m.height, m.width
+        )
+
+    @mask_array.setter
+    def mask_array(self, arr: Any) -> None:
+        import numpy as np
+
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 2 or not arr.flags.c_contiguous:
+            raise TypeError("osd.Mask.mask_array takes a C-contiguous float32 (h, w) numpy array")
+        base: Any = arr
+        while isinstance(base, np.ndarray):
+            if base.flags.owndata:
+                raise nvds.BadFree("mask_array: the array's memory is NumPy's; the setter keeps only its pointer "
+                                   "and DeepStream g_free's it with the object (freed twice, or used after free)")
+            base = base.base
+        m = self._meta.mask_params
+        if m.data:
+            raise nvds.BadFree("mask_array set twice on one object: the first block would never be freed")
+        m.data, m.height, m.width = int(arr.ctypes.data), int(arr.shape[0]), int(arr.shape[1])
+        m.size = m.width * m.height * 4
+        m.values = arr.copy()
+        nvds.MASKS.append(m)
+        self._meta.record("mask_params.mask_array", (m.height, m.width))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in ("threshold", "mask_array"):
+            raise AttributeError(f"osd.Mask has no attribute {name!r}")
+        object.__setattr__(self, name, value)
+
+
+def _mask_params(meta: nvds.ObjectMeta) -> _MaskRef:
+    return _MaskRef(meta)
