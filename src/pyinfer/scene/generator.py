@@ -30,6 +30,11 @@ comes from its own generator, seeded by ``(seed, 2, object_id)``: the scene's ow
 marks, so a marked scene shows the same objects, moving the same way, as the unmarked scene of the same seed, and
 differs from it only by the marks' pixels (and ``SceneObject.mark`` in its truth).
 
+:meth:`Scene.instance_map` gives a frame's exact instance masks: per pixel, the id of the object whose fill,
+outline or mark :meth:`Scene.frame` painted there (later objects cover earlier ones), -1 for the background. It is
+computed from the same rasterisation (``_coverage``) as the image and draws nothing from the scene's generator.
+Axis-aligned scenes only.
+
 The default scenes (``rotated=False``, ``marked=False``) are frozen: their frames and truth are bit-identical to
 those the committed ``shapes`` model was trained and tested on (``tests/scene/test_golden.py``).
 """
@@ -230,17 +235,18 @@ def _mark_mask(body: _Body, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return (np.abs(xs) <= _BAR_HALF_WIDTH * s) & (np.abs(my) <= _BAR_HALF_HEIGHT * s)
 
 
-def _draw(img: np.ndarray, body: _Body) -> None:
-    """Rasterise one object in place: a pixel is drawn when its centre lies inside the shape."""
-    if body.rotated:
-        draw_rotated(img, body.cx, body.cy, body.angle, body.half_extent(), body.class_id, body.fill, body.outline)
-        return
-    height, width = img.shape[:2]
+def _coverage(
+    body: _Body, width: int, height: int
+) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Which pixels an axis-aligned body covers: ``(x0, y0, inside, inner, xs, ys)`` over the window of the frame
+    its box overlaps, or None where that window is empty. ``inside`` (h, w) is where a pixel's centre lies inside
+    the shape (outline and fill), ``inner`` where it lies inside the fill; ``xs`` (1, w) and ``ys`` (h, 1) are the
+    pixel centres' offsets from the body's centre. :func:`_draw` paints exactly these pixels."""
     left, top, right, bottom = body.box()
     x0, x1 = max(0, math.floor(left)), min(width, math.ceil(right))
     y0, y1 = max(0, math.floor(top)), min(height, math.ceil(bottom))
     if x0 >= x1 or y0 >= y1:
-        return
+        return None
     xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - body.cx)[None, :]
     ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - body.cy)[:, None]
     hw, hh = body.half_extent()
@@ -258,7 +264,20 @@ def _draw(img: np.ndarray, body: _Body) -> None:
         side = (np.abs(xs) * (2.0 * hh) - (ys + hh) * hw) / norm
         inside = (side <= 0.0) & (ys <= hh)
         inner = (side <= -t) & (ys <= hh - t)
-    win = img[y0:y1, x0:x1]
+    return x0, y0, inside, inner, xs, ys
+
+
+def _draw(img: np.ndarray, body: _Body) -> None:
+    """Rasterise one object in place: a pixel is drawn when its centre lies inside the shape."""
+    if body.rotated:
+        draw_rotated(img, body.cx, body.cy, body.angle, body.half_extent(), body.class_id, body.fill, body.outline)
+        return
+    height, width = img.shape[:2]
+    cover = _coverage(body, width, height)
+    if cover is None:
+        return
+    x0, y0, inside, inner, xs, ys = cover
+    win = img[y0 : y0 + inside.shape[0], x0 : x0 + inside.shape[1]]
     win[inside] = body.outline
     win[inner] = body.fill
     if body.mark is not None and body.mark != "plain":  # marked scenes only; in the outline colour, inside the fill
@@ -317,6 +336,34 @@ class Scene:
         for body in self._bodies:
             _draw(img, body)
         return img, self._truth()
+
+    def instance_map(self, index: int) -> np.ndarray:
+        """Which object each pixel of frame ``index`` shows: the exact instance masks of :meth:`frame`'s image.
+
+        The pixels are those :meth:`frame` paints (a pixel belongs to a shape when its centre lies inside it,
+        outline and fill alike, marks included), and a later-drawn object takes the pixels it covers from earlier
+        ones. Objects too little visible to be in :meth:`frame`'s truth still own their pixels here. Calling this
+        changes nothing :meth:`frame` returns: it only seeks the simulation, which is deterministic.
+
+        Returns:
+            (H, W) int32: the ``object_id`` of the object visible at each pixel, -1 where the background shows.
+
+        Raises:
+            ValueError: for rotated scenes (not supported).
+        """
+        if self.rotated:
+            raise ValueError("Scene.instance_map supports axis-aligned scenes only, not rotated=True")
+        if index < 0:
+            raise IndexError(f"frame index must be >= 0, got {index}")
+        self._seek(int(index))
+        out = np.full((self.height, self.width), -1, np.int32)
+        for body in self._bodies:
+            cover = _coverage(body, self.width, self.height)
+            if cover is None:
+                continue
+            x0, y0, inside = cover[0], cover[1], cover[2]
+            out[y0 : y0 + inside.shape[0], x0 : x0 + inside.shape[1]][inside] = body.object_id
+        return out
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, list[SceneObject]]]:
         """Frames 0, 1, 2, ... without end (slice with ``itertools.islice``)."""
