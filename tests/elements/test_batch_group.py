@@ -195,6 +195,36 @@ def test_a_stream_that_ends_early_or_stalls_does_not_hold_the_others(embedded_mo
         s.stop()
 
 
+@pytest.mark.parametrize("mode", ["stream", "thread"])
+def test_finished_buffers_are_pushed_by_their_own_streaming_thread(embedded_model, monkeypatch, mode):
+    """A stream that keeps bringing frames pushes its finished buffers itself, as a single element does from its
+    chain function: no output thread wakes per frame (each wake-up costs a GIL hand-over; issue #13). With
+    PYINFER_GROUP_PUSH=thread (the A/B switch) every buffer goes out on the member's output thread."""
+    monkeypatch.setattr(_group, "PUSH_MODE", mode)
+    feeds = {i: _frames(40 + i, 16) for i in range(2)}
+    s = Streams(embedded_model, 2, "batch-group=push batch-size=2")
+    pushers: dict[int, list[str]] = {0: [], 1: []}
+    for i in range(2):
+
+        def probe(pad, info, i=i):
+            pushers[i].append(threading.current_thread().name)
+            return Gst.PadProbeReturn.OK
+
+        s.pipeline.get_by_name(f"inf{i}").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
+    try:
+        msg = s.run_lockstep(feeds)
+        assert msg is not None and msg.type == Gst.MessageType.EOS, msg and msg.parse_error()
+    finally:
+        s.stop()
+    for i in range(2):
+        assert [p for p, _, _ in s.out[i]] == [k * Gst.SECOND // 30 for k in range(16)]  # all, once, in order
+        by_output = sum(name.startswith("pyinfer-out-") for name in pushers[i])
+        if mode == "thread":
+            assert by_output == 16, pushers[i]
+        else:  # the last frames (after the stream's last buffer, at EOS) may go out on the output thread
+            assert by_output <= 4, pushers[i]
+
+
 def test_a_member_asking_for_another_model_is_refused_naming_both(embedded_model, fixed_model):
     desc = (
         f"videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=320,height=256 ! "

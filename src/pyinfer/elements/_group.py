@@ -9,9 +9,13 @@ Every ``pyinfer`` with the same ``batch-group`` name in a process joins one :cla
   partial batch goes out after ``batch-timeout`` (default here: nvstreammux's usual 40 ms), so a stalled or
   ended stream never holds the others; a member's EOS sends its held frames at once;
 - **each stream its own order and output**: a batch's results are written into each frame's buffer with that
-  member's metadata settings (``unique-id``, ``meta``), and the buffer goes to its member's output queue,
-  pushed by the member's own thread: a member whose downstream blocks holds only itself (its streaming
-  thread waits once it has ``batch-size * (in-flight + 2)`` frames out), never the group;
+  member's metadata settings (``unique-id``, ``meta``), and the buffer goes to its member's output queue. The
+  member's own streaming thread pushes what is queued each time it brings a frame (as a single element
+  pushes from its chain function: no other thread wakes for it); a member whose streaming thread is waiting
+  (for room, at a drain) or has not come back within :data:`PUSH_GRACE_S` has its queue pushed by its output
+  thread instead (woken by the frame's delivery, or by the group's sweeper thread). A member whose downstream
+  blocks holds only itself (its streaming thread waits once it has ``batch-size * (in-flight + 2)`` frames out),
+  never the group;
 - frames of different sizes or formats are never mixed in one model call: a frame whose layout differs from
   the open batch's seals that batch first.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -41,6 +46,12 @@ log = logging.getLogger(__name__)
 
 #: A partial batch waits at most this long when the owner's batch-timeout is 0 (nvstreammux's usual 40 ms).
 DEFAULT_TIMEOUT_NS = 40_000_000
+#: Finished buffers wait at most about this long for their member's streaming thread to push them (it comes back
+#: with the stream's next frame) before the member's output thread pushes them.
+PUSH_GRACE_S = 0.005
+#: ``PYINFER_GROUP_PUSH=thread``: every buffer pushed by its member's output thread (the behaviour before the
+#: streaming threads pushed; for A/B measurements).
+PUSH_MODE = os.environ.get("PYINFER_GROUP_PUSH", "stream")
 
 _GROUPS: dict[str, BatchGroup] = {}
 _GROUPS_LOCK = threading.Lock()
@@ -85,6 +96,9 @@ class Member:
         self._queue: collections.deque[GroupItem] = collections.deque()
         self._stopping = False
         self._pushing = False
+        self._waiting = False  # the streaming thread waits (for room, a drain): it will not push meanwhile
+        self._queued_at = 0.0  # time.monotonic() of the oldest queued item (for the sweeper)
+        self.inline = PUSH_MODE != "thread"
         self._thread = threading.Thread(target=self._run, name=f"pyinfer-out-{element.get_name()}", daemon=True)
         self._thread.start()
 
@@ -94,7 +108,7 @@ class Member:
         with self._cond:
             epoch = self.epoch
             while self.outstanding >= self.limit and not self._stopping and epoch == self.epoch:
-                self._room.wait(0.1)
+                self._wait_room(0.1)
             if self._stopping or epoch != self.epoch:
                 return False
             self.outstanding += 1
@@ -102,8 +116,36 @@ class Member:
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every buffer taken so far is pushed or dropped."""
+        self.pump()
         with self._cond:
-            return self._room.wait_for(lambda: self.outstanding == 0 or self._stopping, timeout_s)
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while self.outstanding and not self._stopping:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._wait_room(0.1 if left is None else min(0.1, left))
+            return True
+
+    def _wait_room(self, timeout_s: float) -> None:
+        """Wait on ``_room`` (the caller holds the lock) as the streaming thread: meanwhile deliveries wake the
+        output thread, and what is already queued is handed to it now."""
+        self._waiting = True
+        if self._queue:
+            self._has_items.notify()
+        try:
+            self._room.wait(timeout_s)
+        finally:
+            self._waiting = False
+
+    def pump(self) -> None:
+        """On the streaming thread: push what is queued (in order), unless the output thread is pushing."""
+        with self._cond:
+            if self._pushing or not self._queue or self._stopping:
+                return
+            items = list(self._queue)
+            self._queue.clear()
+            self._pushing = True
+        self._push_items(items)
 
     def flush(self) -> None:
         """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch.
@@ -143,6 +185,7 @@ class Member:
         """Queue finished buffers, in order, for pushing: one wake-up for all of them."""
         with self._cond:
             queued = False
+            was_empty = not self._queue
             for item in items:
                 if item.epoch != self.epoch or self._stopping:
                     if item.epoch == self.epoch:
@@ -151,7 +194,10 @@ class Member:
                 self._queue.append(item)
                 queued = True
             if queued:
-                self._has_items.notify()
+                if not self.inline or self._waiting:
+                    self._has_items.notify()  # the streaming thread will not come to push them: the output thread
+                elif was_empty:
+                    self._queued_at = time.monotonic()  # the sweeper hands them over if nobody comes for them
             if len(self._queue) < len(items):  # some were dropped: room for the streaming thread
                 self._room.notify_all()
 
@@ -162,17 +208,35 @@ class Member:
                 self.outstanding -= 1
             self._room.notify_all()
 
+    def stale(self, now: float) -> bool:
+        """Whether queued buffers waited past the grace time for the streaming thread (the sweeper asks)."""
+        return bool(self._queue) and not self._pushing and now - self._queued_at >= PUSH_GRACE_S
+
+    def wake(self) -> None:
+        """The sweeper: the streaming thread did not come back in time; the output thread pushes the queue."""
+        with self._cond:
+            if self._queue and not self._pushing:
+                self._has_items.notify()
+
     def _run(self) -> None:
-        push = self.element._push
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
                     self._has_items.wait()
                 if self._stopping:
                     return
+                if self._pushing:  # the streaming thread is pushing: it takes what is queued when it is done
+                    self._has_items.wait(PUSH_GRACE_S)
+                    continue
                 items = list(self._queue)
                 self._queue.clear()
                 self._pushing = True
+            self._push_items(items)
+
+    def _push_items(self, items: list[GroupItem]) -> None:
+        """Push ``items`` in order (the caller set ``_pushing``); then count them out and make room."""
+        push = self.element._push
+        while True:
             try:
                 for item in items:
                     ret = Gst.FlowReturn.OK
@@ -184,11 +248,19 @@ class Member:
                             self.flow = ret  # the next ones are not pushed (as upstream will be told)
             finally:
                 with self._cond:
-                    self._pushing = False
                     for item in items:
                         if item.epoch == self.epoch:
                             self.outstanding -= 1
                     self._room.notify_all()
+                    items = []
+                    if self._queue and not self._stopping:  # delivered while we pushed: ours too, in order
+                        items = list(self._queue)
+                        self._queue.clear()
+                    else:
+                        self._pushing = False
+                        self._queued_at = 0.0
+            if not items:
+                return
 
 
 class BatchGroup:
@@ -212,6 +284,18 @@ class BatchGroup:
         self.closed = False
         self.pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle,
                                   name=f"pyinfer-group-{name}")  # fmt: skip
+        self._sweeper = threading.Thread(target=self._sweep, name=f"pyinfer-sweep-{name}", daemon=True)
+        self._sweeper.start()
+
+    def _sweep(self) -> None:
+        """Hand finished buffers that waited past PUSH_GRACE_S for their streaming thread to its output thread
+        (a stalled or slow stream: its next frame is not coming soon). One thread for the whole group."""
+        while not self.closed:
+            time.sleep(PUSH_GRACE_S)
+            now = time.monotonic()
+            for member in list(self.members.values()):
+                if member.stale(now):
+                    member.wake()
 
     # -- membership ---------------------------------------------------------------------------------------
     @classmethod
@@ -330,6 +414,8 @@ class BatchGroup:
         finally:
             if frame is not None:  # not taken by the batch (an error before _add_frame)
                 frame.close()
+        if member.inline:
+            member.pump()  # this stream's finished buffers go out from here, as a single element's do
         return member.flow
 
     def drain(self, element: Any) -> None:
