@@ -126,8 +126,10 @@ class _MaskRef:
         base: Any = arr
         while isinstance(base, np.ndarray):
             if base.flags.owndata:
-                raise nvds.BadFree("mask_array: the array's memory is NumPy's; the setter keeps only its pointer "
-                                   "and DeepStream g_free's it with the object (freed twice, or used after free)")
+                raise nvds.BadFree(
+                    "mask_array: the array's memory is NumPy's; the setter keeps only its pointer "
+                    "and DeepStream g_free's it with the object (freed twice, or used after free)"
+                )
             base = base.base
         m = self._meta.mask_params
         if m.data:
