@@ -51,6 +51,13 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "secondary keypoint model of an object's vertices in pyinfer's scenes (square corners, triangle vertices, "
         "circle extreme points; 4 keypoints) from its crop, 64x64 input (stretched), decoder yolo-pose",
     ),
+    "shapes-seg": EmbeddedModel(
+        "shapes-seg",
+        MODELS_DIR / "shapes-seg.torchscript",
+        MODELS_DIR / "shapes-seg.labels.txt",
+        "YOLOv8-seg-layout instance segmentation of pyinfer's synthetic scenes (circle, square, triangle): the "
+        "shapes detector, frozen, with mask prototypes and coefficients; 384x384 input, decoder yolo-seg",
+    ),
 }
 DEFAULT_MODEL = "shapes"
 
