@@ -75,9 +75,14 @@ demo: setup
 	    --publish $(DEMO_DIR)/marked/messages.jsonl --json $(DEMO_DIR)/marked/detections.jsonl \
 	    --video $(DEMO_DIR)/marked/annotated.mp4
 	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/marked/detections.jsonl --truth $(DEMO_DIR)/marked/truth.jsonl
+	@echo "--- instance segmentation: the shapes-seg model, masks scored against the scene's exact masks"
+	@mkdir -p $(DEMO_DIR)/seg
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --model-engine "$$($(VENV)/bin/pyinfer models --path shapes-seg)" \
+	    --track --json $(DEMO_DIR)/seg/detections.jsonl --video $(DEMO_DIR)/seg/annotated.mp4
+	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/seg/detections.jsonl --truth $(DEMO_DIR)/truth.jsonl --masks-seed 2024
 	@echo "--- text: the embedded counter model captions frames beside the video (pyvlm, docs/vlm.md)"
 	$(VENV)/bin/python -m pyinfer.text.demo $(DEMO_DIR)/video.mp4 --truth $(DEMO_DIR)/truth.jsonl --out $(DEMO_DIR)/text
-	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4 $(DEMO_DIR)/text/annotated.mp4"
+	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4 $(DEMO_DIR)/seg/annotated.mp4 $(DEMO_DIR)/text/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 # Lint, format check and type check (ruff and mypy, pinned in the test extra; configured in pyproject.toml).

@@ -217,3 +217,42 @@ def test_box_iou_table(a: tuple[float, ...], b: tuple[float, ...], want: float) 
 @pytest.mark.parametrize(("n", "m"), list(itertools.product([0, 3], [0, 2])))
 def test_box_iou_handles_empty_sets(n: int, m: int) -> None:
     assert box_iou(np.zeros((n, 4)), np.zeros((m, 4))).shape == (n, m)
+
+
+def test_masks_are_scored_against_the_scenes_exact_masks():
+    """evaluate_masks (pyinfer eval --masks-seed): a mask cut from the exact instance map scores near 1 (only the
+    64-cell grid loses), a quarter of it scores low, and a detection without a mask is not scored."""
+    from pyinfer.evaluate import evaluate_masks
+    from pyinfer.jsonl import mask_rle
+    from pyinfer.scene import Scene
+    from pyinfer.scene.video import truth_record
+
+    seed, w, h, s = 77, 320, 240, 64
+    scene = Scene(seed, w, h)
+    truths, good, bad = [], [], []
+    for f in range(3):
+        _img, objects = scene.frame(f)
+        truths.append(truth_record(f, 0, w, h, objects))
+        ids = Scene(seed, w, h).instance_map(f)
+        g, b = [], []
+        for k, o in enumerate(objects):
+            left, top, bw, bh = o.bbox
+            xs = np.clip((left + (np.arange(s) + 0.5) * bw / s).astype(int), 0, w - 1)
+            ys = np.clip((top + (np.arange(s) + 0.5) * bh / s).astype(int), 0, h - 1)
+            cells = ids[ys[:, None], xs[None, :]] == o.object_id
+            rec = {"bbox": list(o.bbox), "class_id": o.class_id, "confidence": 0.9, "label": o.label}
+            g.append({**rec, "mask": mask_rle(cells)})
+            quarter = np.zeros_like(cells)  # only the top-left quarter of the object's cells
+            quarter[: s // 2, : s // 2] = cells[: s // 2, : s // 2]
+            b.append({**rec, "mask": mask_rle(quarter)} if k else rec)  # the first one without a mask
+        good.append({"frame": f, "width": w, "height": h, "objects": g})
+        bad.append({"frame": f, "width": w, "height": h, "objects": b})
+    n = sum(len(t["objects"]) for t in truths)
+    assert n > 3
+    ok = evaluate_masks(good, truths, seed)
+    assert ok.matched == n and ok.with_mask == n
+    assert ok.mean_iou > 0.9, ok
+    worse = evaluate_masks(bad, truths, seed)
+    assert worse.with_mask == n - 3  # one per frame carries no mask
+    assert worse.mean_iou < 0.45
+    assert "mask IoU mean" in str(ok) and ok.as_dict()["matched"] == n

@@ -185,6 +185,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         data = print_evaluation("pyinfer eval", args.json, args.truth, iou_threshold=args.iou, rotated=args.rotated)
+        if args.masks_seed is not None:
+            from pyinfer.evaluate import evaluate_masks
+            from pyinfer.jsonl import read_jsonl
+
+            masks = evaluate_masks(read_jsonl(args.json), read_jsonl(args.truth), args.masks_seed,
+                                   iou_threshold=args.iou)  # fmt: skip
+            print(masks)
+            data["masks"] = masks.as_dict()
     except ConfigError as exc:
         print(f"pyinfer eval: {exc}", file=sys.stderr)
         return 2
@@ -330,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", required=True, metavar="TRUTH.jsonl")
     s.add_argument("--iou", type=float, default=0.5)
     s.add_argument("--rotated", action="store_true", help="match by rotated-box IoU (objects need cxcywhr)")
+    s.add_argument("--masks-seed", type=int, default=None, metavar="SEED",
+                   help="also score the detections' masks against the exact masks of pyinfer scene --seed SEED "
+                   "(the scene the truth file came from)")  # fmt: skip
     s.add_argument("--out", metavar="RESULT.json", help="also write the figures as JSON")
     s.set_defaults(func=cmd_eval)
 

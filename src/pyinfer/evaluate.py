@@ -374,3 +374,82 @@ def evaluate_attribute_files(
 ) -> AttributeResult | None:
     """:func:`evaluate_attribute` on two JSON-lines files."""
     return evaluate_attribute(read_jsonl(pred_path), read_jsonl(truth_path), attribute, iou_threshold=iou_threshold)
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """Instance masks scored against a synthetic scene's exact masks (:meth:`pyinfer.scene.Scene.instance_map`) on
+    the detections matched to truth objects.
+
+    Attributes:
+        matched: matched detections.
+        with_mask: of those, the ones whose record carries a ``mask``.
+        ious: the mask IoU of each of those (the detection's box-local mask placed on the frame as
+            :meth:`pyinfer.detections.Detections.frame_mask` does, against the object's visible pixels).
+    """
+
+    matched: int
+    with_mask: int
+    ious: tuple[float, ...]
+
+    @property
+    def mean_iou(self) -> float:
+        return float(np.mean(self.ious)) if self.ious else 0.0
+
+    @property
+    def median_iou(self) -> float:
+        return float(np.median(self.ious)) if self.ious else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"matched": self.matched, "with_mask": self.with_mask, "mask_iou_mean": round(self.mean_iou, 4),
+                "mask_iou_median": round(self.median_iou, 4)}  # fmt: skip
+
+    def __str__(self) -> str:
+        return (
+            f"masks vs the scene's exact masks: {self.with_mask} of {self.matched} matched objects with a mask, "
+            f"mask IoU mean {self.mean_iou:.3f}, median {self.median_iou:.3f}"
+        )
+
+
+def evaluate_masks(
+    pred_records: Iterable[dict[str, Any]],
+    truth_records: Iterable[dict[str, Any]],
+    scene_seed: int,
+    *,
+    iou_threshold: float = 0.5,
+) -> MaskResult:
+    """Score the ``mask`` of detection records (box-local RLE, :mod:`pyinfer.jsonl`) against the exact instance
+    masks of the synthetic scene ``Scene(scene_seed, width, height)`` the truth file was rendered from (the size
+    from the truth records), on the pairs :func:`match_pairs` matches."""
+    from pyinfer.jsonl import rle_mask
+    from pyinfer.scene import Scene
+
+    preds = {rec["frame"]: rec for rec in pred_records}
+    truths = {rec["frame"]: rec for rec in truth_records}
+    scene: Scene | None = None
+    matched = 0
+    ious: list[float] = []
+    for frame in sorted(preds):
+        prec, trec = preds[frame], truths.get(frame)
+        if trec is None:
+            continue
+        pairs = match_pairs(record_detections(prec), record_detections(trec), iou_threshold)
+        matched += len(pairs)
+        todo = [(i, j) for i, j, _ in pairs if prec["objects"][i].get("mask")]
+        if not todo:
+            continue
+        w, h = int(trec["width"]), int(trec["height"])
+        if scene is None or (scene.width, scene.height) != (w, h):
+            scene = Scene(scene_seed, w, h)
+        ids = scene.instance_map(int(frame))
+        for i, j in todo:
+            obj = prec["objects"][i]
+            left, top, bw, bh = (float(v) for v in obj["bbox"])
+            cells = rle_mask(obj["mask"]).astype(np.uint8) * 255
+            one = Detections(np.array([[left, top, left + bw, top + bh]], np.float32), np.ones(1, np.float32),
+                             np.zeros(1, np.int32), masks=cells[None])  # fmt: skip
+            got = one.frame_mask(0, w, h)
+            want = ids == int(trec["objects"][j]["object_id"])
+            union = np.logical_or(got, want).sum()
+            ious.append(float(np.logical_and(got, want).sum() / union) if union else 0.0)
+    return MaskResult(matched, len(ious), tuple(ious))
