@@ -80,9 +80,14 @@ demo: setup
 	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --model-engine "$$($(VENV)/bin/pyinfer models --path shapes-seg)" \
 	    --track --json $(DEMO_DIR)/seg/detections.jsonl --video $(DEMO_DIR)/seg/annotated.mp4
 	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/seg/detections.jsonl --truth $(DEMO_DIR)/truth.jsonl --masks-seed 2024
+	@echo "--- keypoints: the vertices model on every object's crop, scored against the shapes' vertices"
+	@mkdir -p $(DEMO_DIR)/vertices
+	$(VENV)/bin/pyinfer detect $(DEMO_DIR)/video.mp4 --track --secondary vertices \
+	    --json $(DEMO_DIR)/vertices/detections.jsonl --video $(DEMO_DIR)/vertices/annotated.mp4
+	$(VENV)/bin/pyinfer eval --json $(DEMO_DIR)/vertices/detections.jsonl --truth $(DEMO_DIR)/truth.jsonl --vertices
 	@echo "--- text: the embedded counter model captions frames beside the video (pyvlm, docs/vlm.md)"
 	$(VENV)/bin/python -m pyinfer.text.demo $(DEMO_DIR)/video.mp4 --truth $(DEMO_DIR)/truth.jsonl --out $(DEMO_DIR)/text
-	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4 $(DEMO_DIR)/seg/annotated.mp4 $(DEMO_DIR)/text/annotated.mp4"
+	@echo "Annotated videos: $(DEMO_DIR)/annotated.mp4 $(DEMO_DIR)/rotated/annotated.mp4 $(DEMO_DIR)/marked/annotated.mp4 $(DEMO_DIR)/seg/annotated.mp4 $(DEMO_DIR)/vertices/annotated.mp4 $(DEMO_DIR)/text/annotated.mp4"
 	@echo "Detections (JSON lines, with track ids): $(DEMO_DIR)/detections.jsonl; messages: $(DEMO_DIR)/messages.jsonl"
 
 # Lint, format check and type check (ruff and mypy, pinned in the test extra; configured in pyproject.toml).

@@ -256,3 +256,35 @@ def test_masks_are_scored_against_the_scenes_exact_masks():
     assert worse.with_mask == n - 3  # one per frame carries no mask
     assert worse.mean_iou < 0.45
     assert "mask IoU mean" in str(ok) and ok.as_dict()["matched"] == n
+
+
+def test_child_keypoints_are_scored_against_the_shapes_vertices_and_children_are_not_detections():
+    """evaluate_vertices (pyinfer eval --vertices) on a child keypoint object per detection: exact vertices score
+    0 error and PCK 1; vertices moved by 10% of the size score 0.1; a clipped truth object is not scored; and the
+    children do not count as detections of the frame (precision stays 1)."""
+    from pyinfer.evaluate import evaluate_vertices
+    from pyinfer.models.net_vertices import object_vertices
+
+    w, h = 320, 240
+    boxes = [(0, [40.0, 30.0, 60.0, 60.0]), (1, [150.0, 100.0, 50.0, 50.0]), (2, [0.0, 180.0, 40.0, 30.0])]
+    truth = [{"frame": 0, "width": w, "height": h, "objects": [
+        {"bbox": b, "class_id": c, "label": "x", "object_id": k} for k, (c, b) in enumerate(boxes)]}]  # fmt: skip
+
+    def preds(shift: float) -> list[dict]:
+        objs, kids = [], []
+        for k, (c, b) in enumerate(boxes):
+            objs.append({"bbox": b, "class_id": c, "confidence": 0.9, "label": "x"})
+            size = max(b[2], b[3])
+            kp = [[x + shift * size, y, 0.9] for x, y, _v in object_vertices(c, b)]
+            kids.append({"bbox": b, "class_id": 0, "confidence": 0.9, "label": "vertices", "parent": k,
+                         "keypoints": kp})  # fmt: skip
+        return [{"frame": 0, "width": w, "height": h, "objects": objs + kids}]
+
+    exact = evaluate_vertices(preds(0.0), truth)
+    assert exact.objects == 2  # the third touches the frame's left edge: not scored
+    assert len(exact.errors) == 4 + 4  # a circle's 4, a square's 4 (all visible)
+    assert exact.median_error == 0.0 and exact.pck(0.05) == 1.0
+    moved = evaluate_vertices(preds(0.1), truth)
+    assert moved.median_error == pytest.approx(0.1) and moved.pck(0.05) == 0.0 and moved.pck(0.11) == 1.0
+    result = evaluate(preds(0.0), truth)
+    assert (result.detections, result.true_positives, result.precision) == (3, 3, 1.0)

@@ -193,6 +193,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                    iou_threshold=args.iou)  # fmt: skip
             print(masks)
             data["masks"] = masks.as_dict()
+        if args.vertices:
+            from pyinfer.evaluate import evaluate_vertices
+            from pyinfer.jsonl import read_jsonl
+
+            verts = evaluate_vertices(read_jsonl(args.json), read_jsonl(args.truth), iou_threshold=args.iou)
+            print(verts)
+            data["vertices"] = verts.as_dict()
     except ConfigError as exc:
         print(f"pyinfer eval: {exc}", file=sys.stderr)
         return 2
@@ -341,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--masks-seed", type=int, default=None, metavar="SEED",
                    help="also score the detections' masks against the exact masks of pyinfer scene --seed SEED "
                    "(the scene the truth file came from)")  # fmt: skip
+    s.add_argument("--vertices", action="store_true",
+                   help="also score child objects' keypoints (--secondary vertices) against the scene shapes' "
+                   "vertices")  # fmt: skip
     s.add_argument("--out", metavar="RESULT.json", help="also write the figures as JSON")
     s.set_defaults(func=cmd_eval)
 

@@ -146,6 +146,8 @@ def _by_frame(records: Iterable[dict[str, Any]], side: str, *, rotated: bool = F
         frame = rec["frame"]
         if frame in out:
             raise ConfigError(f"{side}: frame {frame} appears more than once")
+        if any("parent" in o for o in rec.get("objects", ())):  # found inside other objects: not detections of
+            rec = {**rec, "objects": [o for o in rec["objects"] if "parent" not in o]}  # the frame (secondary)
         out[frame] = _rotated_detections(rec, side) if rotated else record_detections(rec)
     return out
 
@@ -157,7 +159,9 @@ def evaluate(
     iou_threshold: float = 0.5,
     rotated: bool = False,
 ) -> EvalResult:
-    """Match predictions to truth frame by frame (by ``"frame"`` number) and count.
+    """Match predictions to truth frame by frame (by ``"frame"`` number) and count. Objects found inside others
+    (records with ``parent``: a secondary detector's or keypoint model's) are not detections of the frame and are
+    left out (see :func:`evaluate_vertices`).
 
     Args:
         pred_records: detection records (``confidence`` orders the greedy matching).
@@ -453,3 +457,74 @@ def evaluate_masks(
             union = np.logical_or(got, want).sum()
             ious.append(float(np.logical_and(got, want).sum() / union) if union else 0.0)
     return MaskResult(matched, len(ious), tuple(ious))
+
+
+@dataclass(frozen=True)
+class VertexResult:
+    """Keypoints of child objects (a secondary keypoint model's, e.g. the embedded ``vertices``) scored against
+    the synthetic scene's shape vertices (:func:`pyinfer.models.net_vertices.object_vertices`) of the truth object
+    their parent is matched to. Only truth objects wholly inside the frame are scored (their vertices are exact).
+
+    Attributes:
+        objects: children scored.
+        errors: per visible truth keypoint, the distance to the predicted one over the object's size (the larger
+            side of its box).
+    """
+
+    objects: int
+    errors: tuple[float, ...]
+
+    @property
+    def median_error(self) -> float:
+        return float(np.median(self.errors)) if self.errors else 0.0
+
+    def pck(self, threshold: float) -> float:
+        """The share of keypoints within ``threshold`` of the object's size."""
+        return float(np.mean(np.asarray(self.errors) <= threshold)) if self.errors else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"objects": self.objects, "keypoints": len(self.errors),
+                "median_error_of_size": round(self.median_error, 5),
+                "pck_0.05": round(self.pck(0.05), 4), "pck_0.1": round(self.pck(0.1), 4)}  # fmt: skip
+
+    def __str__(self) -> str:
+        return (
+            f"keypoints vs the shapes' vertices: {self.objects} objects, {len(self.errors)} keypoints, median error "
+            f"{100 * self.median_error:.2f}% of the object's size, PCK@0.05 {self.pck(0.05):.3f}, "
+            f"PCK@0.1 {self.pck(0.1):.3f}"
+        )
+
+
+def evaluate_vertices(
+    pred_records: Iterable[dict[str, Any]], truth_records: Iterable[dict[str, Any]], *, iou_threshold: float = 0.5
+) -> VertexResult:
+    """Score the ``keypoints`` of child objects (records with ``parent``) against the vertices of the truth object
+    their parent matches (:func:`match_pairs` on the top-level objects)."""
+    from pyinfer.models.net_vertices import object_vertices
+
+    truths = {rec["frame"]: rec for rec in truth_records}
+    objects = 0
+    errors: list[float] = []
+    for prec in pred_records:
+        trec = truths.get(prec["frame"])
+        if trec is None:
+            continue
+        top = [i for i, o in enumerate(prec["objects"]) if "parent" not in o]
+        pairs = match_pairs(record_detections({**prec, "objects": [prec["objects"][i] for i in top]}),
+                            record_detections(trec), iou_threshold)  # fmt: skip
+        truth_of = {top[i]: j for i, j, _ in pairs}
+        w, h = float(trec["width"]), float(trec["height"])
+        for o in prec["objects"]:
+            j = truth_of.get(o.get("parent", -1))
+            if j is None or not o.get("keypoints"):
+                continue
+            t = trec["objects"][j]
+            left, tp, bw, bh = (float(v) for v in t["bbox"])
+            if left <= 0 or tp <= 0 or left + bw >= w or tp + bh >= h:
+                continue  # clipped by the frame: its vertices are not known exactly
+            size = max(bw, bh)
+            objects += 1
+            for (px, py, *_), (tx, ty, visible) in zip(o["keypoints"], object_vertices(int(t["class_id"]), t["bbox"])):
+                if visible:
+                    errors.append(float(np.hypot(px - tx, py - ty)) / size)
+    return VertexResult(objects, tuple(errors))
