@@ -116,7 +116,8 @@ class Member:
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every buffer taken so far is pushed or dropped."""
-        self.pump()
+        if self.inline:
+            self.pump()
         with self._cond:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while self.outstanding and not self._stopping:
