@@ -195,34 +195,73 @@ def test_a_stream_that_ends_early_or_stalls_does_not_hold_the_others(embedded_mo
         s.stop()
 
 
-@pytest.mark.parametrize("mode", ["stream", "thread"])
-def test_finished_buffers_are_pushed_by_their_own_streaming_thread(embedded_model, monkeypatch, mode):
-    """A stream that keeps bringing frames pushes its finished buffers itself, as a single element does from its
-    chain function: no output thread wakes per frame (each wake-up costs a GIL hand-over; issue #13). With
-    PYINFER_GROUP_PUSH=thread (the A/B switch) every buffer goes out on the member's output thread."""
-    monkeypatch.setattr(_group, "PUSH_MODE", mode)
-    feeds = {i: _frames(40 + i, 16) for i in range(2)}
-    s = Streams(embedded_model, 2, "batch-group=push batch-size=2")
-    pushers: dict[int, list[str]] = {0: [], 1: []}
-    for i in range(2):
+class _Element:
+    """What a Member uses of its pyinfer element: a name, the push, the source pad and the stats."""
 
-        def probe(pad, info, i=i):
-            pushers[i].append(threading.current_thread().name)
-            return Gst.PadProbeReturn.OK
+    def __init__(self) -> None:
+        self.pushed: list[tuple[int, str]] = []
+        self._srcpad = None
+        self._stats = type("Stats", (), {"note": lambda *_: None})()
 
-        s.pipeline.get_by_name(f"inf{i}").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
+    def get_name(self) -> str:
+        return "fake"
+
+    def _push(self, _pad, item) -> Gst.FlowReturn:
+        self.pushed.append((item.buf, threading.current_thread().name))
+        return Gst.FlowReturn.OK
+
+
+def _deliver(member: _group.Member, values: list[int]) -> None:
+    for _ in values:
+        assert member.admit()
+    member.deliver_many([_group.GroupItem(member, v, True, member.epoch) for v in values])
+
+
+def test_finished_buffers_are_pushed_by_the_streaming_thread_that_brings_the_next_frame(monkeypatch):
+    """Issue #13: a member's finished buffers go out on its own streaming thread when it comes back with a frame
+    (Member.pump, as a single element pushes from its chain), so no output thread wakes per frame (a GIL hand-over
+    each); they go to the output thread only when the streaming thread waits (for room, at a drain) or when the
+    group's sweeper finds them left past PUSH_GRACE_S. Every buffer once, in order, whoever pushes."""
+    monkeypatch.setattr(_group, "PUSH_MODE", "stream")
+    el = _Element()
+    member = _group.Member(el)
+    member.limit = 100
     try:
-        msg = s.run_lockstep(feeds)
-        assert msg is not None and msg.type == Gst.MessageType.EOS, msg and msg.parse_error()
+        me = threading.current_thread().name
+        _deliver(member, [0, 1, 2])
+        time.sleep(0.05)
+        assert el.pushed == []  # nobody was woken: they wait for the streaming thread
+        assert member.stale(time.monotonic() + _group.PUSH_GRACE_S)  # the sweeper would hand them over
+        member.pump()  # the streaming thread comes back
+        assert el.pushed == [(0, me), (1, me), (2, me)]
+        _deliver(member, [3, 4])
+        member.wake()  # the sweeper: the stream stalled
+        deadline = time.monotonic() + 5
+        while len(el.pushed) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [b for b, _ in el.pushed[3:]] == [3, 4]
+        assert all(name.startswith("pyinfer-out-") for _, name in el.pushed[3:])
+        _deliver(member, [5, 6])
+        assert member.drain(5.0)  # EOS: the drain pushes what is queued and waits for the rest
+        assert [b for b, _ in el.pushed] == list(range(7)) and member.outstanding == 0
     finally:
-        s.stop()
-    for i in range(2):
-        assert [p for p, _, _ in s.out[i]] == [k * Gst.SECOND // 30 for k in range(16)]  # all, once, in order
-        by_output = sum(name.startswith("pyinfer-out-") for name in pushers[i])
-        if mode == "thread":
-            assert by_output == 16, pushers[i]
-        else:  # the last frames (after the stream's last buffer, at EOS) may go out on the output thread
-            assert by_output <= 4, pushers[i]
+        member.stop()
+
+
+def test_with_push_mode_thread_every_buffer_goes_out_on_the_output_thread(monkeypatch):
+    """PYINFER_GROUP_PUSH=thread (the A/B switch): the behaviour before, every buffer on the output thread."""
+    monkeypatch.setattr(_group, "PUSH_MODE", "thread")
+    el = _Element()
+    member = _group.Member(el)
+    member.limit = 100
+    try:
+        _deliver(member, [0, 1, 2])
+        member.pump()  # does nothing in this mode
+        assert member.drain(5.0)
+        assert [b for b, _ in el.pushed] == [0, 1, 2]
+        assert all(name.startswith("pyinfer-out-") for _, name in el.pushed)
+    finally:
+        member.stop()
 
 
 def test_a_member_asking_for_another_model_is_refused_naming_both(embedded_model, fixed_model):

@@ -116,8 +116,7 @@ class Member:
 
     def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every buffer taken so far is pushed or dropped."""
-        if self.inline:
-            self.pump()
+        self.pump()
         with self._cond:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             while self.outstanding and not self._stopping:
@@ -139,7 +138,10 @@ class Member:
             self._waiting = False
 
     def pump(self) -> None:
-        """On the streaming thread: push what is queued (in order), unless the output thread is pushing."""
+        """On the streaming thread: push what is queued (in order), unless the output thread is pushing (or the
+        member pushes on its output thread only: ``PYINFER_GROUP_PUSH=thread``)."""
+        if not self.inline:
+            return
         with self._cond:
             if self._pushing or not self._queue or self._stopping:
                 return
