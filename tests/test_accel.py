@@ -561,3 +561,73 @@ def test_same_device_takes_cuda_as_the_current_cuda_device(monkeypatch):
     assert same_device(d("cuda:1"), d("cuda:1"))
     assert not same_device(d("cuda"), d("cuda:1"))
     assert not same_device(d("cuda:0"), d("cpu"))
+
+
+def _pitched_planes(frames_planes: list[torch.Tensor], pad: int = 64) -> list[torch.Tensor]:
+    """Each (rows, cols, px) plane as a view into rows ``pad`` bytes longer (a pitched CUDA plane's layout)."""
+    out = []
+    for p in frames_planes:
+        rows, cols, px = p.shape
+        wide = torch.zeros((rows, cols * px + pad), dtype=torch.uint8)
+        wide[:, : cols * px] = p.reshape(rows, cols * px)
+        out.append(wide[:, : cols * px].view(rows, cols, px))
+    return out
+
+
+def test_gathered_nv12_frames_are_copied_into_the_instances_planes_and_detected_as_stacked_frames():
+    """GatherFrames (each frame's pitched planes, where they are): the fast path copies them into its own static
+    planes and the model sees the same input, and gives the same detections, as for the stacked YuvFrames."""
+    from pyinfer.frames.gather import GatherFrames
+    from pyinfer.ops.colour import YuvColour, YuvFrames
+
+    table = clustered_outputs(27, 1, 3)[0]
+    _, fast = plain_and_fast(table, AccelSettings(), fixed_decode=True, max_batch=3)
+    seen: list[torch.Tensor] = []
+    inner = fast._model_fn
+    fast._model_fn = lambda x: (seen.append(x.clone()), inner(x))[1]
+    colour = YuvColour("bt709")
+    for seed, n in ((1, 3), (2, 2)):  # a full batch, then a partial one in the same instance
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(16, 236, (n, 181, 321, 1), dtype=torch.uint8, generator=g)
+        uv = torch.randint(16, 241, (n, 91, 161, 2), dtype=torch.uint8, generator=g)
+        planes = [_pitched_planes([y[i], uv[i]]) for i in range(n)]
+        gathered = GatherFrames(planes, "NV12", colour, [(181, 321, 1), (91, 161, 2)], 321, 181, 3)
+        assert gathered.shape == (n, 181, 321, 3) and gathered.packing == ("NV12", ((181, 321, 1), (91, 161, 2)))
+        got = fast.infer(gathered)
+        from_gather = seen[-1][:n]
+        stacked = YuvFrames(y[..., 0].clone(), uv[..., 0].contiguous(), uv[..., 1].contiguous(), colour)
+        want = fast.infer(stacked)
+        torch.testing.assert_close(from_gather, seen[-1][:n], atol=0, rtol=0)
+        assert_same(got, want)
+    keys = [k for k in fast._instances if k[-2] is not None]
+    assert len(keys) == 1 and keys[0][0] == 3  # one instance for both batches, captured at max_batch
+    inst = fast._instances[keys[0]][0]
+    assert [tuple(p.shape) for p in inst.slot] == [(3, 181, 321, 1), (3, 91, 161, 2)]
+
+
+def test_gathered_packed_frames_give_the_tensors_detections_and_an_engine_without_fast_path_stacks_them():
+    from pyinfer.frames.gather import GatherFrames
+
+    table = clustered_outputs(28, 1, 3)[0]
+    engine, fast = plain_and_fast(table, AccelSettings(), fixed_decode=True, max_batch=2)
+    rgba = torch.from_numpy(np.random.default_rng(5).integers(0, 255, (2, 120, 200, 4), dtype=np.uint8))
+    gathered = GatherFrames([_pitched_planes([f]) for f in rgba], "RGBA", None, [(120, 200, 4)], 200, 120, 4)
+    assert_same(fast.infer(gathered, channels="RGBA"), fast.infer(rgba, channels="RGBA"))
+    assert engine.fast is None  # the plain engine: GatherFrames are stacked into a tensor first
+    got = engine.infer(gathered, channels="RGBA")
+    want = engine.infer(rgba, channels="RGBA")
+    assert [len(d) for d in got] == [len(d) for d in want] and sum(len(d) for d in got) > 0
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+
+
+def test_gather_frames_need_a_frame_and_view_slots_as_the_staging_ring_did():
+    from pyinfer.frames.gather import GatherFrames, slot_fill, slot_view
+    from pyinfer.ops.colour import YuvColour
+
+    with pytest.raises(ValueError, match="at least one frame"):
+        GatherFrames([], "NV12", None, [(2, 2, 1), (1, 1, 2)], 2, 2, 3)
+    slot = [torch.arange(2 * 4 * 6).view(2, 4, 6, 1).to(torch.uint8), torch.zeros((2, 2, 3, 2), dtype=torch.uint8)]
+    view = slot_view(slot, 1, "NV12", YuvColour("bt709"))
+    assert view.y.shape == (1, 4, 6) and view.u.shape == (1, 2, 3) and view.y.data_ptr() == slot[0].data_ptr()
+    assert (slot_fill("NV12", 0, 114), slot_fill("NV12", 1, 114), slot_fill("RGBA", 0, 114)) == (16, 128, 114)
