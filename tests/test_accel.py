@@ -631,3 +631,58 @@ def test_gather_frames_need_a_frame_and_view_slots_as_the_staging_ring_did():
     view = slot_view(slot, 1, "NV12", YuvColour("bt709"))
     assert view.y.shape == (1, 4, 6) and view.u.shape == (1, 2, 3) and view.y.data_ptr() == slot[0].data_ptr()
     assert (slot_fill("NV12", 0, 114), slot_fill("NV12", 1, 114), slot_fill("RGBA", 0, 114)) == (16, 128, 114)
+
+
+def test_the_raw_launch_lane_copies_each_frames_planes_to_its_place_and_gives_torchs_result():
+    """The launch through the CUDA runtime (pyinfer.ops.cudart), run on the CPU against a runtime double that
+    performs its copies on host memory and runs the stage for the graph's handle: each frame's pitched planes land
+    at their frame's place in the static planes, the packed result reaches the host buffer, and the detections are
+    those of the torch path on the same frames."""
+    from cuda_fakes import FakeRuntime
+    from pyinfer.frames.gather import GatherFrames
+    from pyinfer.ops.colour import YuvColour
+    from pyinfer.ops.cudart import Runtime
+
+    table = clustered_outputs(29, 1, 3)[0]
+    _, fast = plain_and_fast(table, AccelSettings(), fixed_decode=True, max_batch=3)
+    colour = YuvColour("bt709")
+
+    def batch(seed: int, n: int):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(16, 236, (n, 61, 97, 1), dtype=torch.uint8, generator=g)
+        uv = torch.randint(16, 241, (n, 31, 49, 2), dtype=torch.uint8, generator=g)
+        planes = [_pitched_planes([y[i], uv[i]], pad=40) for i in range(n)]
+        return y, uv, GatherFrames(planes, "NV12", colour, [(61, 97, 1), (31, 49, 2)], 97, 61, 3)
+
+    _, _, first = batch(1, 3)
+    want_first = fast.infer(first)  # the torch path; captures the instance
+    (inst,) = next(iter(fast._instances.values()))
+    fake = FakeRuntime(perform=True)
+    rt = Runtime(fake, fake)
+
+    def replay():  # what the captured graph does: the stage, its packed result into the static tensor
+        with torch.inference_mode():
+            _, packed = inst.stage()
+            inst.packed.copy_(packed)
+
+    fake.graphs[0x6A] = replay
+    fast._rt, inst.exec, inst.raw_event = rt, 0x6A, rt.event()
+    try:
+        got_first = fast.infer(first)
+    finally:
+        assert fake.errors == []
+    assert_same(got_first, want_first)
+    assert [c[0] for c in fake.log].count("copy2d") == 6 and ("launch", 0x6A, None) in fake.log
+    for seed, n in ((2, 3), (3, 2)):  # a partial batch: only its frames are copied
+        y, uv, gathered = batch(seed, n)
+        fake.log.clear()
+        got = fast.infer(gathered)
+        assert [c[0] for c in fake.log] == ["copy2d"] * (2 * n) + ["launch", "copy", "record", "query"]
+        assert torch.equal(inst.slot[0][:n], y) and torch.equal(inst.slot[1][:n], uv)
+        fast._rt = None
+        assert_same(got, fast.infer(gathered))  # the torch path on the same frames
+        fast._rt = rt
+    got = fast.infer(gathered, conf_threshold=0.5)  # thresholds change: refilled on torch's stream context first
+    assert fast._thresholds[0] == 0.5 and ("launch", 0x6A, None) in fake.log
+    fast._rt = None
+    assert_same(got, fast.infer(gathered, conf_threshold=0.5))
