@@ -12,10 +12,8 @@
 - every job is handed to ``deliver`` exactly once, in the order it was put, with its detections or the error
   that cost them; a job with no frames (frames skipped by ``interval``) is delivered in its turn.
 
-All torch work of a CPU engine runs on the worker: one thread, so one OpenMP thread team (a second live team makes
-every forward slower, see :func:`pyinfer.engine.on_fresh_thread`). A GPU engine's batches are collected and delivered
-on a second thread (``collector=True``, :func:`collects_apart`): its collect is mostly a wait for the GPU, during
-which the worker submits the next batch.
+All torch work of the element runs on the worker: one thread, so one OpenMP thread team on the CPU (a second
+live team makes every forward slower, see :func:`pyinfer.engine.on_fresh_thread`).
 
 :meth:`~InferPipeline.drain` waits until everything put so far is delivered (EOS, caps, a model swap);
 :meth:`~InferPipeline.flush` drops what is not delivered yet (a flushing seek); an ``idle`` callback lets the
