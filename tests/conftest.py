@@ -47,14 +47,3 @@ def embedded_model():
     model = get_model()
     assert model.path.exists(), f"the embedded model {model.path} is missing"
     return model
-
-
-@pytest.fixture(params=[False, True], ids=["worker-collects", "collector-thread"])
-def collect_mode(request, monkeypatch):
-    """pyinfer elements whose pipeline collects on its worker (CPU engines) or on a collector thread of its own (what
-    GPU engines get: pyinfer.pipeline.collects_apart), whatever the engine's device here."""
-    from pyinfer.elements import _group, infer
-
-    monkeypatch.setattr(infer, "collects_apart", lambda engine: request.param)
-    monkeypatch.setattr(_group, "collects_apart", lambda engine: request.param)
-    return request.param

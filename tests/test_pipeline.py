@@ -6,7 +6,6 @@ it notes what is in flight, so the tests can check the depth, the order and the 
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 
@@ -44,12 +43,6 @@ class RecordingEngine:
         return [f"dets-{ticket}"]
 
 
-@pytest.fixture(params=[False, True], ids=["one-thread", "collector-thread"])
-def make_pipe(request):
-    """InferPipeline with collect and deliver on the worker, or on a collector thread of their own (GPU engines)."""
-    return functools.partial(InferPipeline, collector=request.param)
-
-
 def _collector():
     out: list = []
     lock = threading.Lock()
@@ -62,11 +55,11 @@ def _collector():
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_every_job_is_delivered_once_in_order_with_at_most_depth_in_flight(depth, make_pipe):
+def test_every_job_is_delivered_once_in_order_with_at_most_depth_in_flight(depth):
     engine = RecordingEngine(collect_delay_s=0.002)
     out, deliver = _collector()
     released: list[int] = []
-    pipe = make_pipe(deliver, depth=depth, max_queued=2)
+    pipe = InferPipeline(deliver, depth=depth, max_queued=2)
     for i in range(60):
         frames = None if i % 7 == 3 else i  # some jobs have nothing to infer (interval frames)
         pipe.put(Job(tokens=[i], frames=frames, engine=engine, release=lambda i=i: released.append(i)))
@@ -80,10 +73,10 @@ def test_every_job_is_delivered_once_in_order_with_at_most_depth_in_flight(depth
     assert engine.threads == {"pyinfer-worker"}  # all model work on the one worker thread
 
 
-def test_two_batches_are_in_flight_when_the_next_one_is_already_waiting(make_pipe):
+def test_two_batches_are_in_flight_when_the_next_one_is_already_waiting():
     engine = RecordingEngine(collect_delay_s=0.01)
     out, deliver = _collector()
-    pipe = make_pipe(deliver, depth=2, max_queued=4)
+    pipe = InferPipeline(deliver, depth=2, max_queued=4)
     for i in range(8):
         pipe.put(Job(tokens=[i], frames=i, engine=engine))
     pipe.drain(10)
@@ -92,10 +85,10 @@ def test_two_batches_are_in_flight_when_the_next_one_is_already_waiting(make_pip
     assert [t for t, _, _ in out] == list(range(8))
 
 
-def test_errors_of_submit_and_collect_reach_deliver_in_their_turn_and_the_worker_goes_on(make_pipe):
+def test_errors_of_submit_and_collect_reach_deliver_in_their_turn_and_the_worker_goes_on():
     engine = RecordingEngine(fail={2: "submit", 5: "collect"})
     out, deliver = _collector()
-    pipe = make_pipe(deliver, depth=2)
+    pipe = InferPipeline(deliver, depth=2)
     for i in range(8):
         pipe.put(Job(tokens=[i], frames=i, engine=engine))
     assert pipe.drain(10)
@@ -106,7 +99,7 @@ def test_errors_of_submit_and_collect_reach_deliver_in_their_turn_and_the_worker
     assert out[6] == (6, ["dets-6"], None)
 
 
-def test_a_failing_delivery_does_not_stop_the_jobs_after_it(make_pipe):
+def test_a_failing_delivery_does_not_stop_the_jobs_after_it():
     engine = RecordingEngine()
     seen: list[int] = []
 
@@ -115,7 +108,7 @@ def test_a_failing_delivery_does_not_stop_the_jobs_after_it(make_pipe):
         if job.tokens[0] == 1:
             raise ValueError("delivery broke")
 
-    pipe = make_pipe(deliver)
+    pipe = InferPipeline(deliver)
     for i in range(4):
         pipe.put(Job(tokens=[i], frames=i, engine=engine))
     assert pipe.drain(10)
@@ -123,7 +116,7 @@ def test_a_failing_delivery_does_not_stop_the_jobs_after_it(make_pipe):
     assert seen == [0, 1, 2, 3]
 
 
-def test_flush_drops_what_is_not_delivered_releases_it_and_unblocks_put(make_pipe):
+def test_flush_drops_what_is_not_delivered_releases_it_and_unblocks_put():
     gate = threading.Event()
     engine = RecordingEngine()
     delivered: list[int] = []
@@ -133,7 +126,7 @@ def test_flush_drops_what_is_not_delivered_releases_it_and_unblocks_put(make_pip
         gate.wait(5)
         delivered.append(job.tokens[0])
 
-    pipe = make_pipe(deliver, depth=2, max_queued=1)
+    pipe = InferPipeline(deliver, depth=2, max_queued=1)
     for i in range(4):  # 0 delivering (blocked), 1 in flight or queued, more queued
         threading.Thread(
             target=pipe.put, args=(Job(tokens=[i], frames=i, engine=engine, release=lambda i=i: released.append(i)),)
@@ -152,7 +145,7 @@ def test_flush_drops_what_is_not_delivered_releases_it_and_unblocks_put(make_pip
     assert engine.in_flight == 0  # dropped jobs' work was collected, never left running
 
 
-def test_the_idle_callback_runs_a_partial_batch_when_nothing_else_is_queued(make_pipe):
+def test_the_idle_callback_runs_a_partial_batch_when_nothing_else_is_queued():
     engine = RecordingEngine()
     out, deliver = _collector()
     partial = [Job(tokens=["late"], frames=7, engine=engine)]
@@ -160,45 +153,12 @@ def test_the_idle_callback_runs_a_partial_batch_when_nothing_else_is_queued(make
     def idle():
         return partial.pop() if partial else None
 
-    pipe = make_pipe(deliver, idle=idle, idle_period_s=0.001)
+    pipe = InferPipeline(deliver, idle=idle, idle_period_s=0.001)
     deadline = time.monotonic() + 5
     while not out and time.monotonic() < deadline:
         time.sleep(0.005)
     pipe.stop()
     assert out == [("late", ["dets-7"], None)]
-
-
-def test_with_a_collector_thread_the_next_batch_is_submitted_while_the_last_ones_results_are_awaited():
-    """collector=True (a GPU engine): the worker does not sit in the wait for batch 0's results when batch 1 arrives
-    meanwhile: it submits it at once (one thread did it only after batch 0 was collected and delivered)."""
-    gate = threading.Event()
-    events: list[str] = []
-
-    class Engine:
-        def submit(self, frames, *, channels, params):
-            events.append(f"submit {frames}")
-            return frames
-
-        def collect(self, ticket):
-            events.append(f"collect {ticket}")
-            if ticket == 0:
-                assert gate.wait(5)
-            return [ticket]
-
-    out, deliver = _collector()
-    pipe = InferPipeline(deliver, depth=2, collector=True)
-    pipe.put(Job(tokens=[0], frames=0, engine=Engine()))
-    deadline = time.monotonic() + 5
-    while "collect 0" not in events and time.monotonic() < deadline:
-        time.sleep(0.001)
-    pipe.put(Job(tokens=[1], frames=1, engine=Engine()))
-    while "submit 1" not in events and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert events == ["submit 0", "collect 0", "submit 1"]  # batch 0 still awaited
-    gate.set()
-    assert pipe.drain(5)
-    pipe.stop()
-    assert [t for t, _, _ in out] == [0, 1]
 
 
 def test_staging_ring_hands_out_at_most_its_slots_and_reuses_them():

@@ -476,9 +476,6 @@ class FastPath:
             self._letterbox_into_fn = _compiled(_letterbox_into, settings.compile)
             self._decode_fn = _compiled(decode_fixed, settings.compile)
         self._instances: dict[tuple, list[_Instance]] = {}
-        # A capture (on the submitting thread) and the plain decoder's kernels on our stream (on the collecting
-        # thread, where InferPipeline collects apart) must not overlap: those kernels would land in the graph.
-        self._stream_lock = threading.RLock()
         self._geometries: dict[tuple[int, int], LetterboxGeometry] = {}
         self._cpu_input: torch.Tensor | None = None
         self.stream = None
@@ -701,7 +698,7 @@ class FastPath:
                 self.redos += 1
                 self._grow_candidates(inst)
             # Plain decoder on the graph's outputs: other decoders always, YOLOv8 when the fixed decode says so.
-            with self._stream_lock, torch.inference_mode(), self._on_stream():
+            with torch.inference_mode(), self._on_stream():
                 outputs = as_float32([o[: ticket.n] for o in inst.outputs])
                 return self.decoder.decode(
                     outputs,
@@ -854,7 +851,7 @@ class FastPath:
         # One warm-up and capture at a time in the process: several engines (one pyinfer per camera) warming up
         # while another captures made cuDNN's algorithm search (cudnn.benchmark) touch the capturing stream:
         # "operation not permitted when stream is capturing" (cudaErrorStreamCaptureUnsupported), seen on the H200.
-        with _CAPTURE_LOCK, self._stream_lock, torch.inference_mode(), self._on_stream():
+        with _CAPTURE_LOCK, torch.inference_mode(), self._on_stream():
             for _ in range(WARMUP_RUNS if self.cuda else 1):  # compiles, picks cuDNN algorithms, builds module state
                 outputs, packed = inst.stage()
             if self.cuda:

@@ -77,20 +77,6 @@ class Job:
                 log.exception("releasing a batch failed")
 
 
-def collects_apart(engine: Any) -> bool:
-    """Whether a pipeline for ``engine`` collects on a thread of its own (``InferPipeline(collector=True)``): a torch
-    model on a CUDA device, whose collect is mostly a wait for the GPU. One thread waited there while the next
-    batch was ready to go: per batch the GPU's time and the host's work added up instead of overlapping. On the
-    CPU a collect is torch work, which must stay on the worker (one OpenMP team). ``PYINFER_COLLECTOR=0``: never.
-    """
-    from pyinfer.engine import is_torch_native_model
-
-    if os.environ.get("PYINFER_COLLECTOR") == "0":
-        return False
-    model = getattr(engine, "model", None)
-    return model is not None and model.device.type == "cuda" and is_torch_native_model(model)
-
-
 class InferPipeline:
     """A worker thread running jobs through their engines with up to ``depth`` in flight, delivering in order.
 
@@ -103,9 +89,6 @@ class InferPipeline:
             returns a job to run (a partial batch that waited too long) or None.
         idle_period_s: how often ``idle`` is polled while the worker waits.
         name: the worker thread's name.
-        collector: collect and deliver on a second thread (``NAME-collect``), so the worker submits the next batch
-            while the last one's results are awaited (see :func:`collects_apart`); ``depth`` counts the batch
-            being collected.
     """
 
     def __init__(
@@ -117,7 +100,6 @@ class InferPipeline:
         idle: Callable[[], Job | None] | None = None,
         idle_period_s: float = 0.005,
         name: str = "pyinfer-worker",
-        collector: bool = False,
     ) -> None:
         if depth < 1 or max_queued < 1:
             raise ValueError("depth and max_queued must be at least 1")
@@ -132,27 +114,16 @@ class InferPipeline:
         # the worker, per batch.
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
-        self._ready = threading.Condition(self._lock)  # the collector thread: a job was submitted
         self._room = threading.Condition(self._lock)
         self._settled = threading.Condition(self._lock)
         self._queue: collections.deque[Job] = collections.deque()
         self._in_flight: collections.deque[Job] = collections.deque()
-        self._busy = 0  # jobs held outside both deques (being submitted, collected or delivered)
-        self._collecting = 0  # jobs the collector thread holds (submitted: they count against ``depth``)
+        self._busy = False  # the worker holds a job outside both deques (submitting or delivering it)
         self._epoch = 0  # bumped by flush: jobs of an older epoch are dropped, not delivered
         self._discard: list[Job] = []  # flushed jobs the worker finishes and releases
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._collector: threading.Thread | None = None
-        if collector:
-            self._collector = threading.Thread(target=self._collect_loop, name=f"{name}-collect", daemon=True)
-            self._collector.start()
         self._thread.start()
-
-    @property
-    def collects_apart(self) -> bool:
-        """Whether a collector thread collects and delivers (``collector=True``)."""
-        return self._collector is not None
 
     # -- the owner's side -------------------------------------------------------------------------------
     def put(self, job: Job) -> bool:
@@ -196,14 +167,12 @@ class InferPipeline:
         with self._lock:
             self._stopping = True
             self._wake_all()
-        for thread in (self._thread, self._collector):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout_s)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     def _wake_all(self) -> None:
         """Wake every waiter (the caller holds the lock): a flush or a stop concerns them all."""
         self._work.notify_all()
-        self._ready.notify_all()
         self._room.notify_all()
         self._settled.notify_all()
 
@@ -214,34 +183,25 @@ class InferPipeline:
             while True:
                 if self._discard:
                     job = self._discard.pop(0)
-                    self._busy += 1
+                    self._busy = True
                     return "discard", job, self._epoch
                 if self._stopping:
                     return "stop", None, self._epoch
-                room = len(self._in_flight) + self._collecting < self.depth
-                if self._queue and room:
+                if self._queue and len(self._in_flight) < self.depth:
                     job = self._queue.popleft()
-                    self._busy += 1
+                    self._busy = True
                     self._room.notify_all()  # a slot in the queue is free
                     return "submit", job, self._epoch
-                if self._collector is not None:  # the collector thread collects: wait for work or room
-                    if self._idle is None or not room:
-                        self._work.wait()
-                        continue
-                    self._work.wait(self._idle_period_s)
-                    if self._queue or self._stopping or self._discard:
-                        continue
-                elif self._in_flight:  # full, or nothing else to submit: the oldest one's results go out now
+                if self._in_flight:  # full, or nothing else to submit: the oldest one's results go out now
                     job = self._in_flight.popleft()
-                    self._busy += 1
+                    self._busy = True
                     return "collect", job, self._epoch
-                elif self._idle is None:
+                if self._idle is None:
                     self._work.wait()
                     continue
-                else:
-                    self._work.wait(self._idle_period_s)
-                    if self._queue or self._in_flight or self._stopping:
-                        continue
+                self._work.wait(self._idle_period_s)
+                if self._queue or self._in_flight or self._stopping:
+                    continue
                 self._lock.release()  # the owner's idle callback takes its own lock
                 try:
                     job = self._idle()
@@ -265,7 +225,6 @@ class InferPipeline:
                     with self._lock:
                         if epoch == self._epoch:
                             self._in_flight.append(job)
-                            self._ready.notify()
                             job = None
                     if job is not None:  # flushed while it was being submitted
                         self._collect_quietly(job)
@@ -282,37 +241,7 @@ class InferPipeline:
                 job.done()
             finally:
                 with self._lock:
-                    self._busy -= 1
-                    self._settled.notify_all()
-
-    def _collect_loop(self) -> None:
-        """The collector thread (``collector=True``): waits for the oldest submitted job's results and delivers it,
-        while the worker submits the next ones. Delivery order is submission order (one collector)."""
-        while True:
-            with self._lock:
-                while not self._in_flight and not self._stopping:
-                    self._ready.wait()
-                if not self._in_flight:  # stopping, and nothing left (a stop flushes first)
-                    return
-                job = self._in_flight.popleft()
-                epoch = self._epoch
-                self._busy += 1
-                self._collecting += 1
-            try:
-                detections, error = self._collect(job)
-                with self._lock:
-                    current = epoch == self._epoch
-                if current:
-                    try:
-                        self._deliver(job, detections, error)
-                    except BaseException:  # the collector must outlive a failing delivery
-                        log.exception("delivering a batch failed")
-                job.done()
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._collecting -= 1
-                    self._work.notify()  # room for the worker's next submission
+                    self._busy = False
                     self._settled.notify_all()
 
     @staticmethod

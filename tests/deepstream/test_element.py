@@ -112,30 +112,6 @@ def test_nvmm_batches_stay_in_flight_two_at_a_time_and_go_out_in_order(run_pipel
     assert len(nvds.HISTORY) == 4 and all(len(bm.objects) > 0 for bm in nvds.HISTORY)
 
 
-def test_nvmm_batches_are_read_and_written_on_one_thread_even_for_a_gpu_engine(run_pipeline, embedded_model,
-                                                                               monkeypatch):  # fmt: skip
-    """A GPU engine's pipeline collects on a thread of its own (pyinfer.pipeline.collects_apart); under DeepStream
-    the element goes back to one worker once NVMM caps arrive, so the read and write passes of the batch meta never
-    run at once on two threads."""
-    import threading
-
-    from pyinfer.elements import infer
-
-    monkeypatch.setattr(infer, "collects_apart", lambda engine: True)
-    seen: set[str] = set()
-    collect = Engine.collect
-
-    def logged_collect(self, ticket):
-        seen.add(threading.current_thread().name)
-        return collect(self, ticket)
-
-    monkeypatch.setattr(Engine, "collect", logged_collect)
-    pipeline = _pipeline(embedded_model.path, "batch-size=2 num-batches=3", "in-flight=2")
-    result = run_pipeline(pipeline)
-    assert result.ok, result.error
-    assert seen == {"pyinfer-worker"} and len(nvds.HISTORY) == 3
-
-
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_no_wrapper_or_frame_tensor_outlives_its_batch(embedded_model, in_flight):
     """A pushed buffer's pyservicemaker wrapper (which holds a reference) is gone when it is pushed. With one

@@ -138,7 +138,7 @@ def _batch_log(monkeypatch) -> list[list[int]]:
 
 
 def test_three_streams_share_one_model_and_batches_and_keep_their_own_order_and_detections(
-    embedded_model, count_builds, monkeypatch, collect_mode
+    embedded_model, count_builds, monkeypatch
 ):
     feeds = {i: _frames(10 + i, 12) for i in range(3)}
     calls = _batch_log(monkeypatch)
@@ -180,7 +180,7 @@ def test_streams_of_different_sizes_get_their_own_detections(embedded_model):
             assert float(d.xyxy[:, 2].max(initial=0)) <= feeds[i][0].shape[1] + 1  # boxes in that stream's pixels
 
 
-def test_a_stream_that_ends_early_or_stalls_does_not_hold_the_others(embedded_model, collect_mode):
+def test_a_stream_that_ends_early_or_stalls_does_not_hold_the_others(embedded_model):
     s = Streams(embedded_model, 3, "batch-group=stall batch-size=8 batch-timeout=20000")
     try:
         s.pipeline.set_state(Gst.State.PLAYING)
@@ -285,7 +285,7 @@ def test_a_member_asking_for_another_model_is_refused_naming_both(embedded_model
     assert not _group._GROUPS
 
 
-def test_a_stream_added_while_playing_joins_and_a_removed_one_leaves(embedded_model, collect_mode):
+def test_a_stream_added_while_playing_joins_and_a_removed_one_leaves(embedded_model):
     s = Streams(embedded_model, 1, "batch-group=live batch-size=2 batch-timeout=20000")
     try:
         s.pipeline.set_state(Gst.State.PLAYING)
@@ -320,7 +320,7 @@ def test_a_stream_added_while_playing_joins_and_a_removed_one_leaves(embedded_mo
     assert not _group._GROUPS
 
 
-def test_one_stream_flushing_drops_only_its_own_frames(embedded_model, collect_mode):
+def test_one_stream_flushing_drops_only_its_own_frames(embedded_model):
     """A flush on one member (its flushing seek) drops its frames held in the group's batch, not the others'."""
     s = Streams(embedded_model, 2, "batch-group=flush batch-size=8 batch-timeout=1000000")
     try:

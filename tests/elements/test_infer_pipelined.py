@@ -30,9 +30,7 @@ def _probe_flags(pipeline: Gst.Pipeline, name: str = "sink") -> list[tuple[int, 
 
 
 @pytest.mark.parametrize(("batch", "in_flight"), [(1, 1), (1, 2), (4, 1), (4, 2), (3, 2), (2, 3), (1, 8)])
-def test_batches_in_flight_deliver_every_frame_once_in_order_without_discont(
-    fixed_model, batch, in_flight, collect_mode
-):
+def test_batches_in_flight_deliver_every_frame_once_in_order_without_discont(fixed_model, batch, in_flight):
     n = 17  # not a multiple of the batch: EOS drains a partial one
     pipeline = Gst.parse_launch(
         f"videotestsrc num-buffers={n} ! video/x-raw,format=RGB,width=640,height=480,framerate=30/1 ! "
@@ -89,7 +87,7 @@ def test_a_caps_change_mid_batch_drains_the_old_size_first(fixed_model):
         np.testing.assert_allclose(dets.xyxy, EXPECTED * scale, atol=1e-3)
 
 
-def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model, collect_mode):
+def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model):
     n = 40
     pipeline = Gst.parse_launch(
         # identity sleep-time paces the source (20 ms a frame), so the mid-stream seek below always comes long
@@ -128,7 +126,7 @@ def test_a_flushing_seek_with_batches_in_flight_restarts_cleanly(fixed_model, co
 
 @pytest.mark.parametrize(("batch", "in_flight"), [(1, 2), (4, 2), (2, 3)])
 def test_a_flushing_seek_while_prerolled_with_full_batches_in_flight_neither_deadlocks_nor_stalls(
-    fixed_model, batch, in_flight, collect_mode
+    fixed_model, batch, in_flight
 ):
     """Prerolled in PAUSED, the worker waits in a push the sink holds, and the streaming thread waits for room in
     the pipeline: the FLUSH_START of a seek must reach the sink (it deadlocked on the element's lock), and the
@@ -208,7 +206,7 @@ def test_a_live_source_with_batches_into_a_synchronised_sink_renders_every_frame
     assert rendered == sorted(rendered)
 
 
-def test_a_partial_batch_of_a_stalled_live_source_goes_out_after_batch_timeout(fixed_model, collect_mode):
+def test_a_partial_batch_of_a_stalled_live_source_goes_out_after_batch_timeout(fixed_model):
     frames = [np.full((48, 64, 3), 60, np.uint8) for _ in range(2)]
     arrived = threading.Event()
     pipeline = Gst.parse_launch(

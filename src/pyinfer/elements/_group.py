@@ -40,7 +40,7 @@ from typing import Any
 
 from pyinfer._gi import Gst
 from pyinfer.elements._base import writable
-from pyinfer.pipeline import InferPipeline, Job, collects_apart
+from pyinfer.pipeline import InferPipeline, Job
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class BatchGroup:
         self._rings: dict[Any, Any] = {}
         self.closed = False
         self.pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle,
-                                  name=f"pyinfer-group-{name}", collector=collects_apart(engine))  # fmt: skip
+                                  name=f"pyinfer-group-{name}")  # fmt: skip
         self._sweeper = threading.Thread(target=self._sweep, name=f"pyinfer-sweep-{name}", daemon=True)
         self._sweeper.start()
 

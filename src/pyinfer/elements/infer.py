@@ -47,7 +47,7 @@ from pyinfer.meta.codecs import Codec
 from pyinfer.meta.codecs import codec as meta_codec
 from pyinfer.ops.colour import YUV_FORMATS
 from pyinfer.params import DEFAULT_PARAMS, InferParams, parse_class_ids
-from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing, collects_apart, wait_all
+from pyinfer.pipeline import DEFAULT_DEPTH, InferPipeline, Job, StagingRing, wait_all
 
 log = logging.getLogger(__name__)
 
@@ -690,8 +690,7 @@ class InferElement(PackedVideoFilter):
         self._live = None
         self._batch_cost_ns = 0
         self._reported_latency_ns = -1
-        self._pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle, name="pyinfer-worker",
-                                   collector=collects_apart(self._engine) and not self._secondary)  # fmt: skip
+        self._pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle, name="pyinfer-worker")
         self._started = True
         log.info("loaded %s on %s, decoder %s", cfg.model, self._engine.model.device, self._engine.decoder_choice)
         return True
@@ -807,9 +806,6 @@ class InferElement(PackedVideoFilter):
             return False
         self._meta_used = self._ds.describe()
         log.info("%s", self._meta_used)
-        if self._pipe is not None and self._pipe.collects_apart:  # NVMM batches: read and write passes on one thread
-            self._pipe.stop()
-            self._pipe = InferPipeline(self._deliver, depth=self.in_flight, idle=self._on_idle, name="pyinfer-worker")
         if self.mark_inferred and self._ds.infer_done.startswith("unavailable"):
             post_warning(self, Gst.LibraryError.INIT, f"cannot mark frames inferred for nvtracker (bInferDone): "
                          f"{self._ds.infer_done}; install pyds or set mark-inferred=false")  # fmt: skip
