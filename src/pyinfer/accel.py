@@ -378,7 +378,6 @@ class _Instance:
     stage: Callable | None = None  # runs (letterbox +) model (+ decode_fixed) on ``frames`` (or ``input``)
     busy: bool = False
     slot: list | None = None  # GatherFrames: the static planes (B, rows, cols, px) that ``frames`` views
-    slot_ptrs: list | None = None  # (address, bytes per frame) of each plane of ``slot`` (the raw copies' targets)
     exec: int | None = None  # the graph's cudaGraphExec_t, launched through pyinfer.ops.cudart
     raw_event: int | None = None  # a cudart event recorded after the copy to ``host`` (instead of ``event``)
 
@@ -579,9 +578,6 @@ class FastPath:
         from pyinfer.frames.gather import GatherFrames
 
         gather = isinstance(frames, GatherFrames)
-        if gather and self._raw_lane(inst, frames, conf, iou):
-            self._launch_raw(inst, frames)
-            return
         # Gathered frames are GStreamer's memory, ready when mapped: nothing of the caller's stream to wait for.
         caller = torch.cuda.current_stream(self.device) if frames.device.type == "cuda" and not gather else None
         with torch.inference_mode(), self._on_stream():
@@ -600,36 +596,10 @@ class FastPath:
                     rt.copy(inst.host.data_ptr(), inst.packed.data_ptr(), inst.packed.nbytes, self._stream_handle)
                 else:
                     inst.host.copy_(inst.packed, non_blocking=True)
-            if inst.raw_event is not None and rt is not None:
+            if inst.raw_event is not None:
                 rt.record(inst.raw_event, self._stream_handle)
             elif inst.event is not None:
                 inst.event.record(self.stream)
-
-    def _raw_lane(self, inst: _Instance, frames: Any, conf: float, iou: float) -> bool:
-        """Whether a gathered batch's whole launch can go through the CUDA runtime, with no torch call at all (not
-        even torch's stream context, whose calls give up the GIL too): a captured graph with its exec handle and
-        event, unchanged thresholds, a contiguous packed result, pitched planes, and this thread on our device."""
-        import torch
-
-        rt = self._rt
-        if rt is None or inst.exec is None or inst.raw_event is None or self._thresholds != (conf, iou):
-            return False
-        if inst.packed is None or not inst.packed.is_contiguous():
-            return False
-        index = self.device.index
-        if index is not None and torch.cuda.current_device() != index:
-            return False
-        return all(_pitched(p) for planes in frames.planes for p in planes)
-
-    def _launch_raw(self, inst: _Instance, frames: Any) -> None:
-        """Plane copies, graph launch, the packed result's copy to the host and the event, all on our stream through
-        the CUDA runtime, in torch's order (see :meth:`_raw_lane`)."""
-        rt, stream = self._rt, self._stream_handle
-        assert rt is not None and inst.exec is not None and inst.raw_event is not None and inst.packed is not None
-        self._gather(inst, frames)
-        rt.launch(inst.exec, stream)
-        rt.copy(inst.host.data_ptr(), inst.packed.data_ptr(), inst.packed.nbytes, stream)
-        rt.record(inst.raw_event, stream)
 
     def _stage_frames(self, inst: _Instance, frames: Any, yuv: bool, n: int, channels: str, caller: Any) -> None:
         """Put a batch of frames (a tensor or YuvFrames) where the instance's graph reads them (on our stream)."""
@@ -664,19 +634,16 @@ class FastPath:
         CUDA runtime with the GIL kept (one 2D copy per plane, row pitch as mapped), else one torch call."""
         import torch
 
+        dst, src = frames.copy_pairs(inst.slot)
         rt = self._rt
-        if rt is not None and all(_pitched(p) for planes in frames.planes for p in planes):
+        if rt is not None and all(_pitched(p) for p in src):
             stream = self._stream_handle
-            if inst.slot_ptrs is None:  # (address, bytes per frame) of each static plane
-                inst.slot_ptrs = [(t.data_ptr(), t[0].nbytes) for t in inst.slot]
-            for i, planes in enumerate(frames.planes):
-                for (base, frame_bytes), p in zip(inst.slot_ptrs, planes):
-                    rows, cols, px = p.shape
-                    width = int(cols) * int(px)
-                    pitch = int(p.stride(0)) if rows > 1 else width
-                    rt.copy_2d(base + i * frame_bytes, width, p.data_ptr(), pitch, width, int(rows), stream)
+            for d, p in zip(dst, src):
+                rows, cols, px = p.shape
+                width = int(cols) * int(px)
+                pitch = int(p.stride(0)) if rows > 1 else width
+                rt.copy_2d(d.data_ptr(), width, p.data_ptr(), pitch, width, int(rows), stream)
         else:
-            dst, src = frames.copy_pairs(inst.slot)
             torch._foreach_copy_(dst, src, non_blocking=True)
 
     def collect(self, ticket: Ticket) -> Any:
@@ -687,7 +654,7 @@ class FastPath:
             return ticket.result
         inst = ticket.instance
         try:
-            if inst.raw_event is not None and self._rt is not None:
+            if inst.raw_event is not None:
                 self._rt.wait(inst.raw_event)
             elif inst.event is not None:
                 inst.event.synchronize()
