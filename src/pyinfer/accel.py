@@ -44,7 +44,6 @@ import numpy as np
 from pyinfer.backends.base import as_float32
 from pyinfer.decoders.base import DecodedBatch, nonfinite_warning
 from pyinfer.errors import ConfigError
-from pyinfer.ops.cudart import graph_exec, runtime
 from pyinfer.ops.letterbox import PAD_VALUE, LetterboxGeometry, letterbox
 from pyinfer.params import DEFAULT_PARAMS
 
@@ -367,7 +366,7 @@ def unpack_fixed(
 class _Instance:
     """One input shape's preallocated buffers and (on CUDA, with graphs) its captured graph."""
 
-    frames: Any  # (B, H, W, C) uint8 (or YuvFrames) static device input; None: frames letterboxed before the graph
+    frames: torch.Tensor | None  # (B, H, W, C) uint8 static device input; None: frames letterboxed before the graph
     geometry: LetterboxGeometry
     input: torch.Tensor | None = None  # (B, 3, h, w) static model input, when ``frames`` is None
     host: torch.Tensor | None = None  # pinned copy of ``packed``
@@ -377,9 +376,6 @@ class _Instance:
     packed: torch.Tensor | None = None  # static decode_fixed result
     stage: Callable | None = None  # runs (letterbox +) model (+ decode_fixed) on ``frames`` (or ``input``)
     busy: bool = False
-    slot: list | None = None  # GatherFrames: the static planes (B, rows, cols, px) that ``frames`` views
-    exec: int | None = None  # the graph's cudaGraphExec_t, launched through pyinfer.ops.cudart
-    raw_event: int | None = None  # a cudart event recorded after the copy to ``host`` (instead of ``event``)
 
 
 @dataclass
@@ -484,9 +480,6 @@ class FastPath:
             self.stream = torch.cuda.Stream(device=self.device)
             # Host frames are copied in on a stream of their own, so batch N+1's copy overlaps batch N's compute.
             self.copy_stream = torch.cuda.Stream(device=self.device)
-        # Launches through the CUDA runtime with the GIL kept (pyinfer.ops.cudart); None: torch's calls.
-        self._rt = runtime() if self.cuda else None
-        self._stream_handle = int(self.stream.cuda_stream) if self.stream is not None else 0
         self._conf = torch.zeros((), dtype=torch.float32, device=self.device)
         self._iou = torch.zeros((), dtype=torch.float32, device=self.device)
         self._thresholds: tuple[float, float] | None = None
@@ -543,13 +536,8 @@ class FastPath:
     ) -> Ticket:
         """Start a batch; on CUDA this returns as soon as the work is queued on the engine's stream."""
 
-        from pyinfer.frames.gather import GatherFrames
         from pyinfer.ops.colour import YuvFrames
 
-        gather = isinstance(frames, GatherFrames)
-        if gather and not self._instanced:
-            frames = frames.stacked()
-            gather = False
         yuv = isinstance(frames, YuvFrames)
         n = int(frames.shape[0])
         ticket = Ticket(None, n, conf_threshold, iou_threshold, max_detections)
@@ -557,10 +545,9 @@ class FastPath:
             ticket.result = self._infer_cpu(frames, channels, conf_threshold, iou_threshold, max_detections)
             return ticket
         # YUV planes are copied into the instance's static planes and converted + letterboxed inside its graph
-        # (one replay; read where they are, the conversion was dozens of eager kernels a batch). Gathered frames
-        # (GatherFrames: each frame's planes where they are) are copied into the instance's static planes.
-        direct = self.direct and not yuv and not gather and self._on_device(frames)
-        if (yuv or gather) and not self._on_device(frames):
+        # (one replay; read where they are, the conversion was dozens of eager kernels a batch).
+        direct = self.direct and not yuv and self._on_device(frames)
+        if yuv and not self._on_device(frames):
             raise ValueError(f"YUV frames must be on {self.device} (the engine moves them there)")
         inst = self._acquire(frames, channels, max_detections, direct)
         ticket.instance = inst
@@ -575,76 +562,37 @@ class FastPath:
         """Queue one batch's work on the engine's stream (see :meth:`submit`)."""
         import torch
 
-        from pyinfer.frames.gather import GatherFrames
-
-        gather = isinstance(frames, GatherFrames)
-        # Gathered frames are GStreamer's memory, ready when mapped: nothing of the caller's stream to wait for.
-        caller = torch.cuda.current_stream(self.device) if frames.device.type == "cuda" and not gather else None
+        caller = torch.cuda.current_stream(self.device) if frames.device.type == "cuda" else None
         with torch.inference_mode(), self._on_stream():
-            if gather:
-                self._gather(inst, frames)
+            if caller is not None:
+                # Frames made on the caller's stream: wait for them, and keep their memory until we are done.
+                self.stream.wait_stream(caller)
+                for t in (frames.y, frames.u, frames.v) if yuv else (frames,):
+                    t.record_stream(self.stream)
+            if inst.frames is None:
+                self._letterbox_direct(frames, channels, inst.input[:n])
+            elif yuv:  # three device-side copies into the static planes, in one call
+                static = inst.frames
+                torch._foreach_copy_(
+                    [static.y[:n], static.u[:n], static.v[:n]], [frames.y, frames.u, frames.v], non_blocking=True
+                )
+            elif self.copy_stream is not None and frames.device.type == "cpu":
+                # The instance is free (collected), so nothing reads its frame buffer: copy on the copy stream
+                # while the compute stream may still run the previous batch, and let the compute wait for it.
+                # The caller keeps the (pinned) host frames until this batch is collected.
+                with torch.cuda.stream(self.copy_stream):
+                    inst.frames[:n].copy_(frames, non_blocking=True)
+                    copied = torch.cuda.Event()
+                    copied.record(self.copy_stream)
+                self.stream.wait_event(copied)
             else:
-                self._stage_frames(inst, frames, yuv, n, channels, caller)
-            self._set_thresholds(conf, iou)
-            rt = self._rt
-            if rt is not None and inst.exec is not None:
-                rt.launch(inst.exec, self._stream_handle)  # the graph's replay, the GIL kept
-            else:
-                self._run(inst)
-            if inst.packed is not None:  # the one device-to-host copy
-                if rt is not None and inst.packed.is_contiguous():
-                    rt.copy(inst.host.data_ptr(), inst.packed.data_ptr(), inst.packed.nbytes, self._stream_handle)
-                else:
-                    inst.host.copy_(inst.packed, non_blocking=True)
-            if inst.raw_event is not None:
-                rt.record(inst.raw_event, self._stream_handle)
-            elif inst.event is not None:
-                inst.event.record(self.stream)
-
-    def _stage_frames(self, inst: _Instance, frames: Any, yuv: bool, n: int, channels: str, caller: Any) -> None:
-        """Put a batch of frames (a tensor or YuvFrames) where the instance's graph reads them (on our stream)."""
-        import torch
-
-        if caller is not None:
-            # Frames made on the caller's stream: wait for them, and keep their memory until we are done.
-            self.stream.wait_stream(caller)
-            for t in (frames.y, frames.u, frames.v) if yuv else (frames,):
-                t.record_stream(self.stream)
-        if inst.frames is None:
-            self._letterbox_direct(frames, channels, inst.input[:n])
-        elif yuv:  # three device-side copies into the static planes, in one call
-            static = inst.frames
-            torch._foreach_copy_(
-                [static.y[:n], static.u[:n], static.v[:n]], [frames.y, frames.u, frames.v], non_blocking=True
-            )
-        elif self.copy_stream is not None and frames.device.type == "cpu":
-            # The instance is free (collected), so nothing reads its frame buffer: copy on the copy stream
-            # while the compute stream may still run the previous batch, and let the compute wait for it.
-            # The caller keeps the (pinned) host frames until this batch is collected.
-            with torch.cuda.stream(self.copy_stream):
                 inst.frames[:n].copy_(frames, non_blocking=True)
-                copied = torch.cuda.Event()
-                copied.record(self.copy_stream)
-            self.stream.wait_event(copied)
-        else:
-            inst.frames[:n].copy_(frames, non_blocking=True)
-
-    def _gather(self, inst: _Instance, frames: Any) -> None:
-        """Copy gathered frames' planes into the instance's static planes, on the engine's stream: through the
-        CUDA runtime with the GIL kept (one 2D copy per plane, row pitch as mapped), else one torch call."""
-        import torch
-
-        dst, src = frames.copy_pairs(inst.slot)
-        rt = self._rt
-        if rt is not None and all(_pitched(p) for p in src):
-            stream = self._stream_handle
-            for d, p in zip(dst, src):
-                rows, cols, px = p.shape
-                width = int(cols) * int(px)
-                pitch = int(p.stride(0)) if rows > 1 else width
-                rt.copy_2d(d.data_ptr(), width, p.data_ptr(), pitch, width, int(rows), stream)
-        else:
-            torch._foreach_copy_(dst, src, non_blocking=True)
+            self._set_thresholds(conf, iou)
+            self._run(inst)
+            if inst.packed is not None:
+                inst.host.copy_(inst.packed, non_blocking=True)  # the one device-to-host copy
+            if inst.event is not None:
+                inst.event.record(self.stream)
 
     def collect(self, ticket: Ticket) -> Any:
         """Wait for a submitted batch and return its decoded result."""
@@ -654,9 +602,7 @@ class FastPath:
             return ticket.result
         inst = ticket.instance
         try:
-            if inst.raw_event is not None:
-                self._rt.wait(inst.raw_event)
-            elif inst.event is not None:
+            if inst.event is not None:
                 inst.event.synchronize()
             if inst.packed is not None:
                 batch, redo = unpack_fixed(inst.host.numpy(), ticket.n)
@@ -736,8 +682,7 @@ class FastPath:
         """A free instance whose batch holds these frames (padding a partial batch), capturing one if needed."""
         n, h, w, c = (int(v) for v in frames.shape)
         colour = getattr(frames, "colour", None)  # YUV frames: the conversion is part of the graph
-        packing = getattr(frames, "packing", None)  # gathered frames: the static planes' format and shapes
-        rest = (h, w, c, channels, max_det, direct, colour, packing, self.candidates)
+        rest = (h, w, c, channels, max_det, direct, colour, self.candidates)
         fits = sorted((key for key in self._instances if key[1:] == rest and key[0] >= n), key=lambda key: key[0])
         key = fits[0] if fits else (max(n, self.max_batch), *rest)
         ring = self._instances.pop(key, [])
@@ -786,10 +731,9 @@ class FastPath:
     def _capture(self, key: tuple) -> _Instance:
         import torch
 
-        from pyinfer.frames.gather import slot_fill, slot_view
         from pyinfer.ops.colour import YuvFrames
 
-        b, h, w, c, channels, max_det, direct, colour, packing, _ = key
+        b, h, w, c, channels, max_det, direct, colour, _ = key
         geometry = self._geometry(w, h)
         inst = _Instance(frames=None, geometry=geometry, event=torch.cuda.Event() if self.cuda else None)
         with self._on_stream():  # grey until first use; made on the stream that uses them
@@ -798,13 +742,6 @@ class FastPath:
                 fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
                 grey = torch.full(shape, PAD_VALUE / 255.0, dtype=self.model.dtype, device=self.device)
                 inst.input = grey.contiguous(memory_format=fmt)
-            elif packing is not None:  # gathered frames: static planes as the frames have them, viewed as frames
-                vfmt, shapes = packing
-                inst.slot = [
-                    torch.full((b, *shape), slot_fill(vfmt, k, PAD_VALUE), dtype=torch.uint8, device=self.device)
-                    for k, shape in enumerate(shapes)
-                ]
-                inst.frames = slot_view(inst.slot, b, vfmt, colour)
             elif colour is not None:
                 ch, cw = (h + 1) // 2, (w + 1) // 2
 
@@ -830,8 +767,6 @@ class FastPath:
                     with _no_gc(), torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                         outputs, packed = inst.stage()
                     inst.graph = graph
-                    if self._rt is not None:
-                        inst.exec = graph_exec(graph)
                 except Exception as exc:  # a model that syncs or allocates on the host side cannot be captured
                     log.warning("CUDA graph capture failed, running without graphs: %s", exc)
                     self.notices.append(f"cuda-graphs: the capture failed, the model runs without graphs: {exc}")
@@ -840,8 +775,6 @@ class FastPath:
         inst.outputs, inst.packed = list(outputs), packed
         if packed is not None:
             inst.host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=self.cuda)
-        if self._rt is not None:
-            inst.raw_event = self._rt.owned_event(inst)
         log.debug("captured %s for frames %s (graph: %s)", self.device, (b, h, w, c), inst.graph is not None)
         return inst
 
@@ -938,11 +871,3 @@ def build_fast_path(
     if not settings.active:
         return None
     return FastPath(model, decoder, input_size, settings, depth=depth, max_batch=max_batch)
-
-
-def _pitched(plane: Any) -> bool:
-    """Whether a (rows, cols, px) uint8 plane view is rows of contiguous bytes at a positive pitch (a 2D copy)."""
-    if plane.dim() != 3 or plane.element_size() != 1:
-        return False
-    rows, cols, px = (int(v) for v in plane.shape)
-    return plane.stride(2) == 1 and plane.stride(1) == px and (rows <= 1 or plane.stride(0) >= cols * px)

@@ -353,8 +353,7 @@ class Engine:
 
         Args:
             frames: (B, H, W, C) uint8 (a strided view is fine), or 4:2:0 planes (pyinfer.ops.colour.YuvFrames);
-                on the model's device or in host memory (pinned is best); or the frames' planes where they are
-                (pyinfer.frames.gather.GatherFrames), which the fast path copies straight into its graph's input.
+                on the model's device or in host memory (pinned is best).
             channels: channel order of packed frames (RGB, BGR, RGBA, BGRA, RGBx, BGRx).
             conf_threshold: drop detections scoring at or below this.
             iou_threshold: class-aware NMS IoU threshold.
@@ -376,16 +375,10 @@ class Engine:
         """
         import torch
 
-        from pyinfer.frames.gather import GatherFrames
-        from pyinfer.ops.colour import YUV_FORMATS, YuvFrames
+        from pyinfer.ops.colour import YuvFrames
 
         n = len(frames) if isinstance(frames, YuvFrames) else int(frames.shape[0])
         device = self.model.device
-        if isinstance(frames, GatherFrames):  # frames' planes where they are (CUDA memory)
-            if self.fast is None or not same_device(frames.device, device):
-                frames = frames.stacked()  # only the fast path gathers them into its own input
-            elif frames.format in YUV_FORMATS:
-                channels = "RGB"
         if isinstance(frames, YuvFrames):
             channels = "RGB"  # the planes are converted to RGB as they are read
             if not same_device(frames.device, device):

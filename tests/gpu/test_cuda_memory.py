@@ -180,61 +180,6 @@ def test_cuda_graphs_on_nvdec_frames_give_the_plain_detections(embedded_model, b
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=2.0)
 
 
-def test_nvdec_frames_gathered_by_the_fast_path_give_the_staged_batches_detections(embedded_model, monkeypatch):
-    """CUDA frames of a batch go to the fast path as they are (GatherFrames: one copy into the graph's planes,
-    launched through the CUDA runtime with the GIL kept) instead of through a staging slot: same input, so the
-    same detections exactly."""
-    from pyinfer.elements import infer
-
-    knobs = "cuda-graphs=true channels-last=true"
-    monkeypatch.setattr(infer, "GATHER_MODE", "slot")
-    _, staged = _detect(embedded_model, CUDA_NV12, 4, limit=48, knobs=knobs)
-    monkeypatch.setattr(infer, "GATHER_MODE", "direct")
-    _, gathered = _detect(embedded_model, CUDA_NV12, 4, limit=48, knobs=knobs)
-    assert sum(len(d) for d in staged) > 80
-    for a, b in zip(staged, gathered, strict=True):
-        assert a.class_id.tolist() == b.class_id.tolist()
-        np.testing.assert_array_equal(a.xyxy, b.xyxy)
-
-
-def test_the_fast_path_launches_its_graph_through_the_cuda_runtime_as_torch_replays_it(embedded_model):
-    """pyinfer.ops.cudart on the real runtime: the graph's exec handle, 2D copies of pitched planes, the launch, the
-    copy of the packed result and the event give what torch's replay gives on the same frames."""
-    import torch
-
-    from pyinfer.accel import AccelSettings, FastPath
-    from pyinfer.engine import Engine, EngineConfig
-    from pyinfer.frames.gather import GatherFrames
-    from pyinfer.ops import cudart
-    from pyinfer.ops.colour import YuvColour
-
-    engine = Engine.build(EngineConfig(str(embedded_model.path), device="cuda"))
-    g = torch.Generator(device="cuda").manual_seed(3)
-    wide_y = torch.randint(16, 236, (3, 720, 1408), dtype=torch.uint8, device="cuda", generator=g)
-    wide_uv = torch.randint(16, 241, (3, 360, 1408), dtype=torch.uint8, device="cuda", generator=g)
-    planes = [[wide_y[i, :, :1280].unsqueeze(-1), wide_uv[i, :, :1280].view(360, 640, 2)] for i in range(3)]
-
-    def run(raw: bool):
-        fast = FastPath(engine.model, engine.decoder, (engine.input_width, engine.input_height),
-                        AccelSettings(cuda_graphs=True), fixed_decode=True, max_batch=4)  # fmt: skip
-        if not raw:
-            fast._rt = None
-        frames = GatherFrames(planes, "NV12", YuvColour("bt709"), [(720, 1280, 1), (360, 640, 2)], 1280, 720, 3)
-        out = [fast.infer(frames).detections() for _ in range(2)]
-        (inst,) = next(iter(fast._instances.values()))
-        return out, inst
-
-    assert cudart.runtime() is not None
-    raw, inst = run(True)
-    assert inst.exec is not None and inst.raw_event is not None  # launched through the runtime
-    plain, inst = run(False)
-    assert inst.exec is None and inst.raw_event is None
-    for a_batch, b_batch in zip(raw, plain, strict=True):
-        for a, b in zip(a_batch, b_batch, strict=True):
-            assert a.class_id.tolist() == b.class_id.tolist()
-            np.testing.assert_array_equal(a.xyxy, b.xyxy)
-
-
 def test_batch_group_on_nvdec_cuda_frames_gives_each_stream_its_own_detections(embedded_model):
     """Two NVDEC streams in CUDA memory through one batch-group (issue #13): each stream's frames once, in order,
     still in CUDA memory, with the detections a pyinfer of its own gives."""

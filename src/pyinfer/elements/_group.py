@@ -476,11 +476,6 @@ class BatchGroup:
             if frame is not None:
                 frame.close()
             frame = map_frame(buf, layout, batch.map_device)
-        if batch.gathers(layout):  # the engine copies it straight into its graph's input (pyinfer.frames.gather)
-            batch.mapped.append(frame)
-            batch.gather.append((batch.n_infer, frame.planes))
-            batch.n_infer += 1
-            return
         try:
             if batch.slot is None:
                 ring = self._ring(layout)

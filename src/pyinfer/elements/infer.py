@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 import time
 import warnings
@@ -41,7 +40,6 @@ from pyinfer.elements._secondary import ObjectFilter, ResultCache, SecondaryEngi
 from pyinfer.elements._swap import LoadResult, ModelSwapper
 from pyinfer.elements._video import NVMM_CAPS, PackedVideoFilter, is_nvmm
 from pyinfer.errors import ConfigError, DecodeError, DependencyError, ModelError, PyInferError
-from pyinfer.frames.gather import GatherFrames, slot_view
 from pyinfer.frames.video import CUDA_FEATURE, FORMATS, VideoLayout, map_frame
 from pyinfer.meta.codecs import Codec
 from pyinfer.meta.codecs import codec as meta_codec
@@ -56,9 +54,6 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 _RW = GObject.ParamFlags.READWRITE
 SKIP_WARNING_INTERVAL_S = 5.0  # on-error=skip posts at most one WARNING per this many seconds
-#: ``PYINFER_GATHER=slot``: CUDA frames are gathered into a staging slot before the engine copies them again (the
-#: behaviour before GatherFrames; for A/B measurements).
-GATHER_MODE = os.environ.get("PYINFER_GATHER", "direct")
 
 
 @dataclass(frozen=True)
@@ -993,11 +988,6 @@ class InferElement(PackedVideoFilter):
             batch.frames = frame.frames()
             batch.n_infer += 1
             return
-        if batch.gathers(layout):  # the engine copies it into its graph's input (mapped until delivered)
-            batch.mapped.append(frame)
-            batch.gather.append((batch.n_infer, frame.planes))
-            batch.n_infer += 1
-            return
         try:
             if batch.slot is None:
                 # a batch whose first frame is page-locked is gathered on the device, as CUDA frames are
@@ -1377,27 +1367,11 @@ class _OpenBatch:
         self.map_device = "cuda" if self.on_cpu else str(device)  # where CUDA memory frames are viewed from
         self.read_in_place = batch_size == 1  # a batch of one frame is read where it is, when the engine can
         self.object_batch = 1  # process-mode=secondary: objects per model call (the element's batch-size)
-        # CUDA frames handed to the engine's fast path as they are (GatherFrames): it copies them straight into its
-        # graph's input, with no staging slot (pyinfer.frames.gather). PYINFER_GATHER=slot: the staging slot.
-        self.direct_gather = (
-            GATHER_MODE != "slot" and getattr(engine, "fast", None) is not None and device.type == "cuda"
-            and settings.objects is None
-        )  # fmt: skip
-
-    def gathers(self, layout) -> bool:
-        """Whether this batch's frames of ``layout`` go to the engine as they are (see ``direct_gather``)."""
-        return self.direct_gather and layout.memory == "cuda"
 
     def job(self, layout) -> Job:
         frames = None
         if self.n_infer:
-            if self.slot is not None:
-                frames = _slot_frames(self.slot, self.n_infer, layout)
-            elif self.gather:  # the engine gathers them itself
-                frames = GatherFrames.from_layout([planes for _, planes in self.gather], layout)
-                self.gather = []
-            else:
-                frames = self.frames
+            frames = _slot_frames(self.slot, self.n_infer, layout) if self.slot is not None else self.frames
         s = self.settings
         params = InferParams(s.confidence_threshold, s.nms_iou_threshold, s.max_detections)
         channels = "RGB" if layout.format in YUV_FORMATS else layout.format
@@ -1441,7 +1415,14 @@ class _Flushing(Exception):
 
 def _slot_frames(slot: list, n: int, layout):
     """The first ``n`` frames of a staging slot as the engine takes them."""
-    return slot_view(slot, n, layout.format, layout.colour)
+    from pyinfer.ops.colour import YuvFrames
+
+    if layout.format == "NV12":
+        uv = slot[1][:n]
+        return YuvFrames(slot[0][:n, ..., 0], uv[..., 0], uv[..., 1], layout.colour)
+    if layout.format == "I420":
+        return YuvFrames(slot[0][:n, ..., 0], slot[1][:n, ..., 0], slot[2][:n, ..., 0], layout.colour)
+    return slot[0][:n]
 
 
 class _DsEngine:

@@ -68,10 +68,16 @@ _UNPINNABLE = 1
 
 
 def _cudart_path() -> str | None:
-    """The CUDA runtime library this process (torch) loaded (:func:`pyinfer.ops.cudart.cudart_path`)."""
-    from pyinfer.ops.cudart import cudart_path
-
-    return cudart_path()
+    """The CUDA runtime library this process (torch) loaded, from /proc/self/maps."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(" ")[-1]
+                if "/libcudart.so" in path:
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 class HostPinning:
