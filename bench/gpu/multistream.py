@@ -20,8 +20,11 @@ decoder, the file played from the start), total frames/s over every sink:
 - ``separate``: ``... ! pyinfer batch-size=1 ! fakesink`` x N (N models, N calls);
 - ``raw`` (GPU only): the model alone on letterboxed input in a CUDA graph at batch N (bench/gpu/throughput.py);
 - ``rawdec`` (GPU only): ``decode`` x N and, beside it in a thread of the same process, the raw model at batch N
-  replayed back to back (each batch synchronised, as pyinfer's worker does): both rates while they share the
-  GPU, the driver and the interpreter.
+  (``--raw-batch``) replayed back to back (each batch synchronised, as pyinfer's worker does): both rates while
+  they share the GPU, the driver and the interpreter;
+- ``rawpaced`` (GPU only): as ``rawdec``, but the model replays one batch each time the decoders have given that
+  many more frames (what a batch-group without any Python cost would run): the decode rate this load leaves is
+  the ceiling of the group at that batch size.
 
 Every sink's probe reads the frame's detections. Timed from the moment every stream has passed its first
 ``--skip`` frames to the last buffer. Target (issue #13): 8 streams, ``group`` >= 0.85 of ``decode``.
@@ -55,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="yolov8n", help="yolov8n (ultralytics yaml, as element.py) or shapes")
     p.add_argument("--knobs", default="cuda-graphs=true channels-last=true", help="pyinfer speed knobs (GPU)")
     p.add_argument("--frames", type=int, default=0, help="frames per stream (0: the whole file)")
+    p.add_argument("--raw-batch", type=int, default=0, help="rawdec/rawpaced: the model's batch (0: N)")
     p.add_argument("--skip", type=int, default=16, help="warm-up frames per stream, not timed")
     p.add_argument("--budget-s", type=float, default=480)
     p.add_argument("--out", type=Path, default=None)
@@ -74,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 _COUNT: dict = {"calls": None}
+_DECODED = [0]  # frames every sink has seen (rawpaced: the model replays one batch per that many)
 _HOOKED = threading.local()
 
 
@@ -230,6 +235,7 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
         dets = len(read_detections(info.get_buffer())) if middle else 0
         with lock:
             stamps.append(now)
+            _DECODED[0] += 1
             per_stream[i] += 1
             counts[0] += dets
             if not ready[i] and per_stream[i] >= args.skip:
@@ -351,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     tp, bundle = raw
                     r = _raw(tp, bundle, n)
-                elif variant == "rawdec":
+                elif variant in ("rawdec", "rawpaced"):
                     if raw is None:
                         continue
-                    r = _raw_beside_decode(args, raw, n)
+                    r = _raw_beside_decode(args, raw, n, paced=variant == "rawpaced")
                 else:
                     middle = {
                         "decode": "",
@@ -417,8 +423,9 @@ def _raw_note(r: dict) -> str:
     return f"raw beside {r['raw_beside_decode_frames_per_s']} alone {r['raw_alone_frames_per_s']} "
 
 
-def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int) -> dict:
-    """``decode`` x n while the raw model replays its batch-n graph back to back in another thread."""
+def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int, paced: bool = False) -> dict:
+    """``decode`` x n while the raw model replays its batch graph (``--raw-batch``, else n) in another thread: back
+    to back, or (``paced``) once per that many newly decoded frames."""
     import copy
 
     import numpy as np
@@ -426,19 +433,26 @@ def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int) -> dict:
     from throughput import capture
 
     tp, bundle = raw
+    b = args.raw_batch or n
     frames = torch.from_numpy(np.stack(tp.render_frames(16))).to("cuda")
-    lb = tp.letterboxed(tp.frame_batches(frames, n), torch.float16)
+    lb = tp.letterboxed(tp.frame_batches(frames, b), torch.float16)
     module = copy.deepcopy(bundle.module).to(memory_format=torch.channels_last)
     stamps: list[float] = []
     stop = threading.Event()
+    pacing = threading.Event()
     with torch.inference_mode():
         static = lb[0].clone().contiguous(memory_format=torch.channels_last)
         graph = capture(module, static)
 
         def loop() -> None:
             with torch.inference_mode():
-                i = 0
+                i = done = 0
                 while not stop.is_set():
+                    if paced and pacing.is_set():  # after the model's second alone: a batch per b decoded frames
+                        if _DECODED[0] < (done + 1) * b:
+                            time.sleep(0.0002)
+                            continue
+                        done += 1
                     static.copy_(lb[i % len(lb)])
                     graph.replay()
                     torch.cuda.current_stream().synchronize()
@@ -449,7 +463,9 @@ def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int) -> dict:
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
         time.sleep(1.0)
-        alone = sum(1 for t in stamps if t > alone_t0 + 0.2) * n / 0.8
+        alone = sum(1 for t in stamps if t > alone_t0 + 0.2) * b / 0.8
+        _DECODED[0] = 0
+        pacing.set()
         t0 = time.perf_counter()
         dec = run_streams(args, n, "")
         t1 = time.perf_counter()
@@ -458,9 +474,10 @@ def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int) -> dict:
     # the decode's timed window is its last dec["timed_s"] seconds before t1 (less the EOS handling)
     w0 = t1 - dec["timed_s"] - 0.05
     during = [t for t in stamps if w0 <= t <= t1 - 0.05]
-    raw_fps = (len(during) - 1) * n / (during[-1] - during[0]) if len(during) > 1 else 0.0
+    raw_fps = (len(during) - 1) * b / (during[-1] - during[0]) if len(during) > 1 else 0.0
     return {"frames_per_s": dec["frames_per_s"], "raw_beside_decode_frames_per_s": round(raw_fps, 1),
-            "raw_alone_frames_per_s": round(alone, 1), "run_s": round(t1 - t0, 2), "frames": dec["frames"]}  # fmt: skip
+            "raw_alone_frames_per_s": round(alone, 1), "run_s": round(t1 - t0, 2), "frames": dec["frames"],
+            "raw_batch": b, "paced": paced}  # fmt: skip
 
 
 def _raw(tp, bundle, n: int) -> dict:
