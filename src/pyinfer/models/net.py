@@ -274,9 +274,14 @@ class ShapesNet(nn.Module):
         Returns:
             (B, 4 + nc, N): cx, cy, w, h in input pixels, then sigmoid class scores.
         """
-        box, cls = self.head(self.neck(self.backbone(x)))
+        return self.detect(self.neck(self.backbone(x)))
+
+    def detect(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(B, 4 + nc, N) detection rows from the neck's outputs (strides 8, 16, 32): the head, then the boxes
+        decoded around their anchors."""
+        box, cls = self.head(feats)
         sizes = [(int(t.shape[2]), int(t.shape[3])) for t in box]
-        anchors, strides = make_anchors(sizes, x.device, x.dtype)
+        anchors, strides = make_anchors(sizes, feats[0].device, feats[0].dtype)
         # Flatten over (h, w) only, so the batch size stays symbolic under torch.jit.trace.
         ltrb = F.softplus(torch.cat([t.flatten(2) for t in box], 2)) * strides.T  # (B, 4, N)
         logits = torch.cat([t.flatten(2) for t in cls], 2)  # (B, nc, N)

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch  # noqa: TID253 - architecture module, never imported by elements
 from torch import nn  # noqa: TID253
-from torch.nn import functional as F  # noqa: TID253
 
-from pyinfer.models.net import ConvBnAct, ShapesNet, make_anchors
+from pyinfer.models.net import ConvBnAct, ShapesNet
 
 NM = 32  # mask prototypes / coefficients per anchor, as ultralytics
 IMGSZ = 384
@@ -86,19 +85,6 @@ class ShapesSegNet(ShapesNet):
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The neck's outputs at strides 8, 16, 32."""
         return self.neck(self.backbone(x))
-
-    def detect(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """(B, 4 + nc, N) detection rows from the neck's outputs: exactly ``ShapesNet.forward``'s arithmetic."""
-        box, cls = self.head(feats)
-        sizes = [(int(t.shape[2]), int(t.shape[3])) for t in box]
-        anchors, strides = make_anchors(sizes, feats[0].device, feats[0].dtype)
-        ltrb = F.softplus(torch.cat([t.flatten(2) for t in box], 2)) * strides.T  # (B, 4, N)
-        logits = torch.cat([t.flatten(2) for t in cls], 2)  # (B, nc, N)
-        a = anchors.T  # (2, N)
-        lt, rb = ltrb[:, :2], ltrb[:, 2:]
-        cxcy = a + (rb - lt) / 2
-        wh = lt + rb
-        return torch.cat((cxcy, wh, logits.sigmoid()), 1)
 
     def segment(self, feats: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask coefficients (B, nm, N), anchors ordered as the detection rows, and prototypes (B, nm, H/4, W/4)."""
