@@ -178,3 +178,18 @@ def analytics_test(fn=None, *, oriented: bool = False):
         return wrapper
 
     return decorate(fn) if fn is not None else decorate
+
+
+def load_committed(path: Path, trainer: str) -> tuple:
+    """A committed embedded model (TorchScript) on the CPU, in eval mode, and its ``config.txt`` metadata; the
+    assertion names the training script that writes it when the file is missing."""
+    import warnings
+
+    import torch
+
+    assert path.is_file(), f"{path} is missing: run train/{trainer} --export (docs/models.md)"
+    extra = {"config.txt": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
+        model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return model.eval(), json.loads(extra["config.txt"])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from pyinfer.engine import Engine, EngineConfig
 from pyinfer.models.net_marks import IMGSZ, MarksNet, Probabilities
 from pyinfer.scene import MARKS, Scene
 from pyinfer.zoo import get_model
+from support import load_committed
 
 MODEL = Path(pyinfer.models.__file__).parent / "marks.torchscript"
 LABELS = MODEL.with_name("marks.labels.txt")
@@ -25,12 +24,7 @@ LABELS = MODEL.with_name("marks.labels.txt")
 
 @pytest.fixture(scope="module")
 def committed() -> tuple[torch.jit.ScriptModule, dict]:
-    assert MODEL.is_file(), f"{MODEL} is missing: run train/train_marks.py --export (docs/models.md)"
-    extra = {"config.txt": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
-        model = torch.jit.load(str(MODEL), map_location="cpu", _extra_files=extra)
-    return model.eval(), json.loads(extra["config.txt"])
+    return load_committed(MODEL, "train_marks.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pyinfer.models
 from pyinfer.models.net import ShapesNet, num_anchors
 from pyinfer.ops.letterbox import letterbox
 from pyinfer.scene import CLASSES, Scene
+from support import load_committed
 
 MODEL = Path(pyinfer.models.__file__).parent / "shapes.torchscript"
 LABELS = MODEL.with_name("shapes.labels.txt")
@@ -42,10 +42,7 @@ def traced(net: ShapesNet) -> torch.jit.ScriptModule:
 
 @pytest.fixture(scope="module")
 def shapes_model() -> tuple[torch.jit.ScriptModule, dict]:
-    assert MODEL.is_file(), f"{MODEL} is missing: run train/train_detector.py --export"
-    extra = {"config.txt": ""}
-    model = torch.jit.load(str(MODEL), map_location="cpu", _extra_files=extra)
-    return model.eval(), json.loads(extra["config.txt"])
+    return load_committed(MODEL, "train_detector.py")
 
 
 def test_num_anchors_sums_the_three_strides() -> None:

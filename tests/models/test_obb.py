@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from pyinfer.ops.rotated import corners
 from pyinfer.scene import ROTATED_CLASSES
 from pyinfer.scene.video import render_frames, truth_record
 from pyinfer.zoo import get_model
+from support import load_committed
 
 MODEL = Path(pyinfer.models.__file__).parent / "shapes-obb.torchscript"
 LABELS = MODEL.with_name("shapes-obb.labels.txt")
@@ -43,12 +43,7 @@ def net() -> ShapesOBBNet:
 
 @pytest.fixture(scope="module")
 def committed() -> tuple[torch.jit.ScriptModule, dict]:
-    assert MODEL.is_file(), f"{MODEL} is missing: run train/train_obb.py --export (docs/models.md)"
-    extra = {"config.txt": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
-        model = torch.jit.load(str(MODEL), map_location="cpu", _extra_files=extra)
-    return model.eval(), json.loads(extra["config.txt"])
+    return load_committed(MODEL, "train_obb.py")
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -3,7 +3,6 @@ of held-out scenes through the engine against the exact instance masks, and mask
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pyinfer.engine import Engine, EngineConfig
 from pyinfer.models.net_seg import NM, ShapesSegNet, from_detector, load_frozen_detector
 from pyinfer.scene import CLASSES, Scene
 from pyinfer.zoo import get_model
+from support import load_committed
 
 MODEL = Path(pyinfer.models.__file__).parent / "shapes-seg.torchscript"
 LABELS = MODEL.with_name("shapes-seg.labels.txt")
@@ -27,12 +27,7 @@ MASK_IOU_FLOOR = 0.8
 
 @pytest.fixture(scope="module")
 def committed() -> tuple[torch.jit.ScriptModule, dict]:
-    assert MODEL.is_file(), f"{MODEL} is missing: run train/train_seg.py --export (docs/models.md)"
-    extra = {"config.txt": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
-        model = torch.jit.load(str(MODEL), map_location="cpu", _extra_files=extra)
-    return model.eval(), json.loads(extra["config.txt"])
+    return load_committed(MODEL, "train_seg.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ engine, and the secondary element mapping its keypoints back to the frame."""
 from __future__ import annotations
 
 import copy
-import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from pyinfer.ops.crops import crop_resize, pixel_boxes
 from pyinfer.scene import CLASSES, Scene
 from pyinfer.scene.generator import _Body, _draw
 from pyinfer.zoo import get_model
+from support import load_committed
 
 MODEL = Path(pyinfer.models.__file__).parent / "vertices.torchscript"
 LABELS = MODEL.with_name("vertices.labels.txt")
@@ -28,12 +27,7 @@ SEED, WIDTH, HEIGHT = 1000211, 960, 544  # held out: training draws seeds below 
 
 @pytest.fixture(scope="module")
 def committed() -> tuple[torch.jit.ScriptModule, dict]:
-    assert MODEL.is_file(), f"{MODEL} is missing: run train/train_vertices.py --export (docs/models.md)"
-    extra = {"config.txt": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
-        model = torch.jit.load(str(MODEL), map_location="cpu", _extra_files=extra)
-    return model.eval(), json.loads(extra["config.txt"])
+    return load_committed(MODEL, "train_vertices.py")
 
 
 @pytest.fixture(scope="module")
