@@ -256,6 +256,12 @@ def test_masks_are_scored_against_the_scenes_exact_masks():
     assert worse.with_mask == n - 3  # one per frame carries no mask
     assert worse.mean_iou < 0.45
     assert "mask IoU mean" in str(ok) and ok.as_dict()["matched"] == n
+    # a child object (found inside another: a secondary model's) on each frame, with the box of a truth object, a
+    # higher score and an empty mask: not a detection of the frame, so neither matched nor scored
+    empty = mask_rle(np.zeros((s, s), bool))
+    kids = [{**r, "objects": [*r["objects"], {**r["objects"][1], "confidence": 0.99, "parent": 0, "mask": empty}]}
+            for r in good]  # fmt: skip
+    assert evaluate_masks(kids, truths, seed) == ok
 
 
 def test_child_keypoints_are_scored_against_the_shapes_vertices_and_children_are_not_detections():

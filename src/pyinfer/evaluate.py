@@ -146,10 +146,19 @@ def _by_frame(records: Iterable[dict[str, Any]], side: str, *, rotated: bool = F
         frame = rec["frame"]
         if frame in out:
             raise ConfigError(f"{side}: frame {frame} appears more than once")
-        if any("parent" in o for o in rec.get("objects", ())):  # found inside other objects: not detections of
-            rec = {**rec, "objects": [o for o in rec["objects"] if "parent" not in o]}  # the frame (secondary)
+        rec = _top_level(rec)[1]  # objects found inside others are not detections of the frame (secondary)
         out[frame] = _rotated_detections(rec, side) if rotated else record_detections(rec)
     return out
+
+
+def _top_level(rec: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
+    """The indices of a record's objects that lie inside no other (no ``parent``: the frame's detections, not a
+    secondary model's), and the record with those objects only (``rec`` itself when it has no child)."""
+    objects = rec.get("objects", [])
+    top = [i for i, o in enumerate(objects) if "parent" not in o]
+    if len(top) == len(objects):
+        return top, rec
+    return top, {**rec, "objects": [objects[i] for i in top]}
 
 
 def evaluate(
@@ -437,9 +446,10 @@ def evaluate_masks(
         prec, trec = preds[frame], truths.get(frame)
         if trec is None:
             continue
-        pairs = match_pairs(record_detections(prec), record_detections(trec), iou_threshold)
+        top, frame_objects = _top_level(prec)
+        pairs = match_pairs(record_detections(frame_objects), record_detections(trec), iou_threshold)
         matched += len(pairs)
-        todo = [(i, j) for i, j, _ in pairs if prec["objects"][i].get("mask")]
+        todo = [(top[i], j) for i, j, _ in pairs if prec["objects"][top[i]].get("mask")]
         if not todo:
             continue
         w, h = int(trec["width"]), int(trec["height"])
@@ -509,9 +519,8 @@ def evaluate_vertices(
         trec = truths.get(prec["frame"])
         if trec is None:
             continue
-        top = [i for i, o in enumerate(prec["objects"]) if "parent" not in o]
-        pairs = match_pairs(record_detections({**prec, "objects": [prec["objects"][i] for i in top]}),
-                            record_detections(trec), iou_threshold)  # fmt: skip
+        top, frame_objects = _top_level(prec)
+        pairs = match_pairs(record_detections(frame_objects), record_detections(trec), iou_threshold)
         truth_of = {top[i]: j for i, j, _ in pairs}
         w, h = float(trec["width"]), float(trec["height"])
         for o in prec["objects"]:
