@@ -185,18 +185,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         data = print_evaluation("pyinfer eval", args.json, args.truth, iou_threshold=args.iou, rotated=args.rotated)
-        if args.masks_seed is not None:
-            from pyinfer.evaluate import evaluate_masks
-            from pyinfer.jsonl import read_jsonl
+        from pyinfer.evaluate import evaluate_masks, evaluate_vertices
+        from pyinfer.jsonl import read_jsonl
 
+        if args.masks_seed is not None:
             masks = evaluate_masks(read_jsonl(args.json), read_jsonl(args.truth), args.masks_seed,
                                    iou_threshold=args.iou)  # fmt: skip
             print(masks)
             data["masks"] = masks.as_dict()
         if args.vertices:
-            from pyinfer.evaluate import evaluate_vertices
-            from pyinfer.jsonl import read_jsonl
-
             verts = evaluate_vertices(read_jsonl(args.json), read_jsonl(args.truth), iou_threshold=args.iou)
             print(verts)
             data["vertices"] = verts.as_dict()
