@@ -446,10 +446,10 @@ def evaluate_masks(
         prec, trec = preds[frame], truths.get(frame)
         if trec is None:
             continue
-        top, frame_objects = _top_level(prec)
+        kept, frame_objects = _top_level(prec)
         pairs = match_pairs(record_detections(frame_objects), record_detections(trec), iou_threshold)
         matched += len(pairs)
-        todo = [(top[i], j) for i, j, _ in pairs if prec["objects"][top[i]].get("mask")]
+        todo = [(kept[i], j) for i, j, _ in pairs if prec["objects"][kept[i]].get("mask")]
         if not todo:
             continue
         w, h = int(trec["width"]), int(trec["height"])
@@ -519,9 +519,9 @@ def evaluate_vertices(
         trec = truths.get(prec["frame"])
         if trec is None:
             continue
-        top, frame_objects = _top_level(prec)
+        kept, frame_objects = _top_level(prec)
         pairs = match_pairs(record_detections(frame_objects), record_detections(trec), iou_threshold)
-        truth_of = {top[i]: j for i, j, _ in pairs}
+        truth_of = {kept[i]: j for i, j, _ in pairs}
         w, h = float(trec["width"]), float(trec["height"])
         for o in prec["objects"]:
             j = truth_of.get(o.get("parent", -1))
