@@ -43,7 +43,36 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "gstreamer": gst,
+        "python_loop_ms": python_loop_ms(),
     }
+
+
+def python_loop_ms(reps: int = 5) -> float:
+    """Milliseconds one thread takes for a fixed pure-Python loop (calls, attributes, a dict, a list), best of
+    ``reps``: how fast this host runs the interpreter. The device machines of one kind differ by up to ~2x in
+    host-bound benchmarks; this says which kind of host a result came from."""
+    import time
+
+    class Box:
+        __slots__ = ("n",)
+
+        def __init__(self) -> None:
+            self.n = 0
+
+    def step(box: Box, table: dict, i: int) -> None:
+        box.n += i & 7
+        table[i & 255] = box.n
+
+    best = float("inf")
+    for _ in range(reps):
+        box, table, items = Box(), {}, []
+        t0 = time.perf_counter()
+        for i in range(100_000):
+            step(box, table, i)
+            if i & 1023 == 0:
+                items.append(i)
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 2)
 
 
 def utc_now() -> str:

@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decoder", default="nvh264dec")
     p.add_argument("--memory", default="cuda", choices=["cuda", "system"])
     p.add_argument("--device", default="cuda")
+    p.add_argument(
+        "--cuda-context",
+        default="shared",
+        choices=["shared", "own"],
+        help="shared: the decoders get torch's primary context (pyinfer answers their context query; a bus "
+        "handler answers where no pyinfer is); own: share-cuda-context=false, each makes its own",
+    )
     p.add_argument("--model", default="yolov8n", help="yolov8n (ultralytics yaml, as element.py) or shapes")
     p.add_argument("--knobs", default="cuda-graphs=true channels-last=true", help="pyinfer speed knobs (GPU)")
     p.add_argument("--frames", type=int, default=0, help="frames per stream (0: the whole file)")
@@ -212,6 +219,10 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
             f"{mid + ' ! ' if mid else ''}fakesink name=sink{i} sync=false"
         )
     pipeline = Gst.parse_launch(" ".join(branches))
+    if args.cuda_context == "shared" and args.memory == "cuda":
+        from pyinfer.frames.cuda_context import share_on_bus
+
+        share_on_bus(pipeline.get_bus())
     lock = threading.Lock()
     stamps: list[float] = []
     per_stream = [0] * n
@@ -289,9 +300,17 @@ def run_streams(args: argparse.Namespace, n: int, middle: str, timeout_s: float 
             round(counts[0] / max(1, len(stamps)), 2), "pipeline": branches[0],
             "gc_in_timed_window": {"collections": gc_pause["collections"],
                                    "seconds": [round(v, 4) for v in gc_pause["seconds"]]},
-            "timed_s": round(stamps[-1] - start[0], 3),
+            "timed_s": round(stamps[-1] - start[0], 3), "cuda_context": args.cuda_context,
+            "cuda_context_answers": _answers(),
             **({"c_calls": _summarise_calls(calls, len(stamps) - start[1])} if calls else {}),
             **({"pyspy": spy_info} if spy_info else {})}  # fmt: skip
+
+
+def _answers() -> dict:
+    """How many times the decoders were given torch's primary context so far (pyinfer.frames.cuda_context)."""
+    from pyinfer.frames import cuda_context
+
+    return dict(cuda_context.ANSWERED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = "shapes"
     extra = "" if args.device == "cpu" else args.knobs
+    if args.cuda_context == "own":
+        extra += " share-cuda-context=false"
     raw = None
     if args.model == "shapes":
         from pyinfer.zoo import get_model
@@ -399,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{variant:9s} x{n:<3d} {r['frames_per_s']:10.1f} frames/s  "
                 f"{_raw_note(r)}"
-                f"gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s",
+                f"gc {r.get('gc_in_timed_window')} in {r.get('timed_s')} s ctx {r.get('cuda_context_answers')}",
                 flush=True,
             )
             common.write_json(out, data)
@@ -477,7 +498,7 @@ def _raw_beside_decode(args: argparse.Namespace, raw: tuple, n: int, paced: bool
     raw_fps = (len(during) - 1) * b / (during[-1] - during[0]) if len(during) > 1 else 0.0
     return {"frames_per_s": dec["frames_per_s"], "raw_beside_decode_frames_per_s": round(raw_fps, 1),
             "raw_alone_frames_per_s": round(alone, 1), "run_s": round(t1 - t0, 2), "frames": dec["frames"],
-            "raw_batch": b, "paced": paced}  # fmt: skip
+            "raw_batch": b, "paced": paced, "cuda_context_answers": dec.get("cuda_context_answers")}  # fmt: skip
 
 
 def _raw(tp, bundle, n: int) -> dict:

@@ -12,6 +12,7 @@ CI has no GPU: the module is skipped there (and says why); the GPU run is record
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -252,3 +253,29 @@ def test_triton_yuv_letterbox_gives_the_eager_values_on_nvdec_frames(monkeypatch
             m.close()
     assert torch.equal(kernel, eager)
     assert 0.1 < float(kernel[:, :, top : top + rh].float().mean()) < 0.9
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_the_decoder_runs_in_torchs_primary_context_unless_told_otherwise(embedded_model, share):
+    """pyinfer answers nvh264dec's context query with the device's primary context (torch's): the decoder's
+    copies and the model's kernels then run in one CUDA context, not time-sliced between two. With
+    share-cuda-context=false the decoder makes its own, as before."""
+    from pyinfer.frames import cuda_context
+
+    torch.zeros(1, device="cuda")  # torch's context exists
+    pipeline = Gst.parse_launch(
+        f"{DECODE} name=dec ! {CUDA_NV12} ! pyinfer model-engine={embedded_model.path} device=cuda "
+        f"share-cuda-context={str(share).lower()} ! fakesink"
+    )
+    pipeline.set_state(Gst.State.PAUSED)
+    try:
+        assert pipeline.get_state(60 * Gst.SECOND)[0] == Gst.StateChangeReturn.SUCCESS
+        decoder = cuda_context.element_handle(pipeline.get_by_name("dec"))
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    primary = cuda_context.primary_handle(0)
+    assert decoder is not None and primary is not None
+    current = ctypes.c_void_p()
+    assert ctypes.CDLL("libcuda.so.1").cuCtxGetCurrent(ctypes.byref(current)) == 0
+    assert current.value == primary  # torch's context is the primary one
+    assert (decoder == primary) is share

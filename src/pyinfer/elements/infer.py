@@ -221,6 +221,13 @@ class InferElement(PackedVideoFilter):
         blurb="Where the model runs: auto (cuda when available, else cpu), cpu, cuda, cuda:N (backend=triton: "
         "where letterbox and decode run; the model runs where the server puts it)",
     )  # fmt: skip
+    share_cuda_context = ready_property(
+        "share-cuda-context",
+        type=bool, default=True, nick="Share CUDA context",
+        blurb="Answer the context query of upstream CUDA elements (nvh264dec and the other NVDEC decoders, "
+        "cudaupload) with the primary context of this element's CUDA device, the one torch runs in: decoder and "
+        "model then share one context instead of the GPU time-slicing between two. false: they make their own",
+    )  # fmt: skip
     batch_size = ready_property(
         "batch-size",
         type=int, default=1, minimum=1, maximum=1024, nick="Batch size",
@@ -851,6 +858,8 @@ class InferElement(PackedVideoFilter):
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     def do_gst_base_transform_query(self, direction: Gst.PadDirection, query: Gst.Query) -> bool:  # vfunc "query"
+        if query.type == Gst.QueryType.CONTEXT and self._answer_cuda_context(query):
+            return True
         if direction != Gst.PadDirection.SRC or query.type != Gst.QueryType.LATENCY:
             return GstBase.BaseTransform.do_query(self, direction, query)
         if not GstBase.BaseTransform.do_query(self, direction, query):
@@ -860,6 +869,21 @@ class InferElement(PackedVideoFilter):
         self._reported_latency_ns = ours
         query.set_latency(live, lo + ours, hi + ours if hi != Gst.CLOCK_TIME_NONE else hi)
         return True
+
+    def _answer_cuda_context(self, query: Gst.Query) -> bool:
+        """A ``gst.cuda.context`` query (from a decoder opening): answered with the primary context of the device
+        the model will run on (``device``; auto: cuda:0), so that the decoder shares torch's context."""
+        if not self.share_cuda_context:
+            return False
+        from pyinfer.frames.cuda_context import answer_query, device_index
+
+        index = device_index(self.device)
+        if index is None:
+            return False
+        answered = answer_query(self, query, index)
+        if answered:
+            log.debug("%s: upstream CUDA elements share the primary context of cuda:%d", self.get_name(), index)
+        return answered
 
     def _latency_ns(self) -> int:
         """What the element adds: frames held until their batch fills (or times out), and the batches in flight."""
