@@ -433,3 +433,58 @@ def test_stats_interval_posts_each_streams_rate_and_latency(embedded_model, grou
         assert all(p["fps"] > 0 and p["fps-average"] > 0 for p in posts)
         assert all(0 < p["latency-ms"] <= p["latency-max-ms"] for p in posts)
         assert posts[0]["batch-group"] == ("rates" if group else "")
+
+
+def _instant_engine(monkeypatch) -> None:
+    """Engine.submit/collect return empty detections at once: batches finish while their last frame's
+    submit_input_buffer may still be returning."""
+    from pyinfer.detections import Detections
+    from pyinfer.engine import Engine
+    from pyinfer.ops.colour import YuvFrames
+
+    def submit(self, frames, *, channels="RGB", params=None):
+        return len(frames) if isinstance(frames, YuvFrames) else int(frames.shape[0])
+
+    monkeypatch.setattr(Engine, "submit", submit)
+    monkeypatch.setattr(Engine, "collect", lambda self, ticket: [Detections.empty() for _ in range(ticket)])
+
+
+def test_a_member_never_pushes_the_buffer_of_the_call_it_is_in(monkeypatch, embedded_model):
+    """PyGObject takes and drops a reference on submit_input_buffer's buffer after the Python code returned: a
+    buffer pushed inside its own call had been freed downstream by then and was freed twice (8 streams with an
+    instant model crashed or hung in 4 runs of 6). Member.pump leaves that call's buffer for later; every buffer
+    still goes out once, in order."""
+    from pyinfer.elements import infer
+
+    _instant_engine(monkeypatch)
+    calls = threading.local()
+    inside: list[int] = []
+    pushed = [0]
+    real_submit, real_push = _group.BatchGroup.submit, infer._Pusher.__call__
+
+    def submit(self, element, buf, held=None):
+        calls.buf = hash(buf)
+        try:
+            return real_submit(self, element, buf, held)
+        finally:
+            calls.buf = None
+
+    def push(self, pad, item):
+        pushed[0] += 1
+        if getattr(calls, "buf", None) == hash(item.buf):
+            inside.append(pushed[0])
+        return real_push(self, pad, item)
+
+    monkeypatch.setattr(_group.BatchGroup, "submit", submit)
+    monkeypatch.setattr(infer._Pusher, "__call__", push)
+    n, frames = 4, _frames(5, 60, 160, 128)
+    s = Streams(embedded_model, n, "batch-group=g batch-size=4")
+    try:
+        msg = s.run({i: frames for i in range(n)})
+        assert msg is not None and msg.type == Gst.MessageType.EOS, msg and msg.parse_error()
+    finally:
+        s.stop()
+    assert pushed[0] == n * len(frames)
+    expected = [i * Gst.SECOND // 30 for i in range(len(frames))]
+    assert [[pts for pts, _, _ in o] for o in s.out] == [expected] * n
+    assert inside == []

@@ -137,9 +137,17 @@ class Member:
         finally:
             self._waiting = False
 
-    def pump(self) -> None:
+    def pump(self, keep: GroupItem | None = None) -> None:
         """On the streaming thread: push what is queued (in order), unless the output thread is pushing (or the
-        member pushes on its output thread only: ``PYINFER_GROUP_PUSH=thread``)."""
+        member pushes on its output thread only: ``PYINFER_GROUP_PUSH=thread``).
+
+        ``keep``: the buffer of the ``submit_input_buffer`` call this runs in, left queued (for the next call, the
+        drain at EOS, or the output thread after PUSH_GRACE_S). When a Python vfunc returns, PyGObject takes and
+        drops a reference on each boxed argument it was lent (``pygi_boxed_copy_in_place`` in the marshal
+        clean-up), after the Python code: a buffer pushed inside its own call had been freed downstream by then,
+        and was freed a second time. With a model that finishes a batch at once, 8 streams of a batch-group
+        crashed or hung in 4 runs of 6 (``bench/element_overhead.py --only group8_b8,small_b16``); 0 of 10 since.
+        """
         if not self.inline:
             return
         with self._cond:
@@ -147,8 +155,13 @@ class Member:
                 return
             items = list(self._queue)
             self._queue.clear()
+            if keep is not None and items[-1] is keep:
+                self._queue.append(items.pop())
+                self._queued_at = time.monotonic()
+                if not items:
+                    return
             self._pushing = True
-        self._push_items(items)
+        self._push_items(items, keep)
 
     def flush(self) -> None:
         """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch.
@@ -236,7 +249,7 @@ class Member:
                 self._pushing = True
             self._push_items(items)
 
-    def _push_items(self, items: list[GroupItem]) -> None:
+    def _push_items(self, items: list[GroupItem], keep: GroupItem | None = None) -> None:
         """Push ``items`` in order (the caller set ``_pushing``); then count them out and make room."""
         push = self.element._push
         while True:
@@ -259,9 +272,13 @@ class Member:
                     if self._queue and not self._stopping:  # delivered while we pushed: ours too, in order
                         items = list(self._queue)
                         self._queue.clear()
-                    else:
+                        if keep is not None and items[-1] is keep:  # (see pump)
+                            self._queue.append(items.pop())
+                            self._queued_at = time.monotonic()
+                    if not items:
                         self._pushing = False
-                        self._queued_at = 0.0
+                        if not self._queue:
+                            self._queued_at = 0.0
             if not items:
                 return
 
@@ -418,7 +435,7 @@ class BatchGroup:
             if frame is not None:  # not taken by the batch (an error before _add_frame)
                 frame.close()
         if member.inline:
-            member.pump()  # this stream's finished buffers go out from here, as a single element's do
+            member.pump(keep=item)  # this stream's finished buffers go out from here, as a single element's do
         return member.flow
 
     def drain(self, element: Any) -> None:
