@@ -121,7 +121,12 @@ def element_handle(element) -> int | None:
     context = query.parse_context()
     if context is None:
         return None
-    value = context.get_structure().get_value("cuda-context")
+    structure = context.get_structure()
+    value = None
+    for field in (CONTEXT_TYPE, "cuda-context"):  # the field's name in GStreamer 1.22 and its later spelling
+        if structure.has_field(field):
+            value = structure.get_value(field)
+            break
     if value is None:
         return None
     _, gstcuda, _ = _load()
