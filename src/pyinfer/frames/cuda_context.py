@@ -112,7 +112,7 @@ def primary_handle(index: int) -> int | None:
 def element_handle(element) -> int | None:
     """The ``CUcontext`` a CUDA element (a decoder, after it opened) works in, from a ``gst.cuda.context`` query
     on its source pad; None where it answers none. For checks and diagnostics."""
-    from pyinfer._gi import Gst
+    from pyinfer._gi import Gst, structure
 
     pad = element.get_static_pad("src")
     query = Gst.Query.new_context(CONTEXT_TYPE)
@@ -121,16 +121,13 @@ def element_handle(element) -> int | None:
     context = query.parse_context()
     if context is None:
         return None
-    structure = context.get_structure()
-    value = None
-    for field in (CONTEXT_TYPE, "cuda-context"):  # the field's name in GStreamer 1.22 and its later spelling
-        if structure.has_field(field):
-            value = structure.get_value(field)
-            break
-    if value is None:
-        return None
     _, gstcuda, _ = _load()
-    return gstcuda.gst_cuda_context_get_handle(hash(value))
+    with structure(context) as fields:
+        for field in (CONTEXT_TYPE, "cuda-context"):  # the field's name in GStreamer 1.22 and its later spelling
+            if fields is not None and fields.has_field(field):
+                value = fields.get_value(field)
+                return gstcuda.gst_cuda_context_get_handle(hash(value)) if value is not None else None
+    return None
 
 
 def answer_query(element, query, index: int) -> bool:
