@@ -146,22 +146,28 @@ class Member:
         drops a reference on each boxed argument it was lent (``pygi_boxed_copy_in_place`` in the marshal
         clean-up), after the Python code: a buffer pushed inside its own call had been freed downstream by then,
         and was freed a second time. With a model that finishes a batch at once, 8 streams of a batch-group
-        crashed or hung in 4 runs of 6 (``bench/element_overhead.py --only group8_b8,small_b16``); 0 of 10 since.
+        crashed or hung in 4 runs of 6 (``bench/element_overhead.py --only group8_b8,small_b16``); 0 of 16 since.
         """
         if not self.inline:
             return
         with self._cond:
             if self._pushing or not self._queue or self._stopping:
                 return
-            items = list(self._queue)
-            self._queue.clear()
-            if keep is not None and items[-1] is keep:
-                self._queue.append(items.pop())
-                self._queued_at = time.monotonic()
-                if not items:
-                    return
+            items = self._take(keep)
+            if not items:
+                return
             self._pushing = True
         self._push_items(items, keep)
+
+    def _take(self, keep: GroupItem | None = None) -> list[GroupItem]:
+        """What is queued, in order (the caller holds the lock), less ``keep`` where it is the last: that one stays
+        queued (see :meth:`pump`)."""
+        items = list(self._queue)
+        self._queue.clear()
+        if keep is not None and items and items[-1] is keep:
+            self._queue.append(items.pop())
+            self._queued_at = time.monotonic()
+        return items
 
     def flush(self) -> None:
         """Forget this member's buffers everywhere (queued here, in the group's batches): a new epoch.
@@ -244,8 +250,7 @@ class Member:
                 if self._pushing:  # the streaming thread is pushing: it takes what is queued when it is done
                     self._has_items.wait(PUSH_GRACE_S)
                     continue
-                items = list(self._queue)
-                self._queue.clear()
+                items = self._take()
                 self._pushing = True
             self._push_items(items)
 
@@ -270,11 +275,7 @@ class Member:
                     self._room.notify_all()
                     items = []
                     if self._queue and not self._stopping:  # delivered while we pushed: ours too, in order
-                        items = list(self._queue)
-                        self._queue.clear()
-                        if keep is not None and items[-1] is keep:  # (see pump)
-                            self._queue.append(items.pop())
-                            self._queued_at = time.monotonic()
+                        items = self._take(keep)
                     if not items:
                         self._pushing = False
                         if not self._queue:
